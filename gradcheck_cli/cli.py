@@ -1,0 +1,375 @@
+"""The gradcheck command line: parse flags into an AnalyzeConfig, run, render, exit.
+
+Torch is imported only inside `analyze`, so --help, --version, zoo, init and explain stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from gradcheck_cli import __version__
+from gradcheck_cli.errors import GradcheckError
+
+app = typer.Typer(
+    name="gradcheck",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help=(
+        "Does the gradient flow through your PyTorch model? gradcheck runs real forward and "
+        "backward passes, measures every layer, and tells you what to change.\n\n"
+        "  gradcheck analyze model.py\n\n"
+        "  gradcheck analyze builtin:sigmoid-mlp --format json"
+    ),
+)
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def _color_allowed() -> bool:
+    return stdout_is_terminal() and not os.environ.get("NO_COLOR")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gradcheck {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
+    """gradcheck: gradient-flow diagnostics for PyTorch models."""
+
+
+def _fail(error: GradcheckError, debug: bool) -> None:
+    if debug:
+        raise error
+    typer.echo(f"error: {error.message}", err=True)
+    if error.hint:
+        typer.echo(f"hint: {error.hint}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def analyze(
+    target: Annotated[
+        str | None,
+        typer.Argument(
+            help="model.py, model.py:NAME, 'model.py:Net(3, depth=4)', pkg.module:NAME or builtin:NAME "
+            "(see `gradcheck zoo`). May come from the config file instead.",
+            show_default=False,
+        ),
+    ] = None,
+    input: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="Input shape and kind, repeatable for several positional inputs: 32x784, "
+            "8x3x32x32, int:4x64:1000 (tokens below 1000), float:16x784:0..1. "
+            "Default: sample_batch() from the file, else inferred from the first layer.",
+            show_default=False,
+        ),
+    ] = None,
+    arch_opt: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--arch-opt",
+            "-a",
+            help="Option of a builtin, e.g. depth=50 or activation=relu (see `gradcheck zoo`).",
+            show_default=False,
+        ),
+    ] = None,
+    init: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--init",
+            help="Constructor keyword argument KEY=VALUE (value read as YAML), repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    target_arg: Annotated[
+        str | None,
+        typer.Option(
+            "--target-arg",
+            help="Pass the generated target to forward as this keyword (models that compute their own loss).",
+            show_default=False,
+        ),
+    ] = None,
+    layout: Annotated[
+        str | None,
+        typer.Option(
+            "--layout",
+            help="batch-first or seq-first for sequence inputs (default: from the model's batch_first).",
+            show_default=False,
+        ),
+    ] = None,
+    batches: Annotated[
+        int | None,
+        typer.Option(
+            "--batches", "-b", help="Sample batches to aggregate over [default: 3].", show_default=False
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", help="Batch size of inferred inputs [default: 16].", show_default=False),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device",
+            "-d",
+            help="auto, cpu, cuda, cuda:N or mps [default: auto: cuda, then mps, then cpu].",
+            show_default=False,
+        ),
+    ] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option(
+            "--dtype",
+            help="float32, float64, bfloat16 or float16 (mixed precision via autocast) [default: float32].",
+            show_default=False,
+        ),
+    ] = None,
+    loss: Annotated[
+        str | None,
+        typer.Option(
+            "--loss",
+            help="auto, ce, mse, sum or output (the model returns its own loss) [default: auto].",
+            show_default=False,
+        ),
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            "--steps",
+            help="Take K optimizer steps on the sample batches first, then measure [default: 0].",
+            show_default=False,
+        ),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            "--lr", help="Learning rate of the --steps optimizer [default: 0.01].", show_default=False
+        ),
+    ] = None,
+    optimizer: Annotated[
+        str | None,
+        typer.Option("--optimizer", help="sgd or adam, for --steps [default: sgd].", show_default=False),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Seed for inputs and initialisation [default: 0].", show_default=False),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="A YAML file of these options; flags win. Default: ./gradcheck.yaml, then [tool.gradcheck] in pyproject.toml.",
+            show_default=False,
+        ),
+    ] = None,
+    format: Annotated[
+        str | None,
+        typer.Option(
+            "--format", "-f", help="rich, json, markdown, junit or html [default: rich].", show_default=False
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write the report to this file; the terminal still gets the verdict.",
+            show_default=False,
+        ),
+    ] = None,
+    fail_on: Annotated[
+        str | None,
+        typer.Option(
+            "--fail-on",
+            help="Exit 1 on findings at or above: error, warning or never [default: error].",
+            show_default=False,
+        ),
+    ] = None,
+    try_fixes: Annotated[
+        bool | None,
+        typer.Option(
+            "--try-fixes",
+            help="Apply each suggested fix to a copy of the model and measure again.",
+            show_default=False,
+        ),
+    ] = None,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline",
+            help="Compare with a saved JSON report; regressions are findings.",
+            show_default=False,
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """Run forward and backward passes on TARGET and report how gradients flow through it.
+
+    Exit codes: 0 no finding at or above --fail-on, 1 findings, 2 could not run.
+    """
+    flags: dict[str, Any] = {
+        "inputs": input,
+        "arch_opts": arch_opt,
+        "init_args": init,
+        "target_arg": target_arg,
+        "layout": layout,
+        "batches": batches,
+        "batch_size": batch_size,
+        "device": device,
+        "dtype": dtype,
+        "loss": loss,
+        "steps": steps,
+        "lr": lr,
+        "optimizer": optimizer,
+        "seed": seed,
+        "format": format,
+        "output": output,
+        "fail_on": fail_on,
+        "try_fixes": try_fixes,
+        "baseline": baseline,
+    }
+    try:
+        code = _run_analyze(target, flags, config, debug)
+    except GradcheckError as error:
+        _fail(error, debug)
+        return
+    raise typer.Exit(code)
+
+
+def _run_analyze(target: str | None, flags: dict[str, Any], config_path: Path | None, debug: bool) -> int:
+    from gradcheck_cli.config import (
+        build_config,
+        find_default_config,
+        parse_key_values,
+        read_config_file,
+        values_from_file,
+    )
+    from gradcheck_cli.report import exit_code
+    from gradcheck_cli.specs import parse_input
+
+    flags["inputs"] = tuple(parse_input(s) for s in flags["inputs"]) if flags["inputs"] else None
+    flags["arch_opts"] = parse_key_values(flags["arch_opts"], "--arch-opt") if flags["arch_opts"] else None
+    flags["init_args"] = parse_key_values(flags["init_args"], "--init") if flags["init_args"] else None
+    path = config_path or find_default_config(Path.cwd())
+    file_values = values_from_file(read_config_file(path), path) if path else {}
+    config = build_config(target, {**flags, "debug": debug}, file_values)
+    report = _analyze_with_progress(config)
+    _write_report(report, config.format, config.output)
+    return exit_code(report, config.fail_on)
+
+
+def _analyze_with_progress(config: Any) -> Any:
+    from rich.console import Console
+
+    _quiet_numpy_warning()
+    from gradcheck_cli.pipeline import analyze as run_pipeline
+
+    err = Console(stderr=True)
+    if not err.is_terminal:
+        return run_pipeline(config)
+    with err.status("gradcheck: starting") as status:
+        return run_pipeline(config, progress=lambda msg: status.update(f"gradcheck: {msg}"))
+
+
+def _quiet_numpy_warning() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+
+
+def _write_report(report: Any, fmt: str | None, output: Path | None) -> None:
+    from gradcheck_cli.render import get_renderer
+
+    fmt = fmt or "rich"
+    to_terminal = output is None and _color_allowed()
+    width = shutil.get_terminal_size((100, 24)).columns if to_terminal else 100
+    text = get_renderer(fmt, width=width, color=to_terminal and fmt == "rich").render(report)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    if output is not None or fmt != "rich":
+        s = report.summary
+        ids = sorted({f.id for f in report.findings})
+        typer.echo(
+            f"gradcheck: {s.status} ({s.errors} errors, {s.warnings} warnings)"
+            + (f": {', '.join(ids)}" if ids else "")
+            + (f"; report written to {output}" if output else ""),
+            err=True,
+        )
+
+
+@app.command()
+def zoo() -> None:
+    """List the built-in architectures: `builtin:NAME` then what it shows."""
+    from gradcheck_cli.zoo import ARCHITECTURES
+
+    width = max(len(name) for name in ARCHITECTURES) + len("builtin:") + 2
+    for name, spec in ARCHITECTURES.items():
+        options = " ".join(f"{k}={v}" for k, v in spec.options.items())
+        typer.echo(f"{'builtin:' + name:<{width}}{spec.summary}")
+        typer.echo(f"{'':<{width}}options: {options}")
+
+
+@app.command()
+def explain(
+    rule_id: Annotated[str, typer.Argument(metavar="ID", help="A finding id, e.g. vanishing-gradients.")],
+) -> None:
+    """Print the documentation of one finding id."""
+    from gradcheck_cli.config import did_you_mean
+    from gradcheck_cli.rules import all_rules, get_rule
+
+    spec = get_rule(rule_id)
+    if spec is None:
+        ids = [r.id for r in all_rules()]
+        _fail(
+            GradcheckError(
+                f"no finding id {rule_id!r}", did_you_mean(rule_id, ids) or f"known: {', '.join(ids)}"
+            ),
+            False,
+        )
+        return
+    typer.echo(f"{spec.id} (default severity: {spec.severity.value}; fixes: {', '.join(spec.fixes)})\n")
+    typer.echo(spec.doc)
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the template.")] = Path("gradcheck.yaml"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented gradcheck.yaml template that works as written."""
+    from importlib.resources import files
+
+    if path.exists() and not force:
+        _fail(GradcheckError(f"{path} already exists", "use --force to overwrite it"), False)
+    template = files("gradcheck_cli").joinpath("templates/gradcheck.yaml").read_text()
+    path.write_text(template)
+    typer.echo(f"wrote {path}; run `gradcheck analyze` next to it", err=True)
+
+
+def main() -> None:
+    app()

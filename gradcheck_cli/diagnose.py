@@ -1,0 +1,62 @@
+"""Run every registered rule over a ProbeResult and assign each layer its status."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gradcheck_cli.errors import ConfigError
+from gradcheck_cli.findings import Finding, LayerStatus
+from gradcheck_cli.rules import all_rules, get_rule
+from gradcheck_cli.stats import ProbeResult
+
+# When several findings mark one layer, the most fundamental one names its status.
+_STATUS_PRIORITY = (
+    LayerStatus.NONFINITE,
+    LayerStatus.NO_GRAD,
+    LayerStatus.EXPLODING,
+    LayerStatus.VANISHING,
+    LayerStatus.DEAD,
+    LayerStatus.SATURATED,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Diagnosis:
+    findings: tuple[Finding, ...]
+    layer_status: dict[str, LayerStatus]
+
+
+def check_threshold_ids(thresholds: Mapping[str, Mapping[str, float]]) -> None:
+    from gradcheck_cli.config import did_you_mean
+
+    for rule_id in thresholds:
+        if get_rule(rule_id) is None:
+            known = [r.id for r in all_rules()]
+            raise ConfigError(f"thresholds: unknown finding id {rule_id!r}", did_you_mean(rule_id, known))
+
+
+def diagnose(probe: ProbeResult, thresholds: Mapping[str, Mapping[str, float]] | None = None) -> Diagnosis:
+    thresholds = thresholds or {}
+    check_threshold_ids(thresholds)
+    findings: list[Finding] = []
+    for spec in all_rules():
+        limits = spec.limits(thresholds.get(spec.id))
+        findings.extend(spec.check(probe, limits))
+    findings.sort(key=lambda f: -f.severity.rank)
+    return Diagnosis(findings=tuple(findings), layer_status=layer_status(probe, findings))
+
+
+def layer_status(probe: ProbeResult, findings: list[Finding]) -> dict[str, LayerStatus]:
+    status = {layer.name: LayerStatus.FROZEN for layer in probe.layers if not layer.trainable}
+    marks: dict[str, set[LayerStatus]] = {}
+    for finding in findings:
+        if finding.status is None:
+            continue
+        for name in finding.layers:
+            marks.setdefault(name, set()).add(finding.status)
+    for name, found in marks.items():
+        if name in status:
+            continue
+        status[name] = next(s for s in _STATUS_PRIORITY if s in found)
+    return status

@@ -1,0 +1,67 @@
+"""Verdict vocabulary: severities, layer statuses, fix ids, findings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Literal, Union
+
+JSONScalar = Union[str, int, float, bool, None]  # noqa: UP007 (a runtime alias, 3.10-safe)
+Evidence = Mapping[str, Union[JSONScalar, Sequence[JSONScalar]]]  # noqa: UP007
+
+FixId = Literal[
+    "residual",
+    "batchnorm",
+    "layernorm",
+    "activation",
+    "init",
+    "clip",
+    "lr",
+    "gru",
+    "lstm",
+    "leaky-relu",
+    "grad-scaler",
+    "eps",
+    "graph",
+]
+
+
+class Severity(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        return {"info": 1, "warning": 2, "error": 3}[self.value]
+
+
+class LayerStatus(str, Enum):
+    OK = "ok"
+    VANISHING = "vanishing"
+    EXPLODING = "exploding"
+    DEAD = "dead"
+    SATURATED = "saturated"
+    NONFINITE = "nonfinite"
+    NO_GRAD = "no-grad"
+    FROZEN = "frozen"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Suggestion:
+    fix: FixId
+    text: str
+    where: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finding:
+    id: str
+    severity: Severity
+    layers: tuple[str, ...]
+    message: str
+    evidence: Evidence = field(default_factory=dict)
+    suggestions: tuple[Suggestion, ...] = ()
+    status: LayerStatus | None = None
+    """The status this finding gives its layers (None: it marks no layer)."""

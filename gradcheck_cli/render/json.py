@@ -1,0 +1,124 @@
+"""--format json: the contract's gradcheck.report/1 document, written field by field."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from gradcheck_cli.findings import Finding
+from gradcheck_cli.report import LayerRow, Report
+from gradcheck_cli.stats import ThroughTime
+
+
+def _num(value: float | int | None) -> float | int | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _clean(value: Any) -> Any:
+    """NaN/inf -> None, recursively, so json.dumps(allow_nan=False) only fails on real bugs."""
+    if isinstance(value, float):
+        return _num(value)
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _layer(row: LayerRow) -> dict[str, Any]:
+    s = row.stats
+    out: dict[str, Any] = {
+        "name": s.name,
+        "type": s.type,
+        "index": s.index,
+        "grad_norm": _num(s.grad_norm),
+        "weight_norm": _num(s.weight_norm),
+        "grad_weight_ratio": _num(s.grad_weight_ratio),
+        "act_grad_rms": _num(s.act_grad_rms),
+        "act_grad_norm": _num(s.act_grad_norm),
+        "zero_grad_fraction": _num(s.zero_grad_fraction),
+        "nonfinite": s.nonfinite,
+        "status": row.status.value,
+        "parameters": s.parameters,
+        "calls": s.calls,
+        "role": s.role,
+    }
+    if s.shared_with:
+        out["shared_with"] = s.shared_with
+    if s.source:
+        out["source"] = str(s.source)
+    return out
+
+
+def _finding(f: Finding) -> dict[str, Any]:
+    return {
+        "id": f.id,
+        "severity": f.severity.value,
+        "layers": list(f.layers),
+        "message": f.message,
+        "evidence": _clean(f.evidence),
+        "suggestions": [{"fix": s.fix, "text": s.text, "where": s.where} for s in f.suggestions],
+    }
+
+
+def _through_time(tt: ThroughTime) -> dict[str, Any]:
+    return {
+        "module": tt.module,
+        "type": tt.type,
+        "steps": tt.steps,
+        "per_step_factor": _num(tt.per_step_factor),
+        "horizon": tt.horizon,
+        "horizon_floor": tt.horizon_floor,
+        "curve": [_num(v) for v in tt.curve],
+    }
+
+
+def to_document(report: Report) -> dict[str, Any]:
+    m, r = report.model, report.run
+    doc: dict[str, Any] = {
+        "schema": report.schema,
+        "tool": {"name": "gradcheck", "version": report.tool_version},
+        "target": report.target,
+        "model": {
+            "class": m.class_name,
+            "parameters": m.parameters,
+            "trainable": m.trainable,
+            "device": m.device,
+            "dtype": m.dtype,
+            "found_by": m.found_by,
+            "init_args": _clean(m.init_args),
+        },
+        "run": {
+            "batches": r.batches,
+            "steps": r.steps,
+            "seed": r.seed,
+            "loss": r.loss,
+            "loss_reason": r.loss_reason,
+            "inputs": list(r.inputs),
+            "seconds": round(r.seconds, 3),
+        },
+        "layers": [_layer(row) for row in report.layers],
+        "findings": [_finding(f) for f in report.findings],
+        "summary": {
+            "status": report.summary.status,
+            "errors": report.summary.errors,
+            "warnings": report.summary.warnings,
+            "infos": report.summary.infos,
+        },
+    }
+    if report.through_time:
+        # The contract pins one object; the first recurrent module is the one shown.
+        doc["through_time"] = _through_time(report.through_time[0])
+    doc.update(_clean(report.extra))
+    return doc
+
+
+class JsonRenderer:
+    format: ClassVar[str] = "json"
+
+    def render(self, report: Report) -> str:
+        return json.dumps(to_document(report), indent=2, allow_nan=False) + "\n"

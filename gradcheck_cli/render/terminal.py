@@ -1,0 +1,188 @@
+"""--format rich: the per-layer table with a log-scale gradient bar, and the findings."""
+
+from __future__ import annotations
+
+import math
+from io import StringIO
+from typing import ClassVar
+
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from gradcheck_cli.findings import Finding, LayerStatus, Severity
+from gradcheck_cli.render.base import fmt_num
+from gradcheck_cli.report import Report
+from gradcheck_cli.stats import ThroughTime
+
+STATUS_STYLE = {
+    LayerStatus.OK: "green",
+    LayerStatus.VANISHING: "bold blue",
+    LayerStatus.EXPLODING: "bold red",
+    LayerStatus.DEAD: "magenta",
+    LayerStatus.SATURATED: "yellow",
+    LayerStatus.NONFINITE: "bold red",
+    LayerStatus.NO_GRAD: "bold red",
+    LayerStatus.FROZEN: "dim",
+}
+SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
+VERDICT_STYLE = {"healthy": "bold green", "warning": "bold yellow", "error": "bold red"}
+EIGHTHS = " ▏▎▍▌▋▊▉█"
+SPARKS = "▁▂▃▄▅▆▇█"
+MAX_ROWS = 60
+
+
+class GradBar:
+    """A bar whose length is log10 of a value, over `decades` decades below `top`."""
+
+    def __init__(
+        self, value: float, top: float, decades: float, width: int = 16, style: str = "cyan"
+    ) -> None:
+        self.value, self.top, self.decades, self.width, self.style = value, top, decades, width, style
+
+    def fraction(self) -> float:
+        if not (self.value > 0) or not math.isfinite(self.value) or not (self.top > 0):
+            return 0.0
+        return max(0.0, min(1.0, 1 + math.log10(self.value / self.top) / self.decades))
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        eighths = round(self.fraction() * self.width * 8)
+        full, part = divmod(eighths, 8)
+        text = "█" * full + (EIGHTHS[part] if part else "")
+        if not math.isfinite(self.value):
+            text = "NaN/inf"
+        yield Text(text.ljust(self.width), style=self.style)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement(self.width, self.width)
+
+
+def sparkline(curve: tuple[float, ...], width: int = 40, decades: float = 6.0) -> str:
+    """Log-scale sparkline of a through-time curve (oldest step left), resampled to `width`."""
+    if not curve:
+        return ""
+    step = max(1, math.ceil(len(curve) / width))
+    samples = [curve[i] for i in range(0, len(curve), step)]
+    chars = []
+    for value in samples:
+        level = 0.0 if not (value > 0) else max(0.0, min(1.0, 1 + math.log10(min(value, 1.0)) / decades))
+        chars.append(SPARKS[min(len(SPARKS) - 1, int(level * (len(SPARKS) - 1) + 0.5))] if value > 0 else " ")
+    return "".join(chars)
+
+
+def header(report: Report) -> Text:
+    m, r = report.model, report.run
+    text = Text()
+    text.append("gradcheck ", style="bold")
+    text.append(f"{report.target}", style="bold cyan")
+    text.append(
+        f"  {m.class_name} · {m.parameters:,} params ({m.trainable:,} trainable) · {m.device} {m.dtype}\n"
+    )
+    text.append(
+        f"inputs {', '.join(r.inputs)} · loss {r.loss} ({r.loss_reason}) · {r.batches} batches · "
+        f"seed {r.seed}{f' · {r.steps} steps' if r.steps else ''} · {r.seconds:.2f}s",
+        style="dim",
+    )
+    return text
+
+
+def layer_table(report: Report) -> Table:
+    rows = report.layers
+    norms = [row.stats.act_grad_norm for row in rows if row.stats.act_grad_norm > 0]
+    top = max(norms) if norms else 1.0
+    low = min(norms) if norms else 1.0
+    decades = max(3.0, math.ceil(math.log10(top / low)) + 1) if norms else 3.0
+    table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("layer", overflow="ellipsis", no_wrap=True, max_width=22)
+    table.add_column("type", overflow="ellipsis", no_wrap=True, max_width=10)
+    table.add_column(f"∇output (log, {decades:.0f} dec)", no_wrap=True)
+    table.add_column("∇out", justify="right")
+    table.add_column("grad/w", justify="right")
+    table.add_column("status", no_wrap=True)
+    shown = rows if len(rows) <= MAX_ROWS else rows[: MAX_ROWS // 2] + rows[-MAX_ROWS // 2 :]
+    for i, row in enumerate(shown):
+        if len(rows) > MAX_ROWS and i == MAX_ROWS // 2:
+            table.add_row("", f"… {len(rows) - MAX_ROWS} more", "", "", "", "", "")
+        s = row.stats
+        style = STATUS_STYLE[row.status]
+        table.add_row(
+            str(s.index),
+            s.name,
+            s.type,
+            GradBar(s.act_grad_norm, top, decades, style="cyan" if row.status is LayerStatus.OK else style),
+            fmt_num(s.act_grad_norm),
+            fmt_num(s.grad_weight_ratio),
+            Text(row.status.value, style=style),
+        )
+    return table
+
+
+def through_time_block(items: tuple[ThroughTime, ...]) -> RenderableType:
+    lines = Text()
+    for tt in items:
+        lines.append(f"{tt.module} ({tt.type}, {tt.steps} steps) ", style="bold")
+        lines.append(f"x{tt.per_step_factor:.3f}/step · horizon {tt.horizon} steps\n")
+        lines.append("  first step ")
+        lines.append(sparkline(tt.curve), style="cyan")
+        lines.append(" last step\n")
+    return Panel(
+        lines, title="gradient through time (log scale, 6 decades)", title_align="left", border_style="dim"
+    )
+
+
+def finding_block(finding: Finding) -> Text:
+    text = Text()
+    text.append(f"{finding.severity.value.upper():7} ", style=SEVERITY_STYLE[finding.severity])
+    text.append(f"{finding.id}\n", style="bold")
+    text.append(f"  {finding.message}\n")
+    for s in finding.suggestions:
+        text.append(f"  → {s.fix}: ", style="bold green")
+        text.append(s.text)
+        if s.where:
+            text.append(f"  ({s.where})", style="dim")
+        text.append("\n")
+    return text
+
+
+def summary_panel(report: Report) -> Panel:
+    s = report.summary
+    verdict = Text()
+    verdict.append(s.status.upper(), style=VERDICT_STYLE[s.status])
+    verdict.append(f"  {s.errors} errors · {s.warnings} warnings · {s.infos} infos\n")
+    if not report.findings:
+        verdict.append("Gradients flow through every layer within the thresholds; nothing to fix.\n")
+    body = Group(verdict, *(finding_block(f) for f in report.findings))
+    return Panel(body, title="verdict", title_align="left", border_style=VERDICT_STYLE[s.status].split()[-1])
+
+
+def report_renderables(report: Report) -> list[RenderableType]:
+    parts: list[RenderableType] = [header(report), Text(""), layer_table(report), Text("")]
+    if report.through_time:
+        parts.append(through_time_block(report.through_time))
+    parts.append(summary_panel(report))
+    return parts
+
+
+class TerminalRenderer:
+    format: ClassVar[str] = "rich"
+
+    def __init__(self, width: int = 100, color: bool = False) -> None:
+        self.width, self.color = width, color
+
+    def render(self, report: Report) -> str:
+        console = Console(
+            file=StringIO(),
+            width=self.width,
+            force_terminal=self.color,
+            color_system="auto" if self.color else None,
+            no_color=not self.color,
+            highlight=False,
+            emoji=False,
+        )
+        for part in report_renderables(report):
+            console.print(part)
+        out = console.file.getvalue()  # type: ignore[attr-defined]
+        return str(out)

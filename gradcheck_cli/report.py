@@ -1,0 +1,90 @@
+"""The report every renderer reads, and the exit code it implies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gradcheck_cli import __version__
+from gradcheck_cli.findings import Finding, LayerStatus, Severity
+from gradcheck_cli.stats import ActivationStats, LayerStats, ModelInfo, ProbeResult, RunInfo, ThroughTime
+
+SCHEMA = "gradcheck.report/1"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerRow:
+    stats: LayerStats
+    status: LayerStatus
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Summary:
+    status: str
+    """healthy, warning or error: the worst finding."""
+    errors: int
+    warnings: int
+    infos: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Report:
+    target: str
+    model: ModelInfo
+    run: RunInfo
+    layers: tuple[LayerRow, ...]
+    findings: tuple[Finding, ...]
+    summary: Summary
+    activations: tuple[ActivationStats, ...] = ()
+    through_time: tuple[ThroughTime, ...] = ()
+    extra: dict[str, object] = field(default_factory=dict)
+    """Optional top-level sections added by later stages (fixes, baseline), already JSON-ready."""
+    schema: str = SCHEMA
+    tool_version: str = __version__
+
+
+def summarize(findings: tuple[Finding, ...]) -> Summary:
+    counts = {s: sum(1 for f in findings if f.severity is s) for s in Severity}
+    if counts[Severity.ERROR]:
+        status = "error"
+    elif counts[Severity.WARNING]:
+        status = "warning"
+    else:
+        status = "healthy"
+    return Summary(
+        status=status,
+        errors=counts[Severity.ERROR],
+        warnings=counts[Severity.WARNING],
+        infos=counts[Severity.INFO],
+    )
+
+
+def build_report(
+    target: str,
+    probe: ProbeResult,
+    findings: tuple[Finding, ...],
+    layer_status: dict[str, LayerStatus],
+) -> Report:
+    rows = tuple(
+        LayerRow(stats=layer, status=layer_status.get(layer.name, LayerStatus.OK)) for layer in probe.layers
+    )
+    return Report(
+        target=target,
+        model=probe.model,
+        run=probe.run,
+        layers=rows,
+        findings=findings,
+        summary=summarize(findings),
+        activations=probe.activations,
+        through_time=probe.through_time,
+    )
+
+
+FAIL_ON_RANK = {"error": Severity.ERROR.rank, "warning": Severity.WARNING.rank, "info": 1}
+
+
+def exit_code(report: Report, fail_on: str) -> int:
+    """0 when no finding is at or above `fail_on`, else 1. `never` always gives 0."""
+    if fail_on == "never":
+        return 0
+    bar = FAIL_ON_RANK[fail_on]
+    return 1 if any(f.severity.rank >= bar for f in report.findings) else 0

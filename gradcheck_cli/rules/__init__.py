@@ -1,0 +1,26 @@
+"""All finding rules. Adding a diagnosis is adding a module here and naming it below."""
+
+from __future__ import annotations
+
+from gradcheck_cli.rules import (  # noqa: F401  (imported to register)
+    dead_units,
+    exploding_gradients,
+    exploding_through_time,
+    no_gradient,
+    nonfinite_gradients,
+    saturated_activations,
+    vanishing_gradients,
+    vanishing_through_time,
+)
+from gradcheck_cli.rules.base import RuleSpec, registry
+
+
+def all_rules() -> list[RuleSpec]:
+    return list(registry().values())
+
+
+def get_rule(rule_id: str) -> RuleSpec | None:
+    for spec in registry().values():
+        if spec.id == rule_id or rule_id in spec.aliases:
+            return spec
+    return None

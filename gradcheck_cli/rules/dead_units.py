@@ -1,0 +1,95 @@
+"""dead-units: ReLU-like units that never activate."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
+from gradcheck_cli.rules.base import rule
+from gradcheck_cli.rules.profile import sig
+from gradcheck_cli.stats import ProbeResult
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLimits:
+    fraction: float = 0.5
+    """Warn when more than this fraction of an activation's units never turn on."""
+    error_fraction: float = 0.9
+    """An error when more than this fraction is dead."""
+
+
+@rule(
+    id="dead-units",
+    severity=Severity.ERROR,
+    fixes=("leaky-relu", "init", "lr", "batchnorm"),
+    limits=DeadLimits,
+)
+def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
+    """A large fraction of ReLU-like units never activate, so their weights get no gradient.
+
+    ## What it detects
+    For every ReLU-family activation module (ReLU, ReLU6, and in-place variants), the
+    fraction of units (features, or channels for convolutions) that are never positive on
+    any sample of any batch.
+
+    ## Why it matters
+    A dead unit passes zero gradient, so the weights feeding it never change and it
+    cannot come back: capacity is lost, often after a few high-learning-rate steps.
+
+    ## Evidence
+    `dead_fraction` per activation, `units`, `activations`, `threshold`, `error_threshold`.
+
+    ## Thresholds
+    `fraction` = 0.5 (a warning), `error_fraction` = 0.9. A healthy unit is positive on
+    about half of the inputs, so never positive across every sample is a clear signal.
+
+    ## Fixes
+    leaky-relu: LeakyReLU or GELU keep a gradient for negative inputs.
+    init: He init and a small positive bias keep units alive at the start.
+    lr: lower the learning rate; large steps push biases negative.
+    batchnorm: normalise before the activation so inputs stay centred.
+
+    ## Example
+    `gradcheck analyze builtin:relu-mlp-bad-init --steps 5 --lr 1` kills many units.
+    """
+    dead = [a for a in probe.activations if a.family == "relu" and a.dead_fraction > limits.fraction]
+    if not dead:
+        return
+    worst = max(a.dead_fraction for a in dead)
+    severity = Severity.ERROR if worst > limits.error_fraction else Severity.WARNING
+    first = dead[0]
+    where = str(first.source) if first.source else None
+    yield Finding(
+        id="dead-units",
+        severity=severity,
+        layers=tuple(a.after or a.name for a in dead),
+        status=LayerStatus.DEAD,
+        message=(
+            f"{len(dead)} ReLU activations have most units dead (worst {worst:.0%} never active), "
+            f"starting at {first.name}."
+        ),
+        evidence={
+            "activations": [a.name for a in dead],
+            "dead_fraction": [sig(a.dead_fraction) for a in dead],
+            "units": [a.units for a in dead],
+            "threshold": limits.fraction,
+            "error_threshold": limits.error_fraction,
+        },
+        suggestions=(
+            Suggestion(
+                fix="leaky-relu",
+                text=f"replace {first.type} at {first.name} with nn.LeakyReLU(0.01) or nn.GELU()",
+                where=where,
+            ),
+            Suggestion(
+                fix="init", text="use He init (kaiming_normal_) and a small positive bias", where=where
+            ),
+            Suggestion(fix="lr", text="lower the learning rate", where=None),
+            Suggestion(
+                fix="batchnorm",
+                text=f"normalise the input of {first.name} (BatchNorm/LayerNorm)",
+                where=where,
+            ),
+        ),
+    )

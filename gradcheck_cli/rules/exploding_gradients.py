@@ -1,0 +1,163 @@
+"""exploding-gradients: the backward signal grows by orders of magnitude toward the input."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
+from gradcheck_cli.rules.base import rule
+from gradcheck_cli.rules.profile import DepthGroup, comparable, depth_groups, orders, sig
+from gradcheck_cli.stats import LayerStats, ProbeResult
+
+
+@dataclass(frozen=True, slots=True)
+class ExplodingLimits:
+    orders: float = 3.0
+    """Fire when the first layer's output gradient is this many orders above the last's."""
+    layer_orders: float = 2.0
+    """Once fired, mark layers this many orders above the last as exploding."""
+    normalized_error_orders: float = 4.0
+    """With normalisation layers in the model, growth is an error only past this (else a warning)."""
+    min_layers: int = 3
+    grad_weight_ceiling: float = 100.0
+    """Absolute ceiling: a gradient 100x the weights' size wrecks them at any usual lr."""
+
+
+@rule(
+    id="exploding-gradients",
+    severity=Severity.ERROR,
+    fixes=("clip", "init", "batchnorm", "layernorm", "lr"),
+    limits=ExplodingLimits,
+)
+def exploding_gradients(probe: ProbeResult, limits: ExplodingLimits) -> Iterator[Finding]:
+    """Gradients grow by orders of magnitude toward the input, or are huge.
+
+    ## What it detects
+    The same depth comparison as `vanishing-gradients` (output-gradient L2 norms within a
+    role), growing instead of shrinking toward the input; or weight layers whose
+    grad/weight ratio exceeds an absolute ceiling.
+
+    ## Why it matters
+    Early layers take steps far larger than their weights: training diverges, or needs a
+    learning rate so small that the rest of the network cannot learn.
+
+    ## Evidence
+    `first_to_last`, `orders`, `threshold`, `group`, `layers_compared`, `act_grad_norm`,
+    `gain_db`, `grows_at` (steepest rise), `normalized` (the model has BatchNorm/LayerNorm),
+    or for the ceiling `grad_weight_ratio` and `grad_weight_ceiling`.
+
+    ## Thresholds
+    `orders` = 3.0. Deep post-activation BatchNorm ResNets grow toward the input by 10^2 to
+    10^3 yet train well, so with normalisation in the model growth is a warning (fix:
+    `init`, zero-init the last BN gain of each residual branch) until
+    `normalized_error_orders` = 4.0. `grad_weight_ceiling` = 100.
+
+    ## Fixes
+    clip: clip the global gradient norm (clip_grad_norm_) at a value from the report.
+    init: shrink the initial weights (He/Xavier), or zero-init the last BN gain per block.
+    batchnorm: normalise activations so the per-layer gain stays near 1.
+    layernorm: the same for MLPs and sequence models.
+    lr: lower the learning rate.
+
+    ## Example
+    `gradcheck analyze builtin:relu-mlp-bad-init` fires; `builtin:residual-mlp` is its
+    healthy twin.
+    """
+    for group in depth_groups(probe.layers, limits.min_layers):
+        finding = _check_group(group, probe, limits)
+        if finding:
+            yield finding
+            return
+    huge = [w for w in comparable(probe.layers) if w.grad_weight_ratio > limits.grad_weight_ceiling]
+    if huge:
+        yield _ceiling_finding(huge, limits)
+
+
+def _check_group(group: DepthGroup, probe: ProbeResult, limits: ExplodingLimits) -> Finding | None:
+    ratio = group.first_to_last
+    grown = orders(ratio)
+    if math.isnan(ratio) or grown < limits.orders:
+        return None
+    bar = group.norms[-1] * 10**limits.layer_orders
+    marked = tuple(layer.name for layer in group.layers if layer.act_grad_norm > bar)
+    severe = not probe.has_normalization or grown >= limits.normalized_error_orders
+    rise = group.steepest_rise()
+    return Finding(
+        id="exploding-gradients",
+        severity=Severity.ERROR if severe else Severity.WARNING,
+        layers=marked,
+        status=LayerStatus.EXPLODING,
+        message=(
+            f"The gradient reaching {group.layers[0].name} is {ratio:.1e}x larger than at "
+            f"{group.layers[-1].name}: it grows through the {group.key} layers"
+            + (f", fastest entering {rise.name}." if rise else ".")
+        ),
+        evidence={
+            "first_to_last": sig(ratio),
+            "orders": sig(grown),
+            "threshold": limits.orders,
+            "error_threshold": limits.orders
+            if not probe.has_normalization
+            else limits.normalized_error_orders,
+            "normalized": probe.has_normalization,
+            "group": group.key,
+            "layers_compared": [layer.name for layer in group.layers],
+            "act_grad_norm": [sig(v) for v in group.norms],
+            "gain_db": [round(v, 2) for v in group.gain_db()],
+            "grows_at": rise.name if rise else None,
+        },
+        suggestions=_suggestions(group.layers, probe, severe),
+    )
+
+
+def _ceiling_finding(huge: list[LayerStats], limits: ExplodingLimits) -> Finding:
+    where = str(huge[0].source) if huge[0].source else None
+    return Finding(
+        id="exploding-gradients",
+        severity=Severity.ERROR,
+        layers=tuple(w.name for w in huge),
+        status=LayerStatus.EXPLODING,
+        message=f"{len(huge)} layers get gradients over {limits.grad_weight_ceiling:g}x the size of their weights.",
+        evidence={
+            "grad_weight_ratio": [sig(w.grad_weight_ratio) for w in huge],
+            "grad_weight_ceiling": limits.grad_weight_ceiling,
+            "threshold": limits.grad_weight_ceiling,
+        },
+        suggestions=(
+            Suggestion(fix="clip", text=_clip_text(huge), where=None),
+            Suggestion(
+                fix="lr", text="lower the learning rate until grad/weight steps are below ~1e-2", where=where
+            ),
+            Suggestion(fix="init", text=f"shrink the initial weights of {huge[0].name}", where=where),
+        ),
+    )
+
+
+def _suggestions(layers: tuple[LayerStats, ...], probe: ProbeResult, severe: bool) -> tuple[Suggestion, ...]:
+    first = layers[0]
+    where = str(first.source) if first.source else None
+    if not severe:
+        init_text = (
+            "zero-init the last BatchNorm gain of each residual branch "
+            "(nn.init.zeros_(bn.weight)), so every block starts as the identity"
+        )
+        return (Suggestion(fix="init", text=init_text, where=where),)
+    return (
+        Suggestion(
+            fix="init", text=f"shrink the initial weights from {first.name} on (He/Xavier scale)", where=where
+        ),
+        Suggestion(fix="clip", text=_clip_text(list(layers)), where=None),
+        Suggestion(
+            fix="batchnorm" if first.type.startswith("Conv") else "layernorm",
+            text=f"normalise after {first.name} and its peers so each layer's gain stays near 1",
+            where=where,
+        ),
+        Suggestion(fix="lr", text="lower the learning rate", where=None),
+    )
+
+
+def _clip_text(layers: list[LayerStats]) -> str:
+    total = math.sqrt(sum(w.grad_norm**2 for w in layers if math.isfinite(w.grad_norm)))
+    return f"clip_grad_norm_(model.parameters(), max_norm={sig(max(total / 10, 1e-3)):g}) (measured norm {total:.2g})"

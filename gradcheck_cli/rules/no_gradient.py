@@ -1,0 +1,81 @@
+"""no-gradient: trainable parameters that receive no gradient."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
+from gradcheck_cli.rules.base import rule
+from gradcheck_cli.stats import ProbeResult
+
+
+@dataclass(frozen=True, slots=True)
+class NoGradientLimits:
+    max_layers: float = 0
+    """Fire when more than this many layers have trainable parameters without a gradient."""
+
+
+@rule(id="no-gradient", severity=Severity.ERROR, fixes=("graph",), limits=NoGradientLimits)
+def no_gradient(probe: ProbeResult, limits: NoGradientLimits) -> Iterator[Finding]:
+    """Trainable parameters that receive no gradient at all.
+
+    ## What it detects
+    Modules whose parameters have `requires_grad=True` but whose `.grad` is still None
+    after backward: either the module never ran in forward (unused), or its output was
+    cut off from the loss (`detach()`, `torch.no_grad()`, `.data`, a numpy round trip).
+    Parameters with `requires_grad=False` are reported as `frozen`, never as this.
+
+    ## Why it matters
+    These weights never change: a silently dead branch, or a bug in the graph.
+
+    ## Evidence
+    `never_called` (modules whose forward hook never fired), `cut_off` (ran, but no
+    gradient reached them), `parameters` (how many trainable parameters are affected),
+    `threshold`.
+
+    ## Thresholds
+    `max_layers` = 0: any such layer is an error.
+
+    ## Fixes
+    graph: use the module in forward, or remove it; look for detach()/no_grad()/.data
+    between it and the loss.
+
+    ## Example
+    A model that computes `self.head(x.detach())` fires for everything before `head`.
+    """
+    missing = [layer for layer in probe.layers if layer.trainable and not layer.has_grad]
+    if len(missing) <= limits.max_layers:
+        return
+    never = [layer.name for layer in missing if not layer.hooked]
+    cut = [layer.name for layer in missing if layer.hooked]
+    where = str(missing[0].source) if missing[0].source else None
+    cause = []
+    if never:
+        cause.append(f"{len(never)} never ran in forward")
+    if cut:
+        cause.append(f"{len(cut)} ran but were cut off from the loss (detach/no_grad?)")
+    yield Finding(
+        id="no-gradient",
+        severity=Severity.ERROR,
+        layers=tuple(layer.name for layer in missing),
+        status=LayerStatus.NO_GRAD,
+        message=f"{len(missing)} layers with trainable parameters get no gradient: {'; '.join(cause)}.",
+        evidence={
+            "never_called": list(never),
+            "cut_off": list(cut),
+            "parameters": sum(layer.parameters for layer in missing),
+            "threshold": limits.max_layers,
+        },
+        suggestions=(
+            Suggestion(
+                fix="graph",
+                text=(
+                    f"call {never[0]} in forward or delete it"
+                    if never
+                    else f"remove the detach()/no_grad() between {cut[0]} and the loss"
+                ),
+                where=where,
+            ),
+        ),
+    )

@@ -1,0 +1,126 @@
+"""The gain profile of the backward signal, compared like with like.
+
+Raw gradient norms of different module types differ by 10^3 to 10^6 in healthy models
+(norm-layer gains, biases, scale-invariant paths), and the RMS of an output gradient
+shrinks with the output's size. So depth comparisons use only weight layers
+(Linear/Conv/recurrent/embedding), skip tied copies, group layers of the same role
+(name with block indices replaced) and, for convolutions, the same output resolution,
+and compare L2 norms of the output gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from gradcheck_cli.stats import LayerStats
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DepthGroup:
+    """Comparable layers in forward order, with the output-gradient L2 norm of each."""
+
+    key: str
+    layers: tuple[LayerStats, ...]
+
+    @property
+    def norms(self) -> list[float]:
+        return [layer.act_grad_norm for layer in self.layers]
+
+    @property
+    def first_to_last(self) -> float:
+        """Output-gradient norm at the first layer over the last: <1 shrinks toward the input."""
+        first, last = self.norms[0], self.norms[-1]
+        if last == 0 or not math.isfinite(first) or not math.isfinite(last):
+            return math.nan if last == 0 and first == 0 else (0.0 if last > 0 else math.inf)
+        return first / last
+
+    def gain_db(self) -> list[float]:
+        """Attenuation of the signal crossing each layer, backward: 20·log10(norm_l / norm_{l+1})."""
+        return [_db(a, b) for a, b in zip(self.norms[:-1], self.norms[1:], strict=True)]
+
+    def steepest_drop(self) -> LayerStats | None:
+        """The layer where the backward signal falls most (the signal 'breaks' entering it)."""
+        gains = self.gain_db()
+        if not gains:
+            return None
+        worst = min(range(len(gains)), key=lambda i: gains[i])
+        return self.layers[worst]
+
+    def steepest_rise(self) -> LayerStats | None:
+        gains = self.gain_db()
+        if not gains:
+            return None
+        worst = max(range(len(gains)), key=lambda i: gains[i])
+        return self.layers[worst]
+
+
+def _db(a: float, b: float) -> float:
+    if a <= 0 or b <= 0 or not math.isfinite(a) or not math.isfinite(b):
+        return -math.inf if a <= 0 < b else 0.0
+    return 20.0 * math.log10(a / b)
+
+
+def comparable(layers: Iterable[LayerStats]) -> list[LayerStats]:
+    return [
+        layer
+        for layer in layers
+        if layer.kind == "weight"
+        and layer.hooked
+        and layer.shared_with is None
+        and layer.trainable
+        and layer.has_grad
+        and math.isfinite(layer.act_grad_norm)
+    ]
+
+
+def group_key(layer: LayerStats, use_roles: bool) -> str:
+    spatial = f"@{'x'.join(map(str, layer.spatial))}" if layer.spatial else ""
+    return (layer.role if use_roles else layer.type) + spatial
+
+
+def depth_groups(layers: Iterable[LayerStats], min_layers: int) -> list[DepthGroup]:
+    """Groups of at least `min_layers` comparable layers, by role (and resolution).
+
+    When no role repeats often enough (a hand-written stack `fc1 ... fc9`), layers are
+    grouped by type and resolution instead.
+    """
+    chosen = comparable(layers)
+    for use_roles in (True, False):
+        groups: dict[str, list[LayerStats]] = {}
+        for layer in chosen:
+            groups.setdefault(group_key(layer, use_roles), []).append(layer)
+        found = [
+            DepthGroup(key=key, layers=tuple(sorted(members, key=lambda s: s.index)))
+            for key, members in groups.items()
+            if len(members) >= min_layers
+        ]
+        if found:
+            return found
+    return []
+
+
+def orders(ratio: float) -> float:
+    """log10 of a ratio; +inf/-inf for infinite or zero ratios."""
+    if ratio <= 0:
+        return -math.inf
+    if math.isinf(ratio):
+        return math.inf
+    return math.log10(ratio)
+
+
+def sig(value: float) -> float:
+    """Round to 3 significant digits for evidence (keeps JSON readable, keeps inf/nan)."""
+    if not math.isfinite(value) or value == 0:
+        return value
+    return float(f"{value:.3g}")
+
+
+def median(values: Iterable[float]) -> float:
+    """Median of the finite values (NaN when there are none)."""
+    finite = sorted(v for v in values if math.isfinite(v))
+    if not finite:
+        return math.nan
+    mid = len(finite) // 2
+    return finite[mid] if len(finite) % 2 else (finite[mid - 1] + finite[mid]) / 2

@@ -1,0 +1,85 @@
+"""saturated-activations: sigmoid/tanh units sitting in their flat tails."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
+from gradcheck_cli.rules.base import rule
+from gradcheck_cli.rules.profile import sig
+from gradcheck_cli.stats import ProbeResult
+
+
+@dataclass(frozen=True, slots=True)
+class SaturatedLimits:
+    fraction: float = 0.5
+    """Warn when more than this fraction of outputs sit in the flat tails."""
+    error_fraction: float = 0.9
+
+
+@rule(
+    id="saturated-activations",
+    severity=Severity.WARNING,
+    fixes=("batchnorm", "layernorm", "init", "activation"),
+    limits=SaturatedLimits,
+)
+def saturated_activations(probe: ProbeResult, limits: SaturatedLimits) -> Iterator[Finding]:
+    """Sigmoid/tanh units sit in their flat tails, where their derivative is near zero.
+
+    ## What it detects
+    For every Sigmoid/Tanh (and Hardtanh-like) module, the fraction of outputs whose local
+    derivative is below 5% of its maximum: sigmoid outputs under 0.0127 or over 0.987,
+    tanh outputs beyond +/-0.975.
+
+    ## Why it matters
+    Saturated units pass almost no gradient and learn slowly or not at all. Saturation is
+    not a kind of vanishing: large weights can keep the gradient's magnitude while the
+    units still learn badly, so it is measured on its own.
+
+    ## Evidence
+    `saturated_fraction` per activation, `activations`, `threshold`, `error_threshold`.
+
+    ## Thresholds
+    `fraction` = 0.5 (a warning); `error_fraction` = 0.9 (an error).
+
+    ## Fixes
+    batchnorm / layernorm: normalise the pre-activations so they stay in the linear range.
+    init: smaller initial weights (Xavier) keep pre-activations near zero.
+    activation: use ReLU/GELU, which have no flat positive tail.
+
+    ## Example
+    A tanh MLP whose weights are initialised with std 1 saturates most units.
+    """
+    hot = [
+        a
+        for a in probe.activations
+        if a.family in ("sigmoid", "tanh") and a.saturated_fraction > limits.fraction
+    ]
+    if not hot:
+        return
+    worst = max(a.saturated_fraction for a in hot)
+    first = hot[0]
+    where = str(first.source) if first.source else None
+    yield Finding(
+        id="saturated-activations",
+        severity=Severity.ERROR if worst > limits.error_fraction else Severity.WARNING,
+        layers=tuple(a.after or a.name for a in hot),
+        status=LayerStatus.SATURATED,
+        message=f"{len(hot)} {first.type} activations are saturated (worst {worst:.0%} of outputs in the flat tails).",
+        evidence={
+            "activations": [a.name for a in hot],
+            "saturated_fraction": [sig(a.saturated_fraction) for a in hot],
+            "threshold": limits.fraction,
+            "error_threshold": limits.error_fraction,
+        },
+        suggestions=(
+            Suggestion(
+                fix="layernorm",
+                text=f"normalise the input of {first.name} (LayerNorm/BatchNorm)",
+                where=where,
+            ),
+            Suggestion(fix="init", text="initialise the preceding weights smaller (Xavier)", where=where),
+            Suggestion(fix="activation", text=f"replace {first.type} with ReLU or GELU", where=where),
+        ),
+    )

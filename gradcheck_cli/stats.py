@@ -1,0 +1,140 @@
+"""What the probe measured: plain records, no tensors, no modules, no formatting.
+
+Floats may be NaN or infinite here; `nonfinite` counts them and only the JSON renderer
+turns them into null.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceRef:
+    """Where a module is defined in the user's code."""
+
+    file: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelInfo:
+    class_name: str
+    parameters: int
+    trainable: int
+    device: str
+    dtype: str
+    found_by: str = "explicit"
+    """How the model was found: explicit, build_model, model-instance, single-subclass, builtin."""
+    init_args: dict[str, object] = field(default_factory=dict)
+    """Constructor arguments the tool supplied (from --init, --arch-opt or a call form)."""
+    source: SourceRef | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunInfo:
+    batches: int
+    steps: int
+    seed: int
+    loss: str
+    loss_reason: str = ""
+    """Why `loss` was chosen (shown in the report)."""
+    inputs: tuple[str, ...] = ()
+    """The input shapes, e.g. ('float:32x784',), as fed to forward."""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerStats:
+    """Measurements of one parameter-owning module, aggregated over batches (median)."""
+
+    name: str
+    type: str
+    index: int
+    """Forward execution order (first call)."""
+    parameters: int
+    trainable: bool
+    grad_norm: float
+    """L2 norm of the gradient of this module's own parameters."""
+    weight_norm: float
+    grad_weight_ratio: float
+    act_grad_rms: float
+    """RMS of dL/d(output of this module)."""
+    act_grad_norm: float
+    """L2 norm of dL/d(output of this module)."""
+    zero_grad_fraction: float
+    """Fraction of this module's parameter-gradient elements that are exactly zero."""
+    nonfinite: int
+    """Non-finite gradient elements (parameters and output), summed over batches."""
+    calls: int = 1
+    """Times the module ran in one forward."""
+    width: int = 0
+    """Elements per sample of the module's output (for like-with-like comparisons)."""
+    spatial: tuple[int, ...] = ()
+    """Spatial size of a convolution's output (compared only within one resolution)."""
+    role: str = ""
+    """The name with block indices replaced by '#'."""
+    kind: str = "other"
+    """weight (Linear/Conv/recurrent/embedding), norm, or other."""
+    shared_with: str | None = None
+    """First owner of tied parameters, if this module's parameters are tied."""
+    has_grad: bool = True
+    """False when trainable parameters got no gradient (grad stayed None)."""
+    hooked: bool = True
+    """False when the module never ran in forward (its hooks never fired)."""
+    batch_act_grad_norm: tuple[float, ...] = ()
+    """act_grad_norm per batch, for spread."""
+    source: SourceRef | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivationStats:
+    """Unit statistics of one activation module (ReLU family, sigmoid, tanh)."""
+
+    name: str
+    type: str
+    family: str
+    """relu, sigmoid or tanh."""
+    after: str | None
+    """The parameter-owning layer that ran just before it."""
+    units: int
+    dead_fraction: float
+    """Fraction of units never positive on any sample of any batch (ReLU family)."""
+    saturated_fraction: float
+    """Fraction of outputs whose local derivative is below the saturation threshold."""
+    source: SourceRef | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ThroughTime:
+    """Gradient reaching each time step's input from a loss on the last step only."""
+
+    module: str
+    type: str
+    steps: int
+    curve: tuple[float, ...]
+    """Gradient norm at each step's input, divided by the last step's (last = 1)."""
+    per_step_factor: float
+    horizon: int
+    """Steps back from the last over which the gradient stays above the horizon floor."""
+    horizon_floor: float
+    hidden_size: int = 0
+    input_size: int = 0
+    num_layers: int = 1
+    batch_first: bool = False
+    source: SourceRef | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeResult:
+    model: ModelInfo
+    run: RunInfo
+    layers: tuple[LayerStats, ...]
+    activations: tuple[ActivationStats, ...] = ()
+    through_time: tuple[ThroughTime, ...] = ()
+    has_normalization: bool = False
+    """The model contains BatchNorm/LayerNorm/GroupNorm-style layers."""
+    loss_value: float = float("nan")
