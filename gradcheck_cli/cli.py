@@ -304,7 +304,7 @@ def _write_report(report: Any, fmt: str | None, output: Path | None) -> None:
 
     fmt = fmt or "rich"
     to_terminal = output is None and _color_allowed()
-    width = shutil.get_terminal_size((100, 24)).columns if to_terminal else 100
+    width = shutil.get_terminal_size((100, 24)).columns  # COLUMNS, else the terminal, else 100
     text = get_renderer(fmt, width=width, color=to_terminal and fmt == "rich").render(report)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)

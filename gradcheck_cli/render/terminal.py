@@ -133,28 +133,42 @@ def through_time_block(items: tuple[ThroughTime, ...]) -> RenderableType:
     )
 
 
-def finding_block(finding: Finding) -> Text:
-    text = Text()
-    text.append(f"{finding.severity.value.upper():7} ", style=SEVERITY_STYLE[finding.severity])
-    text.append(f"{finding.id}\n", style="bold")
-    text.append(f"  {finding.message}\n")
+def finding_block(finding: Finding) -> Table:
+    """One finding: severity and id, the message, then each fix with where it applies."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True, min_width=9)
+    grid.add_column(ratio=1)
+    grid.add_row(
+        Text(finding.severity.value.upper(), style=SEVERITY_STYLE[finding.severity]),
+        Text(finding.id, style="bold"),
+    )
+    grid.add_row("", Text(finding.message))
     for s in finding.suggestions:
-        text.append(f"  → {s.fix}: ", style="bold green")
-        text.append(s.text)
+        text = Text(s.text)
         if s.where:
-            text.append(f"  ({s.where})", style="dim")
-        text.append("\n")
-    return text
+            text.append(f"  {s.where}", style="dim")
+        grid.add_row(Text(f"  → {s.fix}", style="bold green"), text)
+    return grid
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def summary_panel(report: Report) -> Panel:
     s = report.summary
     verdict = Text()
     verdict.append(s.status.upper(), style=VERDICT_STYLE[s.status])
-    verdict.append(f"  {s.errors} errors · {s.warnings} warnings · {s.infos} infos\n")
+    verdict.append(
+        f"  {_count(s.errors, 'error')} · {_count(s.warnings, 'warning')} · {_count(s.infos, 'info')}\n"
+    )
     if not report.findings:
-        verdict.append("Gradients flow through every layer within the thresholds; nothing to fix.\n")
-    body = Group(verdict, *(finding_block(f) for f in report.findings))
+        verdict.append("Gradients flow through every layer within the thresholds; nothing to fix.")
+    verdict.rstrip()
+    blocks: list[RenderableType] = []
+    for finding in report.findings:
+        blocks += [finding_block(finding), Text("")]
+    body = Group(verdict, *blocks[:-1])
     return Panel(body, title="verdict", title_align="left", border_style=VERDICT_STYLE[s.status].split()[-1])
 
 
