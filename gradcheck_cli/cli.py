@@ -121,19 +121,19 @@ def analyze(
     batches: Annotated[
         int | None,
         typer.Option(
-            "--batches", "-b", help="Sample batches to aggregate over [default: 3].", show_default=False
+            "--batches", "-b", help="Sample batches to aggregate over (default: 3).", show_default=False
         ),
     ] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option("--batch-size", help="Batch size of inferred inputs [default: 16].", show_default=False),
+        typer.Option("--batch-size", help="Batch size of inferred inputs (default: 16).", show_default=False),
     ] = None,
     device: Annotated[
         str | None,
         typer.Option(
             "--device",
             "-d",
-            help="auto, cpu, cuda, cuda:N or mps [default: auto: cuda, then mps, then cpu].",
+            help="auto, cpu, cuda, cuda:N or mps (default: auto: cuda, then mps, then cpu).",
             show_default=False,
         ),
     ] = None,
@@ -141,7 +141,7 @@ def analyze(
         str | None,
         typer.Option(
             "--dtype",
-            help="float32, float64, bfloat16 or float16 (mixed precision via autocast) [default: float32].",
+            help="float32, float64, bfloat16 or float16 (mixed precision via autocast) (default: float32).",
             show_default=False,
         ),
     ] = None,
@@ -149,7 +149,7 @@ def analyze(
         str | None,
         typer.Option(
             "--loss",
-            help="auto, ce, mse, sum or output (the model returns its own loss) [default: auto].",
+            help="auto, ce, mse, sum or output (the model returns its own loss) (default: auto).",
             show_default=False,
         ),
     ] = None,
@@ -157,37 +157,37 @@ def analyze(
         int | None,
         typer.Option(
             "--steps",
-            help="Take K optimizer steps on the sample batches first, then measure [default: 0].",
+            help="Take K optimizer steps on the sample batches first, then measure (default: 0).",
             show_default=False,
         ),
     ] = None,
     lr: Annotated[
         float | None,
         typer.Option(
-            "--lr", help="Learning rate of the --steps optimizer [default: 0.01].", show_default=False
+            "--lr", help="Learning rate of the --steps optimizer (default: 0.01).", show_default=False
         ),
     ] = None,
     optimizer: Annotated[
         str | None,
-        typer.Option("--optimizer", help="sgd or adam, for --steps [default: sgd].", show_default=False),
+        typer.Option("--optimizer", help="sgd or adam, for --steps (default: sgd).", show_default=False),
     ] = None,
     seed: Annotated[
         int | None,
-        typer.Option("--seed", help="Seed for inputs and initialisation [default: 0].", show_default=False),
+        typer.Option("--seed", help="Seed for inputs and initialisation (default: 0).", show_default=False),
     ] = None,
     config: Annotated[
         Path | None,
         typer.Option(
             "--config",
             "-c",
-            help="A YAML file of these options; flags win. Default: ./gradcheck.yaml, then [tool.gradcheck] in pyproject.toml.",
+            help="A YAML file of these options; flags win. Default: ./gradcheck.yaml, then \\[tool.gradcheck] in pyproject.toml.",
             show_default=False,
         ),
     ] = None,
     format: Annotated[
         str | None,
         typer.Option(
-            "--format", "-f", help="rich, json, markdown, junit or html [default: rich].", show_default=False
+            "--format", "-f", help="rich, json, markdown, junit or html (default: rich).", show_default=False
         ),
     ] = None,
     output: Annotated[
@@ -203,7 +203,7 @@ def analyze(
         str | None,
         typer.Option(
             "--fail-on",
-            help="Exit 1 on findings at or above: error, warning or never [default: error].",
+            help="Exit 1 on findings at or above: error, warning or never (default: error).",
             show_default=False,
         ),
     ] = None,

@@ -165,6 +165,7 @@ def summary_panel(report: Report) -> Panel:
     if not report.findings:
         verdict.append("Gradients flow through every layer within the thresholds; nothing to fix.")
     verdict.rstrip()
+    verdict.append("\n")
     blocks: list[RenderableType] = []
     for finding in report.findings:
         blocks += [finding_block(finding), Text("")]
