@@ -126,8 +126,11 @@ def measure_fp16_underflow(model: nn.Module, run_loss: RunLoss, seed: int) -> Fp
     model.train()
     try:
         nonzero = [g != 0 for g in _gradients(model, params, lambda: run_loss("float32"), seed)]
-        unscaled = _flushed(_gradients(model, params, lambda: run_loss("float16"), seed), nonzero)
-        scale, scaled_grads = _settle_loss_scale(model, params, run_loss, seed)
+        unscaled_grads = _gradients(model, params, lambda: run_loss("float16"), seed)
+        unscaled = _flushed(unscaled_grads, nonzero)
+        # Overflow already without scaling (the forward overflows float16): no scale helps.
+        start = GRAD_SCALER_INIT if _all_finite(unscaled_grads) else 1.0
+        scale, scaled_grads = _settle_loss_scale(model, params, run_loss, seed, start)
         scaled = _flushed(scaled_grads, nonzero)
         counts = torch.stack([torch.stack([m.sum() for m in nonzero]).float(), unscaled, scaled]).tolist()
     finally:
@@ -166,16 +169,19 @@ def _flushed(grads: list[torch.Tensor], nonzero: list[torch.Tensor]) -> torch.Te
 
 
 def _settle_loss_scale(
-    model: nn.Module, params: list[nn.Parameter], run_loss: RunLoss, seed: int
+    model: nn.Module, params: list[nn.Parameter], run_loss: RunLoss, seed: int, start: float
 ) -> tuple[float, list[torch.Tensor]]:
     """The scale GradScaler would settle on for this batch: halve while the scaled gradients overflow."""
-    scale = GRAD_SCALER_INIT
+    scale = start
     while True:
         grads = _gradients(model, params, lambda: run_loss("float16"), seed, scale)
-        finite = bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())  # one sync per try
-        if finite or scale <= 1.0:
+        if scale <= 1.0 or _all_finite(grads):
             return scale, grads
         scale *= GRAD_SCALER_BACKOFF
+
+
+def _all_finite(grads: list[torch.Tensor]) -> bool:
+    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())  # one host sync
 
 
 def _underflow_record(names: list[str], counts: list[list[float]], scale: float) -> Fp16Underflow:

@@ -121,17 +121,32 @@ def measure_precision(session: Session) -> None:
 
 
 def forward(session: Session, batch: Batch, dtype: str | None = None) -> Any:
-    with redirect_stdout_to_stderr(), autocast(session.device, dtype or session.config.dtype):
+    dtype = dtype or session.config.dtype
+    with redirect_stdout_to_stderr(), autocast(session.device, dtype):
         try:
             return session.loaded.module(*batch.args, **batch.kwargs)
         except Exception as exc:
             raise InputError(
                 f"the model's forward raised {type(exc).__name__}: {_first_line(exc)}"
+                f"{_under_autocast(session.device, dtype)}"
                 f"\n  inputs tried ({session.plan.origin}): {describe(batch.args) if batch.args else ''}"
                 f"{describe(batch.kwargs) if batch.kwargs else ''}",
-                "pass the input shape with --input (e.g. --input 16x3x32x32, int:8x128:50257), "
+                _autocast_hint(session.device, dtype)
+                + "pass the input shape with --input (e.g. --input 16x3x32x32, int:8x128:50257), "
                 "or define sample_batch() in the model file",
             ) from exc
+
+
+def _under_autocast(device: str, dtype: str) -> str:
+    return f" (under {dtype} autocast on {device})" if dtype in ("bfloat16", "float16") else ""
+
+
+def _autocast_hint(device: str, dtype: str) -> str:
+    """Some ops have no half-precision kernel on some devices (LSTM in float16 on CPU): say so first."""
+    if dtype not in ("bfloat16", "float16"):
+        return ""
+    other = "bfloat16 or float32" if dtype == "float16" else "float32"
+    return f"an op may have no {dtype} kernel on {device}: try --dtype {other}; otherwise "
 
 
 def _first_line(exc: Exception) -> str:

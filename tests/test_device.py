@@ -181,6 +181,7 @@ def _syncs_per_collect(depth: int) -> int:
         layers += [nn.Linear(32, 32), nn.ReLU(), nn.LayerNorm(32), nn.Tanh()]
     model = nn.Sequential(*layers).cuda()
     x = torch.randn(16, 32, device="cuda")
+    model(x).sum().backward()  # warm-up: CUDA context, cuBLAS handles and allocator pools exist first
     with GradientProbe(model) as probe:
         for _ in range(2):
             model.zero_grad(set_to_none=True)

@@ -144,6 +144,26 @@ def test_loss_scale_backs_off_when_scaled_gradients_overflow() -> None:
     assert all(p.grad is None for p in model.parameters())  # the measurement leaves no gradient behind
 
 
+def test_forward_overflow_in_float16_settles_on_no_scaling() -> None:
+    model = nn.Linear(4, 4)
+
+    def run_loss(dtype: str) -> torch.Tensor:
+        with device_module.autocast("cpu", dtype):
+            out = model(torch.full((2, 4), 1e5))  # 1e5 is past float16's largest value, 65504
+        return out.float().square().mean()
+
+    measured = measure_fp16_underflow(model, run_loss, seed=0)
+    assert measured.loss_scale == 1.0
+
+
+def test_forward_failing_under_autocast_hints_at_the_precision(cli, tmp_path: Path) -> None:
+    path = write_model(tmp_path, "wants_fp16", expect="torch.float16")
+    result = cli("analyze", str(path), "--dtype", "bfloat16")
+    assert result.exit_code == 2, result
+    assert "(under bfloat16 autocast on cpu)" in result.stderr
+    assert "no bfloat16 kernel on cpu: try --dtype float32" in result.stderr
+
+
 def test_float16_without_cpu_autocast_support_is_exit_2(cli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(device_module, "_cpu_fp16_autocast", lambda: False)
     result = cli("analyze", "builtin:residual-mlp", "--device", "cpu", "--dtype", "float16")
