@@ -149,8 +149,9 @@ def sample_batch():
 """
 
 
-def _layer_numbers(cli, path: Path, *flags: str) -> list[tuple[float, ...]]:
-    result = cli("analyze", str(path), "--format", "json", "--batches", "2", *flags)
+def _layer_numbers(cli, path: Path, device: str, seed: int) -> list[tuple[float, ...]]:
+    flags = ("--device", device, "--seed", str(seed), "--format", "json", "--batches", "2")
+    result = cli("analyze", str(path), *flags)
     assert result.exit_code in (0, 1), result
     layers = json.loads(result.stdout)["layers"]
     return [(row["grad_norm"], row["weight_norm"], row["act_grad_rms"]) for row in layers]
@@ -159,9 +160,9 @@ def _layer_numbers(cli, path: Path, *flags: str) -> list[tuple[float, ...]]:
 def test_same_seed_same_numbers_other_seed_other_numbers(cli, tmp_path: Path) -> None:
     path = tmp_path / "seeded.py"
     path.write_text(textwrap.dedent(SEEDED_MODEL))
-    first = _layer_numbers(cli, path, "--seed", "7")
-    assert _layer_numbers(cli, path, "--seed", "7") == first
-    assert _layer_numbers(cli, path, "--seed", "8") != first
+    first = _layer_numbers(cli, path, "cpu", 7)
+    assert _layer_numbers(cli, path, "cpu", 7) == first
+    assert _layer_numbers(cli, path, "cpu", 8) != first
 
 
 # -- on a GPU -------------------------------------------------------------------------------------
@@ -215,8 +216,8 @@ def test_gpu_analysis_runs_on_cuda_in_every_precision(cli, dtype: str) -> None:
 def test_gpu_same_seed_same_numbers(cli, tmp_path: Path) -> None:
     path = tmp_path / "seeded.py"
     path.write_text(textwrap.dedent(SEEDED_MODEL))
-    first = _layer_numbers(cli, path, "--device", "cuda", "--seed", "3")
-    again = _layer_numbers(cli, path, "--device", "cuda", "--seed", "3")
+    first = _layer_numbers(cli, path, "cuda", 3)
+    again = _layer_numbers(cli, path, "cuda", 3)
     # index_add_ on CUDA sums with atomics: equal up to float32 rounding, not bit for bit.
     for a, b in zip(first, again, strict=True):
         assert a == pytest.approx(b, rel=1e-5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,9 @@ def write_model(tmp_path: Path, name: str, expect: str = "None", loss_scale: flo
     return path
 
 
-def analyze(cli: Any, path: Path, *flags: str) -> tuple[int, dict[str, Any]]:
-    result = cli("analyze", str(path), "--format", "json", "--batches", "2", *flags)
+def analyze(cli: Any, path: Path, *flags: str, device: str = "cpu") -> tuple[int, dict[str, Any]]:
+    # --device cpu by default: these are CPU tests, also when scripts/gpu-check.sh runs them on a GPU.
+    result = cli("analyze", str(path), "--device", device, "--format", "json", "--batches", "2", *flags)
     assert result.exit_code in (0, 1), result
     return result.exit_code, json.loads(result.stdout)
 
@@ -88,7 +90,8 @@ def test_bfloat16_autocast_on_cpu_end_to_end(cli, tmp_path: Path) -> None:
 
 
 def test_float32_run_really_is_float32(cli, tmp_path: Path) -> None:
-    result = cli("analyze", str(write_model(tmp_path, "strict", expect="torch.bfloat16")), "--format", "json")
+    path = write_model(tmp_path, "strict", expect="torch.bfloat16")
+    result = cli("analyze", str(path), "--device", "cpu", "--format", "json")
     assert result.exit_code == 2, result
     assert "expected torch.bfloat16 activations" in result.stderr
 
@@ -158,7 +161,7 @@ def test_forward_overflow_in_float16_settles_on_no_scaling() -> None:
 
 def test_forward_failing_under_autocast_hints_at_the_precision(cli, tmp_path: Path) -> None:
     path = write_model(tmp_path, "wants_fp16", expect="torch.float16")
-    result = cli("analyze", str(path), "--dtype", "bfloat16")
+    result = cli("analyze", str(path), "--device", "cpu", "--dtype", "bfloat16")
     assert result.exit_code == 2, result
     assert "(under bfloat16 autocast on cpu)" in result.stderr
     assert "no bfloat16 kernel on cpu: try --dtype float32" in result.stderr
@@ -219,3 +222,33 @@ def test_rule_is_registered_with_full_documentation() -> None:
     assert spec is not None and spec.fixes == ("grad-scaler",)
     for section in DOC_SECTIONS:
         assert f"## {section}" in spec.doc
+
+
+# -- on a GPU -------------------------------------------------------------------------------------
+HAS_CUDA = torch.cuda.is_available()
+cuda = pytest.mark.skipif(
+    not HAS_CUDA and os.environ.get("GRADCHECK_REQUIRE_CUDA") != "1", reason="needs a CUDA GPU"
+)
+
+
+@cuda
+def test_gpu_fp16_underflow_fires_and_its_healthy_twin_does_not(cli, tmp_path: Path) -> None:
+    assert HAS_CUDA, "GRADCHECK_REQUIRE_CUDA=1 but no CUDA device"
+    tiny = write_model(tmp_path, "tiny_loss", loss_scale=1e-6)
+    _, report = analyze(cli, tiny, "--dtype", "float16", device="cuda")
+    found = finding(report, "fp16-underflow")
+    assert found is not None and found["evidence"]["fraction_without_scaler"] > 0.9
+    assert found["evidence"]["fraction_with_scaler"] < 0.05
+    _, full = analyze(cli, tiny, "--dtype", "float32", device="cuda")
+    for low, ref in zip(grad_norms(report), grad_norms(full), strict=True):
+        assert low == pytest.approx(ref, rel=0.02)
+    _, healthy = analyze(cli, write_model(tmp_path, "plain_loss"), "--dtype", "float16", device="cuda")
+    assert finding(healthy, "fp16-underflow") is None
+
+
+@cuda
+def test_gpu_bfloat16_autocast_reaches_the_model(cli, tmp_path: Path) -> None:
+    code, report = analyze(
+        cli, write_model(tmp_path, "bf16_net", expect="torch.bfloat16"), "--dtype", "bfloat16", device="cuda"
+    )
+    assert code == 0 and report["model"]["device"] == "cuda"
