@@ -12,7 +12,13 @@ from torch import nn
 
 from gradcheck_cli import through_time
 from gradcheck_cli.config import AnalyzeConfig
-from gradcheck_cli.device import autocast, model_dtype, resolve_device, seed_everything
+from gradcheck_cli.device import (
+    autocast,
+    measure_fp16_underflow,
+    model_dtype,
+    resolve_device,
+    seed_everything,
+)
 from gradcheck_cli.diagnose import check_threshold_ids, diagnose
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.inputs import (
@@ -28,7 +34,7 @@ from gradcheck_cli.locate import locate_modules
 from gradcheck_cli.losses import LossChoice, compute_loss
 from gradcheck_cli.probe import GradientProbe, has_normalization
 from gradcheck_cli.report import Report, build_report
-from gradcheck_cli.stats import ModelInfo, ProbeResult, RunInfo
+from gradcheck_cli.stats import Fp16Underflow, ModelInfo, ProbeResult, RunInfo
 from gradcheck_cli.target import LoadedModel, load, redirect_stdout_to_stderr
 
 Progress = Callable[[str], None]
@@ -48,6 +54,9 @@ class Session:
     batches: list[Batch]
     plan: InputPlan
     loss: LossChoice | None = None
+    loss_scale: float = 1.0
+    """float16 only: the GradScaler-style scale the probe's backward runs under (then unscaled)."""
+    fp16_underflow: Fp16Underflow | None = None
 
 
 def analyze(config: AnalyzeConfig, progress: Progress = _quiet) -> Report:
@@ -60,6 +69,9 @@ def analyze(config: AnalyzeConfig, progress: Progress = _quiet) -> Report:
     if config.steps:
         progress(f"training {config.steps} steps")
         train_steps(session)
+    if config.dtype == "float16":
+        progress("measuring float16 underflow with and without loss scaling")
+        measure_precision(session)
     progress(f"measuring {len(session.batches)} batches on {session.device}")
     result = probe(session, started)
     progress("diagnosing")
@@ -96,18 +108,45 @@ def _pick_device(model: nn.Module, requested: str) -> str:
     return resolve_device(requested)
 
 
-def forward(session: Session, batch: Batch) -> Any:
-    with redirect_stdout_to_stderr(), autocast(session.device, session.config.dtype):
+def measure_precision(session: Session) -> None:
+    """float16: how many gradient elements flush to zero without a GradScaler, and the scale to use."""
+    first = session.batches[0]
+
+    def run_loss(dtype: str) -> torch.Tensor:
+        return loss_of(session, first, forward(session, first, dtype), 0).value
+
+    measured = measure_fp16_underflow(session.loaded.module, run_loss, session.config.seed)
+    session.fp16_underflow = measured
+    session.loss_scale = measured.loss_scale
+
+
+def forward(session: Session, batch: Batch, dtype: str | None = None) -> Any:
+    dtype = dtype or session.config.dtype
+    with redirect_stdout_to_stderr(), autocast(session.device, dtype):
         try:
             return session.loaded.module(*batch.args, **batch.kwargs)
         except Exception as exc:
             raise InputError(
                 f"the model's forward raised {type(exc).__name__}: {_first_line(exc)}"
+                f"{_under_autocast(session.device, dtype)}"
                 f"\n  inputs tried ({session.plan.origin}): {describe(batch.args) if batch.args else ''}"
                 f"{describe(batch.kwargs) if batch.kwargs else ''}",
-                "pass the input shape with --input (e.g. --input 16x3x32x32, int:8x128:50257), "
+                _autocast_hint(session.device, dtype)
+                + "pass the input shape with --input (e.g. --input 16x3x32x32, int:8x128:50257), "
                 "or define sample_batch() in the model file",
             ) from exc
+
+
+def _under_autocast(device: str, dtype: str) -> str:
+    return f" (under {dtype} autocast on {device})" if dtype in ("bfloat16", "float16") else ""
+
+
+def _autocast_hint(device: str, dtype: str) -> str:
+    """Some ops have no half-precision kernel on some devices (LSTM in float16 on CPU): say so first."""
+    if dtype not in ("bfloat16", "float16"):
+        return ""
+    other = "bfloat16 or float32" if dtype == "float16" else "float32"
+    return f"an op may have no {dtype} kernel on {device}: try --dtype {other}; otherwise "
 
 
 def _first_line(exc: Exception) -> str:
@@ -128,12 +167,16 @@ def train_steps(session: Session) -> None:
         optimizer = torch.optim.Adam(params, lr=session.config.lr)
     else:
         optimizer = torch.optim.SGD(params, lr=session.config.lr)
+    # float16 trains as a script would: with a GradScaler (a pass-through for other dtypes).
+    scaler = torch.amp.GradScaler(session.device.split(":")[0], enabled=session.config.dtype == "float16")
     model.train()
     for step in range(session.config.steps):
         batch = session.batches[step % len(session.batches)]
         optimizer.zero_grad(set_to_none=True)
-        loss_of(session, batch, forward(session, batch), step % len(session.batches)).value.backward()
-        optimizer.step()
+        loss = loss_of(session, batch, forward(session, batch), step % len(session.batches)).value
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
     optimizer.zero_grad(set_to_none=True)
 
 
@@ -145,8 +188,8 @@ def probe(session: Session, started: float) -> ProbeResult:
         for index, batch in enumerate(session.batches):
             model.zero_grad(set_to_none=True)
             choice = loss_of(session, batch, forward(session, batch), index)
-            choice.value.backward()
-            gradient_probe.collect()
+            (choice.value * session.loss_scale).backward()
+            gradient_probe.collect(unscale=session.loss_scale)
             losses.append(choice.value.detach())  # type: ignore[arg-type]
             session.loss = choice
         layers = gradient_probe.layer_stats()
@@ -163,6 +206,7 @@ def probe(session: Session, started: float) -> ProbeResult:
         through_time=recurrent,
         has_normalization=has_normalization(model),
         loss_value=sum(loss_values) / len(loss_values) if loss_values else float("nan"),
+        fp16_underflow=session.fp16_underflow,
     )
 
 

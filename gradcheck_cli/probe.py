@@ -189,8 +189,12 @@ class GradientProbe:
         act.tail = tail if act.tail is None else act.tail + tail
 
     # -- per-batch collection ------------------------------------------------------------
-    def collect(self) -> None:
-        """After backward: reduce this batch's statistics on the device, one host transfer."""
+    def collect(self, unscale: float = 1.0) -> None:
+        """After backward: reduce this batch's statistics on the device, one host transfer.
+
+        `unscale` is the loss scale the backward ran under (float16 with a GradScaler):
+        norms are divided by it, so the statistics describe the unscaled gradients.
+        """
         grads: list[torch.Tensor] = []
         owner: list[int] = []
         has_grad = [0.0] * len(self.layers)
@@ -204,13 +208,13 @@ class GradientProbe:
         per_layer = torch.zeros(3, len(self.layers), device=device)
         if grads:
             index = torch.tensor(owner, device=device)
-            norms = torch.stack(torch._foreach_norm(grads)).float()
+            norms = torch.stack(torch._foreach_norm(grads)).float() / unscale
             zeros = torch.stack([(g == 0).sum() for g in grads]).float()
             per_layer[0].index_add_(0, index, norms.square())
             per_layer[1].index_add_(0, index, zeros)
         if self._act_sq:
             index = torch.tensor(self._act_owner, device=device)
-            per_layer[2].index_add_(0, index, torch.stack(self._act_sq).square())
+            per_layer[2].index_add_(0, index, (torch.stack(self._act_sq) / unscale).square())
         host = per_layer.tolist()
         for i, layer in enumerate(self.layers):
             numel = sum(p.numel() for p in layer.params if p.grad is not None)

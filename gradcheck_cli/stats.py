@@ -129,6 +129,33 @@ class ThroughTime:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LayerUnderflow:
+    """One module's share of an Fp16Underflow measurement."""
+
+    name: str
+    elements: int
+    """Parameter-gradient elements of this module that are nonzero in float32."""
+    fraction_without_scaler: float
+    fraction_with_scaler: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fp16Underflow:
+    """Under --dtype float16: gradient elements that flush to zero, with and without loss scaling.
+
+    Measured on the first batch against the same run in float32; fractions are of the
+    parameter-gradient elements that are nonzero in float32.
+    """
+
+    loss_scale: float
+    """The loss scale of the scaled run (GradScaler's 2**16, halved while it overflowed)."""
+    elements: int
+    fraction_without_scaler: float
+    fraction_with_scaler: float
+    layers: tuple[LayerUnderflow, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProbeResult:
     model: ModelInfo
     run: RunInfo
@@ -138,3 +165,5 @@ class ProbeResult:
     has_normalization: bool = False
     """The model contains BatchNorm/LayerNorm/GroupNorm-style layers."""
     loss_value: float = float("nan")
+    fp16_underflow: Fp16Underflow | None = None
+    """Only under --dtype float16."""

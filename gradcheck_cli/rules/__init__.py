@@ -6,6 +6,7 @@ from gradcheck_cli.rules import (  # noqa: F401  (imported to register)
     dead_units,
     exploding_gradients,
     exploding_through_time,
+    fp16_underflow,
     no_gradient,
     nonfinite_gradients,
     saturated_activations,
