@@ -282,7 +282,7 @@ def _run_analyze(target: str | None, flags: dict[str, Any], config_path: Path | 
     _write_reports(results)
     reports = [report for _, report in results]
     emit_annotations(reports)
-    if any(config.format == "markdown" for config, _ in results):
+    if any(config.format == "markdown" or "markdown" in dict(config.reports) for config, _ in results):
         append_step_summary(reports)
     return combined_exit_code(results)
 

@@ -52,6 +52,8 @@ class AnalyzeConfig:
     """(finding id, layer globs) pairs to drop (config `ignore:`); no globs drops the whole finding."""
     baseline_orders: float = 1.0
     """A layer regresses when its gradient ratio falls by more than this many orders of magnitude."""
+    reports: tuple[tuple[str, Path], ...] = ()
+    """Extra (format, file) reports written by the same run (config `reports:`)."""
 
 
 # Keys a config file may set, mapped to the AnalyzeConfig field they fill.

@@ -175,9 +175,9 @@ KEY_CHECKS: dict[str, Check] = {
     "baseline-orders": ("a number", _is_number),
     "rules": _MAPPING,
     "ignore": ("a list of {id, layers} entries", lambda v: isinstance(v, list)),
+    "reports": ("a list of {format, output} entries", lambda v: isinstance(v, list)),
 }
 TOP_LEVEL_ONLY = ("targets",)
-FIELD_OF = {**FILE_KEYS, "baseline-orders": "baseline_orders", "rules": "severity", "ignore": "ignore"}
 
 
 def check_options(source: ConfigSource, options: Mapping[str, Any], keypath: KeyPath) -> None:
@@ -199,6 +199,23 @@ def check_options(source: ConfigSource, options: Mapping[str, Any], keypath: Key
     _check_rules(source, options.get("rules") or {}, (*keypath, "rules"))
     _check_ignores(source, options.get("ignore") or [], (*keypath, "ignore"))
     _check_thresholds(source, options.get("thresholds") or {}, (*keypath, "thresholds"))
+    _check_reports(source, options.get("reports") or [], (*keypath, "reports"))
+
+
+def _check_reports(source: ConfigSource, entries: Sequence[Any], keypath: KeyPath) -> None:
+    for index, entry in enumerate(entries):
+        path = (*keypath, index)
+        if not isinstance(entry, dict) or set(entry) != {"format", "output"}:
+            raise ConfigError(
+                f"{source.at(path)}: {_dotted(path)!r} must be a mapping with 'format' and 'output'",
+                "e.g. reports: [{format: junit, output: reports/gradcheck.xml}]",
+            )
+        if entry["format"] not in FORMATS:
+            sub = (*path, "format")
+            raise ConfigError(
+                f"{source.at(sub)}: {_dotted(sub)!r} must be one of {', '.join(FORMATS)}, got {entry['format']!r}",
+                did_you_mean(str(entry["format"]), FORMATS),
+            )
 
 
 def _check_rules(source: ConfigSource, rules: Mapping[str, Any], keypath: KeyPath) -> None:
@@ -271,6 +288,8 @@ def file_values(source: ConfigSource, options: Mapping[str, Any], keypath: KeyPa
             values["severity"] = dict(value)
         elif name == "ignore":
             values["ignore"] = tuple(_ignore_entry(e) for e in value)
+        elif name == "reports":
+            values["reports"] = tuple((str(e["format"]), Path(str(e["output"]))) for e in value)
         elif name == "baseline-orders":
             values["baseline_orders"] = float(value)
     return values

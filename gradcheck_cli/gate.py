@@ -43,7 +43,8 @@ def output_groups(
     """Reports that share a format and an output file go into one document."""
     groups: dict[tuple[str, Path | None], list[tuple[AnalyzeConfig, Report]]] = {}
     for config, report in results:
-        groups.setdefault((config.format or "rich", config.output), []).append((config, report))
+        for key in ((config.format or "rich", config.output), *config.reports):
+            groups.setdefault(key, []).append((config, report))
     return groups
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from enum import Enum
 
@@ -59,10 +58,13 @@ def render_reports(
     if len(reports) == 1:
         return renderer.render(reports[0])
     if Format(fmt) is Format.JSON:
+        # Imported here: the submodule render.json shadows a module-level `import json` in this package.
+        from json import dumps
+
         from gradcheck_cli.render.json import to_document
 
         docs = [to_document(r) for r in reports]
-        return json.dumps({"schema": MULTI_SCHEMA, "reports": docs}, indent=2, allow_nan=False) + "\n"
+        return dumps({"schema": MULTI_SCHEMA, "reports": docs}, indent=2, allow_nan=False) + "\n"
     render_many = getattr(renderer, "render_many", None)
     if render_many is not None:
         return str(render_many(reports))

@@ -53,7 +53,8 @@ def _decades(values: Sequence[float]) -> tuple[int, int]:
     good = _positive(values)
     if not good:
         return -1, 0
-    low, high = math.floor(math.log10(min(good))), math.ceil(math.log10(max(good)))
+    # The floor sits a bit below the smallest value so that its bar still shows.
+    low, high = math.floor(math.log10(min(good)) - 0.3), math.ceil(math.log10(max(good)))
     return low, max(high, low + 1)
 
 
