@@ -42,7 +42,7 @@ th { border-bottom: 1px solid #9ca3af; } td.num { text-align: right; font-varian
 .error { border-color: #b91c1c; } .warning { border-color: #b45309; } .info { border-color: #2563eb; }
 code { background: #f3f4f6; padding: 0 3px; }
 """
-W, H, LEFT, RIGHT, TOP, BOTTOM = 900, 300, 56, 12, 12, 90
+W, H, LEFT, RIGHT, TOP, BOTTOM = 900, 300, 56, 44, 12, 90
 
 
 def _positive(values: Sequence[float]) -> list[float]:
@@ -66,13 +66,22 @@ def _y(value: float, low: int, high: int, height: int = H - TOP - BOTTOM) -> flo
     return TOP + height * (1 - min(1.0, max(0.0, frac)))
 
 
-def _axis(low: int, high: int, width: int) -> list[str]:
+def _axis(low: int, high: int, width: int, height: int = H - TOP - BOTTOM) -> list[str]:
+    """A grid line per decade, labelled every few decades so that about eight labels show."""
     parts = []
+    stride = max(1, math.ceil((high - low) / 8))
     for decade in range(low, high + 1):
-        y = _y(10.0**decade, low, high)
+        y = _y(10.0**decade, low, high, height)
         parts.append(f'<line class="grid" x1="{LEFT}" x2="{width - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">1e{decade}</text>')
+        if (high - decade) % stride == 0:
+            parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">1e{decade}</text>')
     return parts
+
+
+def _legend(report: Report) -> str:
+    present = list(dict.fromkeys(row.status for row in report.layers))
+    items = "".join(f'<tspan fill="{STATUS_COLOR[status]}">■</tspan> {status.value}  ' for status in present)
+    return f'<text x="{LEFT}" y="{H - 6}">{items} · bars: ∇ at each layer output · line: grad/weight ratio · log scale</text>'
 
 
 def flow_chart(report: Report) -> str:
@@ -100,9 +109,7 @@ def flow_chart(report: Report) -> str:
                 f'<text transform="translate({x + step / 2 + 4:.1f},{H - BOTTOM + 6}) rotate(60)">{escape(s.name[:18])}</text>'
             )
     parts.append(f'<polyline class="ratio" points="{" ".join(points)}"/>')
-    parts.append(
-        f'<text x="{LEFT}" y="{H - 6}">bars: ∇ at each layer output (colour = status) · line: grad/weight ratio · log scale</text>'
-    )
+    parts.append(_legend(report))
     return "\n".join([*parts, "</svg>"])
 
 
@@ -113,10 +120,7 @@ def through_time_chart(tt: ThroughTime, width: int = W, height: int = 200) -> st
     parts = [
         f'<svg class="through-time" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">'
     ]
-    for decade in range(floor, 1):
-        y = _y(10.0**decade, floor, 0, inner)
-        parts.append(f'<line class="grid" x1="{LEFT}" x2="{width - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">1e{decade}</text>')
+    parts += _axis(floor, 0, width, inner)
     span = max(1, len(curve) - 1)
     points = " ".join(
         f"{LEFT + (width - LEFT - RIGHT) * i / span:.1f},{_y(v, floor, 0, inner):.1f}"
