@@ -97,7 +97,12 @@ def _record_lines(node: Any, keypath: KeyPath, lines: dict[KeyPath, int]) -> Non
 
 
 def _pyproject_source(path: Path, text: str) -> ConfigSource:
-    import tomllib  # Python 3.11+; on 3.10 pyproject config is not read (find_default_config)
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10 has no TOML reader in the standard library
+        raise ConfigError(
+            f"{path}: reading pyproject.toml needs Python 3.11+", "use a gradcheck.yaml"
+        ) from None
 
     try:
         data = tomllib.loads(text).get("tool", {}).get("gradcheck", {})

@@ -57,7 +57,9 @@ def _summary_lines(comparison: Comparison) -> list[str]:
         if items:
             lines.append(f"{label}: {', '.join(items)}")
     verdict = "REGRESSED" if comparison.regressed else "no regression"
-    lines.append(f"{verdict} (limit: a ratio falling by more than {comparison.orders_limit:g} orders)")
+    lines.append(
+        f"{verdict} (limit: a ratio falling by more than {comparison.orders_limit:g} orders of magnitude)"
+    )
     return lines
 
 
