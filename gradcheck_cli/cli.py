@@ -223,6 +223,15 @@ def analyze(
             show_default=False,
         ),
     ] = None,
+    baseline_orders: Annotated[
+        float | None,
+        typer.Option(
+            "--baseline-orders",
+            help="With --baseline: a layer regresses when its gradient/weight ratio falls by more "
+            "than this many orders of magnitude [default: 1].",
+            show_default=False,
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Run forward and backward passes on TARGET and report how gradients flow through it.
@@ -249,6 +258,7 @@ def analyze(
         "fail_on": fail_on,
         "try_fixes": try_fixes,
         "baseline": baseline,
+        "baseline_orders": baseline_orders,
     }
     try:
         code = _run_analyze(target, flags, config, debug)
@@ -259,25 +269,29 @@ def analyze(
 
 
 def _run_analyze(target: str | None, flags: dict[str, Any], config_path: Path | None, debug: bool) -> int:
-    from gradcheck_cli.config import (
-        build_config,
-        find_default_config,
-        parse_key_values,
-        read_config_file,
-        values_from_file,
-    )
-    from gradcheck_cli.report import exit_code
+    from gradcheck_cli.config import parse_key_values
+    from gradcheck_cli.configfile import load_configs
+    from gradcheck_cli.gate import append_step_summary, combined_exit_code, emit_annotations, run_all
     from gradcheck_cli.specs import parse_input
 
     flags["inputs"] = tuple(parse_input(s) for s in flags["inputs"]) if flags["inputs"] else None
     flags["arch_opts"] = parse_key_values(flags["arch_opts"], "--arch-opt") if flags["arch_opts"] else None
     flags["init_args"] = parse_key_values(flags["init_args"], "--init") if flags["init_args"] else None
-    path = config_path or find_default_config(Path.cwd())
-    file_values = values_from_file(read_config_file(path), path) if path else {}
-    config = build_config(target, {**flags, "debug": debug}, file_values)
-    report = _analyze_with_progress(config)
-    _write_report(report, config.format, config.output)
-    return exit_code(report, config.fail_on)
+    configs = load_configs(target, {**flags, "debug": debug}, config_path, Path.cwd())
+    results = run_all(configs, _analyze_with_progress)
+    _write_reports(results)
+    reports = [report for _, report in results]
+    emit_annotations(reports)
+    if any(config.format == "markdown" or "markdown" in dict(config.reports) for config, _ in results):
+        append_step_summary(reports)
+    return combined_exit_code(results)
+
+
+def _write_reports(results: list[Any]) -> None:
+    from gradcheck_cli.gate import output_groups
+
+    for (fmt, output), group in output_groups(results).items():
+        _write_report([report for _, report in group], fmt, output, group[0][0].fail_on, len(results) > 1)
 
 
 def _analyze_with_progress(config: Any) -> Any:
@@ -299,27 +313,47 @@ def _quiet_numpy_warning() -> None:
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
 
-def _write_report(report: Any, fmt: str | None, output: Path | None) -> None:
-    from gradcheck_cli.render import get_renderer
+def _write_report(reports: list[Any], fmt: str, output: Path | None, fail_on: str, several: bool) -> None:
+    from gradcheck_cli.gate import verdict_line
+    from gradcheck_cli.render import render_reports
 
-    fmt = fmt or "rich"
     to_terminal = output is None and _color_allowed()
     width = shutil.get_terminal_size((100, 24)).columns  # COLUMNS, else the terminal, else 100
-    text = get_renderer(fmt, width=width, color=to_terminal and fmt == "rich").render(report)
+    color = to_terminal and fmt == "rich"
+    text = render_reports(fmt, reports, width=width, color=color, fail_on=fail_on)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text)
     else:
         sys.stdout.write(text)
-    if output is not None or fmt != "rich":
-        s = report.summary
-        ids = sorted({f.id for f in report.findings})
-        typer.echo(
-            f"gradcheck: {s.status} ({s.errors} errors, {s.warnings} warnings)"
-            + (f": {', '.join(ids)}" if ids else "")
-            + (f"; report written to {output}" if output else ""),
-            err=True,
-        )
+    if output is not None or fmt != "rich" or several:
+        for report in reports:
+            typer.echo(verdict_line(report, output, name_target=several), err=True)
+
+
+@app.command()
+def compare(
+    old: Annotated[Path, typer.Argument(help="The baseline JSON report (--format json).")],
+    new: Annotated[Path, typer.Argument(help="The new JSON report.")],
+    orders: Annotated[
+        float, typer.Option("--orders", help="Orders of magnitude a layer's gradient ratio may fall.")
+    ] = 1.0,
+    target: Annotated[
+        str | None,
+        typer.Option("--target", help="Which target, in multi-target reports.", show_default=False),
+    ] = None,
+) -> None:
+    """Compare two JSON reports layer by layer. Exit 1 on regression, 0 otherwise."""
+    from gradcheck_cli.baseline import compare_documents, load_document
+    from gradcheck_cli.render.compare import render_comparison
+
+    try:
+        comparison = compare_documents(load_document(old, target), load_document(new, target), orders)
+    except GradcheckError as error:
+        _fail(error, False)
+        return
+    sys.stdout.write(render_comparison(comparison, color=_color_allowed()))
+    raise typer.Exit(1 if comparison.regressed else 0)
 
 
 @app.command()

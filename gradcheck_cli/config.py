@@ -46,6 +46,14 @@ class AnalyzeConfig:
     try_fixes: bool = False
     baseline: Path | None = None
     debug: bool = False
+    severity: Mapping[str, str] = field(default_factory=dict)
+    """Per finding id: error, warning, info or off (config `rules:`)."""
+    ignore: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(finding id, layer globs) pairs to drop (config `ignore:`); no globs drops the whole finding."""
+    baseline_orders: float = 1.0
+    """A layer regresses when its gradient ratio falls by more than this many orders of magnitude."""
+    reports: tuple[tuple[str, Path], ...] = ()
+    """Extra (format, file) reports written by the same run (config `reports:`)."""
 
 
 # Keys a config file may set, mapped to the AnalyzeConfig field they fill.
@@ -196,6 +204,8 @@ def validate(config: AnalyzeConfig) -> AnalyzeConfig:
     for name, value, low in (("--batches", config.batches, 1), ("--steps", config.steps, 0)):
         if not isinstance(value, int) or value < low:
             raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+    if not isinstance(config.baseline_orders, (int, float)) or config.baseline_orders <= 0:
+        raise ConfigError(f"--baseline-orders must be a positive number, got {config.baseline_orders!r}")
     if config.batch_size is not None and (not isinstance(config.batch_size, int) or config.batch_size < 1):
         raise ConfigError(f"--batch-size must be a positive integer, got {config.batch_size!r}")
     return replace(config, device=str(config.device))

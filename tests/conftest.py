@@ -46,3 +46,26 @@ def run_cli(*args: str) -> CliResult:
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-goldens", action="store_true", help="Rewrite tests/golden/* from the renderers."
+    )
+
+
+@pytest.fixture
+def golden(request: pytest.FixtureRequest):
+    """golden(name, text): compare with tests/golden/NAME, or rewrite it under --update-goldens."""
+
+    def check(name: str, text: str) -> None:
+        path = ROOT / "tests" / "golden" / name
+        if request.config.getoption("--update-goldens"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        assert path.is_file(), f"no golden {path}; run pytest --update-goldens"
+        assert text == path.read_text(), (
+            f"{name} differs from its golden; rerun with --update-goldens if intended"
+        )
+
+    return check

@@ -1,0 +1,71 @@
+"""GitHub Actions annotations: `::error file=model.py,line=12::message` on the model's line.
+
+Workflow commands are read from the step's log (stdout and stderr alike); they go to stderr here
+so that `--format json` on stdout stays valid JSON.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from gradcheck_cli.findings import Finding, Severity
+from gradcheck_cli.report import Report
+
+COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
+
+
+def in_github_actions(environ: Mapping[str, str] = os.environ) -> bool:
+    return environ.get("GITHUB_ACTIONS") == "true"
+
+
+def finding_location(report: Report, finding: Finding) -> tuple[str, int | None] | None:
+    """The first suggestion's `where`, else the source line of the finding's first layer."""
+    for suggestion in finding.suggestions:
+        if suggestion.where:
+            return _split_where(suggestion.where)
+    sources = {row.stats.name: row.stats.source for row in report.layers}
+    for name in finding.layers:
+        source = sources.get(name)
+        if source is not None:
+            return source.file, source.line
+    return None
+
+
+def _split_where(where: str) -> tuple[str, int | None]:
+    file, sep, line = where.rpartition(":")
+    if sep and line.isdigit():
+        return file, int(line)
+    return where, None
+
+
+def _relative(file: str, cwd: Path) -> str:
+    """Annotations need paths from the repository root, which is the working directory in CI."""
+    try:
+        return Path(file).resolve().relative_to(cwd.resolve()).as_posix()
+    except ValueError:
+        return file
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def annotation(report: Report, finding: Finding, cwd: Path) -> str:
+    properties = {"title": f"gradcheck {finding.id} ({report.target})"}
+    location = finding_location(report, finding)
+    if location is not None:
+        properties["file"] = _relative(location[0], cwd)
+        if location[1]:
+            properties["line"] = str(location[1])
+    props = ",".join(f"{k}={_escape_property(v)}" for k, v in properties.items())
+    return f"::{COMMAND[finding.severity]} {props}::{_escape_data(finding.message)}"
+
+
+def github_annotations(report: Report, cwd: Path) -> list[str]:
+    return [annotation(report, finding, cwd) for finding in report.findings]

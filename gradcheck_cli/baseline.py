@@ -1,0 +1,175 @@
+"""Baselines: compare a run with a saved JSON report, so CI fails on regressions only.
+
+A regression is a finding id the baseline did not have, or a layer whose gradient/weight ratio
+fell by more than `orders` orders of magnitude (or rose that much into a bad status). Findings the
+baseline already had are accepted: they stay in the report at info severity. Measured numbers
+wobble between seeds by a fraction of an order, far below the default limit of one order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from gradcheck_cli.errors import ConfigError
+from gradcheck_cli.findings import Finding, Severity
+from gradcheck_cli.report import SCHEMA, Report, summarize
+
+REGRESSION_ID = "baseline-regression"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerChange:
+    name: str
+    old_ratio: float | None
+    new_ratio: float | None
+    orders: float | None
+    """log10(new / old); -inf when the gradient disappeared, None when not comparable."""
+    old_status: str
+    new_status: str
+    regressed: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Comparison:
+    layers: tuple[LayerChange, ...]
+    new_findings: tuple[str, ...]
+    resolved_findings: tuple[str, ...]
+    kept_findings: tuple[str, ...]
+    added_layers: tuple[str, ...]
+    removed_layers: tuple[str, ...]
+    orders_limit: float
+
+    @property
+    def regressed_layers(self) -> tuple[LayerChange, ...]:
+        return tuple(change for change in self.layers if change.regressed)
+
+    @property
+    def regressed(self) -> bool:
+        return bool(self.new_findings or self.regressed_layers)
+
+
+def load_document(path: Path, target: str | None = None) -> dict[str, Any]:
+    """A gradcheck.report/1 document; from a multi-target file, the one for `target`."""
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"baseline {path} not found", "save one with --format json --output FILE") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"baseline {path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    if isinstance(doc, dict) and isinstance(doc.get("reports"), list):
+        matches = [r for r in doc["reports"] if r.get("target") == target] or doc["reports"][:1]
+        doc = matches[0] if matches else {}
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise ConfigError(f"baseline {path} is not a {SCHEMA} report", "save one with --format json")
+    return doc
+
+
+def compare_documents(old: dict[str, Any], new: dict[str, Any], orders: float = 1.0) -> Comparison:
+    old_layers = {layer["name"]: layer for layer in old.get("layers", [])}
+    new_layers = {layer["name"]: layer for layer in new.get("layers", [])}
+    old_ids, new_ids = _finding_ids(old), _finding_ids(new)
+    return Comparison(
+        layers=tuple(
+            _layer_change(old_layers[name], layer, orders)
+            for name, layer in new_layers.items()
+            if name in old_layers
+        ),
+        new_findings=tuple(i for i in new_ids if i not in old_ids),
+        resolved_findings=tuple(i for i in old_ids if i not in new_ids),
+        kept_findings=tuple(i for i in new_ids if i in old_ids),
+        added_layers=tuple(name for name in new_layers if name not in old_layers),
+        removed_layers=tuple(name for name in old_layers if name not in new_layers),
+        orders_limit=orders,
+    )
+
+
+def _finding_ids(doc: dict[str, Any]) -> list[str]:
+    ids = [f["id"] for f in doc.get("findings", []) if f.get("id") != REGRESSION_ID]
+    return list(dict.fromkeys(ids))
+
+
+def _layer_change(old: dict[str, Any], new: dict[str, Any], limit: float) -> LayerChange:
+    before, after = old.get("grad_weight_ratio"), new.get("grad_weight_ratio")
+    orders: float | None = None
+    if isinstance(before, (int, float)) and before > 0:
+        orders = math.log10(after / before) if isinstance(after, (int, float)) and after > 0 else -math.inf
+    new_status = str(new.get("status", "ok"))
+    # Falling is always worse; rising is worse only when it lands the layer in a bad status
+    # (rising out of a vanishing status is the fix working).
+    regressed = orders is not None and (orders < -limit or (orders > limit and new_status != "ok"))
+    return LayerChange(
+        name=str(new["name"]),
+        old_ratio=before,
+        new_ratio=after,
+        orders=orders,
+        old_status=str(old.get("status", "ok")),
+        new_status=new_status,
+        regressed=regressed,
+    )
+
+
+def apply_baseline(report: Report, path: Path, orders: float) -> Report:
+    """Accept the baseline's findings (info), add one error finding listing the regressions."""
+    from gradcheck_cli.render.json import to_document
+
+    comparison = compare_documents(load_document(path, report.target), to_document(report), orders)
+    findings = [_accepted(f) if f.id in comparison.kept_findings else f for f in report.findings]
+    if comparison.regressed:
+        findings.insert(0, regression_finding(comparison, path))
+    extra = {**report.extra, "baseline": baseline_section(comparison, path)}
+    return replace(report, findings=tuple(findings), summary=summarize(tuple(findings)), extra=extra)
+
+
+def _accepted(finding: Finding) -> Finding:
+    return replace(finding, severity=Severity.INFO, message=f"(in baseline) {finding.message}")
+
+
+def regression_finding(comparison: Comparison, path: Path) -> Finding:
+    worse = comparison.regressed_layers
+    parts = [f"new finding {i}" for i in comparison.new_findings]
+    parts += [f"{c.name} gradient ratio {_orders_text(c.orders)}" for c in worse[:3]]
+    if len(worse) > 3:
+        parts.append(f"{len(worse) - 3} more layers")
+    return Finding(
+        id=REGRESSION_ID,
+        severity=Severity.ERROR,
+        layers=tuple(c.name for c in worse),
+        message=f"regressed since the baseline {path.name}: {'; '.join(parts)}.",
+        evidence={
+            "baseline": str(path),
+            "new_findings": list(comparison.new_findings),
+            "orders_limit": comparison.orders_limit,
+            "worst_orders": min((c.orders for c in worse if c.orders is not None), default=None),
+        },
+    )
+
+
+def _orders_text(orders: float | None) -> str:
+    if orders is None:
+        return "not comparable"
+    if math.isinf(orders):
+        return "fell to zero"
+    return f"{'fell' if orders < 0 else 'rose'} {abs(orders):.1f} orders"
+
+
+def baseline_section(comparison: Comparison, path: Path) -> dict[str, Any]:
+    return {
+        "file": str(path),
+        "orders_limit": comparison.orders_limit,
+        "regressed": comparison.regressed,
+        "new_findings": list(comparison.new_findings),
+        "resolved_findings": list(comparison.resolved_findings),
+        "regressed_layers": [
+            {
+                "name": c.name,
+                "orders": None if c.orders is None or math.isinf(c.orders) else round(c.orders, 2),
+            }
+            for c in comparison.regressed_layers
+        ],
+        "added_layers": list(comparison.added_layers),
+        "removed_layers": list(comparison.removed_layers),
+    }

@@ -1,0 +1,77 @@
+"""`gradcheck compare old.json new.json`: the baseline comparison as a table."""
+
+from __future__ import annotations
+
+import math
+from io import StringIO
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from gradcheck_cli.baseline import Comparison, LayerChange
+from gradcheck_cli.render.base import fmt_num
+
+
+def _orders_cell(change: LayerChange) -> Text:
+    if change.orders is None:
+        return Text("—", style="dim")
+    if math.isinf(change.orders):
+        return Text("→ 0", style="bold red")
+    return Text(f"{change.orders:+.2f}", style="bold red" if change.regressed else "")
+
+
+def comparison_table(comparison: Comparison) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name, justify in (("layer", "left"), ("old grad/w", "right"), ("new grad/w", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    table.add_column("Δ orders", justify="right")
+    table.add_column("status", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    for change in comparison.layers:
+        status = (
+            change.new_status
+            if change.old_status == change.new_status
+            else f"{change.old_status} → {change.new_status}"
+        )
+        table.add_row(
+            change.name,
+            fmt_num(change.old_ratio) if change.old_ratio is not None else "—",
+            fmt_num(change.new_ratio) if change.new_ratio is not None else "—",
+            _orders_cell(change),
+            status,
+            Text("REGRESSED", style="bold red") if change.regressed else Text("ok", style="green"),
+        )
+    return table
+
+
+def _summary_lines(comparison: Comparison) -> list[str]:
+    lines = []
+    for label, items in (
+        ("new findings", comparison.new_findings),
+        ("resolved findings", comparison.resolved_findings),
+        ("unchanged findings", comparison.kept_findings),
+        ("layers only in new", comparison.added_layers),
+        ("layers only in old", comparison.removed_layers),
+    ):
+        if items:
+            lines.append(f"{label}: {', '.join(items)}")
+    verdict = "REGRESSED" if comparison.regressed else "no regression"
+    lines.append(
+        f"{verdict} (limit: a ratio falling by more than {comparison.orders_limit:g} orders of magnitude)"
+    )
+    return lines
+
+
+def render_comparison(comparison: Comparison, width: int = 100, color: bool = False) -> str:
+    console = Console(
+        file=StringIO(),
+        width=width,
+        force_terminal=color,
+        color_system="auto" if color else None,
+        no_color=not color,
+    )
+    console.print(comparison_table(comparison))
+    for line in _summary_lines(comparison):
+        console.print(line, highlight=False)
+    return str(console.file.getvalue())  # type: ignore[attr-defined]

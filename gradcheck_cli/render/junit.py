@@ -1,0 +1,87 @@
+"""--format junit: one test suite per target, one test case per rule, one failure per finding at
+or above --fail-on, so CI systems show gradient problems in their test tabs."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from typing import ClassVar
+
+from gradcheck_cli.findings import Finding
+from gradcheck_cli.report import FAIL_ON_RANK, Report
+
+
+def _rule_ids(report: Report) -> list[str]:
+    """Every registered rule (a passing case each), then ids only findings carry (baseline)."""
+    from gradcheck_cli.rules import all_rules
+
+    ids = [spec.id for spec in all_rules()]
+    return ids + [f.id for f in report.findings if f.id not in ids]
+
+
+def _fails(finding: Finding, fail_on: str) -> bool:
+    return fail_on != "never" and finding.severity.rank >= FAIL_ON_RANK[fail_on]
+
+
+def _details(finding: Finding) -> str:
+    lines = [finding.message, f"layers: {', '.join(finding.layers) or '-'}"]
+    lines += [f"evidence.{k}: {v}" for k, v in finding.evidence.items()]
+    lines += [f"fix {s.fix}: {s.text}" + (f" ({s.where})" if s.where else "") for s in finding.suggestions]
+    return "\n".join(lines)
+
+
+def _testcase(suite: ET.Element, report: Report, rule_id: str, fail_on: str) -> int:
+    case = ET.SubElement(suite, "testcase", classname=f"gradcheck.{report.target}", name=rule_id)
+    failures, notes = 0, []
+    for finding in (f for f in report.findings if f.id == rule_id):
+        if _fails(finding, fail_on):
+            failure = ET.SubElement(
+                case, "failure", type=finding.id, message=f"{finding.severity.value}: {finding.message}"
+            )
+            failure.text = _details(finding)
+            failures += 1
+        else:
+            notes.append(f"{finding.severity.value} (below --fail-on {fail_on}): {_details(finding)}")
+    if notes:
+        ET.SubElement(case, "system-out").text = "\n\n".join(notes)
+    return failures
+
+
+def testsuite(report: Report, fail_on: str) -> ET.Element:
+    suite = ET.Element("testsuite", name=report.target)
+    properties = ET.SubElement(suite, "properties")
+    for name, value in (("model", report.model.class_name), ("parameters", str(report.model.parameters)),
+                        ("device", report.model.device), ("dtype", report.model.dtype),
+                        ("seed", str(report.run.seed)), ("status", report.summary.status)):  # fmt: skip
+        ET.SubElement(properties, "property", name=name, value=value)
+    ids = _rule_ids(report)
+    failures = sum(_testcase(suite, report, rule_id, fail_on) for rule_id in ids)
+    suite.set("tests", str(len(ids)))
+    suite.set("failures", str(failures))
+    suite.set("errors", "0")
+    suite.set("skipped", "0")
+    suite.set("time", f"{report.run.seconds:.3f}")
+    return suite
+
+
+def document(reports: Sequence[Report], fail_on: str) -> str:
+    root = ET.Element("testsuites", name="gradcheck")
+    suites = [testsuite(r, fail_on) for r in reports]
+    root.extend(suites)
+    for key in ("tests", "failures", "errors"):
+        root.set(key, str(sum(int(s.get(key, "0")) for s in suites)))
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+class JunitRenderer:
+    format: ClassVar[str] = "junit"
+
+    def __init__(self, fail_on: str = "error") -> None:
+        self.fail_on = fail_on
+
+    def render(self, report: Report) -> str:
+        return document([report], self.fail_on)
+
+    def render_many(self, reports: Sequence[Report]) -> str:
+        return document(reports, self.fail_on)

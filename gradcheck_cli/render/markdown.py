@@ -1,0 +1,117 @@
+"""--format markdown: GitHub-flavoured Markdown for pull-request comments and the step summary."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from gradcheck_cli.findings import Finding
+from gradcheck_cli.render.base import fmt_num
+from gradcheck_cli.report import Report
+
+MAX_LAYERS_LISTED = 4
+MAX_TABLE_ROWS = 60
+VERDICT = {"healthy": "✅ healthy", "warning": "⚠️ warning", "error": "❌ error"}
+
+
+def _cell(text: str) -> str:
+    """A table cell: pipes escaped, newlines folded, so a message cannot break the table."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _code(text: str) -> str:
+    return f"`{text}`" if "`" not in text else text
+
+
+def _row(*cells: str) -> str:
+    return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> list[str]:
+    marks = [("---:" if a == "r" else "---") for a in align.ljust(len(headers), "l")]
+    return [_row(*headers), "| " + " | ".join(marks) + " |", *(_row(*r) for r in rows)]
+
+
+def _layers_text(finding: Finding) -> str:
+    names = [_code(n) for n in finding.layers[:MAX_LAYERS_LISTED]]
+    extra = len(finding.layers) - MAX_LAYERS_LISTED
+    return ", ".join(names) + (f" (+{extra})" if extra > 0 else "") if names else "—"
+
+
+def _counts(report: Report) -> str:
+    s = report.summary
+    return f"{s.errors} error{'s' * (s.errors != 1)}, {s.warnings} warning{'s' * (s.warnings != 1)}"
+
+
+def heading(report: Report, level: str = "##") -> str:
+    return f"{level} gradcheck {_code(report.target)}: {VERDICT[report.summary.status]} ({_counts(report)})"
+
+
+def model_line(report: Report) -> str:
+    m, r = report.model, report.run
+    steps = f" · {r.steps} steps" if r.steps else ""
+    return (
+        f"{_code(m.class_name)} · {m.parameters:,} parameters ({m.trainable:,} trainable) · {m.device} {m.dtype} · "
+        f"inputs {', '.join(r.inputs) or '—'} · loss {r.loss} · {r.batches} batches · seed {r.seed}{steps}"
+    )
+
+
+def findings_section(report: Report) -> list[str]:
+    if not report.findings:
+        return ["Gradients flow through every layer within the thresholds; nothing to fix."]
+    rows = [(f.severity.value, _code(f.id), _layers_text(f), f.message) for f in report.findings]
+    lines = _table(("severity", "finding", "layers", "message"), rows)
+    suggestions = [
+        f"- {_code(f.id)} → **{s.fix}**: {s.text}" + (f" ({_code(s.where)})" if s.where else "")
+        for f in report.findings
+        for s in f.suggestions
+    ]
+    if suggestions:
+        lines += ["", "**What to change**", "", *suggestions]
+    return lines
+
+
+def layers_section(report: Report) -> list[str]:
+    rows = [
+        (str(r.stats.index), _code(r.stats.name), r.stats.type, fmt_num(r.stats.act_grad_norm),
+         fmt_num(r.stats.grad_weight_ratio), r.status.value)
+        for r in report.layers[:MAX_TABLE_ROWS]
+    ]  # fmt: skip
+    more = len(report.layers) - MAX_TABLE_ROWS
+    table = _table(("#", "layer", "type", "∇output", "grad/weight", "status"), rows, align="rllrrl")
+    note = ["", f"… and {more} more layers (see `--format json`)."] if more > 0 else []
+    return [f"<details><summary>{len(report.layers)} layers</summary>", "", *table, *note, "", "</details>"]
+
+
+def through_time_section(report: Report) -> list[str]:
+    rows = [
+        (_code(tt.module), tt.type, str(tt.steps), f"{tt.per_step_factor:.3f}", str(tt.horizon))
+        for tt in report.through_time
+    ]
+    return _table(("recurrent module", "type", "steps", "factor per step", "horizon (steps)"), rows, "lllrr")
+
+
+def report_section(report: Report, level: str = "##") -> str:
+    lines = [heading(report, level), "", model_line(report), "", *findings_section(report), ""]
+    if report.through_time:
+        lines += [*through_time_section(report), ""]
+    lines += layers_section(report)
+    return "\n".join(lines) + "\n"
+
+
+def overview(reports: Sequence[Report]) -> str:
+    worst = max(reports, key=lambda r: ("healthy", "warning", "error").index(r.summary.status)).summary.status
+    rows = [(_code(r.target), VERDICT[r.summary.status], str(r.summary.errors), str(r.summary.warnings),
+             ", ".join(_code(i) for i in dict.fromkeys(f.id for f in r.findings)) or "—") for r in reports]  # fmt: skip
+    table = _table(("target", "verdict", "errors", "warnings", "findings"), rows, "llrrl")
+    return "\n".join([f"## gradcheck: {VERDICT[worst]} ({len(reports)} targets)", "", *table]) + "\n"
+
+
+class MarkdownRenderer:
+    format: ClassVar[str] = "markdown"
+
+    def render(self, report: Report) -> str:
+        return report_section(report)
+
+    def render_many(self, reports: Sequence[Report]) -> str:
+        return "\n".join([overview(reports), *(report_section(r, "###") for r in reports)])

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import junitparser
+
+from gradcheck_cli.render import render_reports
+from gradcheck_cli.render.junit import JunitRenderer
+from gradcheck_cli.rules import all_rules
+
+
+def _cases(xml_text: str, tmp_path: Path) -> list[junitparser.TestCase]:
+    path = tmp_path / "report.xml"
+    path.write_text(xml_text)
+    xml = junitparser.JUnitXml.fromfile(str(path))
+    return [case for suite in xml for case in suite]
+
+
+def test_junit_golden(vanishing_report, golden) -> None:
+    golden("report.xml", JunitRenderer(fail_on="error").render(vanishing_report))
+
+
+def test_one_case_per_rule_and_a_failure_per_finding_at_fail_on(vanishing_report, tmp_path) -> None:
+    cases = _cases(JunitRenderer(fail_on="error").render(vanishing_report), tmp_path)
+    assert [c.name for c in cases] == [r.id for r in all_rules()]
+    failed = {c.name: c.result for c in cases if not c.is_passed}
+    assert list(failed) == ["vanishing-gradients"]
+    assert isinstance(failed["vanishing-gradients"][0], junitparser.Failure)
+    assert "model.py:12" in failed["vanishing-gradients"][0].text
+
+
+def test_fail_on_warning_fails_the_warning_too_and_never_fails_nothing(vanishing_report, tmp_path) -> None:
+    warning = _cases(JunitRenderer(fail_on="warning").render(vanishing_report), tmp_path)
+    never = _cases(JunitRenderer(fail_on="never").render(vanishing_report), tmp_path)
+    assert sorted(c.name for c in warning if not c.is_passed) == [
+        "saturated-activations",
+        "vanishing-gradients",
+    ]
+    assert all(c.is_passed for c in never)
+
+
+def test_several_targets_give_one_suite_each(vanishing_report, healthy_report, tmp_path) -> None:
+    path = tmp_path / "r.xml"
+    path.write_text(render_reports("junit", [vanishing_report, healthy_report]))
+    suites = list(junitparser.JUnitXml.fromfile(str(path)))
+    assert [s.name for s in suites] == ["model.py", "builtin:residual-mlp"]
+    assert [s.failures for s in suites] == [1, 0]
