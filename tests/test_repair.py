@@ -47,7 +47,7 @@ def _probe(layers: tuple[LayerStats, ...] = (), parameters: int = 0) -> ProbeRes
     )
 
 
-def _layer(name: str, grad_norm: float) -> LayerStats:
+def _layer(name: str, grad_norm: float, weight_norm: float = 1.0) -> LayerStats:
     return LayerStats(
         name=name,
         type="Linear",
@@ -55,8 +55,8 @@ def _layer(name: str, grad_norm: float) -> LayerStats:
         parameters=1,
         trainable=True,
         grad_norm=grad_norm,
-        weight_norm=1.0,
-        grad_weight_ratio=grad_norm,
+        weight_norm=weight_norm,
+        grad_weight_ratio=grad_norm / weight_norm,
         act_grad_rms=1.0,
         act_grad_norm=1.0,
         zero_grad_fraction=0.0,
@@ -232,11 +232,11 @@ def test_init_brings_each_backward_gain_near_one() -> None:
 
 
 # -- clip -----------------------------------------------------------------------------------------
-def test_clip_value_is_median_layer_norm_times_sqrt_layers() -> None:
-    layers = tuple(_layer(f"l{i}", g) for i, g in enumerate((1.0, 1.0, 1.0, 100.0)))
+def test_clip_value_is_a_tenth_of_the_weight_norm() -> None:
+    layers = tuple(_layer(f"l{i}", g, weight_norm=w) for i, (g, w) in enumerate(((100.0, 3.0), (1.0, 4.0))))
     max_norm, global_norm = clip_value(_probe(layers))  # type: ignore[misc]
-    assert max_norm == pytest.approx(2.0)
-    assert global_norm == pytest.approx(math.sqrt(3 + 100**2))
+    assert max_norm == pytest.approx(0.5)
+    assert global_norm == pytest.approx(math.sqrt(100**2 + 1))
 
 
 # -- runner failure paths -------------------------------------------------------------------------
