@@ -81,7 +81,7 @@ def _sequentials(model: nn.Module) -> list[nn.Sequential]:
 def _normalize_sequentials(model: nn.Module, calls: dict[int, Call], kind: str) -> Change:
     names = module_names(model)
     after: list[str] = []
-    skipped = 0
+    skipped = convs = 0
     for seq in _sequentials(model):
         children = list(seq)
         rebuilt: list[nn.Module] = []
@@ -100,9 +100,10 @@ def _normalize_sequentials(model: nn.Module, calls: dict[int, Call], kind: str) 
                 continue
             rebuilt.append(norm)
             after.append(names[id(child)])
+            convs += isinstance(norm, nn.GroupNorm)
         if len(rebuilt) != len(children):
             refill(seq, rebuilt)
-    return _change(model, after, skipped, kind, "nn.Sequential")
+    return _change(model, after, skipped, kind, "nn.Sequential", convs)
 
 
 def _normalize_traced(model: nn.Module, calls: dict[int, Call], kind: str) -> Change:
@@ -114,7 +115,7 @@ def _normalize_traced(model: nn.Module, calls: dict[int, Call], kind: str) -> Ch
         if n.op == "call_module" and isinstance(modules.get(str(n.target)), WEIGHT_LAYERS)
     ]
     after: list[str] = []
-    skipped = 0
+    skipped = convs = 0
     for number, node in enumerate(nodes[:-1]):
         layer = modules[str(node.target)]
         if any(
@@ -127,8 +128,9 @@ def _normalize_traced(model: nn.Module, calls: dict[int, Call], kind: str) -> Ch
             continue
         _insert_after(graph_module, node, norm, f"gradcheck_norm_{number}")
         after.append(str(node.target))
+        convs += isinstance(norm, nn.GroupNorm)
     graph_module.recompile()
-    return _change(graph_module, after, skipped, kind, "torch.fx")
+    return _change(graph_module, after, skipped, kind, "torch.fx", convs)
 
 
 def _insert_after(graph_module: fx.GraphModule, node: fx.Node, norm: nn.Module, name: str) -> None:
@@ -138,13 +140,15 @@ def _insert_after(graph_module: fx.GraphModule, node: fx.Node, norm: nn.Module, 
     node.replace_all_uses_with(normed, delete_user_cb=lambda user: user is not normed)
 
 
-def _change(model: nn.Module, after: list[str], skipped: int, kind: str, how: str) -> Change:
+def _change(model: nn.Module, after: list[str], skipped: int, kind: str, how: str, convs: int = 0) -> Change:
     if not after:
         raise NotApplicable(
             f"no Linear/Conv inside a stack to put a {kind} layer after"
             + (f" ({skipped} had output shapes no {kind} layer fits)" if skipped else "")
         )
-    norm_name = "LayerNorm (GroupNorm(1, C) for convolutions)" if kind == "layernorm" else "BatchNorm"
+    norm_name = "LayerNorm" if kind == "layernorm" else "BatchNorm"
+    if convs:
+        norm_name += " (GroupNorm(1, C), LayerNorm over C, H, W, after convolutions)"
     note = f"inserted {norm_name} after {len(after)} Linear/Conv layers ({how})"
     if skipped:
         note += f"; skipped {skipped} whose output shape it does not fit"
