@@ -80,6 +80,7 @@ FILE_KEYS = {
     "layout": "layout",
     "thresholds": "thresholds",
     "try-fixes": "try_fixes",
+    "fixes": "try_fixes",
     "baseline": "baseline",
 }
 
@@ -206,6 +207,8 @@ def validate(config: AnalyzeConfig) -> AnalyzeConfig:
             raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
     if not isinstance(config.baseline_orders, (int, float)) or config.baseline_orders <= 0:
         raise ConfigError(f"--baseline-orders must be a positive number, got {config.baseline_orders!r}")
+    if not isinstance(config.try_fixes, bool):
+        raise ConfigError(f"try-fixes (fixes:) must be true or false, got {config.try_fixes!r}")
     if config.batch_size is not None and (not isinstance(config.batch_size, int) or config.batch_size < 1):
         raise ConfigError(f"--batch-size must be a positive integer, got {config.batch_size!r}")
     return replace(config, device=str(config.device))

@@ -176,6 +176,7 @@ KEY_CHECKS: dict[str, Check] = {
     "layout": _choice(LAYOUTS),
     "thresholds": _MAPPING,
     "try-fixes": ("true or false", lambda v: isinstance(v, bool)),
+    "fixes": ("true or false", lambda v: isinstance(v, bool)),
     "baseline": _STR,
     "baseline-orders": ("a number", _is_number),
     "rules": _MAPPING,

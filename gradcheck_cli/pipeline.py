@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ def analyze(config: AnalyzeConfig, progress: Progress = _quiet) -> Report:
     progress(f"loading {config.target.raw}")
     loaded = load(config.target, config.init_args, config.arch_opts)
     session = prepare(config, loaded)
+    pristine = _snapshot_for_fixes(session) if config.try_fixes and config.steps else None
     if config.steps:
         progress(f"training {config.steps} steps")
         train_steps(session)
@@ -76,7 +78,30 @@ def analyze(config: AnalyzeConfig, progress: Progress = _quiet) -> Report:
     result = probe(session, started)
     progress("diagnosing")
     diagnosis = diagnose(result, config.thresholds)
-    return build_report(config.target.raw, result, diagnosis.findings, diagnosis.layer_status)
+    report = build_report(config.target.raw, result, diagnosis.findings, diagnosis.layer_status)
+    if config.try_fixes:
+        progress("trying the suggested fixes on copies of the model")
+        report = _with_tried_fixes(report, session, result, pristine)
+    return report
+
+
+def _snapshot_for_fixes(session: Session) -> nn.Module | None:
+    """--try-fixes with --steps: fixes start from the model as built, then train the same steps."""
+    from gradcheck_cli.repair.measure import snapshot
+
+    return snapshot(session.loaded.module)
+
+
+def _with_tried_fixes(
+    report: Report, session: Session, result: ProbeResult, pristine: nn.Module | None
+) -> Report:
+    # Imported here: repair.measure imports this module to re-run its stages on each copy.
+    from gradcheck_cli.repair.measure import CopyMeasurer
+    from gradcheck_cli.repair.records import to_json
+    from gradcheck_cli.repair.runner import try_fixes
+
+    tried = try_fixes(report.findings, result, CopyMeasurer(session, pristine))
+    return dataclasses.replace(report, extra={**report.extra, "fixes": [to_json(t) for t in tried]})
 
 
 def prepare(config: AnalyzeConfig, loaded: LoadedModel) -> Session:

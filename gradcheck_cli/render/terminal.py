@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from io import StringIO
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.measure import Measurement
@@ -173,11 +174,56 @@ def summary_panel(report: Report) -> Panel:
     return Panel(body, title="verdict", title_align="left", border_style=VERDICT_STYLE[s.status].split()[-1])
 
 
+def _ratio_text(measured: Any) -> str:
+    if not isinstance(measured, Mapping):
+        return "-"
+    ratio = measured.get("ratio")
+    return fmt_num(ratio) if isinstance(ratio, (int, float)) else "-"
+
+
+def _not_cleared(entry: Mapping[str, Any]) -> str:
+    if entry.get("applied"):
+        return "none"
+    max_norm = entry.get("max_norm")
+    return f"advice: max_norm {max_norm:g}" if isinstance(max_norm, (int, float)) else "not applied"
+
+
+def fixes_block(fixes: list[Mapping[str, Any]]) -> RenderableType:
+    """The "tried fixes" table from the JSON-ready `fixes` section (--try-fixes)."""
+    title = "tried fixes (each on a copy of the model, same inputs and seed)"
+    if not fixes:
+        body: RenderableType = Text("tried nothing: no error findings")
+        return Panel(body, title=title, title_align="left", border_style="dim")
+    table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
+    table.add_column("fix", no_wrap=True)
+    table.add_column("where", overflow="ellipsis", no_wrap=True, max_width=28)
+    table.add_column("ratio before → after", no_wrap=True)
+    table.add_column("cleared", overflow="fold", max_width=26)
+    table.add_column("Δparams", justify="right")
+    notes = Text()
+    for entry in fixes:
+        applied = bool(entry.get("applied"))
+        cleared = ", ".join(str(c) for c in entry.get("cleared") or ())
+        table.add_row(
+            Text(str(entry.get("fix")), style="bold green" if cleared else ("" if applied else "dim")),
+            str(entry.get("where") or ""),
+            f"{_ratio_text(entry.get('before'))} → {_ratio_text(entry.get('after'))}",
+            cleared or _not_cleared(entry),
+            f"{int(entry.get('parameters_delta') or 0):+,}",
+        )
+        notes.append(f"  {entry.get('fix')}: ", style="bold")
+        notes.append(f"{entry.get('note')}\n", style="" if applied else "dim")
+    return Panel(Group(table, Text(""), notes), title=title, title_align="left", border_style="dim")
+
+
 def report_renderables(report: Report) -> list[RenderableType]:
     parts: list[RenderableType] = [header(report), Text(""), layer_table(report), Text("")]
     if report.through_time:
         parts.append(through_time_block(report.through_time))
     parts.append(summary_panel(report))
+    fixes = report.extra.get("fixes")
+    if isinstance(fixes, list):
+        parts.append(fixes_block(fixes))
     return parts
 
 
