@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +46,8 @@ def batches_from_hook(hook: Callable[[], Any], count: int, seed: int) -> list[Ba
     for i in range(count):
         torch.manual_seed(seed + i)
         try:
-            raw = hook()
+            with contextlib.redirect_stdout(sys.stderr):  # keep a JSON report on stdout clean
+                raw = hook()
         except Exception as exc:
             raise InputError(f"sample_batch() raised {type(exc).__name__}: {exc}") from exc
         out.append(normalize_batch(raw))

@@ -85,6 +85,13 @@ def test_printing_model_keeps_json_clean(cli, monkeypatch) -> None:
     assert "forward (4, 8)" in result.stderr
 
 
+def test_prints_in_sample_batch_and_loss_fn_go_to_stderr(cli, monkeypatch) -> None:
+    monkeypatch.chdir(WILD)
+    result = cli("analyze", "dataloader_batch.py", *FAST)
+    json.loads(result.stdout)
+    assert "sampled a batch of 32" in result.stderr and "loss_fn called" in result.stderr
+
+
 def test_constructor_arguments_go_into_the_report(cli, monkeypatch) -> None:
     monkeypatch.chdir(WILD)
     result = cli("analyze", "gpt_config.py:GPT", "--init", "n_layer=1", "--init", "n_embd=8", *FAST)
