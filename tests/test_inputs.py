@@ -211,3 +211,14 @@ def test_target_arg_needs_a_target(cli, monkeypatch) -> None:
     result = cli("analyze", "vae.py", "--target-arg", "y", *JSON)
     assert result.exit_code == 2 and result.stdout == ""
     assert "--target-arg y" in result.stderr and "sample_batch()" in result.stderr
+
+
+def test_report_says_which_spatial_size_was_chosen(monkeypatch) -> None:
+    from gradcheck_cli.config import build_config
+    from gradcheck_cli.pipeline import analyze
+
+    monkeypatch.chdir(WILD)
+    config = build_config("stl_net.py", {"batches": 1, "batch_size": 2, "device": "cpu"}, {})
+    run = analyze(config).run
+    assert run.inputs == ("float:2x1x64x64",)
+    assert "chose float:2x1x64x64 after float:2x1x28x28, float:2x1x32x32 failed" in run.input_origin
