@@ -238,3 +238,29 @@ def test_report_json_of_failure_is_empty(cli, monkeypatch) -> None:
     assert result.stdout == ""
     with pytest.raises(json.JSONDecodeError):
         json.loads(result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind", "location", "name", "call"),
+    [
+        ("model.py", "file", "model.py", None, None),
+        ("src/model.py:GPT", "file", "src/model.py", "GPT", None),
+        (
+            'model.py:RNNModel("LSTM", 10, 8, 8, 2)',
+            "file",
+            "model.py",
+            "RNNModel",
+            'RNNModel("LSTM", 10, 8, 8, 2)',
+        ),
+        ("model.py:GPT(GPTConfig(n_layer=4))", "file", "model.py", "GPT", "GPT(GPTConfig(n_layer=4))"),
+        ('pkg.mod:Net("a:b")', "module", "pkg.mod", "Net", 'Net("a:b")'),
+    ],
+)
+def test_call_form_parsing(raw, kind, location, name, call) -> None:
+    ref = parse_target(raw)
+    assert (ref.kind, ref.location, ref.name, ref.call) == (kind, location, name, call)
+
+
+def test_unreadable_call_form(cli) -> None:
+    result = cli("analyze", "model.py:Net(3", "--format", "json")
+    assert result.exit_code == 2 and result.stdout == "" and "cannot read the call" in result.stderr
