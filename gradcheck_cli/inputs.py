@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,15 +27,6 @@ class Batch:
     target: Any = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class InputPlan:
-    """Where the batches come from, said in the report."""
-
-    specs: tuple[InputSpec, ...]
-    origin: str
-    """--input, sample_batch(), builtin, or inferred from <layer>."""
-
-
 def generate(spec: InputSpec, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
     if spec.kind == "int":
         high = int(spec.high or 2)
@@ -52,7 +46,8 @@ def batches_from_hook(hook: Callable[[], Any], count: int, seed: int) -> list[Ba
     for i in range(count):
         torch.manual_seed(seed + i)
         try:
-            raw = hook()
+            with contextlib.redirect_stdout(sys.stderr):  # keep a JSON report on stdout clean
+                raw = hook()
         except Exception as exc:
             raise InputError(f"sample_batch() raised {type(exc).__name__}: {exc}") from exc
         out.append(normalize_batch(raw))
@@ -87,35 +82,242 @@ def normalize_batch(raw: Any) -> Batch:
     )
 
 
+Attempt = Callable[["InputPlan"], Exception | None]
+"""Run one forward on a plan's inputs; the exception it raised, or None when it ran."""
+
+SPATIAL_SIZES = (28, 32, 64, 224)
+VOLUME_SIZES = (16, 32)
+LATENT_SIZES = (1, 4, 8)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InputPlan:
+    """Where the batches come from, said in the report."""
+
+    specs: tuple[InputSpec, ...]
+    origin: str
+    """--input, sample_batch(), builtin, or inferred from <layer>."""
+    extra_args: tuple[str, ...] = ()
+    """Required forward arguments after the inputs: 'init_hidden' (model.init_hidden(batch)) or 'none'."""
+    batch_size: int = DEFAULT_BATCH
+
+
+def revealing_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Modules whose type tells the shape of the input they take, in registration order."""
+    return [(n, m) for n, m in model.named_modules() if _is_revealing(m)]
+
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_REVEALING = (nn.Embedding, nn.Linear, nn.RNNBase, nn.RNNCellBase, *_CONVS)
+
+
+def _is_revealing(module: nn.Module) -> bool:
+    return isinstance(module, _REVEALING)
+
+
 def infer_inputs(model: nn.Module, batch_size: int | None, layout: str | None) -> InputPlan:
-    """An input for the model, read from its first layer that reveals the input's shape."""
+    """An input for the model, read from its first layer (registration order) that reveals the shape."""
     size = batch_size or DEFAULT_BATCH
-    for name, module in model.named_modules():
-        spec = _spec_for(module, size, layout)
-        if spec is not None:
-            return InputPlan(
-                specs=(spec,), origin=f"inferred from {name or 'the model'} ({type(module).__name__})"
-            )
-    raise InputError(
+    for name, module in revealing_modules(model):
+        specs = candidate_specs(model, module, size, layout)
+        return _plan(model, name, module, specs[0], size, "")
+    raise _no_revealing_layer(model)
+
+
+def _no_revealing_layer(model: nn.Module) -> InputError:
+    return InputError(
         f"cannot infer an input for {type(model).__name__}: no Linear, Conv, Embedding or recurrent layer found",
         "pass one with --input, e.g. --input 16x784, or define sample_batch() in the file",
     )
 
 
-def _spec_for(module: nn.Module, size: int, layout: str | None) -> InputSpec | None:
+def search_inputs(
+    model: nn.Module, batch_size: int | None, layout: str | None, attempt: Attempt
+) -> InputPlan:
+    """Try inputs for the first layer that runs (forward order), over spatial sizes and sequence lengths.
+
+    Registration order gives the first guess; a forward pre-hook on every revealing module tells
+    which one actually ran first, and the search restarts from that one when they differ.
+    """
+    size = batch_size or DEFAULT_BATCH
+    layers = revealing_modules(model)
+    if not layers:
+        raise _no_revealing_layer(model)
+    name, module = layers[0]
+    tried: list[tuple[InputPlan, Exception]] = []
+    for _ in range(2):
+        ran_first, found = _search_one(model, name, module, size, layout, attempt, tried)
+        if found is not None:
+            return found
+        if ran_first is None or ran_first[1] is module:
+            break
+        name, module = ran_first
+    raise _nothing_fits(model, tried)
+
+
+def _search_one(
+    model: nn.Module,
+    name: str,
+    module: nn.Module,
+    size: int,
+    layout: str | None,
+    attempt: Attempt,
+    tried: list[tuple[InputPlan, Exception]],
+) -> tuple[tuple[str, nn.Module] | None, InputPlan | None]:
+    specs = candidate_specs(model, module, size, layout)
+    first_run: tuple[str, nn.Module] | None = None
+    for index, spec in enumerate(specs):
+        note = _search_note(module, spec, specs, tried) if index else ""
+        plan = _plan(model, name, module, spec, size, note)
+        with _first_called(model) as seen:
+            error = attempt(plan)
+        first_run = first_run or (seen[0] if seen else None)
+        if error is None:
+            return first_run, plan
+        tried.append((plan, error))
+    return first_run, None
+
+
+class _first_called:
+    """Context manager: which revealing module's forward is called first."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.seen: list[tuple[str, nn.Module]] = []
+        self.handles: list[Any] = []
+
+    def __enter__(self) -> list[tuple[str, nn.Module]]:
+        for name, module in revealing_modules(self.model):
+            self.handles.append(module.register_forward_pre_hook(self._hook(name)))
+        return self.seen
+
+    def _hook(self, name: str) -> Callable[..., None]:
+        def record(module: nn.Module, args: Any) -> None:
+            if not self.seen:
+                self.seen.append((name, module))
+
+        return record
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _search_note(module: nn.Module, spec: InputSpec, specs: list[InputSpec], tried: list[Any]) -> str:
+    failed = [str(plan.specs[0]) for plan, _ in tried]
+    return f"; chose {spec} after {', '.join(failed)} failed" if failed else ""
+
+
+def _plan(model: nn.Module, name: str, module: nn.Module, spec: InputSpec, size: int, note: str) -> InputPlan:
+    origin = f"inferred from {name or 'the model'} ({type(module).__name__}){note}"
+    return InputPlan(specs=(spec,), origin=origin, extra_args=extra_forward_args(model, 1), batch_size=size)
+
+
+def _nothing_fits(model: nn.Module, tried: list[tuple[InputPlan, Exception]]) -> InputError:
+    plan, error = tried[0]
+    shapes = ", ".join(str(p.specs[0]) for p, _ in tried)
+    text = str(error).strip().splitlines()
+    first = text[0] if text else ""
+    hint = "pass the input shape with --input (e.g. --input 16x3x32x32, --input int:8x128:50257), "
+    hint += "or define sample_batch() in the model file"
+    if "Double" in first:
+        hint = "the model computes in float64: pass --dtype float64; or " + hint
+    return InputError(
+        f"the model's forward raised {type(error).__name__}: {first}"
+        f"\n  inputs tried ({plan.origin.split(';')[0]}): {shapes}",
+        hint,
+    )
+
+
+def candidate_specs(model: nn.Module, module: nn.Module, size: int, layout: str | None) -> list[InputSpec]:
+    """Inputs to try for `module` as the model's first layer, the most likely first."""
     if isinstance(module, nn.Embedding):
-        return InputSpec(shape=(size, DEFAULT_SEQ), kind="int", low=0, high=module.num_embeddings)
+        batch_first = _batch_first(model, layout)
+        return [_tokens(module, size, length, batch_first) for length in _sequence_lengths(model, module)]
     if isinstance(module, nn.Linear):
-        return InputSpec(shape=(size, module.in_features))
-    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-        dims = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}[type(module)]
-        side = 28 if module.in_channels == 1 else 32
-        return InputSpec(shape=(size, module.in_channels) + (side,) * dims)
+        return [InputSpec(shape=(size, module.in_features))]
+    if isinstance(module, nn.RNNCellBase):
+        return [InputSpec(shape=(size, module.input_size))]
     if isinstance(module, nn.RNNBase):
         batch_first = module.batch_first if layout is None else layout == "batch-first"
         seq_shape = (size, DEFAULT_SEQ) if batch_first else (DEFAULT_SEQ, size)
-        return InputSpec(shape=seq_shape + (module.input_size,))
-    return None
+        return [InputSpec(shape=seq_shape + (module.input_size,))]
+    return _conv_specs(module, size)
+
+
+def _conv_specs(module: nn.Module, size: int) -> list[InputSpec]:
+    dims = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3, nn.ConvTranspose1d: 1, nn.ConvTranspose2d: 2}.get(
+        type(module), 3
+    )
+    channels = int(getattr(module, "in_channels", 1))
+    if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        sides: tuple[int, ...] = LATENT_SIZES  # a generator starts from latent noise (B, nz, 1, 1)
+    elif dims == 3:
+        sides = VOLUME_SIZES
+    else:
+        preferred = 28 if channels == 1 else 32
+        sides = (preferred, *(s for s in SPATIAL_SIZES if s != preferred))
+    return [InputSpec(shape=(size, channels) + (side,) * dims) for side in sides]
+
+
+def _tokens(module: nn.Embedding, size: int, length: int, batch_first: bool) -> InputSpec:
+    shape = (size, length) if batch_first else (length, size)
+    return InputSpec(shape=shape, kind="int", low=0, high=module.num_embeddings)
+
+
+def _sequence_lengths(model: nn.Module, tokens: nn.Embedding) -> list[int]:
+    """Within a position embedding's size (GPT's wpe, BERT's position_embeddings), else the default."""
+    limit = DEFAULT_SEQ
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Embedding) and module is not tokens and ("pos" in name or "wpe" in name):
+            limit = min(limit, module.num_embeddings)
+    return [limit] + ([8] if limit > 8 else [])
+
+
+def _batch_first(model: nn.Module, layout: str | None) -> bool:
+    """--layout wins; else the first recurrent layer's batch_first flag; no recurrent layer: batch first."""
+    if layout is not None:
+        return layout == "batch-first"
+    rnn = next((m for m in model.modules() if isinstance(m, nn.RNNBase)), None)
+    return bool(rnn.batch_first) if rnn is not None else True
+
+
+def extra_forward_args(model: nn.Module, given: int) -> tuple[str, ...]:
+    """Required positional forward parameters beyond the `given` inputs (an RNN LM's `hidden`)."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return ()
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    missing = [p for p in positional[given:] if p.default is inspect.Parameter.empty]
+    has_init_hidden = callable(getattr(model, "init_hidden", None))
+    return tuple("init_hidden" if has_init_hidden and i == 0 else "none" for i, _ in enumerate(missing))
+
+
+def fill_extra_args(model: nn.Module, batches: list[Batch], plan: InputPlan) -> list[Batch]:
+    """Append the required extra forward arguments: model.init_hidden(batch) where it exists, else None."""
+    if not plan.extra_args:
+        return batches
+    out = []
+    for batch in batches:
+        extras = tuple(
+            model.init_hidden(plan.batch_size) if kind == "init_hidden" else None  # type: ignore[operator]
+            for kind in plan.extra_args
+        )
+        out.append(Batch(args=batch.args + extras, kwargs=batch.kwargs, target=batch.target))
+    return out
+
+
+def describe_extra_args(plan: InputPlan) -> tuple[str, ...]:
+    return tuple(
+        f"model.init_hidden({plan.batch_size})" if kind == "init_hidden" else "None"
+        for kind in plan.extra_args
+    )
+
+
+def token_targets(spec: InputSpec, generator: torch.Generator) -> torch.Tensor:
+    """Next-token-style targets for --target-arg: integers of the input's shape and range."""
+    return torch.randint(0, int(spec.high or 2), spec.shape, generator=generator)
 
 
 def plan_inputs(
@@ -126,7 +328,11 @@ def plan_inputs(
     layout: str | None,
 ) -> InputPlan:
     if given:
-        return InputPlan(specs=tuple(given), origin="--input")
+        size = (
+            given[0].shape[0] if _batch_first(model, layout) or len(given[0].shape) < 2 else given[0].shape[1]
+        )
+        extra = extra_forward_args(model, len(given))
+        return InputPlan(specs=tuple(given), origin="--input", extra_args=extra, batch_size=size)
     if builtin_defaults:
         return InputPlan(specs=tuple(parse_input(s) for s in builtin_defaults), origin="builtin")
     return infer_inputs(model, batch_size, layout)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -88,7 +90,8 @@ def compute_loss(
 
 def _user_loss(loss_fn: Callable[..., Any], output: Any, target: Any) -> LossChoice:
     try:
-        value = loss_fn(output, target) if target is not None else _call_loose(loss_fn, output)
+        with contextlib.redirect_stdout(sys.stderr):  # keep a JSON report on stdout clean
+            value = loss_fn(output, target) if target is not None else _call_loose(loss_fn, output)
     except Exception as exc:
         raise LossError(f"loss_fn raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(value, torch.Tensor) or value.numel() != 1:

@@ -28,8 +28,12 @@ from gradcheck_cli.inputs import (
     batches_from_hook,
     batches_from_specs,
     describe,
+    describe_extra_args,
+    fill_extra_args,
     move,
     plan_inputs,
+    search_inputs,
+    token_targets,
 )
 from gradcheck_cli.locate import locate_modules
 from gradcheck_cli.losses import LossChoice, compute_loss
@@ -106,15 +110,43 @@ def _with_tried_fixes(
 
 def prepare(config: AnalyzeConfig, loaded: LoadedModel) -> Session:
     device = _pick_device(loaded.module, config.device)
-    loaded.module.to(device=device, dtype=model_dtype(config.dtype))
-    plan = plan_inputs(loaded.module, config.inputs, loaded.default_inputs, config.batch_size, config.layout)
+    float_dtype = model_dtype(config.dtype)
+    loaded.module.to(device=device, dtype=float_dtype)
     if loaded.sample_batch is not None and not config.inputs:
         batches = batches_from_hook(loaded.sample_batch, config.batches, config.seed)
         plan = InputPlan(specs=(), origin="sample_batch()")
     else:
-        batches = batches_from_specs(plan.specs, config.batches, config.seed, model_dtype(config.dtype))
+        plan = _plan(config, loaded, device)
+        batches = batches_from_specs(plan.specs, config.batches, config.seed, float_dtype)
+    batches = _finish_batches(config, loaded.module, plan, batches, device)
+    return Session(config=config, loaded=loaded, device=device, batches=batches, plan=plan)
+
+
+def _plan(config: AnalyzeConfig, loaded: LoadedModel, device: str) -> InputPlan:
+    """--input or a builtin's inputs as given; else search by trying forward passes on candidate inputs."""
+    model = loaded.module
+    if config.inputs or loaded.default_inputs:
+        return plan_inputs(model, config.inputs, loaded.default_inputs, config.batch_size, config.layout)
+
+    def attempt(plan: InputPlan) -> Exception | None:
+        batches = batches_from_specs(plan.specs, 1, config.seed, model_dtype(config.dtype))
+        batch = _finish_batches(config, model, plan, batches, device)[0]
+        try:
+            with torch.no_grad(), redirect_stdout_to_stderr(), autocast(device, config.dtype):
+                model(*batch.args, **batch.kwargs)
+        except Exception as exc:  # the model rejected this input: try the next candidate
+            return exc
+        return None
+
+    return search_inputs(model, config.batch_size, config.layout, attempt)
+
+
+def _finish_batches(
+    config: AnalyzeConfig, model: nn.Module, plan: InputPlan, batches: list[Batch], device: str
+) -> list[Batch]:
+    """Move to the device and dtype, add init_hidden()/None forward arguments and the --target-arg."""
     float_dtype = model_dtype(config.dtype)
-    batches = [
+    moved = [
         Batch(
             args=move(b.args, device, float_dtype),
             kwargs=move(b.kwargs, device, float_dtype),
@@ -122,7 +154,29 @@ def prepare(config: AnalyzeConfig, loaded: LoadedModel) -> Session:
         )
         for b in batches
     ]
-    return Session(config=config, loaded=loaded, device=device, batches=batches, plan=plan)
+    return _with_target_arg(config, fill_extra_args(model, moved, plan), plan, device)
+
+
+def _with_target_arg(
+    config: AnalyzeConfig, batches: list[Batch], plan: InputPlan, device: str
+) -> list[Batch]:
+    """Models that compute their own loss take targets in forward: pass the target as that keyword."""
+    name = config.target_arg
+    if not name:
+        return batches
+    generator = torch.Generator().manual_seed(config.seed + 7919)
+    out = []
+    for batch in batches:
+        target = batch.target
+        if target is None and plan.specs and plan.specs[0].kind == "int":
+            target = token_targets(plan.specs[0], generator).to(device)
+        if target is None:
+            raise InputError(
+                f"--target-arg {name}: no target to pass (the input is not integer tokens)",
+                "define sample_batch() returning (inputs, target) in the model file",
+            )
+        out.append(Batch(args=batch.args, kwargs={**batch.kwargs, name: target}, target=None))
+    return out
 
 
 def _pick_device(model: nn.Module, requested: str) -> str:
@@ -252,7 +306,11 @@ def _model_info(session: Session) -> ModelInfo:
 
 def _run_info(session: Session, seconds: float) -> RunInfo:
     loss = session.loss
-    inputs = tuple(str(s) for s in session.plan.specs) or (session.plan.origin,)
+    plan = session.plan
+    inputs = tuple(str(s) for s in plan.specs) or (plan.origin,)
+    inputs += describe_extra_args(plan)
+    if session.config.target_arg:
+        inputs += (f"{session.config.target_arg}=<targets>",)
     return RunInfo(
         batches=len(session.batches),
         steps=session.config.steps,
@@ -261,4 +319,5 @@ def _run_info(session: Session, seconds: float) -> RunInfo:
         loss_reason=loss.reason if loss else "",
         inputs=inputs,
         seconds=seconds,
+        input_origin=plan.origin,
     )

@@ -156,7 +156,14 @@ class GradientProbe:
         index = self._index[layer.name]
 
         def hook(grad: torch.Tensor) -> None:
-            self._act_sq.append(torch.linalg.vector_norm(grad, dtype=torch.float32))
+            # vector_norm refuses dtype=float32 for a float64 grad ("narrowing"): take the norm, then cast
+            wide = grad.dtype == torch.float64
+            norm = (
+                torch.linalg.vector_norm(grad).float()
+                if wide
+                else torch.linalg.vector_norm(grad, dtype=torch.float32)
+            )
+            self._act_sq.append(norm)
             self._act_owner.append(index)
 
         return hook

@@ -45,6 +45,8 @@ class RunInfo:
     inputs: tuple[str, ...] = ()
     """The input shapes, e.g. ('float:32x784',), as fed to forward."""
     seconds: float = 0.0
+    input_origin: str = ""
+    """Where the inputs came from and why (e.g. the spatial size chosen after others failed)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
