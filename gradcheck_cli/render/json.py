@@ -99,6 +99,7 @@ def to_document(report: Report) -> dict[str, Any]:
             "loss": r.loss,
             "loss_reason": r.loss_reason,
             "inputs": list(r.inputs),
+            "input_origin": r.input_origin,
             "seconds": round(r.seconds, 3),
         },
         "layers": [_layer(row) for row in report.layers],

@@ -82,7 +82,7 @@ def header(report: Report) -> Text:
         f"  {m.class_name} · {m.parameters:,} params ({m.trainable:,} trainable) · {m.device} {m.dtype}\n"
     )
     text.append(
-        f"inputs {', '.join(r.inputs)} · loss {r.loss} ({r.loss_reason}) · {r.batches} batches · "
+        f"inputs {', '.join(r.inputs)}{f' ({r.input_origin})' if r.input_origin else ''} · loss {r.loss} ({r.loss_reason}) · {r.batches} batches · "
         f"seed {r.seed}{f' · {r.steps} steps' if r.steps else ''} · {r.seconds:.2f}s",
         style="dim",
     )
