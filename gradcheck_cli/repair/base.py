@@ -92,13 +92,7 @@ def record_calls(model: nn.Module, run_forward: Callable[[nn.Module], Any]) -> d
             out = output if isinstance(output, torch.Tensor) else None
             calls[id(module)] = Call(module, len(calls), _shape(first_in), _shape(out))
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
-    try:
-        with torch.no_grad():
-            run_forward(model)
-    finally:
-        for handle in handles:
-            handle.remove()
+    _forward_with_hook(model, list(model.modules()), hook, run_forward)
     return calls
 
 
@@ -134,11 +128,22 @@ def call_sequence(model: nn.Module, run_forward: Callable[[nn.Module], Any]) -> 
     def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         sequence.append(module)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if next(m.children(), None) is None]
+    leaves = [m for m in model.modules() if next(m.children(), None) is None]
+    _forward_with_hook(model, leaves, hook, run_forward)
+    return sequence
+
+
+def _forward_with_hook(
+    model: nn.Module,
+    modules: list[nn.Module],
+    hook: Callable[..., None],
+    run_forward: Callable[[nn.Module], Any],
+) -> None:
+    """One gradient-free forward pass with `hook` on `modules`, always removed afterwards."""
+    handles = [m.register_forward_hook(hook) for m in modules]
     try:
         with torch.no_grad():
             run_forward(model)
     finally:
         for handle in handles:
             handle.remove()
-    return sequence

@@ -20,6 +20,7 @@ from gradcheck_cli.repair.base import (
     replace_module,
     summarize_names,
 )
+from gradcheck_cli.zoo.rnn import set_gate_bias
 
 GATE_BIAS = 3.0
 
@@ -75,19 +76,8 @@ def gated_like(old: nn.RNN, cell: str) -> nn.RNNBase:
         bidirectional=old.bidirectional,
     )
     new = like(new, old)
-    set_memory_gate_bias(new, GATE_BIAS)
+    set_gate_bias(new, GATE_BIAS)
     return new
-
-
-def set_memory_gate_bias(rnn: nn.RNNBase, value: float) -> None:
-    """GRU gates are (r, z, n), LSTM's (i, f, g, o): the memory gate is the second chunk."""
-    hidden = rnn.hidden_size
-    with torch.no_grad():
-        for name, param in rnn.named_parameters():
-            if name.startswith("bias_ih"):
-                param[hidden : 2 * hidden].fill_(value)
-            elif name.startswith("bias_hh"):
-                param[hidden : 2 * hidden].zero_()
 
 
 def _signature(rnn: nn.RNN) -> str:
