@@ -276,8 +276,14 @@ def _run_analyze(target: str | None, flags: dict[str, Any], config_path: Path | 
     file_values = values_from_file(read_config_file(path), path) if path else {}
     config = build_config(target, {**flags, "debug": debug}, file_values)
     report = _analyze_with_progress(config)
+    if _is_secondary_rank():  # under torchrun every rank holds the same combined report; rank 0 prints it
+        return exit_code(report, config.fail_on)
     _write_report(report, config.format, config.output)
     return exit_code(report, config.fail_on)
+
+
+def _is_secondary_rank() -> bool:
+    return int(os.environ.get("RANK", "0")) > 0
 
 
 def _analyze_with_progress(config: Any) -> Any:

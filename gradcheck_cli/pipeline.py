@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradcheck_cli import through_time
+from gradcheck_cli import distributed, through_time
 from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.device import autocast, model_dtype, resolve_device, seed_everything
 from gradcheck_cli.diagnose import check_threshold_ids, diagnose
@@ -56,7 +56,22 @@ def analyze(config: AnalyzeConfig, progress: Progress = _quiet) -> Report:
     seed_everything(config.seed)
     progress(f"loading {config.target.raw}")
     loaded = load(config.target, config.init_args, config.arch_opts)
-    session = prepare(config, loaded)
+    return analyze_loaded(config, loaded, progress=progress, started=started)
+
+
+def analyze_loaded(
+    config: AnalyzeConfig,
+    loaded: LoadedModel,
+    batches: list[Batch] | None = None,
+    progress: Progress = _quiet,
+    started: float | None = None,
+) -> Report:
+    """The stages after loading, for a model loaded from TARGET or handed over by the Python API.
+
+    `batches`, when given, are used as they are instead of being built from the config."""
+    started = time.perf_counter() if started is None else started
+    distributed.setup()
+    session = prepare(config, loaded, batches)
     if config.steps:
         progress(f"training {config.steps} steps")
         train_steps(session)
@@ -67,15 +82,13 @@ def analyze(config: AnalyzeConfig, progress: Progress = _quiet) -> Report:
     return build_report(config.target.raw, result, diagnosis.findings, diagnosis.layer_status)
 
 
-def prepare(config: AnalyzeConfig, loaded: LoadedModel) -> Session:
+def prepare(config: AnalyzeConfig, loaded: LoadedModel, given: list[Batch] | None = None) -> Session:
     device = _pick_device(loaded.module, config.device)
     loaded.module.to(device=device, dtype=model_dtype(config.dtype))
-    plan = plan_inputs(loaded.module, config.inputs, loaded.default_inputs, config.batch_size, config.layout)
-    if loaded.sample_batch is not None and not config.inputs:
-        batches = batches_from_hook(loaded.sample_batch, config.batches, config.seed)
-        plan = InputPlan(specs=(), origin="sample_batch()")
+    if given is not None:
+        batches, plan = given, InputPlan(specs=(), origin="inputs given to analyze()")
     else:
-        batches = batches_from_specs(plan.specs, config.batches, config.seed, model_dtype(config.dtype))
+        batches, plan = _build_batches(config, loaded)
     float_dtype = model_dtype(config.dtype)
     batches = [
         Batch(
@@ -86,6 +99,16 @@ def prepare(config: AnalyzeConfig, loaded: LoadedModel) -> Session:
         for b in batches
     ]
     return Session(config=config, loaded=loaded, device=device, batches=batches, plan=plan)
+
+
+def _build_batches(config: AnalyzeConfig, loaded: LoadedModel) -> tuple[list[Batch], InputPlan]:
+    plan = plan_inputs(loaded.module, config.inputs, loaded.default_inputs, config.batch_size, config.layout)
+    if loaded.sample_batch is not None and not config.inputs:
+        batches = batches_from_hook(loaded.sample_batch, config.batches, config.seed)
+        plan = InputPlan(specs=(), origin="sample_batch()")
+    else:
+        batches = batches_from_specs(plan.specs, config.batches, config.seed, model_dtype(config.dtype))
+    return batches, plan
 
 
 def _pick_device(model: nn.Module, requested: str) -> str:
@@ -141,20 +164,25 @@ def probe(session: Session, started: float) -> ProbeResult:
     model = session.loaded.module
     sources = locate_modules(model)
     losses: list[float] = []
+    # Under torchrun each rank measures its share of the batches; the raw sums are combined below.
+    mine = distributed.my_batches(len(session.batches))
     with GradientProbe(model, sources) as gradient_probe:
-        for index, batch in enumerate(session.batches):
+        for index in mine:
+            batch = session.batches[index]
             model.zero_grad(set_to_none=True)
             choice = loss_of(session, batch, forward(session, batch), index)
             choice.value.backward()
             gradient_probe.collect()
             losses.append(choice.value.detach())  # type: ignore[arg-type]
             session.loss = choice
+        distributed.combine_batches(gradient_probe, mine, len(session.batches))
         layers = gradient_probe.layer_stats()
         activations = gradient_probe.activation_stats()
     model.zero_grad(set_to_none=True)
     first = session.batches[0]
     recurrent = through_time.measure(model, lambda: forward(session, first), session.config.seed, sources)
     loss_values = torch.stack(losses).float().tolist() if losses else []  # type: ignore[arg-type]
+    loss_values = distributed.gather_floats(loss_values)
     return ProbeResult(
         model=_model_info(session),
         run=_run_info(session, time.perf_counter() - started),
