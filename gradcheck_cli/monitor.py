@@ -40,7 +40,7 @@ class MonitorRecord:
     report: Report
     """The per-layer statistics of this step and the findings the rules drew from them."""
     new_findings: tuple[Finding, ...]
-    """Findings (id and layers) that the previous measured step did not have."""
+    """Findings whose id the previous measured step did not have."""
 
 
 def warn_on_stderr(step: int, findings: tuple[Finding, ...]) -> None:
@@ -155,8 +155,10 @@ class GradientMonitor:
         return record
 
     def _new(self, findings: tuple[Finding, ...]) -> tuple[Finding, ...]:
-        before = {(f.id, f.layers) for f in self.last.report.findings} if self.last else set()
-        return tuple(f for f in findings if (f.id, f.layers) not in before)
+        # A finding is news when its id was absent from the previous measured step: a persistent
+        # problem warns once, not every step, and warns again if it comes back.
+        before = {f.id for f in self.last.report.findings} if self.last else set()
+        return tuple(f for f in findings if f.id not in before)
 
     def _publish(self, record: MonitorRecord, seconds: float) -> None:
         if not distributed.is_reporting_rank():
