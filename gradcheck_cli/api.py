@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
@@ -10,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradcheck_cli import distributed
 from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.inputs import Batch, normalize_batch
@@ -55,6 +57,7 @@ def analyze(
     seed: int = 0,
     thresholds: Mapping[str, Mapping[str, float]] | None = None,
     name: str | None = None,
+    split_across_ranks: bool = False,
 ) -> AnalysisReport:
     """Run forward and backward passes on `model` and report how gradients flow through it.
 
@@ -65,7 +68,11 @@ def analyze(
     loss_fn: `loss_fn(output, target)` or `loss_fn(output)`; default: the CLI's `--loss auto`.
     device: None keeps the model where it is; otherwise as `--device`. The model is moved
     there (and to `dtype`), its gradients are cleared, and `steps` > 0 trains it in place.
+    A DDP wrapper is looked through. Inside a torch.distributed process group the analysis
+    runs in the calling process alone, unless `split_across_ranks=True`: then every rank must
+    call analyze() with the same batches; each measures its share and all get the combined report.
     """
+    model = distributed.unwrap(model)
     config = AnalyzeConfig(
         target=TargetRef(raw=name or type(model).__name__, kind="module", location="<python>"),
         inputs=_specs(inputs),
@@ -81,7 +88,9 @@ def analyze(
     loaded = LoadedModel(module=model, found_by="explicit", source=_source_of(type(model)), loss_fn=loss_fn)
     if callable(inputs) and not isinstance(inputs, nn.Module):
         loaded.sample_batch = inputs
-    report = analyze_loaded(config, loaded, batches=_given_batches(inputs, batches))
+    given = _given_batches(inputs, batches)
+    with contextlib.nullcontext() if split_across_ranks else distributed.local_only():
+        report = analyze_loaded(config, loaded, batches=given)
     return AnalysisReport(**{f.name: getattr(report, f.name) for f in fields(report)})
 
 

@@ -18,10 +18,13 @@ Without an initialised process group of more than one rank, every function here 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from gradcheck_cli.errors import ConfigError
 from gradcheck_cli.probe import ROW_FIELDS, GradientProbe
@@ -34,8 +37,35 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
 
 
+_local_only = False
+
+
 def active() -> bool:
+    if _local_only:
+        return False
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@contextlib.contextmanager
+def local_only() -> Iterator[None]:
+    """Measure in this process alone, even inside a process group (no collectives are issued)."""
+    global _local_only
+    before, _local_only = _local_only, True
+    try:
+        yield
+    finally:
+        _local_only = before
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """DDP and DataParallel wrap the user's model as `.module`; FSDP2 changes the model in place.
+
+    Calling the wrapped module directly is safe: DDP's gradient hooks act only after a forward
+    through the wrapper."""
+    inner = getattr(model, "module", None)
+    if isinstance(inner, nn.Module) and type(model).__name__ in ("DistributedDataParallel", "DataParallel"):
+        return inner
+    return model
 
 
 def rank() -> int:
@@ -53,7 +83,7 @@ def is_reporting_rank() -> bool:
 
 def setup() -> None:
     """Under torchrun, join the process group (unless the caller already has)."""
-    if not launched_by_torchrun() or not dist.is_available() or dist.is_initialized():
+    if _local_only or not launched_by_torchrun() or not dist.is_available() or dist.is_initialized():
         return
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))

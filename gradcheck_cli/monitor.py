@@ -71,7 +71,7 @@ class GradientMonitor:
     ) -> None:
         if every < 1:
             raise ValueError(f"every must be at least 1, got {every}")
-        self.model = _unwrap(model)
+        self.model = distributed.unwrap(model)
         self.every = every
         self.callback = callback
         self.thresholds = dict(thresholds or {})
@@ -171,21 +171,14 @@ class GradientMonitor:
             self.callback(record.step, record.new_findings)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """DDP and DataParallel wrap the user's model as `.module`; FSDP2 modifies it in place."""
-    wrapped = getattr(model, "module", None)
-    if isinstance(wrapped, nn.Module) and type(model).__name__ in ("DistributedDataParallel", "DataParallel"):
-        return wrapped
-    return model
-
-
 def _training_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
     return [(m, m.training) for m in model.modules()]
 
 
 def _restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
     for module, training in modes:
-        module.training = training
+        if module.training != training:  # nn.Module.__setattr__ is slow: touch only what changed
+            module.training = training
 
 
 def _model_info(model: nn.Module) -> ModelInfo:

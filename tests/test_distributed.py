@@ -61,8 +61,9 @@ def snapshot(layers: Any, activations: Any) -> dict[str, Any]:
     }
 
 
-def analyze_case() -> dict[str, Any]:
-    report = analyze(tiny_model(), inputs=batches(), loss_fn=nn.functional.cross_entropy)
+def analyze_case(split: bool = True) -> dict[str, Any]:
+    model, data = tiny_model(), batches()
+    report = analyze(model, inputs=data, loss_fn=nn.functional.cross_entropy, split_across_ranks=split)
     return snapshot([row.stats for row in report.layers], report.activations)
 
 
@@ -105,6 +106,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
     results: dict[str, Any] = {"analyze": analyze_case(), "ddp": monitored_training(_ddp, rank, WORLD)}
+    if rank == 0:  # by default analyze() stays in the calling process: no collective, no hang
+        results["local"] = analyze_case(split=False)
     try:
         results["fsdp"] = monitored_training(_fsdp, rank, WORLD)
     except Exception as exc:  # reported by the FSDP test as its skip reason
@@ -141,6 +144,7 @@ def test_split_batches_equal_one_process(two_ranks: list[dict[str, Any]]) -> Non
     assert all(v["grad_norm"] > 0 for v in one["layers"].values())
     for rank in two_ranks:  # every rank holds the combined statistics
         assert_close(rank["analyze"], one)
+    assert_close(two_ranks[0]["local"], one)
 
 
 def test_ddp_monitor_equals_one_process_on_the_global_batch(two_ranks: list[dict[str, Any]]) -> None:
