@@ -86,7 +86,8 @@ def setup() -> None:
     if _local_only or not launched_by_torchrun() or not dist.is_available() or dist.is_initialized():
         return
     if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        # More ranks than GPUs share them; gradcheck's own collectives go through gloo on the CPU.
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
         dist.init_process_group(backend="cpu:gloo,cuda:nccl")
     else:
         dist.init_process_group(backend="gloo")
