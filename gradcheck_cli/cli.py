@@ -283,7 +283,8 @@ def _run_analyze(target: str | None, flags: dict[str, Any], config_path: Path | 
 
 
 def _is_secondary_rank() -> bool:
-    return int(os.environ.get("RANK", "0")) > 0
+    """A torchrun worker other than rank 0 (torchrun sets RANK and WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) > 0
 
 
 def _analyze_with_progress(config: Any) -> Any:
