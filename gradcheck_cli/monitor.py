@@ -80,6 +80,7 @@ class GradientMonitor:
         self.steps = 0
         self._sources = locate_modules(self.model)
         self._probe: GradientProbe | None = None
+        self._closed = False
         self._jsonl: IO[str] | None = None
         if jsonl is not None and distributed.is_reporting_rank():
             self._jsonl = Path(jsonl).open("a", encoding="utf-8")  # noqa: SIM115 (closed by close())
@@ -92,7 +93,7 @@ class GradientMonitor:
         if self._probe is not None:
             findings = self._measure(loss).report.findings
         self.steps += 1
-        if self.steps % self.every == 0:
+        if self.steps % self.every == 0 and not self._closed:
             self._arm()
         return findings
 
@@ -102,6 +103,7 @@ class GradientMonitor:
 
     def close(self) -> None:
         """Remove every hook and close the JSON-lines file. The model is left as it was."""
+        self._closed = True
         self._disarm()
         if self._jsonl is not None:
             self._jsonl.close()
@@ -135,10 +137,12 @@ class GradientMonitor:
     def _measure(self, loss: torch.Tensor | float | None) -> MonitorRecord:
         assert self._probe is not None
         started = time.perf_counter()
-        self._probe.collect()
-        distributed.combine_step(self._probe)
-        layers, activations = self._probe.layer_stats(), self._probe.activation_stats()
-        self._disarm()
+        try:
+            self._probe.collect()
+            distributed.combine_step(self._probe)
+            layers, activations = self._probe.layer_stats(), self._probe.activation_stats()
+        finally:
+            self._disarm()
         result = ProbeResult(
             model=_model_info(self.model),
             run=RunInfo(batches=1, steps=self.steps, seed=0, loss="training loop", inputs=("training",)),

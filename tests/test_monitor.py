@@ -85,6 +85,8 @@ def test_hooks_only_on_measured_steps_and_none_after_close() -> None:
     assert hooks_on(model) > 0  # armed for step 5
     monitor.close()
     assert hooks_on(model) == 0
+    train(model, steps=10, monitor=monitor)  # steps after close() re-attach nothing
+    assert hooks_on(model) == 0 and monitor.last is not None and monitor.last.step == 0
 
 
 def test_statistics_are_those_of_the_step_measured() -> None:
