@@ -79,8 +79,10 @@ class GradientMonitor:
         self.history: deque[MonitorRecord] = deque(maxlen=history)
         self.steps = 0
         self._sources = locate_modules(self.model)
+        self._has_norm = has_normalization(self.model)
         self._probe: GradientProbe | None = None
         self._closed = False
+        self._info: ModelInfo | None = None
         self._jsonl: IO[str] | None = None
         if jsonl is not None and distributed.is_reporting_rank():
             self._jsonl = Path(jsonl).open("a", encoding="utf-8")  # noqa: SIM115 (closed by close())
@@ -143,12 +145,13 @@ class GradientMonitor:
             layers, activations = self._probe.layer_stats(), self._probe.activation_stats()
         finally:
             self._disarm()
+        self._info = self._info or _model_info(self.model)
         result = ProbeResult(
-            model=_model_info(self.model),
+            model=self._info,
             run=RunInfo(batches=1, steps=self.steps, seed=0, loss="training loop", inputs=("training",)),
             layers=layers,
             activations=activations,
-            has_normalization=has_normalization(self.model),
+            has_normalization=self._has_norm,
             loss_value=_loss_value(loss),
         )
         diagnosis = diagnose(result, self.thresholds)

@@ -57,12 +57,13 @@ def batches(count: int = 4, size: int = 6) -> list[tuple[torch.Tensor, torch.Ten
 def snapshot(layers: Any, activations: Any) -> dict[str, Any]:
     return {
         "layers": {s.name: {f: getattr(s, f) for f in (*FIELDS, "calls")} for s in layers},
+        "per_batch": {s.name: list(s.batch_act_grad_norm) for s in layers},
         "activations": {a.name: {f: getattr(a, f) for f in ACT_FIELDS} for a in activations},
     }
 
 
 def analyze_case(split: bool = True) -> dict[str, Any]:
-    model, data = tiny_model(), batches()
+    model, data = tiny_model(), batches(count=3)  # uneven: rank 0 measures batches 0 and 2, rank 1 batch 1
     report = analyze(model, inputs=data, loss_fn=nn.functional.cross_entropy, split_across_ranks=split)
     return snapshot([row.stats for row in report.layers], report.activations)
 
@@ -149,6 +150,8 @@ def assert_close(got: dict[str, Any], want: dict[str, Any]) -> None:
             for field, value in fields.items():
                 measured = got[section][name][field]
                 assert measured == pytest.approx(value, rel=REL, abs=1e-12), (section, name, field)
+    for name, values in want["per_batch"].items():  # batches in their global order
+        assert got["per_batch"][name] == pytest.approx(values, rel=REL), name
 
 
 def test_split_batches_equal_one_process(two_ranks: list[dict[str, Any]]) -> None:
@@ -179,7 +182,7 @@ def _layers(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_torchrun_cli_prints_one_report_equal_to_one_process(cli: Any) -> None:
-    args = ["analyze", "builtin:tanh-mlp", "--batches", "4", "--format", "json", "--device", "cpu"]
+    args = ["analyze", "builtin:tanh-mlp", "--batches", "3", "--format", "json", "--device", "cpu"]
     args += ["--arch-opt", "depth=4", "--arch-opt", "width=16", "--arch-opt", "batch=8"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
