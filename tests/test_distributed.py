@@ -43,13 +43,14 @@ def _fully_shard() -> Any:
 
 def tiny_model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 4))
+    # odd sizes: FSDP2 shards them unevenly (with padding)
+    return nn.Sequential(nn.Linear(8, 15), nn.ReLU(), nn.Linear(15, 16), nn.Tanh(), nn.Linear(16, 5))
 
 
 def batches(count: int = 4, size: int = 6) -> list[tuple[torch.Tensor, torch.Tensor]]:
     generator = torch.Generator().manual_seed(1)
     return [
-        (torch.randn(size, 8, generator=generator) * 3, torch.randint(0, 4, (size,), generator=generator))
+        (torch.randn(size, 8, generator=generator) * 3, torch.randint(0, 5, (size,), generator=generator))
         for _ in range(count)
     ]
 
