@@ -279,6 +279,8 @@ def _run_analyze(target: str | None, flags: dict[str, Any], config_path: Path | 
     flags["init_args"] = parse_key_values(flags["init_args"], "--init") if flags["init_args"] else None
     configs = load_configs(target, {**flags, "debug": debug}, config_path, Path.cwd())
     results = run_all(configs, _analyze_with_progress)
+    if _is_secondary_rank():  # under torchrun every rank holds the same combined report; rank 0 prints it
+        return combined_exit_code(results)
     _write_reports(results)
     reports = [report for _, report in results]
     emit_annotations(reports)
@@ -292,6 +294,11 @@ def _write_reports(results: list[Any]) -> None:
 
     for (fmt, output), group in output_groups(results).items():
         _write_report([report for _, report in group], fmt, output, group[0][0].fail_on, len(results) > 1)
+
+
+def _is_secondary_rank() -> bool:
+    """A torchrun worker other than rank 0 (torchrun sets RANK and WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) > 0
 
 
 def _analyze_with_progress(config: Any) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradcheck_cli import through_time
+from gradcheck_cli import distributed, through_time
 from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.device import (
     autocast,
@@ -70,7 +70,22 @@ def analyze(config: AnalyzeConfig, progress: Progress = _quiet) -> Report:
     seed_everything(config.seed)
     progress(f"loading {config.target.raw}")
     loaded = load(config.target, config.init_args, config.arch_opts)
-    session = prepare(config, loaded)
+    return analyze_loaded(config, loaded, progress=progress, started=started)
+
+
+def analyze_loaded(
+    config: AnalyzeConfig,
+    loaded: LoadedModel,
+    batches: list[Batch] | None = None,
+    progress: Progress = _quiet,
+    started: float | None = None,
+) -> Report:
+    """The stages after loading, for a model loaded from TARGET or handed over by the Python API.
+
+    `batches`, when given, are used as they are instead of being built from the config."""
+    started = time.perf_counter() if started is None else started
+    distributed.setup()
+    session = prepare(config, loaded, batches)
     pristine = _snapshot_for_fixes(session) if config.try_fixes and config.steps else None
     if config.steps:
         progress(f"training {config.steps} steps")
@@ -108,11 +123,13 @@ def _with_tried_fixes(
     return dataclasses.replace(report, extra={**report.extra, "fixes": [to_json(t) for t in tried]})
 
 
-def prepare(config: AnalyzeConfig, loaded: LoadedModel) -> Session:
+def prepare(config: AnalyzeConfig, loaded: LoadedModel, given: list[Batch] | None = None) -> Session:
     device = _pick_device(loaded.module, config.device)
     float_dtype = model_dtype(config.dtype)
     loaded.module.to(device=device, dtype=float_dtype)
-    if loaded.sample_batch is not None and not config.inputs:
+    if given is not None:
+        batches, plan = given, InputPlan(specs=(), origin="inputs given to analyze()")
+    elif loaded.sample_batch is not None and not config.inputs:
         batches = batches_from_hook(loaded.sample_batch, config.batches, config.seed)
         plan = InputPlan(specs=(), origin="sample_batch()")
     else:
@@ -263,20 +280,25 @@ def probe(session: Session, started: float) -> ProbeResult:
     model = session.loaded.module
     sources = locate_modules(model)
     losses: list[float] = []
+    # Under torchrun each rank measures its share of the batches; the raw sums are combined below.
+    mine = distributed.my_batches(len(session.batches))
     with GradientProbe(model, sources) as gradient_probe:
-        for index, batch in enumerate(session.batches):
+        for index in mine:
+            batch = session.batches[index]
             model.zero_grad(set_to_none=True)
             choice = loss_of(session, batch, forward(session, batch), index)
             (choice.value * session.loss_scale).backward()
             gradient_probe.collect(unscale=session.loss_scale)
             losses.append(choice.value.detach())  # type: ignore[arg-type]
             session.loss = choice
+        distributed.combine_batches(gradient_probe, mine, len(session.batches))
         layers = gradient_probe.layer_stats()
         activations = gradient_probe.activation_stats()
     model.zero_grad(set_to_none=True)
     first = session.batches[0]
     recurrent = through_time.measure(model, lambda: forward(session, first), session.config.seed, sources)
     loss_values = torch.stack(losses).float().tolist() if losses else []  # type: ignore[arg-type]
+    loss_values = distributed.gather_floats(loss_values)
     return ProbeResult(
         model=_model_info(session),
         run=_run_info(session, time.perf_counter() - started),

@@ -43,8 +43,18 @@ def first_tensor_out(output: Any) -> torch.Tensor | None:
     return None
 
 
+def dense(value: torch.Tensor) -> torch.Tensor:
+    """A reduction of an FSDP2 (DTensor) gradient or weight as a plain tensor: the global value."""
+    full_tensor = getattr(value, "full_tensor", None)
+    return full_tensor() if full_tensor is not None else value
+
+
 def direct_params(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return list(module.named_parameters(recurse=False))
+
+
+# The columns of one batch's raw sums per layer (_Layer.rows, batch_sums()).
+ROW_FIELDS = ("act_sq", "act_numel", "grad_sq", "zero_count", "grad_numel", "nonfinite", "has_grad")
 
 
 @dataclass(slots=True)
@@ -215,8 +225,8 @@ class GradientProbe:
         per_layer = torch.zeros(3, len(self.layers), device=device)
         if grads:
             index = torch.tensor(owner, device=device)
-            norms = torch.stack(torch._foreach_norm(grads)).float() / unscale
-            zeros = torch.stack([(g == 0).sum() for g in grads]).float()
+            norms = torch.stack([dense(n) for n in torch._foreach_norm(grads)]).float() / unscale
+            zeros = torch.stack([dense((g == 0).sum()) for g in grads]).float()
             per_layer[0].index_add_(0, index, norms.square())
             per_layer[1].index_add_(0, index, zeros)
         if self._act_sq:
@@ -247,6 +257,41 @@ class GradientProbe:
                 return layer.params[0].device
         return torch.device("cpu")
 
+    # -- combining probes of several processes (torch.distributed) ------------------------------
+    def batch_sums(self) -> torch.Tensor:
+        """float64 [batches, layers, len(ROW_FIELDS)]: each collected batch's raw sums, layers in attach order."""
+        rows = [layer.rows for layer in self.layers]
+        batches = len(rows[0]) if rows else 0
+        sums = torch.tensor(rows, dtype=torch.float64) if batches else torch.zeros(len(self.layers), 0, 7)
+        return sums.reshape(len(self.layers), batches, len(ROW_FIELDS)).transpose(0, 1).double()
+
+    def replace_batch_sums(self, sums: torch.Tensor) -> None:
+        """Install combined raw sums (the layout of batch_sums, any number of batches)."""
+        host = sums.double().transpose(0, 1).tolist()
+        for layer, rows in zip(self.layers, host, strict=True):
+            layer.rows = rows
+
+    def sum_counters(self, reduce_sum: Callable[[torch.Tensor], None]) -> None:
+        """Sum call counts and activation counters over processes; `reduce_sum` sums a tensor in place.
+
+        Every process must have run at least one forward (the ReLU unit masks need their size)."""
+        counts = [float(self._forwards)] + [float(layer.calls) for layer in self.layers]
+        for act in self.activations:
+            counts += [float(act.total), float(act.tail) if act.tail is not None else 0.0]
+        summed = torch.tensor(counts, dtype=torch.float64)
+        reduce_sum(summed)
+        values = summed.tolist()
+        self._forwards = int(values[0])
+        for i, layer in enumerate(self.layers, start=1):
+            layer.calls = int(values[i])
+        for i, act in enumerate(self.activations):
+            act.total, tail = int(values[1 + len(self.layers) + 2 * i]), values[2 + len(self.layers) + 2 * i]
+            act.tail = torch.tensor(tail) if act.family != "relu" else None
+            if act.ever_positive is not None:
+                positive = act.ever_positive.to(torch.float64)
+                reduce_sum(positive)
+                act.ever_positive = positive > 0
+
     # -- results ------------------------------------------------------------------------------
     def layer_stats(self) -> tuple[LayerStats, ...]:
         """Per-layer statistics, in forward execution order (never-called layers last)."""
@@ -260,7 +305,8 @@ class GradientProbe:
         if not params:
             return {}
         with torch.no_grad():
-            norms = torch.stack(torch._foreach_norm([p.detach() for p in params])).float().square().tolist()
+            norms = [dense(n) for n in torch._foreach_norm([p.detach() for p in params])]
+            norms = torch.stack(norms).float().square().tolist()
         out: dict[str, float] = {}
         it = iter(norms)
         for layer in self.layers:

@@ -1,0 +1,213 @@
+"""GradientMonitor: per-layer gradient statistics and findings from inside a user's training loop.
+
+The probe's hooks are attached only for the steps that are measured: after the step() that
+precedes a measured step, so that the next forward registers the output-gradient hooks, and
+removed again in the step() that collects. Between measured steps the model runs bare. The
+hooks only read gradients (they return None), so training is unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import torch
+from torch import nn
+
+from gradcheck_cli import distributed
+from gradcheck_cli.diagnose import check_threshold_ids, diagnose
+from gradcheck_cli.findings import Finding
+from gradcheck_cli.locate import locate_modules
+from gradcheck_cli.probe import GradientProbe, has_normalization
+from gradcheck_cli.render.json import to_document
+from gradcheck_cli.report import Report, build_report
+from gradcheck_cli.stats import ModelInfo, ProbeResult, RunInfo
+
+FindingsCallback = Callable[[int, tuple[Finding, ...]], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MonitorRecord:
+    """One measured training step."""
+
+    step: int
+    """0-based count of step() calls before this one."""
+    report: Report
+    """The per-layer statistics of this step and the findings the rules drew from them."""
+    new_findings: tuple[Finding, ...]
+    """Findings whose id the previous measured step did not have."""
+
+
+def warn_on_stderr(step: int, findings: tuple[Finding, ...]) -> None:
+    """The default callback: one rich warning line per new finding."""
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    colour = {"error": "red", "warning": "yellow", "info": "cyan"}
+    for f in findings:
+        style = colour.get(f.severity.value, "yellow")
+        console.print(
+            f"[{style}]gradcheck[/] step {step}: [{style}]{f.severity.value}[/] {f.id}: {f.message}"
+        )
+
+
+class GradientMonitor:
+    """`monitor = GradientMonitor(model, every=100)`; call `monitor.step()` after each `loss.backward()`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        every: int = 100,
+        *,
+        callback: FindingsCallback | None = warn_on_stderr,
+        jsonl: str | Path | None = None,
+        history: int = 100,
+        thresholds: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> None:
+        if every < 1:
+            raise ValueError(f"every must be at least 1, got {every}")
+        self.model = distributed.unwrap(model)
+        self.every = every
+        self.callback = callback
+        self.thresholds = dict(thresholds or {})
+        check_threshold_ids(self.thresholds)
+        self.history: deque[MonitorRecord] = deque(maxlen=history)
+        self.steps = 0
+        self._sources = locate_modules(self.model)
+        self._has_norm = has_normalization(self.model)
+        self._probe: GradientProbe | None = None
+        self._closed = False
+        self._info: ModelInfo | None = None
+        self._jsonl: IO[str] | None = None
+        if jsonl is not None and distributed.is_reporting_rank():
+            self._jsonl = Path(jsonl).open("a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+        self._arm()
+
+    # -- the training-loop interface -----------------------------------------------------------
+    def step(self, loss: torch.Tensor | float | None = None) -> tuple[Finding, ...]:
+        """Call after loss.backward(). On a measured step returns its findings, else ()."""
+        findings: tuple[Finding, ...] = ()
+        if self._probe is not None:
+            findings = self._measure(loss).report.findings
+        self.steps += 1
+        if self.steps % self.every == 0 and not self._closed:
+            self._arm()
+        return findings
+
+    @property
+    def last(self) -> MonitorRecord | None:
+        return self.history[-1] if self.history else None
+
+    def close(self) -> None:
+        """Remove every hook and close the JSON-lines file. The model is left as it was."""
+        self._closed = True
+        self._disarm()
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None
+
+    def __enter__(self) -> GradientMonitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- attaching and detaching the probe -----------------------------------------------------
+    def _arm(self) -> None:
+        if self._probe is not None:
+            return
+        modes = _training_modes(self.model)
+        probe = GradientProbe(self.model, self._sources)
+        probe.__enter__()
+        _restore_modes(modes)  # the probe puts the model in train mode; the user's modes stand
+        self._probe = probe
+
+    def _disarm(self) -> None:
+        if self._probe is None:
+            return
+        modes = _training_modes(self.model)
+        self._probe.__exit__(None, None, None)
+        _restore_modes(modes)
+        self._probe = None
+
+    # -- one measured step -----------------------------------------------------------------------
+    def _measure(self, loss: torch.Tensor | float | None) -> MonitorRecord:
+        assert self._probe is not None
+        started = time.perf_counter()
+        try:
+            self._probe.collect()
+            distributed.combine_step(self._probe)
+            layers, activations = self._probe.layer_stats(), self._probe.activation_stats()
+        finally:
+            self._disarm()
+        self._info = self._info or _model_info(self.model)
+        result = ProbeResult(
+            model=self._info,
+            run=RunInfo(batches=1, steps=self.steps, seed=0, loss="training loop", inputs=("training",)),
+            layers=layers,
+            activations=activations,
+            has_normalization=self._has_norm,
+            loss_value=_loss_value(loss),
+        )
+        diagnosis = diagnose(result, self.thresholds)
+        report = build_report(type(self.model).__name__, result, diagnosis.findings, diagnosis.layer_status)
+        record = MonitorRecord(step=self.steps, report=report, new_findings=self._new(report.findings))
+        self.history.append(record)
+        self._publish(record, time.perf_counter() - started)
+        return record
+
+    def _new(self, findings: tuple[Finding, ...]) -> tuple[Finding, ...]:
+        # A finding is news when its id was absent from the previous measured step: a persistent
+        # problem warns once, not every step, and warns again if it comes back.
+        before = {f.id for f in self.last.report.findings} if self.last else set()
+        return tuple(f for f in findings if f.id not in before)
+
+    def _publish(self, record: MonitorRecord, seconds: float) -> None:
+        if not distributed.is_reporting_rank():
+            return
+        if self._jsonl is not None:
+            line = {"step": record.step, "seconds": round(seconds, 6), **to_document(record.report)}
+            self._jsonl.write(json.dumps(line, allow_nan=False) + "\n")
+            self._jsonl.flush()
+        if self.callback is not None and record.new_findings:
+            self.callback(record.step, record.new_findings)
+
+
+def _training_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
+    return [(m, m.training) for m in model.modules()]
+
+
+def _restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
+    for module, training in modes:
+        if module.training != training:  # nn.Module.__setattr__ is slow: touch only what changed
+            module.training = training
+
+
+def _model_info(model: nn.Module) -> ModelInfo:
+    params = list({id(p): p for p in model.parameters()}.values())
+    first = params[0] if params else None
+    return ModelInfo(
+        class_name=type(model).__name__,
+        parameters=sum(p.numel() for p in params),
+        trainable=sum(p.numel() for p in params if p.requires_grad),
+        device=str(first.device) if first is not None else "cpu",
+        dtype=str(first.dtype).removeprefix("torch.") if first is not None else "float32",
+    )
+
+
+def _loss_value(loss: torch.Tensor | float | None) -> float:
+    if loss is None:
+        return float("nan")
+    if isinstance(loss, torch.Tensor):
+        value = loss.detach()
+        if distributed.active():
+            value = value.float().reshape(1).clone()
+            distributed.reduce_sum(value)
+            value /= distributed.world_size()
+        return float(value)
+    return float(loss)
