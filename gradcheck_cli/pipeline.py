@@ -11,10 +11,12 @@ import torch
 from torch import nn
 
 from gradcheck_cli import through_time
+from gradcheck_cli.anomaly import NonfiniteOrigin, find_origin
 from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.device import autocast, model_dtype, resolve_device, seed_everything
 from gradcheck_cli.diagnose import check_threshold_ids, diagnose
 from gradcheck_cli.errors import InputError
+from gradcheck_cli.functional import FunctionalActivations
 from gradcheck_cli.inputs import (
     Batch,
     InputPlan,
@@ -28,7 +30,7 @@ from gradcheck_cli.locate import locate_modules
 from gradcheck_cli.losses import LossChoice, compute_loss
 from gradcheck_cli.probe import GradientProbe, has_normalization
 from gradcheck_cli.report import Report, build_report
-from gradcheck_cli.stats import ModelInfo, ProbeResult, RunInfo
+from gradcheck_cli.stats import LayerStats, ModelInfo, ProbeResult, RunInfo
 from gradcheck_cli.target import LoadedModel, load, redirect_stdout_to_stderr
 
 Progress = Callable[[str], None]
@@ -141,7 +143,10 @@ def probe(session: Session, started: float) -> ProbeResult:
     model = session.loaded.module
     sources = locate_modules(model)
     losses: list[float] = []
-    with GradientProbe(model, sources) as gradient_probe:
+    with (
+        GradientProbe(model, sources) as gradient_probe,
+        FunctionalActivations(lambda: gradient_probe.last_layer) as functional_calls,
+    ):
         for index, batch in enumerate(session.batches):
             model.zero_grad(set_to_none=True)
             choice = loss_of(session, batch, forward(session, batch), index)
@@ -150,10 +155,11 @@ def probe(session: Session, started: float) -> ProbeResult:
             losses.append(choice.value.detach())  # type: ignore[arg-type]
             session.loss = choice
         layers = gradient_probe.layer_stats()
-        activations = gradient_probe.activation_stats()
+        activations = gradient_probe.activation_stats() + functional_calls.stats()
     model.zero_grad(set_to_none=True)
     first = session.batches[0]
     recurrent = through_time.measure(model, lambda: forward(session, first), session.config.seed, sources)
+    origin = _nonfinite_origin(session, layers)
     loss_values = torch.stack(losses).float().tolist() if losses else []  # type: ignore[arg-type]
     return ProbeResult(
         model=_model_info(session),
@@ -163,7 +169,26 @@ def probe(session: Session, started: float) -> ProbeResult:
         through_time=recurrent,
         has_normalization=has_normalization(model),
         loss_value=sum(loss_values) / len(loss_values) if loss_values else float("nan"),
+        nonfinite_op=origin.op if origin else None,
+        nonfinite_source=origin.source if origin else None,
     )
+
+
+def _nonfinite_origin(session: Session, layers: tuple[LayerStats, ...]) -> NonfiniteOrigin | None:
+    """Only when the probe saw NaN/inf: re-run one batch under anomaly detection to name the op."""
+    if not any(layer.nonfinite for layer in layers):
+        return None
+    origin = None
+    for index, batch in enumerate(session.batches):
+        origin = find_origin(_loss_runner(session, batch, index))
+        if origin is not None:
+            break
+    session.loaded.module.zero_grad(set_to_none=True)
+    return origin
+
+
+def _loss_runner(session: Session, batch: Batch, index: int) -> Callable[[], torch.Tensor]:
+    return lambda: loss_of(session, batch, forward(session, batch), index).value
 
 
 def _model_info(session: Session) -> ModelInfo:

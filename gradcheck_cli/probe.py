@@ -90,6 +90,11 @@ class GradientProbe:
         self._act_owner: list[int] = []
         self._index: dict[str, int] = {}
 
+    @property
+    def last_layer(self) -> str | None:
+        """The parameter-owning module that ran last (functional activations are attributed to it)."""
+        return self._last_layer
+
     # -- set-up and tear-down ------------------------------------------------------------
     def __enter__(self) -> GradientProbe:
         owners: dict[int, str] = {}

@@ -138,3 +138,7 @@ class ProbeResult:
     has_normalization: bool = False
     """The model contains BatchNorm/LayerNorm/GroupNorm-style layers."""
     loss_value: float = float("nan")
+    nonfinite_op: str | None = None
+    """The forward operation whose backward first turned a gradient non-finite (anomaly re-run)."""
+    nonfinite_source: SourceRef | None = None
+    """Where the user's code called that operation."""

@@ -32,7 +32,9 @@ class CliResult:
         self.exit_code, self.stdout, self.stderr, self.exception = exit_code, stdout, stderr, exception
 
     def __repr__(self) -> str:
-        return f"CliResult(exit={self.exit_code}, stdout={self.stdout[-800:]!r}, stderr={self.stderr[-800:]!r})"
+        return (
+            f"CliResult(exit={self.exit_code}, stdout={self.stdout[-800:]!r}, stderr={self.stderr[-800:]!r})"
+        )
 
 
 def run_cli(*args: str) -> CliResult:

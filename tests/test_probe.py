@@ -108,7 +108,9 @@ def test_hooks_removed_and_mode_restored_even_on_error() -> None:
 
 
 def test_inplace_relu_after_conv_works() -> None:
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 2, 3), nn.ReLU(inplace=True))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 2, 3), nn.ReLU(inplace=True)
+    )
     with GradientProbe(model) as probe:
         model(torch.randn(2, 3, 8, 8)).sum().backward()
         probe.collect()

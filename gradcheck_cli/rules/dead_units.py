@@ -29,8 +29,9 @@ def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
     """A large fraction of ReLU-like units never activate, so their weights get no gradient.
 
     ## What it detects
-    For every ReLU-family activation module (ReLU, ReLU6, and in-place variants), the
-    fraction of units (features, or channels for convolutions) that are never positive on
+    For every ReLU-family activation (ReLU, ReLU6 modules, in-place variants, and calls to
+    `F.relu`/`torch.relu`/`x.relu()` made in the model's own code, seen through a
+    TorchFunctionMode and named `<layer before it>:F.relu`), the fraction of units (features, or channels for convolutions) that are never positive on
     any sample of any batch.
 
     ## Why it matters
@@ -79,7 +80,7 @@ def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
         suggestions=(
             Suggestion(
                 fix="leaky-relu",
-                text=f"replace {first.type} at {first.name} with nn.LeakyReLU(0.01) or nn.GELU()",
+                text=_leaky_text(first.type, first.name),
                 where=where,
             ),
             Suggestion(
@@ -93,3 +94,9 @@ def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
             ),
         ),
     )
+
+
+def _leaky_text(kind: str, name: str) -> str:
+    if "." in kind:  # a functional call: F.relu, torch.relu, Tensor.relu
+        return f"replace {kind}(...) at {name} with F.leaky_relu(..., 0.01) or F.gelu(...)"
+    return f"replace nn.{kind} at {name} with nn.LeakyReLU(0.01) or nn.GELU()"

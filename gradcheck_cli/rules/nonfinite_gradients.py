@@ -29,7 +29,9 @@ def nonfinite_gradients(probe: ProbeResult, limits: NonfiniteLimits) -> Iterator
     Non-finite values in parameter gradients or in the gradient with respect to a
     module's output. Backward runs from the last layer to the first, so the module with
     the highest forward index among those affected is where the gradient first turns
-    non-finite.
+    non-finite. When it can, the tool then re-runs one batch under anomaly detection and
+    names the forward operation whose backward first produced NaN/inf from finite
+    gradients (`sqrt` at zero, `log` of zero, `div` by zero), with the line that called it.
 
     ## Why it matters
     One NaN poisons every weight it reaches in the next optimizer step; the run is lost.
@@ -37,7 +39,8 @@ def nonfinite_gradients(probe: ProbeResult, limits: NonfiniteLimits) -> Iterator
     ## Evidence
     `first_in_backward` (module), `count` (non-finite elements over all batches),
     `layers_affected`, `loss` (the loss value: NaN there means the forward pass failed
-    first), `threshold`.
+    first), `forward_op` and `op_where` (from the anomaly re-run, null when not found),
+    `threshold`.
 
     ## Thresholds
     `max_count` = 0: any non-finite gradient is an error.
@@ -54,23 +57,33 @@ def nonfinite_gradients(probe: ProbeResult, limits: NonfiniteLimits) -> Iterator
     if not bad:
         return
     first = max(bad, key=lambda layer: layer.index)
-    where = str(first.source) if first.source else None
+    op_where = str(probe.nonfinite_source) if probe.nonfinite_source else None
+    where = op_where or (str(first.source) if first.source else None)
+    op = f"; the backward of {probe.nonfinite_op}() made them" if probe.nonfinite_op else ""
+    op += f" ({op_where})" if op and op_where else ""
     yield Finding(
         id="nonfinite-gradients",
         severity=Severity.ERROR,
         layers=tuple(layer.name for layer in bad),
         status=LayerStatus.NONFINITE,
-        message=f"Gradients turn NaN/inf at {first.name} ({first.type}) and reach {len(bad)} layers.",
+        message=(
+            f"Gradients turn NaN/inf at {first.name} ({first.type}), the first module in backward "
+            f"order, and reach {len(bad)} layers{op}."
+        ),
         evidence={
             "first_in_backward": first.name,
             "count": sum(layer.nonfinite for layer in bad),
             "layers_affected": [layer.name for layer in bad],
             "loss": probe.loss_value,
+            "forward_op": probe.nonfinite_op,
+            "op_where": op_where,
             "threshold": limits.max_count,
         },
         suggestions=(
             Suggestion(
-                fix="eps", text=f"guard log/sqrt/division near {first.name} with an epsilon", where=where
+                fix="eps",
+                text=_eps_text(probe.nonfinite_op, first.name),
+                where=where,
             ),
             Suggestion(fix="clip", text="clip the gradient norm (clip_grad_norm_)", where=None),
             Suggestion(
@@ -78,3 +91,13 @@ def nonfinite_gradients(probe: ProbeResult, limits: NonfiniteLimits) -> Iterator
             ),
         ),
     )
+
+
+def _eps_text(op: str | None, layer: str) -> str:
+    if op in ("sqrt", "rsqrt", "pow"):
+        return f"add an epsilon inside {op}: torch.{op}(x + 1e-8)"
+    if op in ("log", "log2", "log10"):
+        return f"add an epsilon inside {op}: torch.{op}(x + 1e-8), or use log_softmax / clamp(min=1e-8)"
+    if op == "div":
+        return "add an epsilon to the denominator: x / (y + 1e-8)"
+    return f"guard log/sqrt/division near {layer} with an epsilon"

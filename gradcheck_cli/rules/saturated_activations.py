@@ -28,7 +28,8 @@ def saturated_activations(probe: ProbeResult, limits: SaturatedLimits) -> Iterat
     """Sigmoid/tanh units sit in their flat tails, where their derivative is near zero.
 
     ## What it detects
-    For every Sigmoid/Tanh (and Hardtanh-like) module, the fraction of outputs whose local
+    For every Sigmoid/Tanh (and Hardtanh-like) module, and every `torch.sigmoid`,
+    `torch.tanh`, `F.sigmoid`, `x.tanh()` call made in the model's own code, the fraction of outputs whose local
     derivative is below 5% of its maximum: sigmoid outputs under 0.0127 or over 0.987,
     tanh outputs beyond +/-0.975.
 
@@ -81,5 +82,10 @@ def saturated_activations(probe: ProbeResult, limits: SaturatedLimits) -> Iterat
             ),
             Suggestion(fix="init", text="initialise the preceding weights smaller (Xavier)", where=where),
             Suggestion(fix="activation", text=f"replace {first.type} with ReLU or GELU", where=where),
+            Suggestion(
+                fix="batchnorm",
+                text=f"or a BatchNorm before {first.name} in a convolutional model",
+                where=where,
+            ),
         ),
     )
