@@ -71,6 +71,10 @@ class _Activation:
     ever_positive: torch.Tensor | None = None
     tail: torch.Tensor | None = None
     total: int = 0
+    per_call: dict[int, torch.Tensor] = field(default_factory=dict)
+    """ever_positive per call within one forward: one nn.ReLU is often reused on several widths."""
+    forward_seen: int = -1
+    call: int = 0
 
 
 class GradientProbe:
@@ -173,6 +177,9 @@ class GradientProbe:
             out = first_tensor_out(output)
             if out is None or out.dim() == 0:
                 return
+            if act.forward_seen != self._forwards:
+                act.forward_seen, act.call = self._forwards, 0
+            act.call += 1
             with torch.no_grad():
                 self._activation_stats(act, out.detach())
 
@@ -185,7 +192,10 @@ class GradientProbe:
             unit_dim = 1 if out.dim() >= 4 else out.dim() - 1
             reduce = [d for d in range(out.dim()) if d != unit_dim]
             positive = (out > 0).any(dim=reduce) if reduce else out > 0
-            act.ever_positive = positive if act.ever_positive is None else act.ever_positive | positive
+            seen = act.per_call.get(act.call)
+            act.per_call[act.call] = (
+                positive if seen is None or seen.shape != positive.shape else seen | positive
+            )
             return
         if act.family == "sigmoid":
             tail = ((out < SIGMOID_TAIL) | (out > 1 - SIGMOID_TAIL)).sum()
@@ -299,6 +309,8 @@ class GradientProbe:
         out = []
         for act in self.activations:
             units, dead, saturated = 0, 0.0, 0.0
+            if act.per_call:
+                act.ever_positive = torch.cat([p.flatten() for p in act.per_call.values()])
             if act.ever_positive is not None:
                 units = act.ever_positive.numel()
                 dead = 1.0 - float(act.ever_positive.float().mean())

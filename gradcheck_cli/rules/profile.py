@@ -30,11 +30,27 @@ class DepthGroup:
 
     @property
     def first_to_last(self) -> float:
-        """Output-gradient norm at the first layer over the last: <1 shrinks toward the input."""
-        first, last = self.norms[0], self.norms[-1]
-        if last == 0 or not math.isfinite(first) or not math.isfinite(last):
-            return math.nan if last == 0 and first == 0 else (0.0 if last > 0 else math.inf)
-        return first / last
+        """Output-gradient norm at the first layer over the last: <1 shrinks toward the input.
+
+        The median of the per-batch ratios when they were recorded, so that one odd batch
+        cannot flip the verdict; else the ratio of the per-layer medians.
+        """
+        per_batch = [r for r in self.batch_ratios() if not math.isnan(r)]
+        if per_batch:
+            return median_all(per_batch)
+        return _ratio(self.norms[0], self.norms[-1])
+
+    def batch_ratios(self) -> list[float]:
+        """first/last for each batch (empty when the per-batch norms are not recorded)."""
+        first, last = self.layers[0].batch_act_grad_norm, self.layers[-1].batch_act_grad_norm
+        if not first or len(first) != len(last):
+            return []
+        return [_ratio(a, b) for a, b in zip(first, last, strict=True)]
+
+    def spread_orders(self) -> float:
+        """Orders of magnitude between the largest and smallest per-batch ratio (0 = consistent)."""
+        ratios = [r for r in self.batch_ratios() if r > 0 and math.isfinite(r)]
+        return math.log10(max(ratios) / min(ratios)) if len(ratios) > 1 else 0.0
 
     def gain_db(self) -> list[float]:
         """Attenuation of the signal crossing each layer, backward: 20·log10(norm_l / norm_{l+1})."""
@@ -54,6 +70,23 @@ class DepthGroup:
             return None
         worst = max(range(len(gains)), key=lambda i: gains[i])
         return self.layers[worst]
+
+
+def _ratio(first: float, last: float) -> float:
+    if last == 0 or not math.isfinite(first) or not math.isfinite(last):
+        return math.nan if last == 0 and first == 0 else (0.0 if last > 0 else math.inf)
+    return first / last
+
+
+def median_all(values: list[float]) -> float:
+    """Median that keeps 0 and inf (a batch that underflowed to zero still counts)."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[mid]
+    low, high = ordered[mid - 1], ordered[mid]
+    # Ratios live on a log scale: the middle of two is their geometric mean.
+    return math.sqrt(low * high) if low > 0 and math.isfinite(high) else low
 
 
 def _db(a: float, b: float) -> float:
@@ -124,3 +157,16 @@ def median(values: Iterable[float]) -> float:
         return math.nan
     mid = len(finite) // 2
     return finite[mid] if len(finite) % 2 else (finite[mid - 1] + finite[mid]) / 2
+
+
+def feeds_norm(layers: Iterable[LayerStats]) -> set[str]:
+    """Weight layers whose next module in forward order is a norm layer (Conv -> BatchNorm).
+
+    Their output is renormalised, so the loss does not change when their weight is scaled
+    (scale invariance): a large gradient grows the weight and so shrinks its own effective
+    step. An absolute grad/weight ceiling means little for them.
+    """
+    ordered = sorted((layer for layer in layers if layer.hooked), key=lambda s: s.index)
+    return {
+        a.name for a, b in zip(ordered, ordered[1:], strict=False) if a.kind == "weight" and b.kind == "norm"
+    }

@@ -47,7 +47,8 @@ def vanishing_gradients(probe: ProbeResult, limits: VanishingLimits) -> Iterator
     ## Evidence
     `first_to_last` (ratio of output-gradient norms), `orders` (its log10), `threshold`,
     `group` (the role compared), `layers_compared`, `gain_db` (attenuation across each
-    layer, backward), `breaks_at` (the layer with the steepest drop),
+    layer, backward, in dB), `first_to_last_per_batch` and `spread_orders` (the verdict
+    uses the median over batches; the spread shows how far single batches differ), `breaks_at` (the layer with the steepest drop),
     `grad_weight_ratio` (median over weight layers) and `grad_weight_floor`.
 
     ## Thresholds
@@ -100,6 +101,8 @@ def _check_group(group: DepthGroup, probe: ProbeResult, limits: VanishingLimits)
             "first_to_last": sig(ratio),
             "orders": sig(orders(ratio)),
             "threshold": limits.orders,
+            "first_to_last_per_batch": [sig(r) for r in group.batch_ratios()],
+            "spread_orders": sig(group.spread_orders()),
             "group": group.key,
             "layers_compared": [layer.name for layer in group.layers],
             "act_grad_norm": [sig(v) for v in group.norms],
