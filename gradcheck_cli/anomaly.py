@@ -88,7 +88,10 @@ def _op_name(node_name: str) -> str:
 
 
 def _user_frame(node: torch.autograd.graph.Node) -> SourceRef | None:
-    """The innermost frame of the forward traceback that lies in the user's code."""
+    """The innermost frame of the forward traceback outside torch, when it is the user's code.
+
+    None when that frame is gradcheck's own (the op is in the loss the tool computed).
+    """
     metadata: Any = getattr(node, "metadata", None)
     trace = metadata.get("traceback_") if isinstance(metadata, dict) else None
     if not trace:
@@ -96,8 +99,9 @@ def _user_frame(node: torch.autograd.graph.Node) -> SourceRef | None:
     frames = trace if isinstance(trace, list) else str(trace).splitlines()
     for text in reversed([str(f) for f in frames]):
         ref = _parse_frame(text)
-        if ref and not ref.file.startswith((_TORCH_ROOT, _PACKAGE_ROOT)):
-            return _relative(ref)
+        if ref is None or ref.file.startswith(_TORCH_ROOT):
+            continue
+        return None if ref.file.startswith(_PACKAGE_ROOT) else _relative(ref)
     return None
 
 

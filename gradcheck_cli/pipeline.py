@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from gradcheck_cli.locate import locate_modules
 from gradcheck_cli.losses import LossChoice, compute_loss
 from gradcheck_cli.probe import GradientProbe, has_normalization
 from gradcheck_cli.report import Report, build_report
-from gradcheck_cli.stats import LayerStats, ModelInfo, ProbeResult, RunInfo
+from gradcheck_cli.stats import LayerStats, ModelInfo, ProbeResult, RunInfo, TrainingHistory
 from gradcheck_cli.target import LoadedModel, load, redirect_stdout_to_stderr
 
 Progress = Callable[[str], None]
@@ -50,6 +52,7 @@ class Session:
     batches: list[Batch]
     plan: InputPlan
     loss: LossChoice | None = None
+    training: TrainingHistory | None = None
 
 
 def analyze(config: AnalyzeConfig, progress: Progress = _quiet) -> Report:
@@ -66,7 +69,22 @@ def analyze(config: AnalyzeConfig, progress: Progress = _quiet) -> Report:
     result = probe(session, started)
     progress("diagnosing")
     diagnosis = diagnose(result, config.thresholds)
-    return build_report(config.target.raw, result, diagnosis.findings, diagnosis.layer_status)
+    report = build_report(config.target.raw, result, diagnosis.findings, diagnosis.layer_status)
+    if result.training is not None:
+        report = dataclasses.replace(
+            report, extra={**report.extra, "training": training_section(result.training)}
+        )
+    return report
+
+
+def training_section(history: TrainingHistory) -> dict[str, object]:
+    """The --steps history for the JSON report: loss and per-layer gradient norm at each step."""
+    return {
+        "optimizer": history.optimizer,
+        "lr": history.lr,
+        "loss": list(history.loss),
+        "grad_norms": {name: list(values) for name, values in history.grad_norms.items()},
+    }
 
 
 def prepare(config: AnalyzeConfig, loaded: LoadedModel) -> Session:
@@ -131,12 +149,35 @@ def train_steps(session: Session) -> None:
     else:
         optimizer = torch.optim.SGD(params, lr=session.config.lr)
     model.train()
+    owners = [(name, list(m.parameters(recurse=False))) for name, m in model.named_modules()]
+    owners = [(name, ps) for name, ps in owners if any(p.requires_grad for p in ps)]
+    losses, norms = [], []
     for step in range(session.config.steps):
         batch = session.batches[step % len(session.batches)]
         optimizer.zero_grad(set_to_none=True)
-        loss_of(session, batch, forward(session, batch), step % len(session.batches)).value.backward()
+        loss = loss_of(session, batch, forward(session, batch), step % len(session.batches)).value
+        loss.backward()
+        losses.append(loss.detach().float())
+        norms.append(_layer_grad_norms(owners, loss.device))
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    # One host transfer for the whole history.
+    host = torch.stack([torch.stack(losses), *torch.stack(norms).T]).tolist() if losses else []
+    session.training = TrainingHistory(
+        optimizer=session.config.optimizer,
+        lr=session.config.lr,
+        loss=tuple(host[0]) if host else (),
+        grad_norms={name: tuple(row) for (name, _), row in zip(owners, host[1:], strict=True)},
+    )
+
+
+def _layer_grad_norms(owners: list[tuple[str, list[nn.Parameter]]], device: torch.device) -> torch.Tensor:
+    """Each module's own parameter-gradient L2 norm (NaN when none got a gradient), on the device."""
+    out = []
+    for _, params in owners:
+        grads = [p.grad.detach().float().square().sum() for p in params if p.grad is not None]
+        out.append(torch.stack(grads).sum().sqrt() if grads else torch.tensor(math.nan, device=device))
+    return torch.stack(out) if out else torch.zeros(0, device=device)
 
 
 def probe(session: Session, started: float) -> ProbeResult:
@@ -169,6 +210,7 @@ def probe(session: Session, started: float) -> ProbeResult:
         through_time=recurrent,
         has_normalization=has_normalization(model),
         loss_value=sum(loss_values) / len(loss_values) if loss_values else float("nan"),
+        training=session.training,
         nonfinite_op=origin.op if origin else None,
         nonfinite_source=origin.source if origin else None,
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.rules.base import rule
-from gradcheck_cli.rules.profile import sig
+from gradcheck_cli.rules.profile import sig, training_evidence
 from gradcheck_cli.stats import ProbeResult
 
 
@@ -76,6 +76,7 @@ def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
             "units": [a.units for a in dead],
             "threshold": limits.fraction,
             "error_threshold": limits.error_fraction,
+            **training_evidence(probe, first.after),
         },
         suggestions=(
             Suggestion(

@@ -8,7 +8,15 @@ from dataclasses import dataclass
 
 from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.rules.base import rule
-from gradcheck_cli.rules.profile import DepthGroup, comparable, depth_groups, feeds_norm, orders, sig
+from gradcheck_cli.rules.profile import (
+    DepthGroup,
+    comparable,
+    depth_groups,
+    feeds_norm,
+    orders,
+    sig,
+    training_evidence,
+)
 from gradcheck_cli.stats import LayerStats, ProbeResult
 
 
@@ -117,6 +125,7 @@ def _check_group(group: DepthGroup, probe: ProbeResult, limits: ExplodingLimits)
             "act_grad_norm": [sig(v) for v in group.norms],
             "gain_db": [round(v, 2) for v in group.gain_db()],
             "grows_at": rise.name if rise else None,
+            **training_evidence(probe, group.layers[0].name),
         },
         suggestions=_suggestions(group.layers, probe, severe),
     )

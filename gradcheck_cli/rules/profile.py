@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gradcheck_cli.stats import LayerStats
+from gradcheck_cli.stats import LayerStats, ProbeResult
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,3 +170,14 @@ def feeds_norm(layers: Iterable[LayerStats]) -> set[str]:
     return {
         a.name for a, b in zip(ordered, ordered[1:], strict=False) if a.kind == "weight" and b.kind == "norm"
     }
+
+
+def training_evidence(probe: ProbeResult, layer: str | None) -> dict[str, list[float]]:
+    """Under --steps: the loss and `layer`'s gradient norm at each optimizer step."""
+    history = probe.training
+    if history is None:
+        return {}
+    out = {"loss_over_steps": [sig(v) for v in history.loss]}
+    if layer in history.grad_norms:
+        out["grad_norm_over_steps"] = [sig(v) for v in history.grad_norms[layer]]
+    return out

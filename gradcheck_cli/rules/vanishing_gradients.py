@@ -8,7 +8,15 @@ from dataclasses import dataclass
 
 from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.rules.base import rule
-from gradcheck_cli.rules.profile import DepthGroup, comparable, depth_groups, median, orders, sig
+from gradcheck_cli.rules.profile import (
+    DepthGroup,
+    comparable,
+    depth_groups,
+    median,
+    orders,
+    sig,
+    training_evidence,
+)
 from gradcheck_cli.stats import LayerStats, ProbeResult
 
 
@@ -110,6 +118,7 @@ def _check_group(group: DepthGroup, probe: ProbeResult, limits: VanishingLimits)
             "breaks_at": breaks.name if breaks else None,
             "grad_weight_ratio": sig(median([w.grad_weight_ratio for w in weights])),
             "grad_weight_floor": limits.grad_weight_floor,
+            **training_evidence(probe, group.layers[0].name),
         },
         suggestions=_suggestions(group.layers, probe),
     )
