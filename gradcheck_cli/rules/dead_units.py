@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.rules.base import rule
 from gradcheck_cli.rules.profile import sig, training_evidence
+from gradcheck_cli.rules.profile import where as where_of
 from gradcheck_cli.stats import ProbeResult
 
 
@@ -60,7 +61,7 @@ def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
     worst = max(a.dead_fraction for a in dead)
     severity = Severity.ERROR if worst > limits.error_fraction else Severity.WARNING
     first = dead[0]
-    where = str(first.source) if first.source else None
+    where = where_of(first.source, probe)
     yield Finding(
         id="dead-units",
         severity=severity,
@@ -68,7 +69,7 @@ def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
         status=LayerStatus.DEAD,
         message=(
             f"{len(dead)} ReLU activations have most units dead (worst {worst:.0%} never active), "
-            f"starting at {first.name}."
+            f"starting at {first.name} ({first.type}, after {first.after})."
         ),
         evidence={
             "activations": [a.name for a in dead],

@@ -17,6 +17,7 @@ from gradcheck_cli.rules.profile import (
     sig,
     training_evidence,
 )
+from gradcheck_cli.rules.profile import where as where_of
 from gradcheck_cli.stats import LayerStats, ProbeResult
 
 
@@ -132,7 +133,7 @@ def _check_group(group: DepthGroup, probe: ProbeResult, limits: ExplodingLimits)
 
 
 def _ceiling_finding(huge: list[LayerStats], probe: ProbeResult, limits: ExplodingLimits) -> Finding:
-    where = str(huge[0].source) if huge[0].source else None
+    where = where_of(huge[0].source, probe)
     # A weight followed by BatchNorm is scale-invariant: a large step grows the weight and
     # so shrinks its own effective learning rate, so for those layers the ceiling is only a
     # warning. Elsewhere, with normalisation in the model, the ceiling is an error only when
@@ -188,7 +189,7 @@ def _ceiling_finding(huge: list[LayerStats], probe: ProbeResult, limits: Explodi
 
 def _suggestions(layers: tuple[LayerStats, ...], probe: ProbeResult, severe: bool) -> tuple[Suggestion, ...]:
     first = layers[0]
-    where = str(first.source) if first.source else None
+    where = where_of(first.source, probe)
     if not severe:
         init_text = (
             "zero-init the last BatchNorm gain of each residual branch "

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.rules.base import rule
 from gradcheck_cli.rules.profile import orders, sig
+from gradcheck_cli.rules.profile import where as where_of
 from gradcheck_cli.stats import ProbeResult
 
 
@@ -82,7 +83,7 @@ def exploding_through_time(probe: ProbeResult, limits: ExplodingTimeLimits) -> I
                 Suggestion(
                     fix="gru",
                     text=f"replace {tt.module} with nn.GRU({tt.input_size}, {tt.hidden_size})",
-                    where=str(tt.source) if tt.source else None,
+                    where=where_of(tt.source, probe),
                 ),
             ),
         )

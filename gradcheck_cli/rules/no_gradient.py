@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.rules.base import rule
+from gradcheck_cli.rules.profile import where as where_of
 from gradcheck_cli.stats import LayerStats, ProbeResult
 
 
@@ -58,7 +59,9 @@ def no_gradient(probe: ProbeResult, limits: NoGradientLimits) -> Iterator[Findin
         return
     never = [layer.name for layer in missing if not layer.hooked]
     cut = [layer.name for layer in missing if layer.hooked]
-    where = str(missing[0].source) if missing[0].source else None
+    # The suggestion names the never-called module first, so `where` points at it.
+    named = next(layer for layer in missing if layer.name == (never[0] if never else cut[0]))
+    where = where_of(named.source, probe)
     cause = []
     if never:
         cause.append(f"{len(never)} never ran in forward")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.rules.base import rule
+from gradcheck_cli.rules.profile import where as where_of
 from gradcheck_cli.stats import ProbeResult
 
 
@@ -58,7 +59,7 @@ def nonfinite_gradients(probe: ProbeResult, limits: NonfiniteLimits) -> Iterator
         return
     first = max(bad, key=lambda layer: layer.index)
     op_where = str(probe.nonfinite_source) if probe.nonfinite_source else None
-    where = op_where or (str(first.source) if first.source else None)
+    where = op_where or where_of(first.source, probe)
     op = f"; the backward of {probe.nonfinite_op}() made them" if probe.nonfinite_op else ""
     op += f" ({op_where})" if op and op_where else ""
     yield Finding(

@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gradcheck_cli.stats import LayerStats, ProbeResult
+from gradcheck_cli.stats import LayerStats, ProbeResult, SourceRef
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,11 +95,13 @@ def _db(a: float, b: float) -> float:
     return 20.0 * math.log10(a / b)
 
 
-def comparable(layers: Iterable[LayerStats]) -> list[LayerStats]:
+def comparable(layers: Iterable[LayerStats], cut_by_dead: frozenset[str] = frozenset()) -> list[LayerStats]:
+    """Weight layers measured and trained, counted once; `cut_by_dead` left out (see dead_cut)."""
     return [
         layer
         for layer in layers
         if layer.kind == "weight"
+        and layer.name not in cut_by_dead
         and layer.hooked
         and layer.shared_with is None
         and layer.trainable
@@ -113,13 +115,27 @@ def group_key(layer: LayerStats, use_roles: bool) -> str:
     return (layer.role if use_roles else layer.type) + spatial
 
 
-def depth_groups(layers: Iterable[LayerStats], min_layers: int) -> list[DepthGroup]:
+def dead_cut(probe: ProbeResult, fraction: float = 0.5) -> frozenset[str]:
+    """Layers followed by a mostly dead ReLU, whose output gradient is zero because of it.
+
+    A dead ReLU passes exactly zero gradient: that is the dead-units finding, and the
+    depth profile must not report it a second time as vanishing.
+    """
+    dead_after = {a.after for a in probe.activations if a.family == "relu" and a.dead_fraction > fraction}
+    return frozenset(
+        layer.name for layer in probe.layers if layer.name in dead_after and not layer.act_grad_norm > 0
+    )
+
+
+def depth_groups(
+    layers: Iterable[LayerStats], min_layers: int, cut_by_dead: frozenset[str] = frozenset()
+) -> list[DepthGroup]:
     """Groups of at least `min_layers` comparable layers, by role (and resolution).
 
     When no role repeats often enough (a hand-written stack `fc1 ... fc9`), layers are
     grouped by type and resolution instead.
     """
-    chosen = comparable(layers)
+    chosen = comparable(layers, cut_by_dead)
     for use_roles in (True, False):
         groups: dict[str, list[LayerStats]] = {}
         for layer in chosen:
@@ -181,3 +197,10 @@ def training_evidence(probe: ProbeResult, layer: str | None) -> dict[str, list[f
     if layer in history.grad_norms:
         out["grad_norm_over_steps"] = [sig(v) for v in history.grad_norms[layer]]
     return out
+
+
+def where(ref: SourceRef | None, probe: ProbeResult) -> str | None:
+    """file:line of a module's assignment in the user's code; else where the model is defined."""
+    if ref is not None:
+        return str(ref)
+    return str(probe.model.source) if probe.model.source else None

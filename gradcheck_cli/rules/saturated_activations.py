@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.rules.base import rule
 from gradcheck_cli.rules.profile import sig
+from gradcheck_cli.rules.profile import where as where_of
 from gradcheck_cli.stats import ProbeResult
 
 
@@ -61,13 +62,16 @@ def saturated_activations(probe: ProbeResult, limits: SaturatedLimits) -> Iterat
         return
     worst = max(a.saturated_fraction for a in hot)
     first = hot[0]
-    where = str(first.source) if first.source else None
+    where = where_of(first.source, probe)
     yield Finding(
         id="saturated-activations",
         severity=Severity.ERROR if worst > limits.error_fraction else Severity.WARNING,
         layers=tuple(a.after or a.name for a in hot),
         status=LayerStatus.SATURATED,
-        message=f"{len(hot)} {first.type} activations are saturated (worst {worst:.0%} of outputs in the flat tails).",
+        message=(
+            f"{len(hot)} sigmoid/tanh activations are saturated, starting at {first.name} ({first.type}): "
+            f"worst {worst:.0%} of outputs in the flat tails, where they pass almost no gradient."
+        ),
         evidence={
             "activations": [a.name for a in hot],
             "saturated_fraction": [sig(a.saturated_fraction) for a in hot],

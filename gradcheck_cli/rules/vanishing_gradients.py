@@ -11,12 +11,14 @@ from gradcheck_cli.rules.base import rule
 from gradcheck_cli.rules.profile import (
     DepthGroup,
     comparable,
+    dead_cut,
     depth_groups,
     median,
     orders,
     sig,
     training_evidence,
 )
+from gradcheck_cli.rules.profile import where as where_of
 from gradcheck_cli.stats import LayerStats, ProbeResult
 
 
@@ -62,6 +64,8 @@ def vanishing_gradients(probe: ProbeResult, limits: VanishingLimits) -> Iterator
     ## Thresholds
     `orders` = 3.0: a 1000x drop is far outside what healthy networks show (they stay
     within about 10x across a role). `layer_orders` = 2.0 marks individual layers.
+    Layers whose output gradient is exactly zero because a mostly dead ReLU follows them
+    are left out: that is `dead-units`, not vanishing.
     `grad_weight_floor` = 1e-7: at lr 1, SGD would move such weights by 1e-7 of their
     size per step, and Adam's default eps (1e-8) swamps gradients this small.
 
@@ -76,7 +80,7 @@ def vanishing_gradients(probe: ProbeResult, limits: VanishingLimits) -> Iterator
     `gradcheck analyze builtin:sigmoid-mlp` fires; `builtin:residual-mlp` is its
     healthy twin.
     """
-    for group in depth_groups(probe.layers, limits.min_layers):
+    for group in depth_groups(probe.layers, limits.min_layers, dead_cut(probe)):
         finding = _check_group(group, probe, limits)
         if finding:
             yield finding
@@ -153,7 +157,7 @@ def _floor_finding(stalled: list[LayerStats], probe: ProbeResult, limits: Vanish
 
 def _suggestions(layers: tuple[LayerStats, ...], probe: ProbeResult) -> tuple[Suggestion, ...]:
     first = layers[0]
-    where = str(first.source) if first.source else None
+    where = where_of(first.source, probe)
     saturating = sorted({a.type for a in probe.activations if a.family in ("sigmoid", "tanh")})
     out = [
         Suggestion(
@@ -172,7 +176,7 @@ def _suggestions(layers: tuple[LayerStats, ...], probe: ProbeResult) -> tuple[Su
             Suggestion(
                 fix="activation",
                 text=f"replace {', '.join(saturating)} with ReLU or GELU (their derivative is at most "
-                + ("0.25" if "Sigmoid" in saturating else "1")
+                + ("0.25" if any(a.family == "sigmoid" for a in probe.activations) else "1")
                 + ", shrinking the gradient at every layer)",
                 where=where,
             )

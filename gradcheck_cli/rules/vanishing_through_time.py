@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.rules.base import rule
 from gradcheck_cli.rules.profile import sig
+from gradcheck_cli.rules.profile import where as where_of
 from gradcheck_cli.stats import ProbeResult, ThroughTime
 
 
@@ -69,12 +70,12 @@ def vanishing_through_time(probe: ProbeResult, limits: ThroughTimeLimits) -> Ite
         bar = limits.horizon_fraction * tt.steps
         if tt.horizon >= bar or (tt.curve and tt.curve[0] > 1):
             continue
-        yield _finding(tt, bar)
+        yield _finding(tt, bar, probe)
 
 
-def _finding(tt: ThroughTime, bar: float) -> Finding:
+def _finding(tt: ThroughTime, bar: float, probe: ProbeResult) -> Finding:
     gated = tt.type in GATED
-    where = str(tt.source) if tt.source else None
+    where = where_of(tt.source, probe)
     return Finding(
         id="vanishing-through-time",
         severity=Severity.WARNING if gated else Severity.ERROR,
@@ -115,15 +116,15 @@ def _replace_fixes(tt: ThroughTime, where: str | None) -> tuple[Suggestion, ...]
             fix="gru",
             text=(
                 f"replace nn.RNN({sig_text}) with nn.GRU({sig_text}) and set the update-gate bias: "
-                f"bias_ih_l0[{tt.hidden_size}:{2 * tt.hidden_size}] = 3"
+                f"{_bias_text(tt)}"
             ),
             where=where,
         ),
         Suggestion(
             fix="lstm",
             text=(
-                f"or nn.LSTM({sig_text}) with forget-gate bias 1-3: "
-                f"bias_ih_l0[{tt.hidden_size}:{2 * tt.hidden_size}] = 3 (hidden state becomes (h, c))"
+                f"or nn.LSTM({sig_text}) with forget-gate bias 3: {_bias_text(tt)} "
+                "(the hidden state becomes (h, c))"
             ),
             where=where,
         ),
@@ -133,15 +134,18 @@ def _replace_fixes(tt: ThroughTime, where: str | None) -> tuple[Suggestion, ...]
     )
 
 
+def _bias_text(tt: ThroughTime) -> str:
+    names = [f"bias_ih_l{k}" for k in range(tt.num_layers)]
+    chunk = f"[{tt.hidden_size}:{2 * tt.hidden_size}]"
+    return " and ".join(f"{name}{chunk}" for name in names) + ".data.fill_(3.0)"
+
+
 def _gated_fix(tt: ThroughTime, where: str | None) -> tuple[Suggestion, ...]:
     gate = "update (z)" if tt.type.startswith("GRU") else "forget"
     return (
         Suggestion(
             fix="init",
-            text=(
-                f"set the {gate}-gate bias of {tt.module} to 1-3: "
-                f"bias_ih_l0[{tt.hidden_size}:{2 * tt.hidden_size}].data.fill_(3.0)"
-            ),
+            text=(f"set the {gate}-gate bias of {tt.module} to 3: {_bias_text(tt)}"),
             where=where,
         ),
     )
