@@ -53,7 +53,10 @@ def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
     batchnorm: normalise before the activation so inputs stay centred.
 
     ## Example
-    `gradcheck analyze builtin:relu-mlp-bad-init --steps 5 --lr 1` kills many units.
+    `gradcheck analyze builtin:relu-mlp-bad-init --steps 3 --lr 0.5` kills most units (the
+    classic story: a few high-learning-rate steps, and the stack is dead); a ReLU after a
+    layer whose bias is pushed negative (`tests/fixtures/faults/dead_module.py`) fires
+    without training. `builtin:residual-mlp` is healthy.
     """
     dead = [a for a in probe.activations if a.family == "relu" and a.dead_fraction > limits.fraction]
     if not dead:

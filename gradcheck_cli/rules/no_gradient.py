@@ -48,7 +48,9 @@ def no_gradient(probe: ProbeResult, limits: NoGradientLimits) -> Iterator[Findin
     between it and the loss.
 
     ## Example
-    A model that computes `self.head(x.detach())` fires for everything before `head`.
+    A model that computes `self.head(x.detach())` fires for everything before `head`, and
+    lists a layer defined but never called separately
+    (`tests/fixtures/faults/no_gradient.py`). A frozen backbone gets only the info.
     """
     missing = [layer for layer in probe.layers if layer.trainable and not layer.has_grad]
     frozen = [layer for layer in probe.layers if not layer.trainable and layer.shared_with is None]

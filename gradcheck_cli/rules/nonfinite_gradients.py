@@ -52,7 +52,9 @@ def nonfinite_gradients(probe: ProbeResult, limits: NonfiniteLimits) -> Iterator
     eps: add an epsilon inside log, sqrt and divisions (log(x + 1e-8)).
 
     ## Example
-    A model whose forward computes `torch.log(relu(x))` fires (log of zero).
+    A model whose forward computes `torch.sqrt(h - h.min())` fires: sqrt at exactly zero
+    has an infinite slope, and the finding names `sqrt` and its line
+    (`tests/fixtures/faults/nonfinite_sqrt.py`).
     """
     bad = [layer for layer in probe.layers if layer.nonfinite > limits.max_count]
     if not bad:

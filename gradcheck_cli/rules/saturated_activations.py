@@ -51,7 +51,8 @@ def saturated_activations(probe: ProbeResult, limits: SaturatedLimits) -> Iterat
     activation: use ReLU/GELU, which have no flat positive tail.
 
     ## Example
-    A tanh MLP whose weights are initialised with std 1 saturates most units.
+    A tanh/sigmoid MLP whose weights are initialised with std 3 saturates most units
+    (`tests/fixtures/faults/saturated.py`); `builtin:tanh-mlp` at default init does not.
     """
     hot = [
         a

@@ -40,9 +40,12 @@ def vanishing_through_time(probe: ProbeResult, limits: ThroughTimeLimits) -> Ite
     step's. Exact zeros at early steps are float32 underflow: vanishing, not no-gradient.
 
     ## Why it matters
-    Beyond the horizon the model cannot learn dependencies: at PyTorch's default init a
-    tanh RNN decays about x0.55 per step (horizon 11-15 steps), and even GRU/LSTM forget
-    within about 20 steps unless their gate biases favour memory.
+    Beyond the horizon the model cannot learn dependencies. Measured by gradcheck over
+    200 steps at PyTorch's default init: a tanh `nn.RNN` decays x0.47-0.60 per step
+    (horizon 8-12 steps, by hidden size 32-256); GRU and LSTM decay too (x0.62-0.65,
+    horizon 12-14). An LSTM with forget-gate bias 1 reaches 32-43 steps; a gate bias of
+    3 gives a GRU 158-182 steps and an LSTM the whole sequence. Attention models are not
+    measured here: the causal mask gives position 0 the most gradient.
 
     ## Evidence
     `module`, `steps`, `horizon`, `horizon_floor`, `per_step_factor` (fitted decay per
@@ -61,8 +64,9 @@ def vanishing_through_time(probe: ProbeResult, limits: ThroughTimeLimits) -> Ite
     init: for GRU/LSTM, a gate bias of 1-3 stretches the horizon to the whole sequence.
 
     ## Example
-    `gradcheck analyze builtin:vanilla-rnn` fires; `builtin:gru` and `builtin:lstm` are
-    its healthy twins.
+    `gradcheck analyze builtin:vanilla-rnn` fires as an error; `builtin:gru` and
+    `builtin:lstm` (gate bias 3) are its healthy twins; `builtin:lstm --arch-opt
+    gate_bias=0` is the gated warning.
     """
     for tt in probe.through_time:
         if tt.steps < limits.min_steps:
