@@ -104,7 +104,7 @@ def _finding(tt: ThroughTime, bar: float, probe: ProbeResult) -> Finding:
     )
 
 
-def _signature(tt: ThroughTime) -> str:
+def signature(tt: ThroughTime) -> str:
     args = f"{tt.input_size}, {tt.hidden_size}"
     if tt.num_layers != 1:
         args += f", num_layers={tt.num_layers}"
@@ -114,7 +114,7 @@ def _signature(tt: ThroughTime) -> str:
 
 
 def _replace_fixes(tt: ThroughTime, where: str | None) -> tuple[Suggestion, ...]:
-    sig_text = _signature(tt)
+    sig_text = signature(tt)
     return (
         Suggestion(
             fix="gru",
