@@ -64,3 +64,14 @@ def test_explain_prints_the_docstring(cli) -> None:  # type: ignore[no-untyped-d
     assert result.exit_code == 0
     assert "## What it detects" in result.stdout
     assert "F.relu" in result.stdout
+
+
+def test_rules_and_diagnose_stay_torch_free() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gradcheck_cli.diagnose, gradcheck_cli.rules, gradcheck_cli.rules.profile;"
+        "sys.exit('torch' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
