@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.rules.base import rule
-from gradcheck_cli.rules.profile import sig, training_evidence
+from gradcheck_cli.rules.profile import layer_where, sig, training_evidence
 from gradcheck_cli.rules.profile import where as where_of
 from gradcheck_cli.stats import ProbeResult
 
@@ -89,7 +89,9 @@ def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
                 where=where,
             ),
             Suggestion(
-                fix="init", text="use He init (kaiming_normal_) and a small positive bias", where=where
+                fix="init",
+                text=f"use He init (kaiming_normal_) and a small positive bias for {first.after or 'the layer before'}",
+                where=layer_where(first.after, probe) or where,
             ),
             Suggestion(fix="lr", text="lower the learning rate", where=None),
             Suggestion(

@@ -204,3 +204,9 @@ def where(ref: SourceRef | None, probe: ProbeResult) -> str | None:
     if ref is not None:
         return str(ref)
     return str(probe.model.source) if probe.model.source else None
+
+
+def layer_where(name: str | None, probe: ProbeResult) -> str | None:
+    """file:line of the named parameter-owning layer (e.g. the one before an activation)."""
+    found = next((layer for layer in probe.layers if layer.name == name), None)
+    return where(found.source if found else None, probe)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.rules.base import rule
-from gradcheck_cli.rules.profile import sig
+from gradcheck_cli.rules.profile import layer_where, sig
 from gradcheck_cli.rules.profile import where as where_of
 from gradcheck_cli.stats import ProbeResult
 
@@ -85,7 +85,11 @@ def saturated_activations(probe: ProbeResult, limits: SaturatedLimits) -> Iterat
                 text=f"normalise the input of {first.name} (LayerNorm/BatchNorm)",
                 where=where,
             ),
-            Suggestion(fix="init", text="initialise the preceding weights smaller (Xavier)", where=where),
+            Suggestion(
+                fix="init",
+                text=f"initialise {first.after or 'the preceding layer'} smaller (Xavier: nn.init.xavier_uniform_)",
+                where=layer_where(first.after, probe) or where,
+            ),
             Suggestion(fix="activation", text=f"replace {first.type} with ReLU or GELU", where=where),
             Suggestion(
                 fix="batchnorm",
