@@ -1,6 +1,9 @@
 """Name the forward operation where a gradient first turns non-finite.
 
-Run only when the probe saw NaN/inf. One batch is re-run with anomaly detection on, so
+Run only when the probe saw NaN/inf. One batch is re-run. First, a TorchFunctionMode
+watches the forward pass for an op that makes NaN/inf out of finite inputs (log of
+zero, division by zero): when there is one, it is the origin. Otherwise, with anomaly
+detection on, so
 every autograd node keeps the traceback of the forward call that created it; a hook on
 every node of the graph records the first node, in backward execution order, that gets
 finite gradients in and gives non-finite gradients out (log of zero, sqrt at zero,
@@ -10,13 +13,16 @@ first appears as NaN: an inf from sqrt'(0) turns into NaN several nodes later.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from gradcheck_cli.stats import SourceRef
 
@@ -32,12 +38,62 @@ class NonfiniteOrigin:
     source: SourceRef | None
 
 
+class _FirstNonfiniteForward(TorchFunctionMode):
+    """Records the first forward op that makes NaN/inf out of finite inputs (log(0), x/0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.origin: NonfiniteOrigin | None = None
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if self.origin is None and _nonfinite(out) and not any(_nonfinite(a) for a in _flat(args, kwargs)):
+            name = getattr(func, "__name__", str(func)).rstrip("_")
+            self.origin = NonfiniteOrigin(op=name, node="forward", source=_caller(sys._getframe(1)))
+        return out
+
+
+def _flat(args: Any, kwargs: Any) -> list[Any]:
+    items = list(args) + list((kwargs or {}).values())
+    return [x for item in items for x in (item if isinstance(item, (list, tuple)) else (item,))]
+
+
+def _nonfinite(value: Any) -> bool:
+    return (
+        isinstance(value, torch.Tensor)
+        and value.is_floating_point()
+        and value.numel() > 0
+        and not bool(torch.isfinite(value.detach()).all())
+    )
+
+
+def _caller(frame: FrameType | None) -> SourceRef | None:
+    while frame is not None:
+        file = frame.f_code.co_filename
+        if not file.startswith(_TORCH_ROOT):
+            return (
+                None
+                if file.startswith(_PACKAGE_ROOT)
+                else _relative(SourceRef(file=file, line=frame.f_lineno))
+            )
+        frame = frame.f_back
+    return None
+
+
 def find_origin(run_loss: Callable[[], torch.Tensor]) -> NonfiniteOrigin | None:
-    """Re-run forward and backward under anomaly detection; None when nothing turns non-finite."""
+    """Re-run forward and backward; None when nothing turns non-finite.
+
+    A forward op that makes NaN/inf out of finite inputs is the origin when there is one;
+    otherwise the backward node that first turns finite gradients non-finite.
+    """
     found: list[torch.autograd.graph.Node] = []
+    forward = _FirstNonfiniteForward()
     with warnings.catch_warnings(), torch.autograd.set_detect_anomaly(True, check_nan=False):
         warnings.simplefilter("ignore")
-        loss = run_loss()
+        with forward:
+            loss = run_loss()
+        if forward.origin is not None:
+            return forward.origin
         if loss.grad_fn is None:
             return None
         handles = [node.register_hook(_watch(node, found)) for node in _graph(loss.grad_fn)]
@@ -99,7 +155,8 @@ def _user_frame(node: torch.autograd.graph.Node) -> SourceRef | None:
     frames = trace if isinstance(trace, list) else str(trace).splitlines()
     for text in reversed([str(f) for f in frames]):
         ref = _parse_frame(text)
-        if ref is None or ref.file.startswith(_TORCH_ROOT):
+        # This module's own frames appear when the forward ran under the watching mode.
+        if ref is None or ref.file.startswith(_TORCH_ROOT) or ref.file == __file__:
             continue
         return None if ref.file.startswith(_PACKAGE_ROOT) else _relative(ref)
     return None

@@ -72,6 +72,13 @@ def test_nonfinite_names_the_first_module_and_the_forward_op() -> None:
     assert "torch.sqrt(x + 1e-8)" in finding.suggestions[0].text
 
 
+def test_nonfinite_from_the_forward_pass_names_the_op_that_made_it() -> None:
+    finding = only(run("nonfinite_log.py"), "nonfinite-gradients")
+    assert finding.evidence["forward_op"] == "log"
+    assert str(finding.evidence["op_where"]).endswith("nonfinite_log.py:14")
+    assert "forward pass" in finding.message
+
+
 def test_gated_cell_with_a_short_horizon_is_a_warning_with_the_init_fix() -> None:
     report = run("builtin:lstm", batches=1, arch_opts={"gate_bias": 0.0, "seq_len": 60})
     finding = only(report, "vanishing-through-time")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -62,7 +63,11 @@ def nonfinite_gradients(probe: ProbeResult, limits: NonfiniteLimits) -> Iterator
     first = max(bad, key=lambda layer: layer.index)
     op_where = str(probe.nonfinite_source) if probe.nonfinite_source else None
     where = op_where or where_of(first.source, probe)
-    op = f"; the backward of {probe.nonfinite_op}() made them" if probe.nonfinite_op else ""
+    forward_failed = not math.isfinite(probe.loss_value)
+    if probe.nonfinite_op and forward_failed:
+        op = f"; {probe.nonfinite_op}() already made NaN/inf in the forward pass (the loss is {probe.loss_value})"
+    else:
+        op = f"; the backward of {probe.nonfinite_op}() made them" if probe.nonfinite_op else ""
     op += f" ({op_where})" if op and op_where else ""
     yield Finding(
         id="nonfinite-gradients",
