@@ -31,9 +31,10 @@ def nonfinite_gradients(probe: ProbeResult, limits: NonfiniteLimits) -> Iterator
     Non-finite values in parameter gradients or in the gradient with respect to a
     module's output. Backward runs from the last layer to the first, so the module with
     the highest forward index among those affected is where the gradient first turns
-    non-finite. When it can, the tool then re-runs one batch under anomaly detection and
-    names the forward operation whose backward first produced NaN/inf from finite
-    gradients (`sqrt` at zero, `log` of zero, `div` by zero), with the line that called it.
+    non-finite. When it can, the tool then re-runs one batch to name the operation: first
+    the forward op that made NaN/inf out of finite inputs (`log` of zero, `div` by zero),
+    else, under anomaly detection, the op whose backward first turned finite gradients
+    into NaN/inf (`sqrt` at zero), with the line of the model's code that called it.
 
     ## Why it matters
     One NaN poisons every weight it reaches in the next optimizer step; the run is lost.
