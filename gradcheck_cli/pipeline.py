@@ -161,13 +161,19 @@ def train_steps(session: Session) -> None:
         norms.append(_layer_grad_norms(owners, loss.device))
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    session.training = _history(session, [name for name, _ in owners], losses, norms)
+
+
+def _history(
+    session: Session, names: list[str], losses: list[torch.Tensor], norms: list[torch.Tensor]
+) -> TrainingHistory:
     # One host transfer for the whole history.
     host = torch.stack([torch.stack(losses), *torch.stack(norms).T]).tolist() if losses else []
-    session.training = TrainingHistory(
+    return TrainingHistory(
         optimizer=session.config.optimizer,
         lr=session.config.lr,
         loss=tuple(host[0]) if host else (),
-        grad_norms={name: tuple(row) for (name, _), row in zip(owners, host[1:], strict=True)},
+        grad_norms={name: tuple(row) for name, row in zip(names, host[1:], strict=True)},
     )
 
 
@@ -184,13 +190,13 @@ def probe(session: Session, started: float) -> ProbeResult:
     model = session.loaded.module
     sources = locate_modules(model)
     losses: list[float] = []
-    with (
-        GradientProbe(model, sources) as gradient_probe,
-        FunctionalActivations(lambda: gradient_probe.last_layer) as functional_calls,
-    ):
+    with GradientProbe(model, sources) as gradient_probe:
+        functional_calls = FunctionalActivations(lambda: gradient_probe.last_layer)
         for index, batch in enumerate(session.batches):
             model.zero_grad(set_to_none=True)
-            choice = loss_of(session, batch, forward(session, batch), index)
+            with functional_calls:  # the model's forward only, not the loss
+                output = forward(session, batch)
+            choice = loss_of(session, batch, output, index)
             choice.value.backward()
             gradient_probe.collect()
             losses.append(choice.value.detach())  # type: ignore[arg-type]
