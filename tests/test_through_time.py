@@ -91,3 +91,13 @@ def test_growth_is_exploding_through_time() -> None:
     assert tt.curve[0] == pytest.approx(1.3**39, rel=1e-4)
     (finding,) = exploding_through_time(probe_with(tt), ExplodingTimeLimits())
     assert finding.severity is Severity.ERROR and finding.suggestions[0].fix == "clip"
+
+
+def test_token_inputs_are_measured_at_the_embedding_output() -> None:
+    torch.manual_seed(0)
+    embed, rnn = nn.Embedding(50, 8), nn.RNN(8, 16, batch_first=True)
+    model = nn.Sequential(embed, rnn)
+    tokens = torch.randint(0, 50, (2, 30))
+    (tt,) = through_time.measure(model, lambda: model(tokens), seed=0, sources={})
+    assert (tt.module, tt.steps, tt.input_size) == ("1", 30, 8)
+    assert tt.curve[-1] == 1.0 and tt.curve[0] < 1e-3
