@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from gradcheck_cli import distributed, through_time
+from gradcheck_cli.anomaly import NonfiniteOrigin, find_origin
 from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.device import (
     autocast,
@@ -22,6 +24,7 @@ from gradcheck_cli.device import (
 )
 from gradcheck_cli.diagnose import check_threshold_ids, diagnose
 from gradcheck_cli.errors import InputError
+from gradcheck_cli.functional import FunctionalActivations
 from gradcheck_cli.inputs import (
     Batch,
     InputPlan,
@@ -39,7 +42,7 @@ from gradcheck_cli.locate import locate_modules
 from gradcheck_cli.losses import LossChoice, compute_loss
 from gradcheck_cli.probe import GradientProbe, has_normalization
 from gradcheck_cli.report import Report, build_report
-from gradcheck_cli.stats import Fp16Underflow, ModelInfo, ProbeResult, RunInfo
+from gradcheck_cli.stats import Fp16Underflow, LayerStats, ModelInfo, ProbeResult, RunInfo, TrainingHistory
 from gradcheck_cli.target import LoadedModel, load, redirect_stdout_to_stderr
 
 Progress = Callable[[str], None]
@@ -62,6 +65,7 @@ class Session:
     loss_scale: float = 1.0
     """float16 only: the GradScaler-style scale the probe's backward runs under (then unscaled)."""
     fp16_underflow: Fp16Underflow | None = None
+    training: TrainingHistory | None = None
 
 
 def analyze(config: AnalyzeConfig, progress: Progress = _quiet) -> Report:
@@ -98,10 +102,24 @@ def analyze_loaded(
     progress("diagnosing")
     diagnosis = diagnose(result, config.thresholds)
     report = build_report(config.target.raw, result, diagnosis.findings, diagnosis.layer_status)
+    if result.training is not None:
+        report = dataclasses.replace(
+            report, extra={**report.extra, "training": training_section(result.training)}
+        )
     if config.try_fixes:
         progress("trying the suggested fixes on copies of the model")
         report = _with_tried_fixes(report, session, result, pristine)
     return report
+
+
+def training_section(history: TrainingHistory) -> dict[str, object]:
+    """The --steps history for the JSON report: loss and per-layer gradient norm at each step."""
+    return {
+        "optimizer": history.optimizer,
+        "lr": history.lr,
+        "loss": list(history.loss),
+        "grad_norms": {name: list(values) for name, values in history.grad_norms.items()},
+    }
 
 
 def _snapshot_for_fixes(session: Session) -> nn.Module | None:
@@ -266,14 +284,43 @@ def train_steps(session: Session) -> None:
     # float16 trains as a script would: with a GradScaler (a pass-through for other dtypes).
     scaler = torch.amp.GradScaler(session.device.split(":")[0], enabled=session.config.dtype == "float16")
     model.train()
+    owners = [(name, list(m.parameters(recurse=False))) for name, m in model.named_modules()]
+    owners = [(name, ps) for name, ps in owners if any(p.requires_grad for p in ps)]
+    losses, norms = [], []
     for step in range(session.config.steps):
         batch = session.batches[step % len(session.batches)]
         optimizer.zero_grad(set_to_none=True)
         loss = loss_of(session, batch, forward(session, batch), step % len(session.batches)).value
         scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # the history and the step see the true gradients
+        losses.append(loss.detach().float())
+        norms.append(_layer_grad_norms(owners, loss.device))
         scaler.step(optimizer)
         scaler.update()
     optimizer.zero_grad(set_to_none=True)
+    session.training = _history(session, [name for name, _ in owners], losses, norms)
+
+
+def _history(
+    session: Session, names: list[str], losses: list[torch.Tensor], norms: list[torch.Tensor]
+) -> TrainingHistory:
+    # One host transfer for the whole history.
+    host = torch.stack([torch.stack(losses), *torch.stack(norms).T]).tolist() if losses else []
+    return TrainingHistory(
+        optimizer=session.config.optimizer,
+        lr=session.config.lr,
+        loss=tuple(host[0]) if host else (),
+        grad_norms={name: tuple(row) for name, row in zip(names, host[1:], strict=True)},
+    )
+
+
+def _layer_grad_norms(owners: list[tuple[str, list[nn.Parameter]]], device: torch.device) -> torch.Tensor:
+    """Each module's own parameter-gradient L2 norm (NaN when none got a gradient), on the device."""
+    out = []
+    for _, params in owners:
+        grads = [p.grad.detach().float().square().sum() for p in params if p.grad is not None]
+        out.append(torch.stack(grads).sum().sqrt() if grads else torch.tensor(math.nan, device=device))
+    return torch.stack(out) if out else torch.zeros(0, device=device)
 
 
 def probe(session: Session, started: float) -> ProbeResult:
@@ -283,20 +330,24 @@ def probe(session: Session, started: float) -> ProbeResult:
     # Under torchrun each rank measures its share of the batches; the raw sums are combined below.
     mine = distributed.my_batches(len(session.batches))
     with GradientProbe(model, sources) as gradient_probe:
+        functional_calls = FunctionalActivations(lambda: gradient_probe.last_layer)
         for index in mine:
             batch = session.batches[index]
             model.zero_grad(set_to_none=True)
-            choice = loss_of(session, batch, forward(session, batch), index)
+            with functional_calls:  # the model's forward only, not the loss
+                output = forward(session, batch)
+            choice = loss_of(session, batch, output, index)
             (choice.value * session.loss_scale).backward()
             gradient_probe.collect(unscale=session.loss_scale)
             losses.append(choice.value.detach())  # type: ignore[arg-type]
             session.loss = choice
         distributed.combine_batches(gradient_probe, mine, len(session.batches))
         layers = gradient_probe.layer_stats()
-        activations = gradient_probe.activation_stats()
+        activations = gradient_probe.activation_stats() + functional_calls.stats()
     model.zero_grad(set_to_none=True)
     first = session.batches[0]
     recurrent = through_time.measure(model, lambda: forward(session, first), session.config.seed, sources)
+    origin = _nonfinite_origin(session, layers)
     loss_values = torch.stack(losses).float().tolist() if losses else []  # type: ignore[arg-type]
     loss_values = distributed.gather_floats(loss_values)
     return ProbeResult(
@@ -308,7 +359,27 @@ def probe(session: Session, started: float) -> ProbeResult:
         has_normalization=has_normalization(model),
         loss_value=sum(loss_values) / len(loss_values) if loss_values else float("nan"),
         fp16_underflow=session.fp16_underflow,
+        training=session.training,
+        nonfinite_op=origin.op if origin else None,
+        nonfinite_source=origin.source if origin else None,
     )
+
+
+def _nonfinite_origin(session: Session, layers: tuple[LayerStats, ...]) -> NonfiniteOrigin | None:
+    """Only when the probe saw NaN/inf: re-run one batch under anomaly detection to name the op."""
+    if not any(layer.nonfinite for layer in layers):
+        return None
+    origin = None
+    for index, batch in enumerate(session.batches):
+        origin = find_origin(_loss_runner(session, batch, index))
+        if origin is not None:
+            break
+    session.loaded.module.zero_grad(set_to_none=True)
+    return origin
+
+
+def _loss_runner(session: Session, batch: Batch, index: int) -> Callable[[], torch.Tensor]:
+    return lambda: loss_of(session, batch, forward(session, batch), index).value
 
 
 def _model_info(session: Session) -> ModelInfo:

@@ -81,6 +81,10 @@ class _Activation:
     ever_positive: torch.Tensor | None = None
     tail: torch.Tensor | None = None
     total: int = 0
+    per_call: dict[int, torch.Tensor] = field(default_factory=dict)
+    """ever_positive per call within one forward: one nn.ReLU is often reused on several widths."""
+    forward_seen: int = -1
+    call: int = 0
 
 
 class GradientProbe:
@@ -99,6 +103,11 @@ class GradientProbe:
         self._act_sq: list[torch.Tensor] = []
         self._act_owner: list[int] = []
         self._index: dict[str, int] = {}
+
+    @property
+    def last_layer(self) -> str | None:
+        """The parameter-owning module that ran last (functional activations are attributed to it)."""
+        return self._last_layer
 
     # -- set-up and tear-down ------------------------------------------------------------
     def __enter__(self) -> GradientProbe:
@@ -185,6 +194,9 @@ class GradientProbe:
             out = first_tensor_out(output)
             if out is None or out.dim() == 0:
                 return
+            if act.forward_seen != self._forwards:
+                act.forward_seen, act.call = self._forwards, 0
+            act.call += 1
             with torch.no_grad():
                 self._activation_stats(act, out.detach())
 
@@ -197,7 +209,10 @@ class GradientProbe:
             unit_dim = 1 if out.dim() >= 4 else out.dim() - 1
             reduce = [d for d in range(out.dim()) if d != unit_dim]
             positive = (out > 0).any(dim=reduce) if reduce else out > 0
-            act.ever_positive = positive if act.ever_positive is None else act.ever_positive | positive
+            seen = act.per_call.get(act.call)
+            act.per_call[act.call] = (
+                positive if seen is None or seen.shape != positive.shape else seen | positive
+            )
             return
         if act.family == "sigmoid":
             tail = ((out < SIGMOID_TAIL) | (out > 1 - SIGMOID_TAIL)).sum()
@@ -287,10 +302,10 @@ class GradientProbe:
         for i, act in enumerate(self.activations):
             act.total, tail = int(values[1 + len(self.layers) + 2 * i]), values[2 + len(self.layers) + 2 * i]
             act.tail = torch.tensor(tail) if act.family != "relu" else None
-            if act.ever_positive is not None:
-                positive = act.ever_positive.to(torch.float64)
+            for call in sorted(act.per_call):  # every process ran the same calls, in the same order
+                positive = act.per_call[call].to(torch.float64)
                 reduce_sum(positive)
-                act.ever_positive = positive > 0
+                act.per_call[call] = positive > 0
 
     # -- results ------------------------------------------------------------------------------
     def layer_stats(self) -> tuple[LayerStats, ...]:
@@ -351,6 +366,8 @@ class GradientProbe:
         out = []
         for act in self.activations:
             units, dead, saturated = 0, 0.0, 0.0
+            if act.per_call:
+                act.ever_positive = torch.cat([p.flatten() for p in act.per_call.values()])
             if act.ever_positive is not None:
                 units = act.ever_positive.numel()
                 dead = 1.0 - float(act.ever_positive.float().mean())

@@ -158,6 +158,17 @@ class Fp16Underflow:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TrainingHistory:
+    """What --steps K did: the loss and each layer's gradient norm at every optimizer step."""
+
+    optimizer: str
+    lr: float
+    loss: tuple[float, ...]
+    grad_norms: dict[str, tuple[float, ...]]
+    """Layer name -> L2 norm of its own parameters' gradient at each step (NaN: no gradient)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProbeResult:
     model: ModelInfo
     run: RunInfo
@@ -169,3 +180,9 @@ class ProbeResult:
     loss_value: float = float("nan")
     fp16_underflow: Fp16Underflow | None = None
     """Only under --dtype float16."""
+    nonfinite_op: str | None = None
+    """The forward operation whose backward first turned a gradient non-finite (anomaly re-run)."""
+    nonfinite_source: SourceRef | None = None
+    """Where the user's code called that operation."""
+    training: TrainingHistory | None = None
+    """Set when --steps trained the model before the measured passes."""

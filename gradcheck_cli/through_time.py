@@ -63,6 +63,10 @@ def _curve(module: nn.RNNBase, run_forward: Callable[[], Any], seed: int) -> lis
     x, y = captured["x"], captured["y"]
     time_dim = 1 if module.batch_first else 0
     last = y.select(time_dim, y.shape[time_dim] - 1).float()
+    if module.bidirectional:
+        # The reverse direction has seen only the last input at the last step: measure the
+        # forward direction, whose memory is what reaches back to the first steps.
+        last = last[..., : last.shape[-1] // 2]
     generator = torch.Generator().manual_seed(seed)
     direction = torch.randn(last.shape, generator=generator).to(last.device)
     (grad,) = torch.autograd.grad((last * direction).sum(), x, allow_unused=True)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.rules.base import rule
-from gradcheck_cli.rules.profile import sig
+from gradcheck_cli.rules.profile import layer_where, sig, training_evidence
+from gradcheck_cli.rules.profile import where as where_of
 from gradcheck_cli.stats import ProbeResult
 
 
@@ -29,8 +30,9 @@ def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
     """A large fraction of ReLU-like units never activate, so their weights get no gradient.
 
     ## What it detects
-    For every ReLU-family activation module (ReLU, ReLU6, and in-place variants), the
-    fraction of units (features, or channels for convolutions) that are never positive on
+    For every ReLU-family activation (ReLU, ReLU6 modules, in-place variants, and calls to
+    `F.relu`/`torch.relu`/`x.relu()` made in the model's own code, seen through a
+    TorchFunctionMode and named `<layer before it>:F.relu`), the fraction of units (features, or channels for convolutions) that are never positive on
     any sample of any batch.
 
     ## Why it matters
@@ -51,7 +53,10 @@ def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
     batchnorm: normalise before the activation so inputs stay centred.
 
     ## Example
-    `gradcheck analyze builtin:relu-mlp-bad-init --steps 5 --lr 1` kills many units.
+    `gradcheck analyze builtin:relu-mlp-bad-init --steps 3 --lr 0.5` kills most units (the
+    classic story: a few high-learning-rate steps, and the stack is dead); a ReLU after a
+    layer whose bias is pushed negative (`tests/fixtures/faults/dead_module.py`) fires
+    without training. `builtin:residual-mlp` is healthy.
     """
     dead = [a for a in probe.activations if a.family == "relu" and a.dead_fraction > limits.fraction]
     if not dead:
@@ -59,7 +64,7 @@ def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
     worst = max(a.dead_fraction for a in dead)
     severity = Severity.ERROR if worst > limits.error_fraction else Severity.WARNING
     first = dead[0]
-    where = str(first.source) if first.source else None
+    where = where_of(first.source, probe)
     yield Finding(
         id="dead-units",
         severity=severity,
@@ -67,7 +72,7 @@ def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
         status=LayerStatus.DEAD,
         message=(
             f"{len(dead)} ReLU activations have most units dead (worst {worst:.0%} never active), "
-            f"starting at {first.name}."
+            f"starting at {first.name} ({first.type}, after {first.after})."
         ),
         evidence={
             "activations": [a.name for a in dead],
@@ -75,15 +80,18 @@ def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
             "units": [a.units for a in dead],
             "threshold": limits.fraction,
             "error_threshold": limits.error_fraction,
+            **training_evidence(probe, first.after),
         },
         suggestions=(
             Suggestion(
                 fix="leaky-relu",
-                text=f"replace {first.type} at {first.name} with nn.LeakyReLU(0.01) or nn.GELU()",
+                text=_leaky_text(first.type, first.name),
                 where=where,
             ),
             Suggestion(
-                fix="init", text="use He init (kaiming_normal_) and a small positive bias", where=where
+                fix="init",
+                text=f"use He init (kaiming_normal_) and a small positive bias for {first.after or 'the layer before'}",
+                where=layer_where(first.after, probe) or where,
             ),
             Suggestion(fix="lr", text="lower the learning rate", where=None),
             Suggestion(
@@ -93,3 +101,9 @@ def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
             ),
         ),
     )
+
+
+def _leaky_text(kind: str, name: str) -> str:
+    if "." in kind:  # a functional call: F.relu, torch.relu, Tensor.relu
+        return f"replace {kind}(...) at {name} with F.leaky_relu(..., 0.01) or F.gelu(...)"
+    return f"replace nn.{kind} at {name} with nn.LeakyReLU(0.01) or nn.GELU()"

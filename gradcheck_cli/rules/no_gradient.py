@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.rules.base import rule
-from gradcheck_cli.stats import ProbeResult
+from gradcheck_cli.rules.profile import where as where_of
+from gradcheck_cli.stats import LayerStats, ProbeResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +25,12 @@ def no_gradient(probe: ProbeResult, limits: NoGradientLimits) -> Iterator[Findin
     Modules whose parameters have `requires_grad=True` but whose `.grad` is still None
     after backward: either the module never ran in forward (unused), or its output was
     cut off from the loss (`detach()`, `torch.no_grad()`, `.data`, a numpy round trip).
-    Parameters with `requires_grad=False` are reported as `frozen`, never as this.
+    Parameters with `requires_grad=False` are reported as `frozen`, never as this: they
+    get one info finding listing them (`frozen`), and are left out of every depth
+    comparison. The same info lists modules whose hooks never fired although their
+    parameters got a gradient (`not_measured`: parameters used outside the module's
+    forward, or scripted/compiled submodules): their output gradients are unknown, and
+    the report shows them empty, not as zeros.
 
     ## Why it matters
     These weights never change: a silently dead branch, or a bug in the graph.
@@ -32,7 +38,7 @@ def no_gradient(probe: ProbeResult, limits: NoGradientLimits) -> Iterator[Findin
     ## Evidence
     `never_called` (modules whose forward hook never fired), `cut_off` (ran, but no
     gradient reached them), `parameters` (how many trainable parameters are affected),
-    `threshold`.
+    `threshold`; on the info finding `frozen`, `frozen_parameters` and `not_measured`.
 
     ## Thresholds
     `max_layers` = 0: any such layer is an error.
@@ -42,14 +48,22 @@ def no_gradient(probe: ProbeResult, limits: NoGradientLimits) -> Iterator[Findin
     between it and the loss.
 
     ## Example
-    A model that computes `self.head(x.detach())` fires for everything before `head`.
+    A model that computes `self.head(x.detach())` fires for everything before `head`, and
+    lists a layer defined but never called separately
+    (`tests/fixtures/faults/no_gradient.py`). A frozen backbone gets only the info.
     """
     missing = [layer for layer in probe.layers if layer.trainable and not layer.has_grad]
+    frozen = [layer for layer in probe.layers if not layer.trainable and layer.shared_with is None]
+    unhooked = [layer for layer in probe.layers if not layer.hooked and layer.has_grad and layer.trainable]
+    if frozen or unhooked:
+        yield _info(frozen, unhooked)
     if len(missing) <= limits.max_layers:
         return
     never = [layer.name for layer in missing if not layer.hooked]
     cut = [layer.name for layer in missing if layer.hooked]
-    where = str(missing[0].source) if missing[0].source else None
+    # The suggestion names the never-called module first, so `where` points at it.
+    named = next(layer for layer in missing if layer.name == (never[0] if never else cut[0]))
+    where = where_of(named.source, probe)
     cause = []
     if never:
         cause.append(f"{len(never)} never ran in forward")
@@ -78,4 +92,27 @@ def no_gradient(probe: ProbeResult, limits: NoGradientLimits) -> Iterator[Findin
                 where=where,
             ),
         ),
+    )
+
+
+def _info(frozen: list[LayerStats], unhooked: list[LayerStats]) -> Finding:
+    parts = []
+    if frozen:
+        parts.append(f"{len(frozen)} layers are frozen (requires_grad=False) and left out of the verdicts")
+    if unhooked:
+        parts.append(
+            f"{len(unhooked)} layers got gradients but their forward hooks never fired "
+            "(parameters used outside forward, or scripted), so their output gradients are not measured"
+        )
+    return Finding(
+        id="no-gradient",
+        severity=Severity.INFO,
+        layers=tuple(layer.name for layer in frozen),
+        status=LayerStatus.FROZEN,
+        message="; ".join(parts) + ".",
+        evidence={
+            "frozen": [layer.name for layer in frozen],
+            "frozen_parameters": sum(layer.parameters for layer in frozen),
+            "not_measured": [layer.name for layer in unhooked],
+        },
     )

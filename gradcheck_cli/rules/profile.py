@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gradcheck_cli.stats import LayerStats
+from gradcheck_cli.stats import LayerStats, ProbeResult, SourceRef
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -30,11 +30,27 @@ class DepthGroup:
 
     @property
     def first_to_last(self) -> float:
-        """Output-gradient norm at the first layer over the last: <1 shrinks toward the input."""
-        first, last = self.norms[0], self.norms[-1]
-        if last == 0 or not math.isfinite(first) or not math.isfinite(last):
-            return math.nan if last == 0 and first == 0 else (0.0 if last > 0 else math.inf)
-        return first / last
+        """Output-gradient norm at the first layer over the last: <1 shrinks toward the input.
+
+        The median of the per-batch ratios when they were recorded, so that one odd batch
+        cannot flip the verdict; else the ratio of the per-layer medians.
+        """
+        per_batch = [r for r in self.batch_ratios() if not math.isnan(r)]
+        if per_batch:
+            return median_all(per_batch)
+        return _ratio(self.norms[0], self.norms[-1])
+
+    def batch_ratios(self) -> list[float]:
+        """first/last for each batch (empty when the per-batch norms are not recorded)."""
+        first, last = self.layers[0].batch_act_grad_norm, self.layers[-1].batch_act_grad_norm
+        if not first or len(first) != len(last):
+            return []
+        return [_ratio(a, b) for a, b in zip(first, last, strict=True)]
+
+    def spread_orders(self) -> float:
+        """Orders of magnitude between the largest and smallest per-batch ratio (0 = consistent)."""
+        ratios = [r for r in self.batch_ratios() if r > 0 and math.isfinite(r)]
+        return math.log10(max(ratios) / min(ratios)) if len(ratios) > 1 else 0.0
 
     def gain_db(self) -> list[float]:
         """Attenuation of the signal crossing each layer, backward: 20·log10(norm_l / norm_{l+1})."""
@@ -56,17 +72,36 @@ class DepthGroup:
         return self.layers[worst]
 
 
+def _ratio(first: float, last: float) -> float:
+    if last == 0 or not math.isfinite(first) or not math.isfinite(last):
+        return math.nan if last == 0 and first == 0 else (0.0 if last > 0 else math.inf)
+    return first / last
+
+
+def median_all(values: list[float]) -> float:
+    """Median that keeps 0 and inf (a batch that underflowed to zero still counts)."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[mid]
+    low, high = ordered[mid - 1], ordered[mid]
+    # Ratios live on a log scale: the middle of two is their geometric mean.
+    return math.sqrt(low * high) if low > 0 and math.isfinite(high) else low
+
+
 def _db(a: float, b: float) -> float:
     if a <= 0 or b <= 0 or not math.isfinite(a) or not math.isfinite(b):
         return -math.inf if a <= 0 < b else 0.0
     return 20.0 * math.log10(a / b)
 
 
-def comparable(layers: Iterable[LayerStats]) -> list[LayerStats]:
+def comparable(layers: Iterable[LayerStats], cut_by_dead: frozenset[str] = frozenset()) -> list[LayerStats]:
+    """Weight layers measured and trained, counted once; `cut_by_dead` left out (see dead_cut)."""
     return [
         layer
         for layer in layers
         if layer.kind == "weight"
+        and layer.name not in cut_by_dead
         and layer.hooked
         and layer.shared_with is None
         and layer.trainable
@@ -80,13 +115,27 @@ def group_key(layer: LayerStats, use_roles: bool) -> str:
     return (layer.role if use_roles else layer.type) + spatial
 
 
-def depth_groups(layers: Iterable[LayerStats], min_layers: int) -> list[DepthGroup]:
+def dead_cut(probe: ProbeResult, fraction: float = 0.5) -> frozenset[str]:
+    """Layers followed by a mostly dead ReLU, whose output gradient is zero because of it.
+
+    A dead ReLU passes exactly zero gradient: that is the dead-units finding, and the
+    depth profile must not report it a second time as vanishing.
+    """
+    dead_after = {a.after for a in probe.activations if a.family == "relu" and a.dead_fraction > fraction}
+    return frozenset(
+        layer.name for layer in probe.layers if layer.name in dead_after and not layer.act_grad_norm > 0
+    )
+
+
+def depth_groups(
+    layers: Iterable[LayerStats], min_layers: int, cut_by_dead: frozenset[str] = frozenset()
+) -> list[DepthGroup]:
     """Groups of at least `min_layers` comparable layers, by role (and resolution).
 
     When no role repeats often enough (a hand-written stack `fc1 ... fc9`), layers are
     grouped by type and resolution instead.
     """
-    chosen = comparable(layers)
+    chosen = comparable(layers, cut_by_dead)
     for use_roles in (True, False):
         groups: dict[str, list[LayerStats]] = {}
         for layer in chosen:
@@ -124,3 +173,40 @@ def median(values: Iterable[float]) -> float:
         return math.nan
     mid = len(finite) // 2
     return finite[mid] if len(finite) % 2 else (finite[mid - 1] + finite[mid]) / 2
+
+
+def feeds_norm(layers: Iterable[LayerStats]) -> set[str]:
+    """Weight layers whose next module in forward order is a norm layer (Conv -> BatchNorm).
+
+    Their output is renormalised, so the loss does not change when their weight is scaled
+    (scale invariance): a large gradient grows the weight and so shrinks its own effective
+    step. An absolute grad/weight ceiling means little for them.
+    """
+    ordered = sorted((layer for layer in layers if layer.hooked), key=lambda s: s.index)
+    return {
+        a.name for a, b in zip(ordered, ordered[1:], strict=False) if a.kind == "weight" and b.kind == "norm"
+    }
+
+
+def training_evidence(probe: ProbeResult, layer: str | None) -> dict[str, list[float]]:
+    """Under --steps: the loss and `layer`'s gradient norm at each optimizer step."""
+    history = probe.training
+    if history is None:
+        return {}
+    out = {"loss_over_steps": [sig(v) for v in history.loss]}
+    if layer in history.grad_norms:
+        out["grad_norm_over_steps"] = [sig(v) for v in history.grad_norms[layer]]
+    return out
+
+
+def where(ref: SourceRef | None, probe: ProbeResult) -> str | None:
+    """file:line of a module's assignment in the user's code; else where the model is defined."""
+    if ref is not None:
+        return str(ref)
+    return str(probe.model.source) if probe.model.source else None
+
+
+def layer_where(name: str | None, probe: ProbeResult) -> str | None:
+    """file:line of the named parameter-owning layer (e.g. the one before an activation)."""
+    found = next((layer for layer in probe.layers if layer.name == name), None)
+    return where(found.source if found else None, probe)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.rules.base import rule
-from gradcheck_cli.rules.profile import sig
+from gradcheck_cli.rules.profile import layer_where, sig
+from gradcheck_cli.rules.profile import where as where_of
 from gradcheck_cli.stats import ProbeResult
 
 
@@ -28,7 +29,8 @@ def saturated_activations(probe: ProbeResult, limits: SaturatedLimits) -> Iterat
     """Sigmoid/tanh units sit in their flat tails, where their derivative is near zero.
 
     ## What it detects
-    For every Sigmoid/Tanh (and Hardtanh-like) module, the fraction of outputs whose local
+    For every Sigmoid/Tanh (and Hardtanh-like) module, and every `torch.sigmoid`,
+    `torch.tanh`, `F.sigmoid`, `x.tanh()` call made in the model's own code, the fraction of outputs whose local
     derivative is below 5% of its maximum: sigmoid outputs under 0.0127 or over 0.987,
     tanh outputs beyond +/-0.975.
 
@@ -49,7 +51,8 @@ def saturated_activations(probe: ProbeResult, limits: SaturatedLimits) -> Iterat
     activation: use ReLU/GELU, which have no flat positive tail.
 
     ## Example
-    A tanh MLP whose weights are initialised with std 1 saturates most units.
+    A tanh/sigmoid MLP whose weights are initialised with std 3 saturates most units
+    (`tests/fixtures/faults/saturated.py`); `builtin:tanh-mlp` at default init does not.
     """
     hot = [
         a
@@ -60,13 +63,16 @@ def saturated_activations(probe: ProbeResult, limits: SaturatedLimits) -> Iterat
         return
     worst = max(a.saturated_fraction for a in hot)
     first = hot[0]
-    where = str(first.source) if first.source else None
+    where = where_of(first.source, probe)
     yield Finding(
         id="saturated-activations",
         severity=Severity.ERROR if worst > limits.error_fraction else Severity.WARNING,
         layers=tuple(a.after or a.name for a in hot),
         status=LayerStatus.SATURATED,
-        message=f"{len(hot)} {first.type} activations are saturated (worst {worst:.0%} of outputs in the flat tails).",
+        message=(
+            f"{len(hot)} sigmoid/tanh activations are saturated, starting at {first.name} ({first.type}): "
+            f"worst {worst:.0%} of outputs in the flat tails, where they pass almost no gradient."
+        ),
         evidence={
             "activations": [a.name for a in hot],
             "saturated_fraction": [sig(a.saturated_fraction) for a in hot],
@@ -79,7 +85,16 @@ def saturated_activations(probe: ProbeResult, limits: SaturatedLimits) -> Iterat
                 text=f"normalise the input of {first.name} (LayerNorm/BatchNorm)",
                 where=where,
             ),
-            Suggestion(fix="init", text="initialise the preceding weights smaller (Xavier)", where=where),
+            Suggestion(
+                fix="init",
+                text=f"initialise {first.after or 'the preceding layer'} smaller (Xavier: nn.init.xavier_uniform_)",
+                where=layer_where(first.after, probe) or where,
+            ),
             Suggestion(fix="activation", text=f"replace {first.type} with ReLU or GELU", where=where),
+            Suggestion(
+                fix="batchnorm",
+                text=f"or a BatchNorm before {first.name} in a convolutional model",
+                where=where,
+            ),
         ),
     )

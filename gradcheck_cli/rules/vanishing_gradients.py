@@ -8,7 +8,17 @@ from dataclasses import dataclass
 
 from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.rules.base import rule
-from gradcheck_cli.rules.profile import DepthGroup, comparable, depth_groups, median, orders, sig
+from gradcheck_cli.rules.profile import (
+    DepthGroup,
+    comparable,
+    dead_cut,
+    depth_groups,
+    median,
+    orders,
+    sig,
+    training_evidence,
+)
+from gradcheck_cli.rules.profile import where as where_of
 from gradcheck_cli.stats import LayerStats, ProbeResult
 
 
@@ -47,12 +57,15 @@ def vanishing_gradients(probe: ProbeResult, limits: VanishingLimits) -> Iterator
     ## Evidence
     `first_to_last` (ratio of output-gradient norms), `orders` (its log10), `threshold`,
     `group` (the role compared), `layers_compared`, `gain_db` (attenuation across each
-    layer, backward), `breaks_at` (the layer with the steepest drop),
+    layer, backward, in dB), `first_to_last_per_batch` and `spread_orders` (the verdict
+    uses the median over batches; the spread shows how far single batches differ), `breaks_at` (the layer with the steepest drop),
     `grad_weight_ratio` (median over weight layers) and `grad_weight_floor`.
 
     ## Thresholds
     `orders` = 3.0: a 1000x drop is far outside what healthy networks show (they stay
     within about 10x across a role). `layer_orders` = 2.0 marks individual layers.
+    Layers whose output gradient is exactly zero because a mostly dead ReLU follows them
+    are left out: that is `dead-units`, not vanishing.
     `grad_weight_floor` = 1e-7: at lr 1, SGD would move such weights by 1e-7 of their
     size per step, and Adam's default eps (1e-8) swamps gradients this small.
 
@@ -67,7 +80,7 @@ def vanishing_gradients(probe: ProbeResult, limits: VanishingLimits) -> Iterator
     `gradcheck analyze builtin:sigmoid-mlp` fires; `builtin:residual-mlp` is its
     healthy twin.
     """
-    for group in depth_groups(probe.layers, limits.min_layers):
+    for group in depth_groups(probe.layers, limits.min_layers, dead_cut(probe)):
         finding = _check_group(group, probe, limits)
         if finding:
             yield finding
@@ -100,6 +113,8 @@ def _check_group(group: DepthGroup, probe: ProbeResult, limits: VanishingLimits)
             "first_to_last": sig(ratio),
             "orders": sig(orders(ratio)),
             "threshold": limits.orders,
+            "first_to_last_per_batch": [sig(r) for r in group.batch_ratios()],
+            "spread_orders": sig(group.spread_orders()),
             "group": group.key,
             "layers_compared": [layer.name for layer in group.layers],
             "act_grad_norm": [sig(v) for v in group.norms],
@@ -107,6 +122,7 @@ def _check_group(group: DepthGroup, probe: ProbeResult, limits: VanishingLimits)
             "breaks_at": breaks.name if breaks else None,
             "grad_weight_ratio": sig(median([w.grad_weight_ratio for w in weights])),
             "grad_weight_floor": limits.grad_weight_floor,
+            **training_evidence(probe, group.layers[0].name),
         },
         suggestions=_suggestions(group.layers, probe),
     )
@@ -141,7 +157,7 @@ def _floor_finding(stalled: list[LayerStats], probe: ProbeResult, limits: Vanish
 
 def _suggestions(layers: tuple[LayerStats, ...], probe: ProbeResult) -> tuple[Suggestion, ...]:
     first = layers[0]
-    where = str(first.source) if first.source else None
+    where = where_of(first.source, probe)
     saturating = sorted({a.type for a in probe.activations if a.family in ("sigmoid", "tanh")})
     out = [
         Suggestion(
@@ -160,7 +176,7 @@ def _suggestions(layers: tuple[LayerStats, ...], probe: ProbeResult) -> tuple[Su
             Suggestion(
                 fix="activation",
                 text=f"replace {', '.join(saturating)} with ReLU or GELU (their derivative is at most "
-                + ("0.25" if "Sigmoid" in saturating else "1")
+                + ("0.25" if any(a.family == "sigmoid" for a in probe.activations) else "1")
                 + ", shrinking the gradient at every layer)",
                 where=where,
             )

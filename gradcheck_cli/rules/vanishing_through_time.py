@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.rules.base import rule
 from gradcheck_cli.rules.profile import sig
+from gradcheck_cli.rules.profile import where as where_of
 from gradcheck_cli.stats import ProbeResult, ThroughTime
 
 
@@ -39,9 +40,12 @@ def vanishing_through_time(probe: ProbeResult, limits: ThroughTimeLimits) -> Ite
     step's. Exact zeros at early steps are float32 underflow: vanishing, not no-gradient.
 
     ## Why it matters
-    Beyond the horizon the model cannot learn dependencies: at PyTorch's default init a
-    tanh RNN decays about x0.55 per step (horizon 11-15 steps), and even GRU/LSTM forget
-    within about 20 steps unless their gate biases favour memory.
+    Beyond the horizon the model cannot learn dependencies. Measured by gradcheck over
+    200 steps at PyTorch's default init: a tanh `nn.RNN` decays x0.47-0.60 per step
+    (horizon 8-12 steps, by hidden size 32-256); GRU and LSTM decay too (x0.62-0.65,
+    horizon 12-14). An LSTM with forget-gate bias 1 reaches 32-43 steps; a gate bias of
+    3 gives a GRU 158-182 steps and an LSTM the whole sequence. Attention models are not
+    measured here: the causal mask gives position 0 the most gradient.
 
     ## Evidence
     `module`, `steps`, `horizon`, `horizon_floor`, `per_step_factor` (fitted decay per
@@ -60,8 +64,9 @@ def vanishing_through_time(probe: ProbeResult, limits: ThroughTimeLimits) -> Ite
     init: for GRU/LSTM, a gate bias of 1-3 stretches the horizon to the whole sequence.
 
     ## Example
-    `gradcheck analyze builtin:vanilla-rnn` fires; `builtin:gru` and `builtin:lstm` are
-    its healthy twins.
+    `gradcheck analyze builtin:vanilla-rnn` fires as an error; `builtin:gru` and
+    `builtin:lstm` (gate bias 3) are its healthy twins; `builtin:lstm --arch-opt
+    gate_bias=0` is the gated warning.
     """
     for tt in probe.through_time:
         if tt.steps < limits.min_steps:
@@ -69,12 +74,12 @@ def vanishing_through_time(probe: ProbeResult, limits: ThroughTimeLimits) -> Ite
         bar = limits.horizon_fraction * tt.steps
         if tt.horizon >= bar or (tt.curve and tt.curve[0] > 1):
             continue
-        yield _finding(tt, bar)
+        yield _finding(tt, bar, probe)
 
 
-def _finding(tt: ThroughTime, bar: float) -> Finding:
+def _finding(tt: ThroughTime, bar: float, probe: ProbeResult) -> Finding:
     gated = tt.type in GATED
-    where = str(tt.source) if tt.source else None
+    where = where_of(tt.source, probe)
     return Finding(
         id="vanishing-through-time",
         severity=Severity.WARNING if gated else Severity.ERROR,
@@ -99,7 +104,7 @@ def _finding(tt: ThroughTime, bar: float) -> Finding:
     )
 
 
-def _signature(tt: ThroughTime) -> str:
+def signature(tt: ThroughTime) -> str:
     args = f"{tt.input_size}, {tt.hidden_size}"
     if tt.num_layers != 1:
         args += f", num_layers={tt.num_layers}"
@@ -109,21 +114,21 @@ def _signature(tt: ThroughTime) -> str:
 
 
 def _replace_fixes(tt: ThroughTime, where: str | None) -> tuple[Suggestion, ...]:
-    sig_text = _signature(tt)
+    sig_text = signature(tt)
     return (
         Suggestion(
             fix="gru",
             text=(
                 f"replace nn.RNN({sig_text}) with nn.GRU({sig_text}) and set the update-gate bias: "
-                f"bias_ih_l0[{tt.hidden_size}:{2 * tt.hidden_size}] = 3"
+                f"{_bias_text(tt)}"
             ),
             where=where,
         ),
         Suggestion(
             fix="lstm",
             text=(
-                f"or nn.LSTM({sig_text}) with forget-gate bias 1-3: "
-                f"bias_ih_l0[{tt.hidden_size}:{2 * tt.hidden_size}] = 3 (hidden state becomes (h, c))"
+                f"or nn.LSTM({sig_text}) with forget-gate bias 3: {_bias_text(tt)} "
+                "(the hidden state becomes (h, c))"
             ),
             where=where,
         ),
@@ -133,15 +138,18 @@ def _replace_fixes(tt: ThroughTime, where: str | None) -> tuple[Suggestion, ...]
     )
 
 
+def _bias_text(tt: ThroughTime) -> str:
+    names = [f"bias_ih_l{k}" for k in range(tt.num_layers)]
+    chunk = f"[{tt.hidden_size}:{2 * tt.hidden_size}]"
+    return " and ".join(f"{name}{chunk}" for name in names) + ".data.fill_(3.0)"
+
+
 def _gated_fix(tt: ThroughTime, where: str | None) -> tuple[Suggestion, ...]:
     gate = "update (z)" if tt.type.startswith("GRU") else "forget"
     return (
         Suggestion(
             fix="init",
-            text=(
-                f"set the {gate}-gate bias of {tt.module} to 1-3: "
-                f"bias_ih_l0[{tt.hidden_size}:{2 * tt.hidden_size}].data.fill_(3.0)"
-            ),
+            text=(f"set the {gate}-gate bias of {tt.module} to 3: {_bias_text(tt)}"),
             where=where,
         ),
     )
