@@ -11,7 +11,7 @@ from gradcheck_cli.rules import all_rules, get_rule
 from gradcheck_cli.stats import ProbeResult
 
 # When several findings mark one layer, the most fundamental one names its status.
-_STATUS_PRIORITY = (
+STATUS_PRIORITY = (
     LayerStatus.NONFINITE,
     LayerStatus.NO_GRAD,
     LayerStatus.EXPLODING,
@@ -58,5 +58,5 @@ def layer_status(probe: ProbeResult, findings: list[Finding]) -> dict[str, Layer
     for name, found in marks.items():
         if name in status:
             continue
-        status[name] = next(s for s in _STATUS_PRIORITY if s in found)
+        status[name] = next(s for s in STATUS_PRIORITY if s in found)
     return status

@@ -9,20 +9,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from fnmatch import fnmatchcase
 
+from gradcheck_cli.diagnose import STATUS_PRIORITY
 from gradcheck_cli.findings import Finding, LayerStatus, Severity
 from gradcheck_cli.report import LayerRow, Report, summarize
 
 IgnoreRule = tuple[str, tuple[str, ...]]
-
-# Same order as diagnose's: the most fundamental problem names a layer's status.
-_STATUS_PRIORITY = (
-    LayerStatus.NONFINITE,
-    LayerStatus.NO_GRAD,
-    LayerStatus.EXPLODING,
-    LayerStatus.VANISHING,
-    LayerStatus.DEAD,
-    LayerStatus.SATURATED,
-)
 
 
 def apply_policy(report: Report, severity: Mapping[str, str], ignore: Sequence[IgnoreRule]) -> Report:
@@ -73,6 +64,6 @@ def _restatus(rows: tuple[LayerRow, ...], findings: list[Finding]) -> tuple[Laye
             out.append(row)
             continue
         found = marks.get(row.stats.name, set())
-        status = next((s for s in _STATUS_PRIORITY if s in found), LayerStatus.OK)
+        status = next((s for s in STATUS_PRIORITY if s in found), LayerStatus.OK)
         out.append(replace(row, status=status))
     return tuple(out)
