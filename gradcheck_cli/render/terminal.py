@@ -113,7 +113,9 @@ def layer_table(report: Report) -> Table:
             str(s.index),
             s.name,
             s.type,
-            GradBar(s.act_grad_norm, top, decades, style="cyan" if row.status is LayerStatus.OK else style),
+            GradBar(s.act_grad_norm, top, decades, style="cyan" if row.status is LayerStatus.OK else style)
+            if s.hooked
+            else Text("not measured", style="dim"),
             fmt_num(s.act_grad_norm),
             fmt_num(s.grad_weight_ratio),
             Text(row.status.value, style=style),
