@@ -194,8 +194,9 @@ class GradientProbe:
         if act.family == "relu":
             # A unit is alive when its largest value is positive: one amax reduction costs
             # a twentieth of `(out > 0).any(dims)` on CPU and allocates nothing full-size.
-            unit_dim = 1 if out.dim() >= 4 else out.dim() - 1
-            reduce = [d for d in range(out.dim()) if d != unit_dim]
+            ndim = out.dim()
+            unit_dim = 1 if ndim >= 4 else ndim - 1
+            reduce = [d for d in range(ndim) if d != unit_dim]
             peak = out.amax(dim=reduce) if reduce else out
             act.peak = peak if act.peak is None else torch.maximum(act.peak, peak)
             return
@@ -328,19 +329,24 @@ class ParameterGrads:
     grads: list[torch.Tensor]
     owner: list[int]
     """Per gradient, the index of its group."""
+    sizes: list[int]
+    """Per gradient, its number of elements."""
     numel: list[int]
     """Per group, the elements of the parameters that have a gradient."""
     has_grad: list[bool]
 
     @classmethod
     def gather(cls, groups: Sequence[Sequence[nn.Parameter]]) -> ParameterGrads:
-        found = cls(grads=[], owner=[], numel=[0] * len(groups), has_grad=[False] * len(groups))
+        found = cls(grads=[], owner=[], sizes=[], numel=[0] * len(groups), has_grad=[False] * len(groups))
         for i, group in enumerate(groups):
             for p in group:
-                if p.grad is not None:
-                    found.grads.append(p.grad)
+                grad = p.grad
+                if grad is not None:
+                    size = grad.numel()
+                    found.grads.append(grad)
                     found.owner.append(i)
-                    found.numel[i] += p.grad.numel()
+                    found.sizes.append(size)
+                    found.numel[i] += size
                     found.has_grad[i] = True
         return found
 
@@ -358,11 +364,11 @@ class ParameterGrads:
         """From device_scalars() on the host: per group, squared gradient norm and zero count."""
         grad_sq, zeros = [0.0] * groups, [0.0] * groups
         count = len(self.grads)
-        for owner, norm, nonzero, grad in zip(
-            self.owner, host[:count], host[count:], self.grads, strict=True
+        for owner, norm, nonzero, size in zip(
+            self.owner, host[:count], host[count:], self.sizes, strict=True
         ):
             grad_sq[owner] += norm * norm
-            zeros[owner] += grad.numel() - nonzero
+            zeros[owner] += size - nonzero
         return grad_sq, zeros
 
     def measure(self, groups: int) -> tuple[list[float], list[float]]:
