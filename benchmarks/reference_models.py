@@ -181,9 +181,34 @@ def transformer_module() -> nn.Module:
     return build_transformer()[0]
 
 
-def mlp_module() -> nn.Module:
-    return build_mlp()[0]
+def mlp_module(depth: int = 100, width: int = 256) -> nn.Module:
+    return build_mlp(depth, width)[0]
 
 
 def gpt2_module() -> nn.Module:
     return build_gpt2_small()[0]
+
+
+class ResidualMLP(nn.Module):
+    """x + Linear(tanh(LayerNorm(x))) blocks: depth without vanishing, so no denormal floats.
+
+    The time-per-layer benchmark uses it: a plain deep tanh MLP drives activations and
+    gradients into denormal range, where CPU arithmetic slows by 10-100x and the timing
+    measures the floating-point unit, not the probe.
+    """
+
+    def __init__(self, depth: int, width: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(width), nn.Tanh(), nn.Linear(width, width)) for _ in range(depth)
+        )
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = x + block(x)
+        return self.head(x)
+
+
+def residual_mlp_module(depth: int = 100, width: int = 64) -> nn.Module:
+    return ResidualMLP(depth, width)
