@@ -4,12 +4,16 @@ Output gradients are taken with tensor hooks on module outputs, registered from 
 hooks, not with register_full_backward_hook, which breaks on in-place activations
 (pytorch/pytorch#61519). Every statistic is reduced on the device; each batch's scalars
 are stacked into one tensor and brought to the host with a single .tolist().
+
+Cost rules (benchmarks/overhead.py measures them): hooks do one reduction each and keep no
+tensor but scalars; parameter gradients are reduced with foreach norms and count_nonzero
+(a bool `g == 0` then `.sum()` costs 4x more on CPU); weight norms are taken once per run.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,11 +82,12 @@ class _Activation:
     module: nn.Module
     family: str
     after: str | None = None
-    ever_positive: torch.Tensor | None = None
-    tail: torch.Tensor | None = None
+    peaks: dict[int, torch.Tensor] = field(default_factory=dict)
+    """Per call within one forward (one nn.ReLU is often reused on several widths), the largest
+    value of each unit so far: a ReLU unit is dead when it never exceeds 0."""
+    tails: list[torch.Tensor] = field(default_factory=list)
+    """Per call, the count of elements in a flat tail (summed once, at the end)."""
     total: int = 0
-    per_call: dict[int, torch.Tensor] = field(default_factory=dict)
-    """ever_positive per call within one forward: one nn.ReLU is often reused on several widths."""
     forward_seen: int = -1
     call: int = 0
 
@@ -153,37 +158,42 @@ class GradientProbe:
         self._forwards += 1
 
     def _layer_hook(self, layer: _Layer) -> Callable[..., None]:
+        # Runs on every forward of every layer: the tensor hook is built once, not per call.
+        grad_hook = self._grad_hook(layer)
+
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             if layer.order < 0:
                 layer.order = len(self._order)
                 self._order.append(layer)
             layer.calls += 1
             self._last_layer = layer.name
-            out = first_tensor_out(output)
+            out = output if type(output) is torch.Tensor else first_tensor_out(output)
             if out is None or not out.requires_grad:
                 return
             if not layer.width and out.dim() > 0:
-                layer.width = out[0].numel() if out.dim() > 1 else 1
-                if isinstance(module, nn.modules.conv._ConvNd):
-                    layer.spatial = tuple(out.shape[2:])
+                self._record_shape(layer, module, out)
             layer.act_numel += out.numel()
-            out.register_hook(self._grad_hook(layer))
+            out.register_hook(grad_hook)
 
         return hook
 
+    @staticmethod
+    def _record_shape(layer: _Layer, module: nn.Module, out: torch.Tensor) -> None:
+        layer.width = out[0].numel() if out.dim() > 1 else 1
+        if isinstance(module, nn.modules.conv._ConvNd):
+            layer.spatial = tuple(out.shape[2:])
+
     def _grad_hook(self, layer: _Layer) -> Callable[[torch.Tensor], None]:
         index = self._index[layer.name]
+        norms, owners = self._act_sq, self._act_owner  # cleared in place by collect(), never rebound
 
         def hook(grad: torch.Tensor) -> None:
-            # vector_norm refuses dtype=float32 for a float64 grad ("narrowing"): take the norm, then cast
-            wide = grad.dtype == torch.float64
-            norm = (
-                torch.linalg.vector_norm(grad).float()
-                if wide
-                else torch.linalg.vector_norm(grad, dtype=torch.float32)
-            )
-            self._act_sq.append(norm)
-            self._act_owner.append(index)
+            # vector_norm refuses dtype=float32 for a float64 grad ("narrowing"): keep float64 there
+            if grad.dtype == torch.float64:
+                norms.append(torch.linalg.vector_norm(grad))
+            else:
+                norms.append(torch.linalg.vector_norm(grad, dtype=torch.float32))
+            owners.append(index)
 
         return hook
 
@@ -191,14 +201,15 @@ class GradientProbe:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             if act.after is None:
                 act.after = self._last_layer
-            out = first_tensor_out(output)
+            out = output if type(output) is torch.Tensor else first_tensor_out(output)
             if out is None or out.dim() == 0:
                 return
             if act.forward_seen != self._forwards:
                 act.forward_seen, act.call = self._forwards, 0
             act.call += 1
-            with torch.no_grad():
-                self._activation_stats(act, out.detach())
+            # detach() is enough to keep these reductions off the graph; a no_grad() block
+            # would cost half as much again as the reductions themselves on small outputs.
+            self._activation_stats(act, out.detach())
 
         return hook
 
@@ -206,19 +217,20 @@ class GradientProbe:
     def _activation_stats(act: _Activation, out: torch.Tensor) -> None:
         act.total += out.numel()
         if act.family == "relu":
-            unit_dim = 1 if out.dim() >= 4 else out.dim() - 1
-            reduce = [d for d in range(out.dim()) if d != unit_dim]
-            positive = (out > 0).any(dim=reduce) if reduce else out > 0
-            seen = act.per_call.get(act.call)
-            act.per_call[act.call] = (
-                positive if seen is None or seen.shape != positive.shape else seen | positive
-            )
+            # A unit is alive when its largest value is positive: one amax reduction costs
+            # a twentieth of `(out > 0).any(dims)` on CPU and allocates nothing full-size.
+            ndim = out.dim()
+            unit_dim = 1 if ndim >= 4 else ndim - 1
+            reduce = [d for d in range(ndim) if d != unit_dim]
+            peak = out.amax(dim=reduce) if reduce else out
+            seen = act.peaks.get(act.call)
+            same = seen is not None and seen.shape == peak.shape
+            act.peaks[act.call] = torch.maximum(seen, peak) if same else peak  # type: ignore[arg-type]
             return
         if act.family == "sigmoid":
-            tail = ((out < SIGMOID_TAIL) | (out > 1 - SIGMOID_TAIL)).sum()
+            act.tails.append((out - 0.5).abs_().gt_(0.5 - SIGMOID_TAIL).sum())
         else:
-            tail = (out.abs() > TANH_TAIL).sum()
-        act.tail = tail if act.tail is None else act.tail + tail
+            act.tails.append(out.abs().gt_(TANH_TAIL).sum())
 
     # -- per-batch collection ------------------------------------------------------------
     def collect(self, unscale: float = 1.0) -> None:
@@ -227,41 +239,17 @@ class GradientProbe:
         `unscale` is the loss scale the backward ran under (float16 with a GradScaler):
         norms are divided by it, so the statistics describe the unscaled gradients.
         """
-        grads: list[torch.Tensor] = []
-        owner: list[int] = []
-        has_grad = [0.0] * len(self.layers)
+        grads = ParameterGrads.gather([layer.params for layer in self.layers])
+        act_count = len(self._act_sq)
+        host = _to_host(*grads.device_scalars(), self._act_sq)
+        grad_sq, zeros = grads.per_group(host[: len(host) - act_count], len(self.layers), unscale)
+        act_sq = [0.0] * len(self.layers)
+        for owner, norm in zip(self._act_owner, host[len(host) - act_count :], strict=True):
+            act_sq[owner] += (norm / unscale) ** 2  # squared on the host in double: no float32 overflow
         for i, layer in enumerate(self.layers):
-            for p in layer.params:
-                if p.grad is not None:
-                    grads.append(p.grad)
-                    owner.append(i)
-                    has_grad[i] = 1.0
-        device = self._device()
-        per_layer = torch.zeros(3, len(self.layers), device=device)
-        if grads:
-            index = torch.tensor(owner, device=device)
-            norms = torch.stack([dense(n) for n in torch._foreach_norm(grads)]).float() / unscale
-            zeros = torch.stack([dense((g == 0).sum()) for g in grads]).float()
-            per_layer[0].index_add_(0, index, norms.square())
-            per_layer[1].index_add_(0, index, zeros)
-        if self._act_sq:
-            index = torch.tensor(self._act_owner, device=device)
-            per_layer[2].index_add_(0, index, (torch.stack(self._act_sq) / unscale).square())
-        host = per_layer.tolist()
-        for i, layer in enumerate(self.layers):
-            numel = sum(p.numel() for p in layer.params if p.grad is not None)
-            nonfinite = int(not math.isfinite(host[0][i])) + int(not math.isfinite(host[2][i]))
-            layer.rows.append(
-                [
-                    host[2][i],
-                    float(layer.act_numel),
-                    host[0][i],
-                    host[1][i],
-                    float(numel),
-                    float(nonfinite),
-                    has_grad[i],
-                ]
-            )
+            nonfinite = int(not math.isfinite(grad_sq[i])) + int(not math.isfinite(act_sq[i]))
+            row = [act_sq[i], float(layer.act_numel), grad_sq[i], zeros[i], float(grads.numel[i])]
+            layer.rows.append([*row, float(nonfinite), float(grads.has_grad[i])])
             layer.act_numel = 0
         self._act_sq.clear()
         self._act_owner.clear()
@@ -272,7 +260,7 @@ class GradientProbe:
                 return layer.params[0].device
         return torch.device("cpu")
 
-    # -- combining probes of several processes (torch.distributed) ------------------------------
+    # -- combining processes (torch.distributed) ----------------------------------------------
     def batch_sums(self) -> torch.Tensor:
         """float64 [batches, layers, len(ROW_FIELDS)]: each collected batch's raw sums, layers in attach order."""
         rows = [layer.rows for layer in self.layers]
@@ -291,8 +279,14 @@ class GradientProbe:
 
         Every process must have run at least one forward (the ReLU unit masks need their size)."""
         counts = [float(self._forwards)] + [float(layer.calls) for layer in self.layers]
-        for act in self.activations:
-            counts += [float(act.total), float(act.tail) if act.tail is not None else 0.0]
+        tails = _to_host(
+            [
+                self._unit_count(act) if act.tails else torch.zeros((), dtype=torch.int64)
+                for act in self.activations
+            ]
+        )
+        for act, tail in zip(self.activations, tails, strict=True):
+            counts += [float(act.total), tail]
         summed = torch.tensor(counts, dtype=torch.float64)
         reduce_sum(summed)
         values = summed.tolist()
@@ -301,11 +295,11 @@ class GradientProbe:
             layer.calls = int(values[i])
         for i, act in enumerate(self.activations):
             act.total, tail = int(values[1 + len(self.layers) + 2 * i]), values[2 + len(self.layers) + 2 * i]
-            act.tail = torch.tensor(tail) if act.family != "relu" else None
-            for call in sorted(act.per_call):  # every process ran the same calls, in the same order
-                positive = act.per_call[call].to(torch.float64)
-                reduce_sum(positive)
-                act.per_call[call] = positive > 0
+            act.tails = [torch.tensor(tail)] if act.family != "relu" else []
+            for call in sorted(act.peaks):  # every process ran the same calls, in the same order
+                alive = (act.peaks[call] > 0).to(torch.float64)
+                reduce_sum(alive)
+                act.peaks[call] = alive  # > 0 where any process saw the unit positive
 
     # -- results ------------------------------------------------------------------------------
     def layer_stats(self) -> tuple[LayerStats, ...]:
@@ -320,10 +314,12 @@ class GradientProbe:
         if not params:
             return {}
         with torch.no_grad():
-            norms = [dense(n) for n in torch._foreach_norm([p.detach() for p in params])]
-            norms = torch.stack(norms).float().square().tolist()
+            stacked = torch.stack(
+                [dense(n).double() for n in torch._foreach_norm([p.detach() for p in params])]
+            )
+            squares: list[float] = stacked.square().tolist()
         out: dict[str, float] = {}
-        it = iter(norms)
+        it = iter(squares)
         for layer in self.layers:
             out[layer.name] = math.sqrt(sum(next(it) for _ in layer.params))
         return out
@@ -363,16 +359,16 @@ class GradientProbe:
         )
 
     def activation_stats(self) -> tuple[ActivationStats, ...]:
+        # One host transfer for all activations: per activation, dead units and tail count.
+        counts = _to_host([self._unit_count(act) for act in self.activations])
         out = []
-        for act in self.activations:
+        for act, count in zip(self.activations, counts, strict=True):
             units, dead, saturated = 0, 0.0, 0.0
-            if act.per_call:
-                act.ever_positive = torch.cat([p.flatten() for p in act.per_call.values()])
-            if act.ever_positive is not None:
-                units = act.ever_positive.numel()
-                dead = 1.0 - float(act.ever_positive.float().mean())
-            if act.tail is not None and act.total:
-                saturated = float(act.tail) / act.total
+            if act.peaks:
+                units = sum(peak.numel() for peak in act.peaks.values())
+                dead = count / units if units else 0.0
+            elif act.tails and act.total:
+                saturated = count / act.total
             out.append(
                 ActivationStats(
                     name=act.name,
@@ -386,6 +382,97 @@ class GradientProbe:
                 )
             )
         return tuple(out)
+
+    @staticmethod
+    def _unit_count(act: _Activation) -> torch.Tensor:
+        """Dead units (ReLU family) or elements in a flat tail (saturating family), on the device."""
+        if act.peaks:
+            # NaN is not <= 0: a unit that produced NaN is not dead
+            return torch.stack([(peak <= 0).sum() for peak in act.peaks.values()]).sum()
+        if act.tails:
+            return torch.stack(act.tails).sum()
+        return torch.zeros((), dtype=torch.int64)
+
+
+@dataclass(slots=True)
+class ParameterGrads:
+    """This batch's parameter gradients, grouped by layer, reduced with foreach ops.
+
+    The public face of the probe's parameter statistics: `benchmarks/overhead.py` times it
+    alone, and GradientProbe.collect() uses it with the output-gradient norms appended.
+    """
+
+    grads: list[torch.Tensor]
+    owner: list[int]
+    """Per gradient, the index of its group."""
+    sizes: list[int]
+    """Per gradient, its number of elements."""
+    numel: list[int]
+    """Per group, the elements of the parameters that have a gradient."""
+    has_grad: list[bool]
+
+    @classmethod
+    def gather(cls, groups: Sequence[Sequence[nn.Parameter]]) -> ParameterGrads:
+        found = cls(grads=[], owner=[], sizes=[], numel=[0] * len(groups), has_grad=[False] * len(groups))
+        for i, group in enumerate(groups):
+            for p in group:
+                grad = p.grad
+                if grad is not None:
+                    size = grad.numel()
+                    found.grads.append(grad)
+                    found.owner.append(i)
+                    found.sizes.append(size)
+                    found.numel[i] += size
+                    found.has_grad[i] = True
+        return found
+
+    def device_scalars(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per gradient its L2 norm (float32), and per gradient its count of non-zero elements.
+
+        A norm is non-finite exactly when some element is, so no separate NaN pass is needed.
+        """
+        if not self.grads:
+            return [], []
+        # float64 gradients keep their precision (foreach_norm refuses to narrow them).
+        wide = self.grads[0].dtype == torch.float64
+        norms = (
+            torch._foreach_norm(self.grads, 2)
+            if wide
+            else torch._foreach_norm(self.grads, 2, dtype=torch.float32)
+        )
+        # dense(): FSDP2 shards reduce to their global value (DTensor -> plain tensor).
+        return [dense(n) for n in norms], [dense(torch.count_nonzero(g)) for g in self.grads]
+
+    def per_group(
+        self, host: list[float], groups: int, unscale: float = 1.0
+    ) -> tuple[list[float], list[float]]:
+        """From device_scalars() on the host: per group, squared gradient norm and zero count."""
+        grad_sq, zeros = [0.0] * groups, [0.0] * groups
+        count = len(self.grads)
+        for owner, norm, nonzero, size in zip(
+            self.owner, host[:count], host[count:], self.sizes, strict=True
+        ):
+            grad_sq[owner] += (norm / unscale) ** 2
+            zeros[owner] += size - nonzero
+        return grad_sq, zeros
+
+    def measure(self, groups: int) -> tuple[list[float], list[float]]:
+        """Squared gradient norm and zero count per group, with one host transfer."""
+        return self.per_group(_to_host(*self.device_scalars()), groups)
+
+
+def _to_host(*groups: list[torch.Tensor]) -> list[float]:
+    """Lists of device scalars, each list of one dtype, to Python floats with a single transfer.
+
+    Widened to float64 first (float32 on MPS, which has no float64), so that a count of
+    up to 2^53 elements and a squared norm above 3e38 survive.
+    """
+    stacks = [torch.stack(group) for group in groups if group]
+    if not stacks:
+        return []
+    wide = torch.float32 if stacks[0].device.type == "mps" else torch.float64
+    host: list[float] = torch.cat([stack.to(wide) for stack in stacks]).tolist()
+    return host
 
 
 def role_of(name: str) -> str:
