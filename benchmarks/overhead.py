@@ -7,7 +7,8 @@ order), the median time per iteration after warm-up, at a fixed thread count:
   bare    zero_grad + forward + loss + backward
   params  bare + gradcheck's parameter statistics (foreach gradient norms, zero counts,
           one host transfer): probe.ParameterGrads
-  probe   bare + the full default probe: output-gradient hooks on every layer, unit
+  probe   bare + the full default probe: output-gradient hooks on every layer, functional
+          activation calls seen in forward (F.relu, torch.tanh), unit
           statistics for dead/saturated detection, parameter statistics: GradientProbe.collect()
 and, for a 200-step GRU, the through-time pass (through_time.measure) against its bare step.
 
@@ -23,6 +24,7 @@ torch.cuda.max_memory_allocated on CUDA), one per model and variant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import platform
@@ -41,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference_models
 
 from gradcheck_cli import through_time
+from gradcheck_cli.functional import FunctionalActivations
 from gradcheck_cli.probe import GradientProbe, ParameterGrads
 
 VARIANTS = ("bare", "params", "probe")
@@ -53,12 +56,19 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def training_step(model: nn.Module, batch: tuple, loss_fn: Callable) -> Step:  # type: ignore[type-arg]
+def training_step(
+    model: nn.Module,
+    batch: tuple,  # type: ignore[type-arg]
+    loss_fn: Callable,  # type: ignore[type-arg]
+    forward_context: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
+) -> Step:
     inputs, target = batch
 
     def step() -> None:
         model.zero_grad(set_to_none=True)
-        loss_fn(model(inputs), target).backward()
+        with forward_context():  # the probe also watches functional activations in forward
+            output = model(inputs)
+        loss_fn(output, target).backward()
 
     return step
 
@@ -84,7 +94,8 @@ def variant_steps(name: str, device: str) -> dict[str, Step]:
     steps["params"] = params
     probe_model = copy.deepcopy(model)
     probe = GradientProbe(probe_model).__enter__()  # left attached: this copy is only for the probe
-    probe_step = training_step(probe_model, batch, loss_fn)
+    functional = FunctionalActivations(lambda: probe.last_layer)
+    probe_step = training_step(probe_model, batch, loss_fn, functional.watch)
 
     def probed() -> None:
         probe_step()
@@ -176,6 +187,9 @@ def variant_steps_single(name: str, variant: str, device: str) -> Step:
     step = training_step(model, (inputs, target.to(device)), loss_fn)
     groups = [g for g in (list(m.parameters(recurse=False)) for m in model.modules()) if g]
     probe = GradientProbe(model).__enter__() if variant == "probe" else None
+    if probe is not None:
+        functional = FunctionalActivations(lambda: probe.last_layer)
+        step = training_step(model, (inputs, target.to(device)), loss_fn, functional.watch)
 
     def run() -> None:
         if variant == "through-time":

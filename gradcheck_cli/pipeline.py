@@ -334,7 +334,7 @@ def probe(session: Session, started: float) -> ProbeResult:
         for index in mine:
             batch = session.batches[index]
             model.zero_grad(set_to_none=True)
-            with functional_calls:  # the model's forward only, not the loss
+            with functional_calls.watch():  # the model's forward only, not the loss
                 output = forward(session, batch)
             choice = loss_of(session, batch, output, index)
             (choice.value * session.loss_scale).backward()

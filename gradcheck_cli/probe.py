@@ -53,6 +53,25 @@ def dense(value: torch.Tensor) -> torch.Tensor:
     return full_tensor() if full_tensor is not None else value
 
 
+def unit_peaks(out: torch.Tensor) -> torch.Tensor:
+    """Per unit (channels of an (N, C, ...) image tensor, else the last dimension), its largest value.
+
+    A ReLU unit is alive when its peak is positive: one amax reduction costs a twentieth of
+    `(out > 0).any(dims)` on CPU and allocates nothing full-size.
+    """
+    ndim = out.dim()
+    unit_dim = 1 if ndim >= 4 else ndim - 1
+    reduce = [d for d in range(ndim) if d != unit_dim]
+    return out.amax(dim=reduce) if reduce else out
+
+
+def tail_count(out: torch.Tensor, family: str) -> torch.Tensor:
+    """Elements of a sigmoid/tanh output in a flat tail (derivative under 5% of its maximum)."""
+    if family == "sigmoid":
+        return (out - 0.5).abs_().gt_(0.5 - SIGMOID_TAIL).sum()
+    return out.abs().gt_(TANH_TAIL).sum()
+
+
 def direct_params(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return list(module.named_parameters(recurse=False))
 
@@ -217,20 +236,12 @@ class GradientProbe:
     def _activation_stats(act: _Activation, out: torch.Tensor) -> None:
         act.total += out.numel()
         if act.family == "relu":
-            # A unit is alive when its largest value is positive: one amax reduction costs
-            # a twentieth of `(out > 0).any(dims)` on CPU and allocates nothing full-size.
-            ndim = out.dim()
-            unit_dim = 1 if ndim >= 4 else ndim - 1
-            reduce = [d for d in range(ndim) if d != unit_dim]
-            peak = out.amax(dim=reduce) if reduce else out
+            peak = unit_peaks(out)
             seen = act.peaks.get(act.call)
             same = seen is not None and seen.shape == peak.shape
             act.peaks[act.call] = torch.maximum(seen, peak) if same else peak  # type: ignore[arg-type]
             return
-        if act.family == "sigmoid":
-            act.tails.append((out - 0.5).abs_().gt_(0.5 - SIGMOID_TAIL).sum())
-        else:
-            act.tails.append(out.abs().gt_(TANH_TAIL).sum())
+        act.tails.append(tail_count(out, act.family))
 
     # -- per-batch collection ------------------------------------------------------------
     def collect(self, unscale: float = 1.0) -> None:
