@@ -96,7 +96,7 @@ class FunctionalActivations(TorchFunctionMode):
         file, line, after = caller.f_code.co_filename, caller.f_lineno, self._last_layer()
         key = (file, line, family[1], after, _unit_shape(out))
         if key not in self._sites:
-            ref = SourceRef(file=_display(file), line=line)
+            ref = SourceRef.at(file, line)
             self._sites[key] = _Site(
                 name=f"{after}:{family[1]}" if after else f"{family[1]}@{Path(file).name}:{line}",
                 function=family[1],
@@ -158,11 +158,3 @@ def _to_stats(site: _Site) -> ActivationStats:
         saturated_fraction=saturated,
         source=site.source,
     )
-
-
-def _display(file: str) -> str:
-    path = Path(file).resolve()
-    try:
-        return str(path.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)

@@ -67,7 +67,6 @@ def _assignments(klass: Any) -> dict[str, SourceRef] | None:
         tree = ast.parse(textwrap.dedent("".join(source)))
     except SyntaxError:
         return None
-    display = _display(file)
     found: dict[str, SourceRef] = {}
     for node in ast.walk(tree):
         if not isinstance(node, (ast.Assign, ast.AnnAssign)):
@@ -79,13 +78,5 @@ def _assignments(klass: Any) -> dict[str, SourceRef] | None:
                 and isinstance(target.value, ast.Name)
                 and target.value.id == "self"
             ):
-                found.setdefault(target.attr, SourceRef(file=display, line=start + node.lineno - 1))
+                found.setdefault(target.attr, SourceRef.at(file, start + node.lineno - 1))
     return found
-
-
-def _display(file: str) -> str:
-    path = Path(file).resolve()
-    try:
-        return str(path.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)

@@ -431,11 +431,4 @@ def _source_of(obj: Any) -> SourceRef | None:
         _, line = inspect.getsourcelines(obj)
     except (TypeError, OSError):
         return None
-    return SourceRef(file=_display_path(file), line=line) if file else None
-
-
-def _display_path(file: str) -> str:
-    path = Path(file)
-    with contextlib.suppress(ValueError):
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    return str(path)
+    return SourceRef.at(file, line) if file else None
