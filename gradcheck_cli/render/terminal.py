@@ -61,16 +61,23 @@ class GradBar:
 
 
 def sparkline(curve: tuple[float, ...], width: int = 40, decades: float = 6.0) -> str:
-    """Log-scale sparkline of a through-time curve (oldest step left), resampled to `width`."""
+    """Log-scale sparkline of a through-time curve, oldest step left, last step right.
+
+    `decades` below the last step's gradient map to the lowest bar; exact zeros (float32
+    underflow) show as '·' so they are not mistaken for a small value.
+    """
     if not curve:
         return ""
-    step = max(1, math.ceil(len(curve) / width))
-    samples = [curve[i] for i in range(0, len(curve), step)]
-    chars = []
-    for value in samples:
-        level = 0.0 if not (value > 0) else max(0.0, min(1.0, 1 + math.log10(min(value, 1.0)) / decades))
-        chars.append(SPARKS[min(len(SPARKS) - 1, int(level * (len(SPARKS) - 1) + 0.5))] if value > 0 else " ")
-    return "".join(chars)
+    count = min(width, len(curve))
+    picks = [round(i * (len(curve) - 1) / max(1, count - 1)) for i in range(count)]
+    return "".join(_spark(curve[i], decades) for i in picks)
+
+
+def _spark(value: float, decades: float) -> str:
+    if not value > 0:
+        return "·"
+    level = max(0.0, min(1.0, 1 + math.log10(min(value, 1.0)) / decades))
+    return SPARKS[round(level * (len(SPARKS) - 1))]
 
 
 def header(report: Report) -> Text:
@@ -131,8 +138,12 @@ def through_time_block(items: tuple[ThroughTime, ...]) -> RenderableType:
         lines.append("  first step ")
         lines.append(sparkline(tt.curve), style="cyan")
         lines.append(" last step\n")
+    lines.rstrip()
     return Panel(
-        lines, title="gradient through time (log scale, 6 decades)", title_align="left", border_style="dim"
+        lines,
+        title="gradient through time (log scale, 6 decades; · = underflow to 0)",
+        title_align="left",
+        border_style="dim",
     )
 
 
