@@ -89,7 +89,7 @@ def analyze(
         typer.Option(
             "--arch-opt",
             "-a",
-            help="Option of a builtin, e.g. depth=50 or activation=relu (see `gradcheck zoo`).",
+            help="Option of a builtin, e.g. depth=50 or activation=relu (see `gradcheck zoo --options`).",
             show_default=False,
         ),
     ] = None,
@@ -366,15 +366,20 @@ def compare(
 
 
 @app.command()
-def zoo() -> None:
-    """List the built-in architectures: `builtin:NAME` then what it shows."""
+def zoo(
+    options: Annotated[
+        bool, typer.Option("--options", help="Also list each builtin's --arch-opt options and defaults.")
+    ] = False,
+) -> None:
+    """List the built-in architectures, one per line: `builtin:NAME` then what it shows."""
     from gradcheck_cli.zoo import ARCHITECTURES
 
     width = max(len(name) for name in ARCHITECTURES) + len("builtin:") + 2
     for name, spec in ARCHITECTURES.items():
-        options = " ".join(f"{k}={v}" for k, v in spec.options.items())
         typer.echo(f"{'builtin:' + name:<{width}}{spec.summary}")
-        typer.echo(f"{'':<{width}}options: {options}")
+        if options:
+            defaults = " ".join(f"{k}={v}" for k, v in spec.options.items())
+            typer.echo(f"{'':<{width}}--arch-opt {defaults}")
 
 
 @app.command()

@@ -187,7 +187,10 @@ def build_config(
     if target is not None:
         values["target"] = parse_target(target)
     if "target" not in values:
-        raise ConfigError("no TARGET given", "e.g. `gradcheck analyze model.py` or builtin:sigmoid-mlp")
+        raise ConfigError(
+            "no TARGET given",
+            "e.g. `gradcheck analyze model.py` or builtin:sigmoid-mlp, or put `target:` in gradcheck.yaml",
+        )
     known = {f.name for f in fields(AnalyzeConfig)}
     config = AnalyzeConfig(**{k: v for k, v in values.items() if k in known})
     return validate(config)

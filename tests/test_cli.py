@@ -120,8 +120,10 @@ def test_zoo_lists_every_builtin_first_on_its_line(cli) -> None:
 
     result = cli("zoo")
     assert result.exit_code == 0
-    firsts = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("builtin:")]
+    firsts = [line.split()[0] for line in result.stdout.splitlines()]  # one line each, name first
     assert firsts == [f"builtin:{name}" for name in ARCHITECTURES]
+    detailed = cli("zoo", "--options").stdout
+    assert "--arch-opt depth=20" in detailed
 
 
 def test_version(cli) -> None:
