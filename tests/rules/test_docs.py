@@ -5,22 +5,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import pytest
-
-from gradcheck_cli.rules import all_rules, get_rule
-from gradcheck_cli.rules.base import DOC_SECTIONS
+from gradcheck_cli.rules import all_rules
 
 ROOT = Path(__file__).resolve().parents[2]
-IDS = (
-    "vanishing-gradients",
-    "exploding-gradients",
-    "vanishing-through-time",
-    "exploding-through-time",
-    "dead-units",
-    "saturated-activations",
-    "nonfinite-gradients",
-    "no-gradient",
-)
 
 
 def load_script():  # type: ignore[no-untyped-def]
@@ -31,25 +18,14 @@ def load_script():  # type: ignore[no-untyped-def]
     return module
 
 
-@pytest.mark.parametrize("rule_id", IDS)
-def test_every_rule_has_every_doc_section(rule_id: str) -> None:
-    spec = get_rule(rule_id)
-    assert spec is not None
-    for section in DOC_SECTIONS:
-        assert f"## {section}" in spec.doc, (rule_id, section)
-
-
 def test_docs_sections_are_generated_from_the_docstrings() -> None:
     script = load_script()
     text = (ROOT / "docs" / "diagnostics.md").read_text()
     expected = script.replace_between(text, script.RULES, script.rule_sections())
-    # Rules added later (fp16-underflow) appear after `python scripts/zoo_table.py --rules`.
-    for spec in all_rules():
-        if f"### `{spec.id}`" in text:
-            block = expected.split(f"### `{spec.id}`", 1)[1].split("\n### ", 1)[0]
-            assert block in text, f"docs section of {spec.id} is stale: run scripts/zoo_table.py --rules"
-    for rule_id in IDS:
-        assert f"### `{rule_id}`" in text
+    for spec in all_rules():  # every registered rule is documented, from its current docstring
+        assert f"### `{spec.id}`" in text, f"{spec.id} is undocumented: run scripts/zoo_table.py --rules"
+        block = expected.split(f"### `{spec.id}`", 1)[1].split("\n### ", 1)[0]
+        assert block in text, f"docs section of {spec.id} is stale: run scripts/zoo_table.py --rules"
 
 
 def test_zoo_table_is_present_and_measured() -> None:
