@@ -142,48 +142,39 @@ def _ceiling_finding(huge: list[LayerStats], probe: ProbeResult, limits: Explodi
     if probe.has_normalization:
         error_ceiling *= 10 ** (limits.normalized_error_orders - limits.orders)
     invariant = feeds_norm(probe.layers)
-    worst = max((w.grad_weight_ratio for w in huge if w.name not in invariant), default=0.0)
-    if worst < error_ceiling:
-        worst = max(w.grad_weight_ratio for w in huge)
-        return Finding(
-            id="exploding-gradients",
-            severity=Severity.WARNING,
-            layers=tuple(w.name for w in huge),
-            status=LayerStatus.EXPLODING,
-            message=(
-                f"{len(huge)} layers get gradients over {limits.grad_weight_ceiling:g}x the size of their "
-                f"weights (worst {worst:.0f}x); BatchNorm after them keeps this trainable."
-            ),
-            evidence={
-                "grad_weight_ratio": [sig(w.grad_weight_ratio) for w in huge],
-                "grad_weight_ceiling": limits.grad_weight_ceiling,
-                "threshold": limits.grad_weight_ceiling,
-                "error_threshold": error_ceiling,
-                "normalized": probe.has_normalization,
-                "scale_invariant": [w.name for w in huge if w.name in invariant],
-            },
-            suggestions=_suggestions(tuple(huge), probe, severe=False),
-        )
+    severe = max((w.grad_weight_ratio for w in huge if w.name not in invariant), default=0.0) >= error_ceiling
+    worst = max(w.grad_weight_ratio for w in huge)
+    message = (
+        f"{len(huge)} layers get gradients over {limits.grad_weight_ceiling:g}x the size of their weights"
+    )
     return Finding(
         id="exploding-gradients",
-        severity=Severity.ERROR,
+        severity=Severity.ERROR if severe else Severity.WARNING,
         layers=tuple(w.name for w in huge),
         status=LayerStatus.EXPLODING,
-        message=f"{len(huge)} layers get gradients over {limits.grad_weight_ceiling:g}x the size of their weights.",
+        message=message
+        + ("." if severe else f" (worst {worst:.0f}x); BatchNorm after them keeps this trainable."),
         evidence={
             "grad_weight_ratio": [sig(w.grad_weight_ratio) for w in huge],
             "grad_weight_ceiling": limits.grad_weight_ceiling,
             "threshold": limits.grad_weight_ceiling,
             "error_threshold": error_ceiling,
             "normalized": probe.has_normalization,
+            "scale_invariant": [w.name for w in huge if w.name in invariant],
         },
-        suggestions=(
-            Suggestion(fix="clip", text=_clip_text(huge), where=None),
-            Suggestion(
-                fix="lr", text="lower the learning rate until grad/weight steps are below ~1e-2", where=where
-            ),
-            Suggestion(fix="init", text=f"shrink the initial weights of {huge[0].name}", where=where),
+        suggestions=_ceiling_suggestions(huge, where)
+        if severe
+        else _suggestions(tuple(huge), probe, severe=False),
+    )
+
+
+def _ceiling_suggestions(huge: list[LayerStats], where: str | None) -> tuple[Suggestion, ...]:
+    return (
+        Suggestion(fix="clip", text=_clip_text(huge), where=None),
+        Suggestion(
+            fix="lr", text="lower the learning rate until grad/weight steps are below ~1e-2", where=where
         ),
+        Suggestion(fix="init", text=f"shrink the initial weights of {huge[0].name}", where=where),
     )
 
 
