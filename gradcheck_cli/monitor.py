@@ -144,7 +144,10 @@ class GradientMonitor:
             distributed.combine_step(self._probe)
             layers, activations = self._probe.layer_stats(), self._probe.activation_stats()
         finally:
-            self._disarm()
+            if self.every == 1 and not self._closed:
+                self._probe.reset()  # the next step is measured too: keep the hooks attached
+            else:
+                self._disarm()
         self._info = self._info or _model_info(self.model)
         result = ProbeResult(
             model=self._info,

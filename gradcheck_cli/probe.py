@@ -243,6 +243,23 @@ class GradientProbe:
             return
         act.tails.append(tail_count(out, act.family))
 
+    def reset(self) -> None:
+        """Forget what was measured, keep the hooks: the next batches start a fresh measurement.
+
+        A training-loop monitor measuring every step re-uses one attached probe this way;
+        attaching hooks to every module again would cost more than the step itself.
+        """
+        self._forwards = 0
+        self._act_sq.clear()
+        self._act_owner.clear()
+        for layer in self.layers:
+            layer.rows.clear()
+            layer.calls = layer.act_numel = 0
+        for act in self.activations:
+            act.peaks.clear()
+            act.tails.clear()
+            act.total, act.forward_seen, act.call = 0, -1, 0
+
     # -- per-batch collection ------------------------------------------------------------
     def collect(self, unscale: float = 1.0) -> None:
         """After backward: reduce this batch's statistics on the device, one host transfer.

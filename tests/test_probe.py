@@ -135,3 +135,23 @@ def test_layers_in_execution_order_not_registration_order() -> None:
         probe.collect()
         names = [layer.name for layer in probe.layer_stats()]
     assert names == ["first", "second"]
+
+
+def test_reset_starts_a_fresh_measurement_with_the_same_hooks() -> None:
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    first, second = torch.randn(5, 4), torch.randn(5, 4)
+
+    def measure(probe: GradientProbe, x: torch.Tensor) -> list[tuple[float, float]]:
+        model.zero_grad(set_to_none=True)
+        model(x).sum().backward()
+        probe.collect()
+        return [(s.grad_norm, s.act_grad_norm) for s in probe.layer_stats()]
+
+    with GradientProbe(model) as fresh:
+        expected = measure(fresh, second)
+        expected_dead = [a.dead_fraction for a in fresh.activation_stats()]
+    with GradientProbe(model) as reused:
+        measure(reused, first)
+        reused.reset()
+        assert measure(reused, second) == expected
+        assert [a.dead_fraction for a in reused.activation_stats()] == expected_dead
