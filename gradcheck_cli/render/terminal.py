@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from io import StringIO
+from pathlib import PurePath
 from typing import Any, ClassVar
 
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
@@ -209,17 +210,17 @@ def fixes_block(fixes: list[Mapping[str, Any]]) -> RenderableType:
         return Panel(body, title=title, title_align="left", border_style="dim")
     table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
     table.add_column("fix", no_wrap=True)
-    table.add_column("where", overflow="ellipsis", no_wrap=True, max_width=28)
+    table.add_column("where", overflow="ellipsis", no_wrap=True, max_width=18)
     table.add_column("ratio before → after", no_wrap=True)
-    table.add_column("cleared", overflow="fold", max_width=26)
-    table.add_column("Δparams", justify="right")
+    table.add_column("cleared", no_wrap=True)
+    table.add_column("Δparams", justify="right", no_wrap=True, min_width=7)
     notes = Text()
     for entry in fixes:
         applied = bool(entry.get("applied"))
         cleared = ", ".join(str(c) for c in entry.get("cleared") or ())
         table.add_row(
             Text(str(entry.get("fix")), style="bold green" if cleared else ("" if applied else "dim")),
-            str(entry.get("where") or ""),
+            PurePath(str(entry.get("where") or "")).name,  # file:line; the notes say which modules
             f"{_ratio_text(entry.get('before'))} → {_ratio_text(entry.get('after'))}",
             cleared or _not_cleared(entry),
             f"{int(entry.get('parameters_delta') or 0):+,}",
