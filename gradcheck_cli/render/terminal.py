@@ -227,6 +227,7 @@ def fixes_block(fixes: list[Mapping[str, Any]]) -> RenderableType:
         )
         notes.append(f"  {entry.get('fix')}: ", style="bold")
         notes.append(f"{entry.get('note')}\n", style="" if applied else "dim")
+    notes.rstrip()
     return Panel(Group(table, Text(""), notes), title=title, title_align="left", border_style="dim")
 
 
