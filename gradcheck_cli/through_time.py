@@ -19,9 +19,9 @@ from gradcheck_cli.stats import SourceRef, ThroughTime
 HORIZON_FLOOR = 1e-3
 
 
-def recurrent_modules(model: nn.Module) -> list[tuple[str, nn.RNNBase]]:
-    """Top-level nn.RNN/GRU/LSTM modules (not ones nested inside another recurrent module)."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.RNNBase)]
+def recurrent_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """nn.RNN/GRU/LSTM layers, and nn.RNNCell/GRUCell/LSTMCell cells that a forward loop steps."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.RNNBase, nn.RNNCellBase))]
 
 
 def measure(
@@ -32,7 +32,10 @@ def measure(
 ) -> tuple[ThroughTime, ...]:
     out = []
     for name, module in recurrent_modules(model):
-        curve = _curve(module, run_forward, seed)
+        if isinstance(module, nn.RNNCellBase):
+            curve = _cell_curve(module, run_forward, seed)
+        elif isinstance(module, nn.RNNBase):
+            curve = _curve(module, run_forward, seed)
         if curve is not None and len(curve) >= 2:
             out.append(summarize(name, module, curve, sources.get(name)))
     return tuple(out)
@@ -75,6 +78,37 @@ def _curve(module: nn.RNNBase, run_forward: Callable[[], Any], seed: int) -> lis
     dims = [d for d in range(grad.dim()) if d != time_dim]
     per_step = torch.linalg.vector_norm(grad.float(), dim=dims).tolist()
     return per_step
+
+
+def _cell_curve(cell: nn.RNNCellBase, run_forward: Callable[[], Any], seed: int) -> list[float] | None:
+    """A cell stepped by a Python loop: each call's input becomes a leaf (the hidden state keeps
+    its graph), and the backward pass starts from the last call's hidden state."""
+    inputs: list[torch.Tensor] = []
+    hidden: list[torch.Tensor] = []
+
+    def pre_hook(mod: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        if not args or not isinstance(args[0], torch.Tensor):
+            return None
+        leaf = args[0].detach().requires_grad_(True)
+        inputs.append(leaf)
+        return (leaf, *args[1:])
+
+    def post_hook(mod: nn.Module, args: Any, output: Any) -> None:
+        hidden.append(output[0] if isinstance(output, tuple) else output)  # LSTMCell gives (h, c)
+
+    handles = [cell.register_forward_pre_hook(pre_hook), cell.register_forward_hook(post_hook)]
+    try:
+        run_forward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    if len(inputs) < 2 or not hidden:
+        return None
+    last = hidden[-1].float()
+    direction = torch.randn(last.shape, generator=torch.Generator().manual_seed(seed)).to(last.device)
+    grads = torch.autograd.grad((last * direction).sum(), inputs, allow_unused=True)
+    norms = [torch.linalg.vector_norm(g.float()) if g is not None else last.new_zeros(()) for g in grads]
+    return torch.stack(norms).tolist()  # one transfer for the whole curve
 
 
 def summarize(name: str, module: nn.Module, per_step: list[float], source: SourceRef | None) -> ThroughTime:

@@ -48,9 +48,15 @@ def to_lstm(model: nn.Module, context: RepairContext) -> Change:
 
 
 def _replace_rnns(model: nn.Module, cell: str) -> Change:
+    cells = [(name, m) for name, m in model.named_modules() if type(m) is nn.RNNCell]
+    if cell == "gru" and cells and not any(type(m) is nn.RNN for m in model.modules()):
+        return _replace_cells(model, cells)
     targets = [(name, m) for name, m in model.named_modules() if type(m) is nn.RNN]
     if not targets:
-        raise NotApplicable("no nn.RNN module to replace (RNNCell loops and custom cells are not rewritten)")
+        why = "an LSTMCell's state is (h, c), which a loop written for nn.RNNCell does not carry"
+        raise NotApplicable(
+            f"no nn.RNN module to replace ({why})" if cells else "no nn.RNN or nn.RNNCell module to replace"
+        )
     for name, old in targets:
         model = replace_module(model, name, gated_like(old, cell))
     old = targets[0][1]
@@ -62,6 +68,20 @@ def _replace_rnns(model: nn.Module, cell: str) -> Change:
     if cell == "lstm":
         note += "; a passed h0 gets c0 = 0 and only h_n is returned, as nn.RNN did"
     return Change(model=model, where=summarize_names([name or "model" for name, _ in targets]), note=note)
+
+
+def _replace_cells(model: nn.Module, cells: list[tuple[str, nn.RNNCell]]) -> Change:
+    """nn.RNNCell -> nn.GRUCell: the same call, cell(x_t, h) -> h, so the user's loop is unchanged."""
+    for name, old in cells:
+        new = like(nn.GRUCell(old.input_size, old.hidden_size, bias=old.bias), old)
+        set_gate_bias(new, GATE_BIAS)
+        model = replace_module(model, name, new)
+    first = cells[0][1]
+    note = (
+        f"replaced nn.RNNCell({first.input_size}, {first.hidden_size}) with nn.GRUCell of the same "
+        f"sizes, update-gate bias {GATE_BIAS:g}"
+    )
+    return Change(model=model, where=summarize_names([name for name, _ in cells]), note=note)
 
 
 def gated_like(old: nn.RNN, cell: str) -> nn.RNNBase:

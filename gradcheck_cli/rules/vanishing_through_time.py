@@ -38,6 +38,8 @@ def vanishing_through_time(probe: ProbeResult, limits: ThroughTimeLimits) -> Ite
     gradient), measuring the gradient norm that reaches each step's input. The horizon
     is how many steps back that gradient stays above `horizon_floor` (1e-3) of the last
     step's. Exact zeros at early steps are float32 underflow: vanishing, not no-gradient.
+    Cells stepped by a Python loop (nn.RNNCell/GRUCell/LSTMCell) are measured the same way,
+    one step per call, from the last call's hidden state.
 
     ## Why it matters
     Beyond the horizon the model cannot learn dependencies. Measured by gradcheck over
@@ -115,11 +117,12 @@ def signature(tt: ThroughTime) -> str:
 
 def _replace_fixes(tt: ThroughTime, where: str | None) -> tuple[Suggestion, ...]:
     sig_text = signature(tt)
+    cell = "Cell" if tt.type.endswith("Cell") else ""
     return (
         Suggestion(
             fix="gru",
             text=(
-                f"replace nn.RNN({sig_text}) with nn.GRU({sig_text}) and set the update-gate bias: "
+                f"replace nn.{tt.type}({sig_text}) with nn.GRU{cell}({sig_text}) and set the update-gate bias: "
                 f"{_bias_text(tt)}"
             ),
             where=where,
@@ -127,7 +130,7 @@ def _replace_fixes(tt: ThroughTime, where: str | None) -> tuple[Suggestion, ...]
         Suggestion(
             fix="lstm",
             text=(
-                f"or nn.LSTM({sig_text}) with forget-gate bias 3: {_bias_text(tt)} "
+                f"or nn.LSTM{cell}({sig_text}) with forget-gate bias 3: {_bias_text(tt)} "
                 "(the hidden state becomes (h, c))"
             ),
             where=where,
@@ -139,7 +142,8 @@ def _replace_fixes(tt: ThroughTime, where: str | None) -> tuple[Suggestion, ...]
 
 
 def _bias_text(tt: ThroughTime) -> str:
-    names = [f"bias_ih_l{k}" for k in range(tt.num_layers)]
+    cell = tt.type.endswith("Cell")  # a cell's bias has no layer suffix
+    names = ["bias_ih"] if cell else [f"bias_ih_l{k}" for k in range(tt.num_layers)]
     chunk = f"[{tt.hidden_size}:{2 * tt.hidden_size}]"
     return " and ".join(f"{name}{chunk}" for name in names) + ".data.fill_(3.0)"
 

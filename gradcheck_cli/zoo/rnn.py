@@ -25,7 +25,7 @@ class SequenceClassifier(nn.Module):
         return self.head(out[:, -1])
 
 
-def set_gate_bias(rnn: nn.RNNBase, value: float) -> None:
+def set_gate_bias(rnn: nn.RNNBase | nn.RNNCellBase, value: float) -> None:
     """Bias the gate that keeps memory: GRU's update gate z (h' = (1-z)n + zh), LSTM's forget gate.
 
     Both are the second chunk of the stacked gate biases, in every layer.
