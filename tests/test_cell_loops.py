@@ -96,7 +96,9 @@ def test_try_fixes_swaps_an_rnn_cell_for_a_gru_cell_in_the_users_loop(tmp_path, 
         "def sample_batch():\n"
         "    return torch.randn(4, 100, 8)\n"
     )
-    doc = json.loads(cli("analyze", str(model_file), "--try-fixes", "--batches", "1", "--format", "json").stdout)
+    doc = json.loads(
+        cli("analyze", str(model_file), "--try-fixes", "--batches", "1", "--format", "json").stdout
+    )
     gru = next(f for f in doc["fixes"] if f["fix"] == "gru")
     assert gru["applied"] and "vanishing-through-time" in gru["cleared"]
     assert gru["after"]["ratio"] > 100 * max(gru["before"]["ratio"], 1e-30)
