@@ -55,12 +55,7 @@ def _curve(module: nn.RNNBase, run_forward: Callable[[], Any], seed: int) -> lis
         if "y" not in captured and isinstance(output, tuple) and isinstance(output[0], torch.Tensor):
             captured["y"] = output[0]
 
-    handles = [module.register_forward_pre_hook(pre_hook), module.register_forward_hook(post_hook)]
-    try:
-        run_forward()
-    finally:
-        for handle in handles:
-            handle.remove()
+    _forward_with_hooks(module, pre_hook, post_hook, run_forward)
     if "x" not in captured or "y" not in captured:
         return None
     x, y = captured["x"], captured["y"]
@@ -96,12 +91,7 @@ def _cell_curve(cell: nn.RNNCellBase, run_forward: Callable[[], Any], seed: int)
     def post_hook(mod: nn.Module, args: Any, output: Any) -> None:
         hidden.append(output[0] if isinstance(output, tuple) else output)  # LSTMCell gives (h, c)
 
-    handles = [cell.register_forward_pre_hook(pre_hook), cell.register_forward_hook(post_hook)]
-    try:
-        run_forward()
-    finally:
-        for handle in handles:
-            handle.remove()
+    _forward_with_hooks(cell, pre_hook, post_hook, run_forward)
     if len(inputs) < 2 or not hidden:
         return None
     last = hidden[-1].float()
@@ -109,6 +99,21 @@ def _cell_curve(cell: nn.RNNCellBase, run_forward: Callable[[], Any], seed: int)
     grads = torch.autograd.grad((last * direction).sum(), inputs, allow_unused=True)
     norms = [torch.linalg.vector_norm(g.float()) if g is not None else last.new_zeros(()) for g in grads]
     return torch.stack(norms).tolist()  # one transfer for the whole curve
+
+
+def _forward_with_hooks(
+    module: nn.Module,
+    pre_hook: Callable[..., Any],
+    post_hook: Callable[..., Any],
+    run_forward: Callable[[], Any],
+) -> None:
+    """One forward pass with both hooks on `module`, removed whatever happens."""
+    handles = [module.register_forward_pre_hook(pre_hook), module.register_forward_hook(post_hook)]
+    try:
+        run_forward()
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def summarize(name: str, module: nn.Module, per_step: list[float], source: SourceRef | None) -> ThroughTime:
