@@ -27,6 +27,34 @@ class Batch:
     target: Any = None
 
 
+STREAMS = {"targets": 1, "labels": 2}
+"""Random draws besides the inputs, each from its own generator: a loss's random targets never
+repeat the inputs (for a model whose output equals its input that would make every gradient 0)."""
+
+
+def stream(seed: int, purpose: str, index: int = 0) -> torch.Generator:
+    """The generator for `purpose` ('targets', 'labels') on batch `index`, independent of the inputs'.
+
+    The inputs draw from a generator seeded with `seed` itself; these seeds are a 64-bit mix of
+    (seed, purpose, index) (splitmix64's finaliser), so they never coincide with a small seed.
+    """
+    value = (seed * 0x9E3779B97F4A7C15 + STREAMS[purpose] * 0xBF58476D1CE4E5B9 + index) & _MASK64
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return torch.Generator().manual_seed(value ^ (value >> 31))
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def reference_input(batch: Batch) -> torch.Tensor | None:
+    """The batch's first float tensor (positional first): what a reconstruction loss gives back."""
+    for value in (*batch.args, *batch.kwargs.values()):
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            return value
+    return None
+
+
 def generate(spec: InputSpec, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
     if spec.kind == "int":
         high = int(spec.high or 2)

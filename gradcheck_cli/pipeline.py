@@ -35,14 +35,25 @@ from gradcheck_cli.inputs import (
     fill_extra_args,
     move,
     plan_inputs,
+    reference_input,
     search_inputs,
+    stream,
     token_targets,
 )
 from gradcheck_cli.locate import locate_modules
 from gradcheck_cli.losses import LossChoice, compute_loss
+from gradcheck_cli.outputs import left_out_feeders
 from gradcheck_cli.probe import GradientProbe, has_normalization
 from gradcheck_cli.report import Report, build_report
-from gradcheck_cli.stats import Fp16Underflow, LayerStats, ModelInfo, ProbeResult, RunInfo, TrainingHistory
+from gradcheck_cli.stats import (
+    Fp16Underflow,
+    LayerStats,
+    LeftOutOutputs,
+    ModelInfo,
+    ProbeResult,
+    RunInfo,
+    TrainingHistory,
+)
 from gradcheck_cli.target import LoadedModel, load, redirect_stdout_to_stderr
 
 Progress = Callable[[str], None]
@@ -199,7 +210,7 @@ def _with_target_arg(
     name = config.target_arg
     if not name:
         return batches
-    generator = torch.Generator().manual_seed(config.seed + 7919)
+    generator = stream(config.seed, "labels")
     out = []
     for batch in batches:
         target = batch.target
@@ -269,8 +280,10 @@ def _first_line(exc: Exception) -> str:
 
 
 def loss_of(session: Session, batch: Batch, output: Any, index: int) -> LossChoice:
-    generator = torch.Generator().manual_seed(session.config.seed * 1000 + index)
-    return compute_loss(output, session.config.loss, batch.target, session.loaded.loss_fn, generator)
+    generator = stream(session.config.seed, "targets", index)
+    loaded = session.loaded
+    reference = reference_input(batch)
+    return compute_loss(output, session.config.loss, batch.target, loaded.loss_fn, generator, reference)
 
 
 def train_steps(session: Session) -> None:
@@ -327,6 +340,7 @@ def probe(session: Session, started: float) -> ProbeResult:
     model = session.loaded.module
     sources = locate_modules(model)
     losses: list[float] = []
+    left_out: LeftOutOutputs | None = None
     # Under torchrun each rank measures its share of the batches; the raw sums are combined below.
     mine = distributed.my_batches(len(session.batches))
     with GradientProbe(model, sources) as gradient_probe:
@@ -337,6 +351,7 @@ def probe(session: Session, started: float) -> ProbeResult:
             with functional_calls.watch():  # the model's forward only, not the loss
                 output = forward(session, batch)
             choice = loss_of(session, batch, output, index)
+            left_out = left_out or left_out_feeders(model, choice.value, choice.left_out)
             (choice.value * session.loss_scale).backward()
             gradient_probe.collect(unscale=session.loss_scale)
             losses.append(choice.value.detach())  # type: ignore[arg-type]
@@ -362,6 +377,7 @@ def probe(session: Session, started: float) -> ProbeResult:
         training=session.training,
         nonfinite_op=origin.op if origin else None,
         nonfinite_source=origin.source if origin else None,
+        left_out=left_out,
     )
 
 

@@ -180,6 +180,16 @@ class TrainingHistory:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LeftOutOutputs:
+    """Float outputs the loss does not use, and the modules that feed only them (read off the graph)."""
+
+    outputs: tuple[str, ...]
+    """Their names in the output: 'aux', 'output[1]'."""
+    modules: tuple[str, ...]
+    """Modules whose parameters reach those outputs and not the loss: no gradient, by the loss's choice."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProbeResult:
     model: ModelInfo
     run: RunInfo
@@ -197,3 +207,5 @@ class ProbeResult:
     """Where the user's code called that operation."""
     training: TrainingHistory | None = None
     """Set when --steps trained the model before the measured passes."""
+    left_out: LeftOutOutputs | None = None
+    """Set when the output holds float tensors the loss leaves out."""
