@@ -20,9 +20,11 @@ from gradcheck_cli.errors import TargetError
 from gradcheck_cli.importing import (
     import_file,
     import_module,
+    is_network_error,
+    offline_hint,
     package_root,
+    raise_site,
     redirect_stdout_to_stderr,
-    user_frame,
 )
 from gradcheck_cli.specs import TargetRef
 from gradcheck_cli.stats import SourceRef
@@ -115,11 +117,12 @@ def _from_call(module: ModuleType, ref: TargetRef, init_args: dict[str, Any]) ->
     if not isinstance(tree.body, ast.Call):
         raise TargetError(f"{ref.call!r} is not a call", "e.g. 'model.py:Net(10, depth=4)'")
     namespace = dict(vars(module))
+    names = _ModuleNames(module)
     call = tree.body
     try:
-        func = _eval_node(call.func, namespace)
-        args = [_eval_node(a, namespace) for a in call.args]
-        kwargs = {k.arg: _eval_node(k.value, namespace) for k in call.keywords if k.arg}
+        func = _eval_node(call.func, namespace, names)
+        args = [_eval_node(a, namespace, names) for a in call.args]
+        kwargs = {k.arg: _eval_node(k.value, namespace, names) for k in call.keywords if k.arg}
     except Exception as exc:
         raise TargetError(f"evaluating {ref.call!r} failed: {type(exc).__name__}: {exc}") from None
     name = ast.unparse(call.func)
@@ -128,8 +131,23 @@ def _from_call(module: ModuleType, ref: TargetRef, init_args: dict[str, Any]) ->
     return LoadedModel(module=built, found_by="call", source=_source_of(type(built)), init_args=recorded)
 
 
-def _eval_node(node: ast.expr, namespace: dict[str, Any]) -> Any:
-    return eval(compile(ast.Expression(node), "<TARGET>", "eval"), namespace)  # the user's own expression
+def _eval_node(node: ast.expr, namespace: dict[str, Any], names: _ModuleNames) -> Any:
+    code = compile(ast.Expression(node), "<TARGET>", "eval")
+    return eval(code, namespace, names)  # the user's own expression
+
+
+class _ModuleNames(dict):
+    """Local names for the call form: a name the module resolves lazily (module __getattr__) too."""
+
+    def __init__(self, module: ModuleType) -> None:
+        super().__init__()
+        self.module = module
+
+    def __missing__(self, key: str) -> Any:
+        try:
+            return getattr(self.module, key)
+        except AttributeError:
+            raise KeyError(key) from None
 
 
 def _from_object(
@@ -146,11 +164,15 @@ def _from_object(
 def construct(
     factory: Callable[..., Any], name: str, init_args: dict[str, Any], ref: TargetRef
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Build the model; a constructor taking one config object gets it built and --init sets its fields."""
-    config = default_config(factory, init_args)
-    if config is not None:
-        built = _call_constructor(factory, name, [config], {}, ref)
-        return built, {"config": config_fields(config)}
+    """Build the model; a constructor taking one config object gets it built and --init sets its fields.
+
+    --init keys the config does not declare but the constructor accepts go to the constructor.
+    """
+    wiring = config_wiring(factory, init_args, ref)
+    if wiring is not None:
+        config, keywords = wiring
+        built = _call_constructor(factory, name, [config], keywords, ref)
+        return built, {"config": config_fields(config), **{k: json_safe(v) for k, v in keywords.items()}}
     built = _call_constructor(factory, name, [], init_args, ref)
     return built, {k: json_safe(v) for k, v in init_args.items()}
 
@@ -170,16 +192,20 @@ def _call_constructor(
         pass  # no signature (a builtin): just call it
     try:
         built = factory(*args, **kwargs)
-    except Exception as exc:
-        frame = user_frame(exc, package_root(Path(ref.location).resolve().parent))
-        raise TargetError(
-            f"building {name}{_signature(factory)} failed: {type(exc).__name__}: {exc}"
-            + (f" ({frame})" if frame else ""),
-            "check the constructor arguments (--init KEY=VALUE or the call form); --debug shows the traceback",
-        ) from exc
+    except (Exception, SystemExit) as exc:
+        raise _build_failed(f"building {name}{_signature(factory)}", factory, exc, ref) from exc
     if not isinstance(built, nn.Module):
         raise TargetError(f"{name}() returned {type(built).__name__}, not an nn.Module")
     return built
+
+
+def _build_failed(what: str, factory: Any, exc: BaseException, ref: TargetRef) -> TargetError:
+    """One exit-2 error for a constructor or config validator that raised: what, where, and a hint."""
+    where = raise_site(exc, package_root(Path(ref.location).resolve().parent))
+    hint = "check the constructor arguments (--init KEY=VALUE or the call form); --debug shows the traceback"
+    if is_network_error(exc):
+        hint = offline_hint(factory)
+    return TargetError(f"{what} failed: {type(exc).__name__}: {exc}" + (f" ({where})" if where else ""), hint)
 
 
 # ---------------------------------------------------------------------------- config autowiring
@@ -192,13 +218,90 @@ def default_config(factory: Callable[..., Any], init_args: dict[str, Any]) -> An
     dataclass whose fields all have defaults, or the one such dataclass in the same file (nanoGPT's
     GPTConfig). None when the constructor does not look like that.
     """
+    wiring = config_wiring(factory, init_args, None)
+    return wiring[0] if wiring is not None else None
+
+
+def config_wiring(
+    factory: Callable[..., Any], init_args: dict[str, Any], ref: TargetRef | None
+) -> tuple[Any, dict[str, Any]] | None:
+    """(config, constructor keywords) for a one-config constructor; None when it does not take one.
+
+    A dataclass config is built from its class with the --init fields (never `replace` on a
+    default instance: a `__post_init__` that derives one field from another would see the
+    stale derived value). Keys the config lacks but the constructor accepts stay keywords.
+    """
     param = _single_required_param(factory)
     if param is None or param.name in init_args:
         return None
-    config = _config_from_hook(factory) or _config_from_dataclass(factory, param)
-    if config is None:
+    hook = _config_hook(factory)
+    config_class = None if hook is not None else _config_class(factory, param)
+    if hook is None and config_class is None:
         return None
-    return apply_fields(config, init_args)
+    declared = _config_field_names(hook, config_class)
+    fields = {k: v for k, v in init_args.items() if k in declared}
+    keywords = _constructor_keywords(factory, param, init_args, declared, config_class or hook)
+    if config_class is not None:
+        config = _build_config(config_class, fields, ref)
+    else:
+        assert hook is not None
+        config = apply_fields(_build_config(hook, {}, ref), fields)
+    return config, keywords
+
+
+def _config_field_names(hook: Callable[[], Any] | None, config_class: type | None) -> set[str]:
+    if config_class is not None:
+        return {f.name for f in dataclasses.fields(config_class) if f.init}
+    assert hook is not None
+    with contextlib.suppress(Exception):
+        return set(config_fields(hook()))
+    return set()
+
+
+def _constructor_keywords(
+    factory: Callable[..., Any],
+    param: inspect.Parameter,
+    init_args: dict[str, Any],
+    declared: set[str],
+    config: Any,
+) -> dict[str, Any]:
+    """--init keys the config does not declare: the constructor's own keywords, else an error."""
+    accepted, open_ended = _keyword_names(factory, param)
+    keywords = {k: v for k, v in init_args.items() if k not in declared}
+    unknown = [k for k in keywords if k not in accepted and not open_ended]
+    if unknown:
+        from gradcheck_cli.config import did_you_mean
+
+        choices = sorted(declared | accepted)
+        raise TargetError(
+            f"--init {unknown[0]}: neither {getattr(config, '__name__', 'the config')} nor the "
+            f"constructor has a field or keyword {unknown[0]!r}",
+            did_you_mean(unknown[0], choices)
+            or f"config fields and constructor keywords: {', '.join(choices)}",
+        )
+    return keywords
+
+
+def _keyword_names(factory: Callable[..., Any], config_param: inspect.Parameter) -> tuple[set[str], bool]:
+    params = inspect.signature(factory).parameters.values()
+    names = {
+        p.name
+        for p in params
+        if p.name != config_param.name and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+    return names, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _build_config(config_class: Callable[..., Any], fields: dict[str, Any], ref: TargetRef | None) -> Any:
+    """The config from its class (or get_default_config), its validator's error as an exit-2 message."""
+    name = getattr(config_class, "__qualname__", "the config")
+    try:
+        return config_class(**fields)
+    except (Exception, SystemExit) as exc:
+        if ref is None:
+            raise
+        call = f"{name}({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
+        raise _build_failed(f"building the config {call}", config_class, exc, ref) from exc
 
 
 def _single_required_param(factory: Callable[..., Any]) -> inspect.Parameter | None:
@@ -212,23 +315,23 @@ def _single_required_param(factory: Callable[..., Any]) -> inspect.Parameter | N
     return required[0]
 
 
-def _config_from_hook(factory: Callable[..., Any]) -> Any | None:
+def _config_hook(factory: Callable[..., Any]) -> Callable[[], Any] | None:
     hook = getattr(factory, "get_default_config", None)
-    return hook() if inspect.isclass(factory) and callable(hook) else None
+    return hook if inspect.isclass(factory) and callable(hook) else None
 
 
-def _config_from_dataclass(factory: Callable[..., Any], param: inspect.Parameter) -> Any | None:
+def _config_class(factory: Callable[..., Any], param: inspect.Parameter) -> type | None:
     home = sys.modules.get(getattr(factory, "__module__", ""))
     namespace = vars(home) if home is not None else {}
     annotation = param.annotation
     if isinstance(annotation, str):
         annotation = namespace.get(annotation.strip("'\""))
     if _defaulted_dataclass(annotation):
-        return annotation()
+        return annotation
     if annotation is not _EMPTY and annotation is not None:
         return None
     found = [v for v in namespace.values() if _defaulted_dataclass(v) and v.__module__ == factory.__module__]
-    return found[0]() if len(found) == 1 else None
+    return found[0] if len(found) == 1 else None
 
 
 def _defaulted_dataclass(obj: Any) -> bool:
