@@ -109,6 +109,15 @@ def analyze(
             show_default=False,
         ),
     ] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            "--labels",
+            help="Integer labels beside float inputs, as the batch's target (or the --target-arg): "
+            "int:16:10 (16 labels below 10), int:16x32:50257 (per token), float:16 (regression).",
+            show_default=False,
+        ),
+    ] = None,
     layout: Annotated[
         str | None,
         typer.Option(
@@ -242,6 +251,7 @@ def analyze(
         "arch_opts": arch_opt,
         "init_args": init,
         "target_arg": target_arg,
+        "labels": labels,
         "layout": layout,
         "batches": batches,
         "batch_size": batch_size,
@@ -271,9 +281,10 @@ def _run_analyze(target: str | None, flags: dict[str, Any], config_path: Path | 
     from gradcheck_cli.config import parse_key_values
     from gradcheck_cli.configfile import load_configs
     from gradcheck_cli.gate import append_step_summary, combined_exit_code, emit_annotations, run_all
-    from gradcheck_cli.specs import parse_input
+    from gradcheck_cli.specs import parse_input, parse_labels
 
     flags["inputs"] = tuple(parse_input(s) for s in flags["inputs"]) if flags["inputs"] else None
+    flags["labels"] = parse_labels(flags["labels"]) if flags["labels"] else None
     flags["arch_opts"] = parse_key_values(flags["arch_opts"], "--arch-opt") if flags["arch_opts"] else None
     flags["init_args"] = parse_key_values(flags["init_args"], "--init") if flags["init_args"] else None
     configs = load_configs(target, {**flags, "debug": debug}, config_path, Path.cwd())

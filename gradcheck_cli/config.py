@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gradcheck_cli.errors import ConfigError
-from gradcheck_cli.specs import InputSpec, TargetRef, parse_input, parse_target
+from gradcheck_cli.specs import InputSpec, TargetRef, parse_input, parse_labels, parse_target
 
 DEVICES_HINT = "auto, cpu, cuda, cuda:N or mps"
 DTYPES = ("float32", "float64", "bfloat16", "float16")
@@ -41,6 +41,8 @@ class AnalyzeConfig:
     arch_opts: Mapping[str, Any] = field(default_factory=dict)
     init_args: Mapping[str, Any] = field(default_factory=dict)
     target_arg: str | None = None
+    labels: InputSpec | None = None
+    """--labels SPEC: integer labels (or float targets) generated beside the inputs, e.g. int:16:10."""
     layout: str | None = None
     thresholds: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     try_fixes: bool = False
@@ -77,6 +79,7 @@ FILE_KEYS = {
     "init": "init_args",
     "model": "init_args",
     "target-arg": "target_arg",
+    "labels": "labels",
     "layout": "layout",
     "thresholds": "thresholds",
     "try-fixes": "try_fixes",
@@ -161,6 +164,8 @@ def values_from_file(data: Mapping[str, Any], source: Path) -> dict[str, Any]:
 def _normalize(field_name: str, value: Any, source: Path) -> Any:
     if field_name == "target":
         return parse_target(str(value))
+    if field_name == "labels":
+        return parse_labels(str(value))
     if field_name == "inputs":
         items = value if isinstance(value, list) else [value]
         return tuple(parse_input(str(v)) for v in items)

@@ -173,6 +173,7 @@ KEY_CHECKS: dict[str, Check] = {
     "init": _MAPPING,
     "model": _MAPPING,
     "target-arg": _STR,
+    "labels": _STR,
     "layout": _choice(LAYOUTS),
     "thresholds": _MAPPING,
     "try-fixes": ("true or false", lambda v: isinstance(v, bool)),

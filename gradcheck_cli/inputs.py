@@ -343,6 +343,30 @@ def describe_extra_args(plan: InputPlan) -> tuple[str, ...]:
     )
 
 
+def labels_from_spec(spec: InputSpec, seed: int, index: int) -> torch.Tensor:
+    """--labels SPEC for batch `index`: integer class labels (or float targets), from the labels stream."""
+    return generate(spec, stream(seed, "labels", index), torch.float32)
+
+
+def labels_for_head(output: Any, batch_size: int) -> InputSpec | None:
+    """Labels shaped for the head that consumes them, read off the output of a forward without them.
+
+    (B, C) logits: one class per sample, int:B:C; (B, T, V): one per position, int:BxT:V; (B, 1)
+    or (B,): a regression, float:B. None when the output does not say.
+    """
+    from gradcheck_cli.outputs import split_output
+
+    head = split_output(output).main
+    if head is None or not head.tensor.is_floating_point() or head.tensor.dim() == 0:
+        return None
+    shape = tuple(head.tensor.shape)
+    if shape[0] != batch_size:
+        return None
+    if len(shape) == 1 or (len(shape) == 2 and shape[1] == 1):
+        return InputSpec(shape=(batch_size,))
+    return InputSpec(shape=shape[:-1], kind="int", low=0, high=shape[-1])
+
+
 def token_targets(spec: InputSpec, generator: torch.Generator) -> torch.Tensor:
     """Next-token-style targets for --target-arg: integers of the input's shape and range."""
     return torch.randint(0, int(spec.high or 2), spec.shape, generator=generator)
