@@ -274,8 +274,8 @@ def _constructor_keywords(
 
         choices = sorted(declared | accepted)
         raise TargetError(
-            f"--init {unknown[0]}: neither {getattr(config, '__name__', 'the config')} nor the "
-            f"constructor has a field or keyword {unknown[0]!r}",
+            f"--init {unknown[0]}: {getattr(config, '__name__', 'the config')} has no field "
+            f"{unknown[0]!r}, and the constructor takes no keyword {unknown[0]!r}",
             did_you_mean(unknown[0], choices)
             or f"config fields and constructor keywords: {', '.join(choices)}",
         )
