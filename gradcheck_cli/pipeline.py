@@ -44,6 +44,7 @@ from gradcheck_cli.probe import GradientProbe, has_normalization
 from gradcheck_cli.report import Report, build_report
 from gradcheck_cli.stats import Fp16Underflow, LayerStats, ModelInfo, ProbeResult, RunInfo, TrainingHistory
 from gradcheck_cli.target import LoadedModel, load, redirect_stdout_to_stderr
+from gradcheck_cli.text import count
 
 Progress = Callable[[str], None]
 
@@ -92,12 +93,12 @@ def analyze_loaded(
     session = prepare(config, loaded, batches)
     pristine = _snapshot_for_fixes(session) if config.try_fixes and config.steps else None
     if config.steps:
-        progress(f"training {config.steps} steps")
+        progress(f"training {count(config.steps, 'step')}")
         train_steps(session)
     if config.dtype == "float16":
         progress("measuring float16 underflow with and without loss scaling")
         measure_precision(session)
-    progress(f"measuring {len(session.batches)} batches on {session.device}")
+    progress(f"measuring {count(len(session.batches), 'batch')} on {session.device}")
     result = probe(session, started)
     progress("diagnosing")
     diagnosis = diagnose(result, config.thresholds)
@@ -146,15 +147,23 @@ def prepare(config: AnalyzeConfig, loaded: LoadedModel, given: list[Batch] | Non
     float_dtype = model_dtype(config.dtype)
     loaded.module.to(device=device, dtype=float_dtype)
     if given is not None:
-        batches, plan = given, InputPlan(specs=(), origin="inputs given to analyze()")
+        batches, plan = given, InputPlan(specs=(), origin="passed to analyze()")
     elif loaded.sample_batch is not None and not config.inputs:
         batches = batches_from_hook(loaded.sample_batch, config.batches, config.seed)
-        plan = InputPlan(specs=(), origin="sample_batch()")
+        hook = _hook_name(loaded.sample_batch)
+        where = "passed to analyze()" if loaded.hooks_from == "analyze()" else f"in {loaded.hooks_from}"
+        plan = InputPlan(specs=(), origin=f"{hook} {where}")
     else:
         plan = _plan(config, loaded, device)
         batches = batches_from_specs(plan.specs, config.batches, config.seed, float_dtype)
     batches = _finish_batches(config, loaded.module, plan, batches, device)
     return Session(config=config, loaded=loaded, device=device, batches=batches, plan=plan)
+
+
+def _hook_name(hook: Any) -> str:
+    """`get_batch()` for a named function, "a function" for a lambda or a callable object."""
+    name = getattr(hook, "__name__", "")
+    return f"{name}()" if name.isidentifier() else "a function"
 
 
 def _plan(config: AnalyzeConfig, loaded: LoadedModel, device: str) -> InputPlan:
@@ -270,7 +279,9 @@ def _first_line(exc: Exception) -> str:
 
 def loss_of(session: Session, batch: Batch, output: Any, index: int) -> LossChoice:
     generator = torch.Generator().manual_seed(session.config.seed * 1000 + index)
-    return compute_loss(output, session.config.loss, batch.target, session.loaded.loss_fn, generator)
+    loaded = session.loaded
+    origin = f"{_hook_name(loaded.loss_fn)} {'passed to' if loaded.hooks_from == 'analyze()' else 'in'} {loaded.hooks_from}"
+    return compute_loss(output, session.config.loss, batch.target, loaded.loss_fn, generator, origin)
 
 
 def train_steps(session: Session) -> None:
@@ -382,6 +393,16 @@ def _loss_runner(session: Session, batch: Batch, index: int) -> Callable[[], tor
     return lambda: loss_of(session, batch, forward(session, batch), index).value
 
 
+def _batch_shapes(batches: list[Batch]) -> tuple[str, ...]:
+    """What a hook or the caller handed over, as the header shows it: ('float32[32x784]',)."""
+    if not batches:
+        return ()
+    first = batches[0]
+    return tuple(describe(a) for a in first.args) + tuple(
+        f"{k}={describe(v)}" for k, v in first.kwargs.items()
+    )
+
+
 def _model_info(session: Session) -> ModelInfo:
     model = session.loaded.module
     params = {id(p): p for p in model.parameters()}.values()
@@ -400,7 +421,7 @@ def _model_info(session: Session) -> ModelInfo:
 def _run_info(session: Session, seconds: float) -> RunInfo:
     loss = session.loss
     plan = session.plan
-    inputs = tuple(str(s) for s in plan.specs) or (plan.origin,)
+    inputs = tuple(str(s) for s in plan.specs) or _batch_shapes(session.batches)
     inputs += describe_extra_args(plan)
     if session.config.target_arg:
         inputs += (f"{session.config.target_arg}=<targets>",)
