@@ -97,7 +97,7 @@ def _attr(module: ModuleType, dotted: str, ref: TargetRef) -> Any:
     for part in dotted.split("."):
         if not hasattr(obj, part):
             names = [c.name for c in _candidates(module)]
-            from gradcheck_cli.config import did_you_mean
+            from gradcheck_cli.hints import did_you_mean
 
             hint = did_you_mean(part, names) or (f"found: {', '.join(names)}" if names else None)
             raise TargetError(f"{ref.location} has no {dotted!r}", hint)
@@ -247,7 +247,7 @@ def apply_fields(config: Any, values: Mapping[str, Any]) -> Any:
     known = set(config_fields(config))
     unknown = [k for k in values if k not in known]
     if unknown:
-        from gradcheck_cli.config import did_you_mean
+        from gradcheck_cli.hints import did_you_mean
 
         raise TargetError(
             f"--init {unknown[0]}: {type(config).__name__} has no field {unknown[0]!r}",
