@@ -8,8 +8,9 @@
 Each fixture is a model file written here in the style of one architecture family or design
 pattern (tests/fixtures/families/, tests/fixtures/patterns/), at its realistic default init and
 sized for a CPU. A family file declares PATTERN, INPUTS (per-sample --input specs, the batch
-size is put in front) and EXPECT ("healthy", or the finding id its broken twin must raise);
-pattern files that do not declare them are described in PATTERNS below.
+size is put in front; empty: the file's sample_batch() or the inferred input, with --batch-size)
+and EXPECT ("healthy", or the finding id its broken twin must raise); pattern files that do not
+declare them are described in PATTERNS below.
 
 Each run is `python -m gradcheck_cli analyze FILE --input B x SPEC ... --device cpu --format json`
 in a subprocess: the same command a user types. A healthy fixture passes when it exits 0 (warnings
@@ -114,6 +115,8 @@ def command(fixture: Fixture, batch: int) -> list[str]:
     args = ["analyze", str(fixture.path)]
     for spec in fixture.inputs:
         args += ["--input", batched(spec, batch)]
+    if not fixture.inputs:  # the file's sample_batch() (or inference) gives the input
+        args += ["--batch-size", str(batch)]
     return [*args, "--device", "cpu", "--format", "json"]
 
 
