@@ -231,6 +231,39 @@ def analyze(
             show_default=False,
         ),
     ] = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--weights",
+            help="Load trained weights first: a torch.save'd state_dict or training checkpoint, a Lightning "
+            ".ckpt, a .safetensors file or a Hugging Face-style folder. Never runs code from the file.",
+            show_default=False,
+        ),
+    ] = None,
+    weights_partial: Annotated[
+        bool | None,
+        typer.Option(
+            "--weights-partial",
+            help="Accept a checkpoint that fits the model only in part; the rest stays at init (listed).",
+            show_default=False,
+        ),
+    ] = None,
+    versus: Annotated[
+        str | None,
+        typer.Option(
+            "--versus",
+            help="init or a second checkpoint: measure that state with the same batches and show both side by side.",
+            show_default=False,
+        ),
+    ] = None,
+    clip: Annotated[
+        float | None,
+        typer.Option(
+            "--clip",
+            help="With --steps: clip the total gradient norm at MAX_NORM before each step, as the user's loop does.",
+            show_default=False,
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Run forward and backward passes on TARGET and report how gradients flow through it.
@@ -258,6 +291,10 @@ def analyze(
         "try_fixes": try_fixes,
         "baseline": baseline,
         "baseline_orders": baseline_orders,
+        "weights": weights,
+        "weights_partial": weights_partial,
+        "versus": versus,
+        "clip": clip,
     }
     try:
         code = _run_analyze(target, flags, config, debug)

@@ -31,7 +31,8 @@ class AnalyzeConfig:
     dtype: str = "float32"
     loss: str = "auto"
     steps: int = 0
-    lr: float = 0.01
+    lr: float | None = None
+    """None: 0.01 for --optimizer, else the rate of the user's own optimizer."""
     optimizer: str = "sgd"
     seed: int = 0
     format: str | None = None
@@ -54,6 +55,14 @@ class AnalyzeConfig:
     """A layer regresses when its gradient ratio falls by more than this many orders of magnitude."""
     reports: tuple[tuple[str, Path], ...] = ()
     """Extra (format, file) reports written by the same run (config `reports:`)."""
+    weights: Path | None = None
+    """A trained checkpoint loaded into the model before anything is measured."""
+    weights_partial: bool = False
+    """Accept a checkpoint that fits only in part (the rest stays at init)."""
+    versus: str | None = None
+    """'init' or a second checkpoint: measured with the same batches and shown side by side."""
+    clip: float | None = None
+    """--steps: clip the total gradient norm at this value (clip_grad_norm_) before each step."""
 
 
 # Keys a config file may set, mapped to the AnalyzeConfig field they fill.
@@ -82,6 +91,10 @@ FILE_KEYS = {
     "try-fixes": "try_fixes",
     "fixes": "try_fixes",
     "baseline": "baseline",
+    "weights": "weights",
+    "weights-partial": "weights_partial",
+    "versus": "versus",
+    "clip": "clip",
 }
 
 
@@ -164,7 +177,7 @@ def _normalize(field_name: str, value: Any, source: Path) -> Any:
     if field_name == "inputs":
         items = value if isinstance(value, list) else [value]
         return tuple(parse_input(str(v)) for v in items)
-    if field_name in ("output", "baseline") and value is not None:
+    if field_name in ("output", "baseline", "weights") and value is not None:
         return Path(str(value))
     if field_name in ("arch_opts", "init_args", "thresholds"):
         if not isinstance(value, dict):
@@ -212,6 +225,12 @@ def validate(config: AnalyzeConfig) -> AnalyzeConfig:
         raise ConfigError(f"--baseline-orders must be a positive number, got {config.baseline_orders!r}")
     if not isinstance(config.try_fixes, bool):
         raise ConfigError(f"try-fixes (fixes:) must be true or false, got {config.try_fixes!r}")
+    if config.clip is not None and (not isinstance(config.clip, (int, float)) or not config.clip > 0):
+        raise ConfigError(f"--clip must be a positive number, got {config.clip!r}")
+    if config.versus is not None and config.versus != "init" and not Path(config.versus).exists():
+        raise ConfigError(
+            f"--versus {config.versus}: no such file or folder", "use --versus init or a checkpoint path"
+        )
     if config.batch_size is not None and (not isinstance(config.batch_size, int) or config.batch_size < 1):
         raise ConfigError(f"--batch-size must be a positive integer, got {config.batch_size!r}")
     return replace(config, device=str(config.device))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from gradcheck_cli.probe import GradientProbe, has_normalization
 from gradcheck_cli.report import Report, build_report
 from gradcheck_cli.stats import Fp16Underflow, LayerStats, ModelInfo, ProbeResult, RunInfo, TrainingHistory
 from gradcheck_cli.target import LoadedModel, load, redirect_stdout_to_stderr
+from gradcheck_cli.trained import CheckpointInfo
 
 Progress = Callable[[str], None]
 
@@ -66,6 +66,10 @@ class Session:
     """float16 only: the GradScaler-style scale the probe's backward runs under (then unscaled)."""
     fp16_underflow: Fp16Underflow | None = None
     training: TrainingHistory | None = None
+    checkpoint: CheckpointInfo | None = None
+    """--weights: what was loaded."""
+    optimizer_state: Any = None
+    """--weights: the optimizer state the checkpoint holds, for --steps."""
 
 
 def analyze(config: AnalyzeConfig, progress: Progress = _quiet) -> Report:
@@ -90,6 +94,9 @@ def analyze_loaded(
     started = time.perf_counter() if started is None else started
     distributed.setup()
     session = prepare(config, loaded, batches)
+    if config.weights is not None:
+        progress(f"loading weights from {config.weights}")
+        load_checkpoint(session)
     pristine = _snapshot_for_fixes(session) if config.try_fixes and config.steps else None
     if config.steps:
         progress(f"training {config.steps} steps")
@@ -114,11 +121,14 @@ def analyze_loaded(
 
 def training_section(history: TrainingHistory) -> dict[str, object]:
     """The --steps history for the JSON report: loss and per-layer gradient norm at each step."""
+    from gradcheck_cli.render.trained import training_extension
+
     return {
         "optimizer": history.optimizer,
         "lr": history.lr,
         "loss": list(history.loss),
         "grad_norms": {name: list(values) for name, values in history.grad_norms.items()},
+        **training_extension(history),
     }
 
 
@@ -139,6 +149,16 @@ def _with_tried_fixes(
 
     tried = try_fixes(report.findings, result, CopyMeasurer(session, pristine))
     return dataclasses.replace(report, extra={**report.extra, "fixes": [to_json(t) for t in tried]})
+
+
+def load_checkpoint(session: Session) -> None:
+    from gradcheck_cli.weights import load_weights
+
+    assert session.config.weights is not None
+    info, raw = load_weights(
+        session.loaded.module, session.config.weights, session.device, session.config.weights_partial
+    )
+    session.checkpoint, session.optimizer_state = info, raw.optimizer_state
 
 
 def prepare(config: AnalyzeConfig, loaded: LoadedModel, given: list[Batch] | None = None) -> Session:
@@ -274,53 +294,24 @@ def loss_of(session: Session, batch: Batch, output: Any, index: int) -> LossChoi
 
 
 def train_steps(session: Session) -> None:
-    model = session.loaded.module
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer: torch.optim.Optimizer
-    if session.config.optimizer == "adam":
-        optimizer = torch.optim.Adam(params, lr=session.config.lr)
-    else:
-        optimizer = torch.optim.SGD(params, lr=session.config.lr)
-    # float16 trains as a script would: with a GradScaler (a pass-through for other dtypes).
-    scaler = torch.amp.GradScaler(session.device.split(":")[0], enabled=session.config.dtype == "float16")
-    model.train()
-    owners = [(name, list(m.parameters(recurse=False))) for name, m in model.named_modules()]
-    owners = [(name, ps) for name, ps in owners if any(p.requires_grad for p in ps)]
-    losses, norms = [], []
-    for step in range(session.config.steps):
-        batch = session.batches[step % len(session.batches)]
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_of(session, batch, forward(session, batch), step % len(session.batches)).value
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)  # the history and the step see the true gradients
-        losses.append(loss.detach().float())
-        norms.append(_layer_grad_norms(owners, loss.device))
-        scaler.step(optimizer)
-        scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    session.training = _history(session, [name for name, _ in owners], losses, norms)
+    """--steps: the user's optimizer (or --optimizer), clipping and float16 scaling as configured."""
+    from gradcheck_cli import training
+    from gradcheck_cli.optimizers import choose_optimizer
 
-
-def _history(
-    session: Session, names: list[str], losses: list[torch.Tensor], norms: list[torch.Tensor]
-) -> TrainingHistory:
-    # One host transfer for the whole history.
-    host = torch.stack([torch.stack(losses), *torch.stack(norms).T]).tolist() if losses else []
-    return TrainingHistory(
-        optimizer=session.config.optimizer,
-        lr=session.config.lr,
-        loss=tuple(host[0]) if host else (),
-        grad_norms={name: tuple(row) for name, row in zip(names, host[1:], strict=True)},
+    config, model = session.config, session.loaded.module
+    chosen = choose_optimizer(
+        model, session.loaded.optimizer_hook, session.optimizer_state, config.optimizer, config.lr
     )
+    # float16 trains as a script would: with a GradScaler (a pass-through for other dtypes).
+    scaler = torch.amp.GradScaler(session.device.split(":")[0], enabled=config.dtype == "float16")
 
+    def step_loss(step: int) -> torch.Tensor:
+        index = step % len(session.batches)
+        batch = session.batches[index]
+        return loss_of(session, batch, forward(session, batch), index).value
 
-def _layer_grad_norms(owners: list[tuple[str, list[nn.Parameter]]], device: torch.device) -> torch.Tensor:
-    """Each module's own parameter-gradient L2 norm (NaN when none got a gradient), on the device."""
-    out = []
-    for _, params in owners:
-        grads = [p.grad.detach().float().square().sum() for p in params if p.grad is not None]
-        out.append(torch.stack(grads).sum().sqrt() if grads else torch.tensor(math.nan, device=device))
-    return torch.stack(out) if out else torch.zeros(0, device=device)
+    records = training.train(model, chosen, step_loss, config.steps, config.clip, scaler)
+    session.training = training.history(chosen, training.owners_of(model), records, config.clip, config.steps)
 
 
 def probe(session: Session, started: float) -> ProbeResult:
@@ -362,6 +353,7 @@ def probe(session: Session, started: float) -> ProbeResult:
         training=session.training,
         nonfinite_op=origin.op if origin else None,
         nonfinite_source=origin.source if origin else None,
+        checkpoint=session.checkpoint,
     )
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from gradcheck_cli import __version__
 from gradcheck_cli.findings import Finding, LayerStatus, Severity
 from gradcheck_cli.stats import ActivationStats, LayerStats, ModelInfo, ProbeResult, RunInfo, ThroughTime
+from gradcheck_cli.trained import CheckpointInfo, Versus
 
 SCHEMA = "gradcheck.report/1"
 
@@ -36,6 +37,10 @@ class Report:
     summary: Summary
     activations: tuple[ActivationStats, ...] = ()
     through_time: tuple[ThroughTime, ...] = ()
+    checkpoint: CheckpointInfo | None = None
+    """--weights: the checkpoint loaded and how its keys were mapped."""
+    versus: Versus | None = None
+    """--versus: the reference state measured with the same batches, layer by layer."""
     extra: dict[str, object] = field(default_factory=dict)
     """Optional top-level sections added by later stages (fixes, baseline), already JSON-ready."""
     schema: str = SCHEMA
@@ -76,6 +81,7 @@ def build_report(
         summary=summarize(findings),
         activations=probe.activations,
         through_time=probe.through_time,
+        checkpoint=probe.checkpoint,
     )
 
 

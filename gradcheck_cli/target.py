@@ -47,6 +47,8 @@ class LoadedModel:
     default_inputs: tuple[str, ...] = ()
     """--input specs a builtin is fed unless the user gives others."""
     init_args: dict[str, Any] = field(default_factory=dict)
+    optimizer_hook: Callable[..., Any] | None = None
+    """configure_optimizers/build_optimizer/optimizer from the model file, for --steps."""
 
 
 def load(ref: TargetRef, init_args: Mapping[str, Any], arch_opts: Mapping[str, Any]) -> LoadedModel:
@@ -57,6 +59,7 @@ def load(ref: TargetRef, init_args: Mapping[str, Any], arch_opts: Mapping[str, A
         loaded = _find_model(module, ref, dict(init_args))
     loaded.sample_batch = _optional_hook(module, BATCH_HOOKS)
     loaded.loss_fn = _optional_hook(module, ("loss_fn",))
+    loaded.optimizer_hook = _optional_hook(module, ("configure_optimizers", "build_optimizer", "optimizer"))
     return loaded
 
 

@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from gradcheck_cli.findings import Finding, LayerStatus
 from gradcheck_cli.render.base import fmt_num
+from gradcheck_cli.render.trained import html_parts
 from gradcheck_cli.report import Report
 from gradcheck_cli.stats import ThroughTime
 
@@ -171,6 +172,7 @@ def report_section(report: Report) -> str:
         f"({s.errors} errors, {s.warnings} warnings)</h1>",
         f'<p class="meta">{escape(m.class_name)} · {m.parameters:,} parameters · {escape(m.device)} {escape(m.dtype)} · '
         f"inputs {escape(', '.join(r.inputs))} · loss {escape(r.loss)} · {r.batches} batches · seed {r.seed}</p>",
+        *html_parts(report),
         "<h2>Gradient flow per layer</h2>",
         flow_chart(report),
     ]

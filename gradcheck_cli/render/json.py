@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from gradcheck_cli.findings import Finding
+from gradcheck_cli.render.trained import json_sections
 from gradcheck_cli.report import LayerRow, Report
 from gradcheck_cli.stats import ThroughTime
 
@@ -114,6 +115,7 @@ def to_document(report: Report) -> dict[str, Any]:
     if report.through_time:
         # The contract pins one object; the first recurrent module is the one shown.
         doc["through_time"] = _through_time(report.through_time[0])
+    doc.update(json_sections(report))
     doc.update(_clean(report.extra))
     return doc
 

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from gradcheck_cli.findings import Finding
 from gradcheck_cli.render.base import fmt_num
+from gradcheck_cli.render.trained import markdown_lines
 from gradcheck_cli.report import Report
 
 MAX_LAYERS_LISTED = 4
@@ -92,7 +93,8 @@ def through_time_section(report: Report) -> list[str]:
 
 
 def report_section(report: Report, level: str = "##") -> str:
-    lines = [heading(report, level), "", model_line(report), "", *findings_section(report), ""]
+    lines = [heading(report, level), "", model_line(report), "", *markdown_lines(report)]
+    lines += [*findings_section(report), ""]
     if report.through_time:
         lines += [*through_time_section(report), ""]
     lines += layers_section(report)

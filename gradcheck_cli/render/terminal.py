@@ -16,6 +16,7 @@ from rich.text import Text
 
 from gradcheck_cli.findings import Finding, LayerStatus, Severity
 from gradcheck_cli.render.base import fmt_num
+from gradcheck_cli.render.trained import terminal_parts
 from gradcheck_cli.report import Report
 from gradcheck_cli.stats import ThroughTime
 
@@ -232,7 +233,13 @@ def fixes_block(fixes: list[Mapping[str, Any]]) -> RenderableType:
 
 
 def report_renderables(report: Report) -> list[RenderableType]:
-    parts: list[RenderableType] = [header(report), Text(""), layer_table(report), Text("")]
+    parts: list[RenderableType] = [
+        header(report),
+        *terminal_parts(report),
+        Text(""),
+        layer_table(report),
+        Text(""),
+    ]
     if report.through_time:
         parts.append(through_time_block(report.through_time))
     parts.append(summary_panel(report))
