@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gradcheck_cli import __version__
+from gradcheck_cli.comparison import BaselineComparison
 from gradcheck_cli.findings import Finding, LayerStatus, Severity
-from gradcheck_cli.stats import ActivationStats, LayerStats, ModelInfo, ProbeResult, RunInfo, ThroughTime
+from gradcheck_cli.repair.records import TriedFix
+from gradcheck_cli.stats import (
+    ActivationStats,
+    LayerStats,
+    ModelInfo,
+    ProbeResult,
+    RunInfo,
+    ThroughTime,
+    TrainingHistory,
+)
 from gradcheck_cli.trained import CheckpointInfo, Versus
 
 SCHEMA = "gradcheck.report/1"
@@ -37,12 +47,16 @@ class Report:
     summary: Summary
     activations: tuple[ActivationStats, ...] = ()
     through_time: tuple[ThroughTime, ...] = ()
+    training: TrainingHistory | None = None
+    """--steps: the loss and each layer's gradient norm at every step."""
+    fixes: tuple[TriedFix, ...] | None = None
+    """--try-fixes: each fix tried on a copy of the model (None when not asked for)."""
+    baseline: BaselineComparison | None = None
+    """--baseline: this run compared with the saved report."""
     checkpoint: CheckpointInfo | None = None
     """--weights: the checkpoint loaded and how its keys were mapped."""
     versus: Versus | None = None
     """--versus: the reference state measured with the same batches, layer by layer."""
-    extra: dict[str, object] = field(default_factory=dict)
-    """Optional top-level sections added by later stages (fixes, baseline), already JSON-ready."""
     schema: str = SCHEMA
     tool_version: str = __version__
 
@@ -81,6 +95,7 @@ def build_report(
         summary=summarize(findings),
         activations=probe.activations,
         through_time=probe.through_time,
+        training=probe.training,
         checkpoint=probe.checkpoint,
     )
 
