@@ -71,8 +71,10 @@ def _torch_load(path: Path, device: str) -> Any:
 
 
 def _refused(path: Path, exc: Exception) -> CheckpointError:
+    if "global" not in str(exc).lower():  # not a refused object: the bytes are not a pickle at all
+        return _unreadable(path, exc)
     detail = str(exc).strip().splitlines()
-    what = next((line.strip() for line in detail if "GLOBAL" in line or "Unsupported" in line), "")
+    what = next((line.strip() for line in detail if "GLOBAL" in line), "")
     return CheckpointError(
         f"--weights {path}: refused to unpickle: the file holds Python objects beyond tensors and plain "
         f"data, and loading them could run code{f' ({what})' if what else ''}",

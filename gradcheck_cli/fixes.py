@@ -18,4 +18,6 @@ FIX_TITLES: dict[FixId, str] = {
     "grad-scaler": "scale the loss with torch.amp.GradScaler",
     "eps": "add an epsilon inside log/sqrt/division",
     "graph": "connect the parameters to the loss (check detach/no_grad/unused modules)",
+    "warmup": "warm the learning rate up over the first steps (LinearLR)",
+    "weight-decay": "adjust weight decay (AdamW weight_decay) to hold the weight norms",
 }

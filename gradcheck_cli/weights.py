@@ -146,19 +146,23 @@ def _mismatch_error(
     shapes: list[KeyMismatch],
     checkpoint: RawCheckpoint,
 ) -> CheckpointError:
-    saved_names = [k for k in keymap.renamed] + [_current(k, keymap) for k in keymap.unexpected]
+    # A missing key's closest is looked for among the keys left over on the other side first:
+    # a renamed attribute shows up as one missing and one unexpected key of similar names.
+    unexpected = [_current(k, keymap) for k in keymap.unexpected]
     counts = [
         f"{len(missing)} missing" if missing else "",
-        f"{len(keymap.unexpected)} unexpected" if keymap.unexpected else "",
+        f"{len(unexpected)} unexpected" if unexpected else "",
         f"{len(shapes)} with another shape" if shapes else "",
     ]
     lines = [
         f"--weights {path} does not fit {type(model).__name__}: "
         f"{', '.join(c for c in counts if c)} (of {len(checkpoint.tensors)} checkpoint tensors; {_mapped(keymap)})"
     ]
-    lines += _listed("missing in the checkpoint", missing, saved_names, "closest in the checkpoint")
-    unexpected = [_current(k, keymap) for k in keymap.unexpected]
-    lines += _listed("not in the model", unexpected, list(model.state_dict()), "closest in the model")
+    saved = [*keymap.renamed, *unexpected]
+    lines += _listed("missing in the checkpoint", missing, unexpected, saved, "closest in the checkpoint")
+    lines += _listed(
+        "not in the model", unexpected, missing, list(model.state_dict()), "closest in the model"
+    )
     lines += [f"  shape differs: {m.key} ({m.detail})" for m in shapes[:SHOWN]]
     if len(shapes) > SHOWN:
         lines.append(f"  ... and {len(shapes) - SHOWN} more with another shape")
@@ -183,10 +187,12 @@ def _mapped(keymap: KeyMap) -> str:
     return "keys " + (", ".join(parts) if parts else "as saved")  # e.g. "keys stripped 'module.'"
 
 
-def _listed(label: str, keys: list[str], others: list[str], closest: str) -> list[str]:
+def _listed(label: str, keys: list[str], leftovers: list[str], others: list[str], closest: str) -> list[str]:
     lines = []
     for key in keys[:SHOWN]:
-        near = difflib.get_close_matches(key, others, n=1, cutoff=0.5)
+        near = difflib.get_close_matches(key, leftovers, n=1, cutoff=0.3) or difflib.get_close_matches(
+            key, others, n=1, cutoff=0.5
+        )
         lines.append(f"  {label}: {key}" + (f" ({closest}: {near[0]})" if near else ""))
     if len(keys) > SHOWN:
         lines.append(f"  ... and {len(keys) - SHOWN} more {label}")
