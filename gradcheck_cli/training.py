@@ -58,13 +58,15 @@ def train(
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)  # the records and the step see the true gradients
             grads = _layer_grad_norms(owners)
+            grads_finite = _all_finite(owners, grads=True)
             total = _total_norm(owners, clip)
             before = [[p.detach().clone() for p in ps] for _, ps in owners]
             scale = scaler.get_scale() if scaler.is_enabled() else None
             scaler.step(optimizer)
             scaler.update()
             ratios = _update_ratios(owners, before)
-            host = torch.stack([loss.detach().float().reshape(()), total, *grads, *ratios]).tolist()
+            flags = [*grads_finite, *_all_finite(owners, grads=False)]
+            host = torch.stack([loss.detach().float().reshape(()), total, *grads, *ratios, *flags]).tolist()
             skipped = scale is not None and scaler.get_scale() < scale  # GradScaler skipped an overflow
             records.divergence = _divergence(step, host, owners, watch.first_nonfinite(), skipped)
             if records.divergence is not None:
@@ -131,12 +133,11 @@ def _divergence(
     step: int, host: list[float], owners: Owners, forward_layer: str | None, skipped: bool
 ) -> Divergence | None:
     n = len(owners)
-    loss, grads, ratios = host[0], host[2 : 2 + n], host[2 + n :]
+    loss, grads_ok, weights_ok = host[0], host[2 + 2 * n : 2 + 3 * n], host[2 + 3 * n :]
     names = [name for name, _ in owners]
-    bad_grads = [
-        n for n, g in zip(names, grads, strict=True) if not math.isfinite(g) and _had_grad(owners, n)
-    ]
-    bad_weights = [name for name, r in zip(names, ratios, strict=True) if not math.isfinite(r)]
+    # Flags, not norms: a float32 norm of huge but finite values overflows on its own.
+    bad_grads = [name for name, ok in zip(names, grads_ok, strict=True) if not ok]
+    bad_weights = [name for name, ok in zip(names, weights_ok, strict=True) if not ok]
     if skipped and math.isfinite(loss):
         bad_grads = []  # float16: the scaler skipped this step, as it is meant to
     if math.isfinite(loss) and not bad_grads and not bad_weights and forward_layer is None:
@@ -150,9 +151,14 @@ def _divergence(
     )
 
 
-def _had_grad(owners: Owners, name: str) -> bool:
-    params = next(ps for n, ps in owners if n == name)
-    return any(p.grad is not None for p in params)
+def _all_finite(owners: Owners, grads: bool) -> list[torch.Tensor]:
+    """Per module, 1.0 when every gradient (or weight) element is finite, on the device."""
+    out = []
+    for _, params in owners:
+        tensors = [p.grad if grads else p for p in params]
+        checks = [torch.isfinite(t.detach()).all() for t in tensors if t is not None]
+        out.append(torch.stack(checks).all().float() if checks else torch.ones((), device=params[0].device))
+    return out
 
 
 class _ForwardWatch:
