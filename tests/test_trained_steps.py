@@ -75,9 +75,15 @@ def _first_divergence(checkpoint: Path, lr: float) -> tuple[int, str] | None:
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         bad_out = [n for n in layers if not outputs[n]]
-        bad_grad = [n for n in layers if not all(torch.isfinite(p.grad).all() for p in model.get_submodule(n).parameters())]
+        bad_grad = [
+            n
+            for n in layers
+            if not all(torch.isfinite(p.grad).all() for p in model.get_submodule(n).parameters())
+        ]
         optimizer.step()
-        bad_weight = [n for n in layers if not all(torch.isfinite(p).all() for p in model.get_submodule(n).parameters())]
+        bad_weight = [
+            n for n in layers if not all(torch.isfinite(p).all() for p in model.get_submodule(n).parameters())
+        ]
         if bad_out:
             return step + 1, bad_out[0]  # first in forward order
         if bad_grad:
@@ -132,7 +138,9 @@ def test_steps_continue_with_the_checkpoints_optimizer_state(cli, tmp_path: Path
         optimizer.zero_grad()
         F.cross_entropy(model(x), y).backward()
         optimizer.step()
-    torch.save({"state_dict": model.state_dict(), "optimizer_state_dict": optimizer.state_dict()}, tmp_path / "a.pt")
+    torch.save(
+        {"state_dict": model.state_dict(), "optimizer_state_dict": optimizer.state_dict()}, tmp_path / "a.pt"
+    )
     doc = _analyze(cli, tmp_path / "a.pt", lr=2e-3)
     training = doc["training"]
     assert training["optimizer"] == "adam" and training["lr"] == 2e-3

@@ -45,7 +45,12 @@ def _plain(path: Path, state: dict[str, torch.Tensor]) -> Path:
 
 
 def _wrapped(path: Path, state: dict[str, torch.Tensor]) -> Path:
-    ckpt = {"model_state_dict": state, "optimizer_state_dict": _optimizer_state(state), "epoch": 7, "step": 1200}
+    ckpt = {
+        "model_state_dict": state,
+        "optimizer_state_dict": _optimizer_state(state),
+        "epoch": 7,
+        "step": 1200,
+    }
     torch.save(ckpt, path / "train.pt")
     return path / "train.pt"
 
@@ -108,11 +113,22 @@ FORMATS: dict[str, tuple[Callable[[Path, dict[str, torch.Tensor]], Path], dict[s
     "plain": (_plain, {"format": "state_dict", "stripped_prefixes": []}),
     "wrapped": (
         _wrapped,
-        {"format": "training checkpoint", "container_key": "model_state_dict", "step": 1200, "epoch": 7, "optimizer_state": True},
+        {
+            "format": "training checkpoint",
+            "container_key": "model_state_dict",
+            "step": 1200,
+            "epoch": 7,
+            "optimizer_state": True,
+        },
     ),
     "lightning": (
         _lightning,
-        {"format": "Lightning checkpoint", "stripped_prefixes": ["model."], "step": 4000, "ignored": ["criterion.pos_weight"]},
+        {
+            "format": "Lightning checkpoint",
+            "stripped_prefixes": ["model."],
+            "step": 4000,
+            "ignored": ["criterion.pos_weight"],
+        },
     ),
     "ddp": (_ddp, {"stripped_prefixes": ["module."]}),
     "compile": (_compiled, {"stripped_prefixes": ["_orig_mod."]}),
@@ -136,7 +152,9 @@ def test_each_format_loads_measures_and_reports_the_mapping(cli, tmp_path: Path,
         assert section[key] == value, (key, section)
     # The measured weights are the checkpoint's, not the init's.
     for layer in doc["layers"]:
-        expected_norm = math.sqrt(sum(float(v.square().sum()) for k, v in state.items() if k.startswith(layer["name"] + ".")))
+        expected_norm = math.sqrt(
+            sum(float(v.square().sum()) for k, v in state.items() if k.startswith(layer["name"] + "."))
+        )
         assert layer["weight_norm"] == pytest.approx(expected_norm, rel=1e-4)
 
 
@@ -210,7 +228,9 @@ def test_pickled_callable_is_refused_without_running_it(cli, tmp_path: Path) -> 
     assert marker.read_text() == "ran"
 
 
-def test_missing_safetensors_package_is_exit_2_with_the_install_hint(cli, tmp_path: Path, monkeypatch) -> None:
+def test_missing_safetensors_package_is_exit_2_with_the_install_hint(
+    cli, tmp_path: Path, monkeypatch
+) -> None:
     import sys
 
     path = _safetensors(tmp_path, trained_state())

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.rules.base import rule
 from gradcheck_cli.rules.profile import where as where_of
-from gradcheck_cli.rules.training_divergence import diverged_in_training
+from gradcheck_cli.rules.training import diverged_in_training
 from gradcheck_cli.stats import ProbeResult
 from gradcheck_cli.text import count
 

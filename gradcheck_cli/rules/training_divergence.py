@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from gradcheck_cli.findings import Evidence, Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.rules.base import rule
 from gradcheck_cli.rules.profile import layer_where, median, sig
+from gradcheck_cli.rules.training import diverged_in_training
 from gradcheck_cli.stats import Divergence, ProbeResult, TrainingHistory
 
 
@@ -18,19 +19,6 @@ class DivergenceLimits:
     """The per-step update/weight ratio the suggested learning rate aims for (middle of 1e-4..1e-2)."""
     max_steps_for_clip: float = 5
     """The clip max_norm is the median total gradient norm over at most this many first steps."""
-
-
-def diverged_in_training(training: TrainingHistory | None) -> Divergence | None:
-    """A divergence that training caused: not the model's own NaN on its first forward/backward.
-
-    At step 1 the weights are the ones loaded, so a non-finite loss or gradient there is the
-    model's (nonfinite-gradients says where); only an update that overflowed the weights counts.
-    """
-    if training is None or training.divergence is None:
-        return None
-    d = training.divergence
-    first_pass_bad = d.forward_layer is not None or d.gradient_layers or not math.isfinite(d.loss)
-    return None if d.step == 1 and first_pass_bad else d
 
 
 @rule(
