@@ -222,17 +222,18 @@ def compare(
         typer.Option("--target", help="Which target, in multi-target reports.", show_default=False),
     ] = None,
 ) -> None:
-    """Compare two JSON reports layer by layer. Exit 1 on regression, 0 otherwise."""
-    from gradcheck_cli.baseline import compare_documents, load_document
-    from gradcheck_cli.render.compare import render_comparison
+    """Compare two JSON reports layer by layer (every target of multi-target reports, or the one
+    --target names). Exit 1 on regression, 0 otherwise."""
+    from gradcheck_cli.baseline import compare_reports
+    from gradcheck_cli.render.compare import render_comparisons
 
     try:
-        comparison = compare_documents(load_document(old, target), load_document(new, target), orders)
+        comparisons, unmatched = compare_reports(old, new, orders, target)
     except GradcheckError as error:
         _fail(error, False)
         return
-    sys.stdout.write(render_comparison(comparison, color=_color_allowed()))
-    raise typer.Exit(1 if comparison.regressed else 0)
+    sys.stdout.write(render_comparisons(comparisons, unmatched, color=_color_allowed()))
+    raise typer.Exit(1 if any(c.regressed for _, c in comparisons) else 0)
 
 
 def _yaml_text(value: object) -> str:

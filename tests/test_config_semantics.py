@@ -89,3 +89,15 @@ def test_rules_off_and_false_are_the_same(cli, tmp_path: Path) -> None:
         )
         result = cli("analyze", "--arch-opt", "depth=6", "-f", "json")
         assert result.exit_code == 0, (spelling, result)
+
+
+def test_compare_on_multi_target_reports_compares_every_target_or_the_named_one(cli, repo: Path) -> None:
+    assert cli("analyze", "-c", "ci/gradcheck.yaml").exit_code == 0
+    both = repo / "reports" / "all.json"
+    result = cli("compare", str(both), str(both))
+    assert result.exit_code == 0, result
+    assert "target builtin:sigmoid-mlp" in result.stdout and "target builtin:residual-mlp" in result.stdout
+    one = cli("compare", str(both), str(both), "--target", "builtin:residual-mlp")
+    assert one.exit_code == 0 and "target builtin:sigmoid-mlp" not in one.stdout
+    missing = cli("compare", str(both), str(both), "--target", "builtin:gru")
+    assert missing.exit_code == 2 and "builtin:sigmoid-mlp, builtin:residual-mlp" in missing.stderr
