@@ -55,9 +55,11 @@ def shown_path(path: Path) -> str:
     if not path.is_absolute():
         return str(path)
     try:
-        return os.path.relpath(path, Path.cwd())
+        relative = os.path.relpath(path, Path.cwd())  # where files are opened and printed from
     except ValueError:  # another drive on Windows
         return str(path)
+    # A sibling folder reads well as ../x; a path far outside the working directory reads better whole.
+    return relative if not relative.startswith(os.path.join("..", "..", "..")) else str(path)
 
 
 # --- reading, with line numbers ------------------------------------------------------------------
@@ -375,7 +377,4 @@ def rebase(values: dict[str, Any], base: Path, cwd: Path) -> dict[str, Any]:
 def _from_base(path: Path, base: Path, cwd: Path) -> Path:
     """`base / path` as a path relative to `cwd` when it lies below it, else absolute."""
     full = (base / path).resolve()
-    try:
-        return Path(os.path.relpath(full, Path.cwd()))  # where the files are opened and printed from
-    except ValueError:  # another drive on Windows
-        return full
+    return Path(shown_path(full))

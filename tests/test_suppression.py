@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-MODEL = '''
+MODEL = """
 import torch
 from torch import nn
 
@@ -26,7 +26,7 @@ class Deep(nn.Module):
         for layer in self.hidden:
             x = torch.sigmoid(layer(x))
         return self.out(x)
-'''
+"""
 
 
 @pytest.fixture
