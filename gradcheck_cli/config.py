@@ -85,6 +85,12 @@ class AnalyzeConfig:
     """'init' or a second checkpoint: measured with the same batches and shown side by side."""
     clip: float | None = None
     """--steps: clip the total gradient norm at this value (clip_grad_norm_) before each step."""
+    select: tuple[str, ...] = ()
+    """Only these finding ids are reported (--select); empty: all."""
+    columns: tuple[str, ...] = ()
+    """Extra columns of the terminal table (--columns)."""
+    name: str | None = None
+    """A configured target's `name:` (for --target NAME)."""
 
 
 def build_config(

@@ -112,6 +112,7 @@ def to_document(report: Report) -> dict[str, Any]:
             "errors": report.summary.errors,
             "warnings": report.summary.warnings,
             "infos": report.summary.infos,
+            "ignored": report.summary.ignored,
         },
     }
     if report.through_time:
@@ -131,6 +132,8 @@ def _optional_sections(report: Report) -> dict[str, Any]:
     if report.baseline is not None:
         out["baseline"] = _clean(baseline_section(report.baseline))
     out.update(json_sections(report))
+    if report.ignored:
+        out["ignored"] = [{**_finding(i.finding), "reason": i.reason} for i in report.ignored]
     return out
 
 
