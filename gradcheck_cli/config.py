@@ -126,11 +126,19 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 def _read_pyproject(path: Path) -> dict[str, Any]:
+    """[tool.gradcheck] of a pyproject.toml; a file without that section is not ours to judge."""
+    if b"tool.gradcheck" not in path.read_bytes():
+        return {}  # a broken pyproject.toml of another tool's must not break every analyze
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         return {}
-    data = tomllib.loads(path.read_text())
+    from gradcheck_cli import config_guard
+
+    try:
+        data = tomllib.loads(config_guard.read_text(path))
+    except tomllib.TOMLDecodeError as exc:
+        raise config_guard.toml_error(path, exc) from None
     section = data.get("tool", {}).get("gradcheck", {})
     return section if isinstance(section, dict) else {}
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gradcheck_cli import config_guard
 from gradcheck_cli.config import (
     DTYPES,
     FAIL_ON,
@@ -55,7 +56,7 @@ class ConfigSource:
 def read_source(path: Path) -> ConfigSource:
     if not path.is_file():
         raise ConfigError(f"config file {path} not found", "check the path given to --config")
-    text = path.read_text()
+    text = config_guard.read_text(path)
     if path.name == "pyproject.toml":
         return _pyproject_source(path, text)
     return _yaml_source(path, text)
@@ -65,12 +66,20 @@ def _yaml_source(path: Path, text: str) -> ConfigSource:
     import yaml
 
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                config_guard.check_aliases(node, path)  # before anything walks the data
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise config_guard.yaml_error(path, exc) from None
+    except RecursionError:
+        raise ConfigError(
+            f"{path}: the YAML is nested too deeply", "a gradcheck config is a few options"
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -107,7 +116,7 @@ def _pyproject_source(path: Path, text: str) -> ConfigSource:
     try:
         data = tomllib.loads(text).get("tool", {}).get("gradcheck", {})
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise config_guard.toml_error(path, exc) from None
     return ConfigSource(path=path, data=data, lines=_toml_key_lines(text, data))
 
 
