@@ -15,6 +15,7 @@ from rich.text import Text
 
 from gradcheck_cli.findings import Finding, LayerStatus, Severity
 from gradcheck_cli.render.base import fmt_num
+from gradcheck_cli.render.escape import clean_report
 from gradcheck_cli.render.sections import baseline_lines, training_line
 from gradcheck_cli.repair.records import Measured, TriedFix
 from gradcheck_cli.report import Report
@@ -120,8 +121,8 @@ def layer_table(report: Report) -> Table:
         style = STATUS_STYLE[row.status]
         table.add_row(
             str(s.index),
-            s.name,
-            s.type,
+            Text(s.name),  # Text, not markup: a module named "[bold]x" prints as it is
+            Text(s.type),
             GradBar(s.act_grad_norm, top, decades, style="cyan" if row.status is LayerStatus.OK else style)
             if s.hooked
             else Text("not measured", style="dim"),
@@ -217,9 +218,9 @@ def fixes_block(fixes: tuple[TriedFix, ...]) -> RenderableType:
         cleared = ", ".join(tried.cleared)
         table.add_row(
             Text(tried.fix, style="bold green" if cleared else ("" if tried.applied else "dim")),
-            PurePath(tried.where or "").name,  # file:line; the notes say which modules
+            Text(PurePath(tried.where or "").name),  # file:line; the notes say which modules
             f"{_ratio_text(tried.before)} → {_ratio_text(tried.after)}",
-            cleared or _not_cleared(tried),
+            Text(cleared or _not_cleared(tried)),
             f"{tried.parameters_delta:+,}",
         )
         notes.append(f"  {tried.fix}: ", style="bold")
@@ -259,7 +260,7 @@ class TerminalRenderer:
             highlight=False,
             emoji=False,
         )
-        for part in report_renderables(report):
+        for part in report_renderables(clean_report(report)):
             console.print(part)
         out = console.file.getvalue()  # type: ignore[attr-defined]
         return str(out)
