@@ -95,6 +95,7 @@ def analyze(
             found_by="explicit",
             source=_source_of(type(model)),
             loss_fn=loss_fn,
+            hooks_from="analyze()",
         )
         if callable(inputs) and not isinstance(inputs, nn.Module):
             loaded.sample_batch = inputs

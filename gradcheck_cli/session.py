@@ -66,15 +66,23 @@ def prepare(config: AnalyzeConfig, loaded: LoadedModel, given: list[Batch] | Non
     float_dtype = model_dtype(config.dtype)
     loaded.module.to(device=device, dtype=float_dtype)
     if given is not None:
-        batches, plan = given, InputPlan(specs=(), origin="inputs given to analyze()")
+        batches, plan = given, InputPlan(specs=(), origin="passed to analyze()")
     elif loaded.sample_batch is not None and not config.inputs:
         batches = batches_from_hook(loaded.sample_batch, config.batches, config.seed)
-        plan = InputPlan(specs=(), origin="sample_batch()")
+        hook = _hook_name(loaded.sample_batch)
+        where = "passed to analyze()" if loaded.hooks_from == "analyze()" else f"in {loaded.hooks_from}"
+        plan = InputPlan(specs=(), origin=f"{hook} {where}")
     else:
         plan = _plan(config, loaded, device)
         batches = batches_from_specs(plan.specs, config.batches, config.seed, float_dtype)
     batches = _finish_batches(config, loaded.module, plan, batches, device)
     return Session(config=config, loaded=loaded, device=device, batches=batches, plan=plan)
+
+
+def _hook_name(hook: Any) -> str:
+    """`get_batch()` for a named function, "a function" for a lambda or a callable object."""
+    name = getattr(hook, "__name__", "")
+    return f"{name}()" if name.isidentifier() else "a function"
 
 
 def _plan(config: AnalyzeConfig, loaded: LoadedModel, device: str) -> InputPlan:
@@ -190,7 +198,10 @@ def _first_line(exc: Exception) -> str:
 
 def loss_of(session: Session, batch: Batch, output: Any, index: int) -> LossChoice:
     generator = torch.Generator().manual_seed(session.config.seed * 1000 + index)
-    return compute_loss(output, session.config.loss, batch.target, session.loaded.loss_fn, generator)
+    loaded = session.loaded
+    where = "passed to" if loaded.hooks_from == "analyze()" else "in"
+    origin = f"{_hook_name(loaded.loss_fn)} {where} {loaded.hooks_from}"
+    return compute_loss(output, session.config.loss, batch.target, loaded.loss_fn, generator, origin)
 
 
 def train_steps(session: Session) -> None:
@@ -302,6 +313,16 @@ def _loss_runner(session: Session, batch: Batch, index: int) -> Callable[[], tor
     return lambda: loss_of(session, batch, forward(session, batch), index).value
 
 
+def _batch_shapes(batches: list[Batch]) -> tuple[str, ...]:
+    """What a hook or the caller handed over, as the header shows it: ('float32[32x784]',)."""
+    if not batches:
+        return ()
+    first = batches[0]
+    return tuple(describe(a) for a in first.args) + tuple(
+        f"{k}={describe(v)}" for k, v in first.kwargs.items()
+    )
+
+
 def _model_info(session: Session) -> ModelInfo:
     model = session.loaded.module
     params = {id(p): p for p in model.parameters()}.values()
@@ -320,7 +341,7 @@ def _model_info(session: Session) -> ModelInfo:
 def _run_info(session: Session, seconds: float) -> RunInfo:
     loss = session.loss
     plan = session.plan
-    inputs = tuple(str(s) for s in plan.specs) or (plan.origin,)
+    inputs = tuple(str(s) for s in plan.specs) or _batch_shapes(session.batches)
     inputs += describe_extra_args(plan)
     if session.config.target_arg:
         inputs += (f"{session.config.target_arg}=<targets>",)
