@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,9 +40,22 @@ class UserFrame:
     """What raised on that line: `self.fc(...)`, else the line itself."""
 
 
+@dataclass(frozen=True, slots=True)
+class RaisingModule:
+    text: str
+    """`fc: Linear(256 -> 10), got 512 features (float32[4x512])`."""
+    got: torch.Tensor | None
+    """The tensor it was called with."""
+
+
 def describe_failure(exc: BaseException, model: nn.Module) -> tuple[UserFrame | None, str | None]:
     """The user's frame that raised, and `fc: Linear(256 -> 10), got 512 features` when a
     submodule of the model was running."""
+    user, module = _failure(exc, model)
+    return user, module.text if module else None
+
+
+def _failure(exc: BaseException, model: nn.Module) -> tuple[UserFrame | None, RaisingModule | None]:
     frames = list(_frames(exc.__traceback__))
     user = next((_user_frame(f, lasti) for f, lasti in reversed(frames) if _is_user(f)), None)
     return user, _raising_module(frames, model)
@@ -101,7 +115,7 @@ def _call_text(frame: FrameType, lasti: int) -> str:
     return line
 
 
-def _raising_module(frames: list[tuple[FrameType, int]], model: nn.Module) -> str | None:
+def _raising_module(frames: list[tuple[FrameType, int]], model: nn.Module) -> RaisingModule | None:
     names = {id(m): name for name, m in model.named_modules()}
     for frame, _ in reversed(frames):
         owner = frame.f_locals.get("self")
@@ -109,7 +123,8 @@ def _raising_module(frames: list[tuple[FrameType, int]], model: nn.Module) -> st
             name = names[id(owner)]
             if not name:
                 return None  # the model's own forward: the user's frame says it all
-            return f"{name}: {_module_text(owner, _first_tensor(frame))}"
+            got = _first_tensor(frame)
+            return RaisingModule(text=f"{name}: {_module_text(owner, got)}", got=got)
     return None
 
 
@@ -141,16 +156,29 @@ def _shape(tensor: torch.Tensor) -> str:
     return f"{str(tensor.dtype).removeprefix('torch.')}[{'x'.join(map(str, tensor.shape))}]"
 
 
-def forward_failure(exc: BaseException, model: nn.Module, origin: str, inputs: str) -> tuple[str, str]:
+def forward_failure(
+    exc: BaseException, model: nn.Module, origin: str, inputs: tuple[Any, ...]
+) -> tuple[str, str]:
     """The error message (the user's frame, the module, the inputs) and a hint that fits `origin`."""
-    user, module = describe_failure(exc, model)
+    user, module = _failure(exc, model)
     kind_text = f"{type(exc).__name__}: {_first_line(exc)}"
     head = f"{user.function} ({user.where}): {user.call} raised" if user else "the model's forward raised"
     lines = [f"{head} {kind_text}"]
     if module:
-        lines.append(f"  in {module}")
-    lines.append(f"  inputs ({origin}): {inputs}")
-    return "\n".join(lines), _hint(origin, user, module)
+        lines.append(f"  in {module.text}")
+    lines.append(f"  inputs tried ({origin}): {_describe(inputs)}")
+    raw_input = module is not None and any(module.got is v for v in inputs)
+    return "\n".join(lines), _hint(origin, user, module.text if module else None, raw_input)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return _shape(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_describe(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(_describe(v) for v in value) + ")"
+    return type(value).__name__
 
 
 def _first_line(exc: BaseException) -> str:
@@ -158,12 +186,15 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _hint(origin: str, user: UserFrame | None, module: str | None) -> str:
+def _hint(origin: str, user: UserFrame | None, module: str | None, raw_input: bool) -> str:
     if is_inferred(origin):
         return (
             "gradcheck guessed these inputs: pass the input shape with --input (e.g. --input 16x3x32x32, "
             "int:8x128:50257), or define sample_batch() in the model file"
         )
+    if raw_input and module:
+        name = module.partition(":")[0]
+        return f"{name} takes the inputs from {origin} as they are, and they do not fit it: give inputs of the shape it expects"
     place = f" at {user.where}" if user else ""
     layer = f"; {module.partition(':')[0]} is where the shapes disagree" if module else ""
     return f"the inputs came from {origin}, so this looks like a bug in the model{place}{layer}"

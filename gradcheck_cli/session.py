@@ -169,7 +169,7 @@ def forward(session: Session, batch: Batch, dtype: str | None = None) -> Any:
         try:
             return session.loaded.module(*batch.args, **batch.kwargs)
         except Exception as exc:
-            inputs = f"{describe(batch.args) if batch.args else ''}{describe(batch.kwargs) if batch.kwargs else ''}"
+            inputs = (*batch.args, *([batch.kwargs] if batch.kwargs else []))
             message, hint = forward_failure(exc, session.loaded.module, session.plan.origin, inputs)
             first, _, rest = message.partition("\n")
             raise InputError(
