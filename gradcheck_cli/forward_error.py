@@ -195,6 +195,8 @@ def _hint(origin: str, user: UserFrame | None, module: str | None, raw_input: bo
     if raw_input and module:
         name = module.partition(":")[0]
         return f"{name} takes the inputs from {origin} as they are, and they do not fit it: give inputs of the shape it expects"
+    if user is None and module is None:
+        return f"the model's forward rejected the inputs from {origin}: check that they match its signature"
     place = f" at {user.where}" if user else ""
     layer = f"; {module.partition(':')[0]} is where the shapes disagree" if module else ""
     return f"the inputs came from {origin}, so this looks like a bug in the model{place}{layer}"
