@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from gradcheck_cli import distributed, model_state
+from gradcheck_cli.build import source_of
 from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.device import model_dtype
 from gradcheck_cli.errors import InputError
@@ -22,7 +23,7 @@ from gradcheck_cli.render.json import to_document
 from gradcheck_cli.report import Report, exit_code
 from gradcheck_cli.session import _pick_device as pick_device
 from gradcheck_cli.specs import InputSpec, TargetRef, parse_input
-from gradcheck_cli.target import LoadedModel, _source_of
+from gradcheck_cli.target import LoadedModel
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,7 +94,7 @@ def analyze(
         loaded = LoadedModel(
             module=_subject(model, config),
             found_by="explicit",
-            source=_source_of(type(model)),
+            source=source_of(type(model)),
             loss_fn=loss_fn,
             hooks_from="analyze()",
         )
