@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-# Same definition of saturation as the module probe: derivative under 5% of its maximum.
-from gradcheck_cli.probe import tail_count, unit_peaks
+# Same definitions as the module probe: dead units, saturation (derivative under 5% of its maximum).
+from gradcheck_cli.activations import activation_record, dead_units, tail_count, unit_dim, unit_peaks
 from gradcheck_cli.stats import ActivationStats, SourceRef
 
 FAMILIES: dict[Any, tuple[str, str]] = {
@@ -122,13 +122,8 @@ def _user_caller(frame: FrameType | None) -> FrameType | None:
     return None
 
 
-def _unit_dim(out: torch.Tensor) -> int:
-    """Units: channels of an image-like tensor (N, C, H, W), else the last dimension."""
-    return 1 if out.dim() >= 4 else out.dim() - 1
-
-
 def _unit_shape(out: torch.Tensor) -> int:
-    return out.shape[_unit_dim(out)]
+    return out.shape[unit_dim(out)]
 
 
 def _accumulate(site: _Site, out: torch.Tensor) -> None:
@@ -142,19 +137,12 @@ def _accumulate(site: _Site, out: torch.Tensor) -> None:
 
 
 def _to_stats(site: _Site) -> ActivationStats:
-    units, dead, saturated = 0, 0.0, 0.0
+    units = site.peak.numel() if site.peak is not None else 0
     if site.peak is not None:
-        units = site.peak.numel()
-        dead = float((site.peak <= 0).float().mean())  # NaN is not <= 0: a NaN unit is not dead
-    if site.tail is not None and site.total:
-        saturated = float(site.tail) / site.total
-    return ActivationStats(
-        name=site.name,
-        type=site.function,
-        family=site.family,
-        after=site.after,
-        units=units,
-        dead_fraction=dead,
-        saturated_fraction=saturated,
-        source=site.source,
-    )
+        count = float(dead_units([site.peak]))
+    else:
+        count = float(site.tail) if site.tail is not None else 0.0
+    return activation_record(
+        name=site.name, type=site.function, family=site.family, after=site.after,
+        units=units, count=count, total=site.total, source=site.source,
+    )  # fmt: skip
