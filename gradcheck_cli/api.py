@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from gradcheck_cli import distributed
-from gradcheck_cli.build import source_of
 from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.inputs import Batch, normalize_batch
@@ -20,6 +19,7 @@ from gradcheck_cli.pipeline import analyze_loaded
 from gradcheck_cli.render import get_renderer
 from gradcheck_cli.render.json import to_document
 from gradcheck_cli.report import Report, exit_code
+from gradcheck_cli.source import source_of
 from gradcheck_cli.specs import InputSpec, TargetRef, parse_input
 from gradcheck_cli.target import LoadedModel
 

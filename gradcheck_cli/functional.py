@@ -21,6 +21,7 @@ from torch.overrides import TorchFunctionMode
 
 # Same definitions as the module probe: dead units, saturation (derivative under 5% of its maximum).
 from gradcheck_cli.activations import activation_record, dead_units, tail_count, unit_dim, unit_peaks
+from gradcheck_cli.source import ref_at, user_caller
 from gradcheck_cli.stats import ActivationStats, SourceRef
 
 FAMILIES: dict[Any, tuple[str, str]] = {
@@ -37,9 +38,6 @@ FAMILIES: dict[Any, tuple[str, str]] = {
     F.tanh: ("tanh", "F.tanh"),
     torch.Tensor.tanh: ("tanh", "Tensor.tanh"),
 }
-_TORCH_ROOT = str(Path(torch.__file__).resolve().parent)
-_NN_MODULES = str(Path(torch.nn.modules.__file__).resolve().parent)
-_HERE = str(Path(__file__).resolve().parent)
 
 
 @dataclass(slots=True)
@@ -85,7 +83,7 @@ class FunctionalActivations(TorchFunctionMode):
         out = func(*args, **(kwargs or {}))
         family = FAMILIES.get(func)
         if family is not None and isinstance(out, torch.Tensor) and out.dim() > 0:
-            caller = _user_caller(sys._getframe(1))
+            caller = user_caller(sys._getframe(1), within=("torch", "gradcheck"))
             if caller is not None:
                 _accumulate(self._site(family, caller, out), out.detach())
         return out
@@ -96,7 +94,7 @@ class FunctionalActivations(TorchFunctionMode):
         file, line, after = caller.f_code.co_filename, caller.f_lineno, self._last_layer()
         key = (file, line, family[1], after, _unit_shape(out))
         if key not in self._sites:
-            ref = SourceRef.at(file, line)
+            ref = ref_at(file, line)
             self._sites[key] = _Site(
                 name=f"{after}:{family[1]}" if after else f"{family[1]}@{Path(file).name}:{line}",
                 function=family[1],
@@ -108,18 +106,6 @@ class FunctionalActivations(TorchFunctionMode):
 
     def stats(self) -> tuple[ActivationStats, ...]:
         return tuple(_to_stats(site) for site in self._sites.values())
-
-
-def _user_caller(frame: FrameType | None) -> FrameType | None:
-    """The first frame outside torch and gradcheck; None when a torch.nn module made the call."""
-    while frame is not None:
-        file = frame.f_code.co_filename
-        if file.startswith(_NN_MODULES):
-            return None
-        if not file.startswith(_TORCH_ROOT) and not file.startswith(_HERE):
-            return frame
-        frame = frame.f_back
-    return None
 
 
 def _unit_shape(out: torch.Tensor) -> int:
