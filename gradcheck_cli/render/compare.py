@@ -76,3 +76,15 @@ def render_comparison(comparison: Comparison, width: int = 100, color: bool = Fa
     for line in _summary_lines(comparison):
         console.print(line, highlight=False)
     return str(console.file.getvalue())  # type: ignore[attr-defined]
+
+
+def render_comparisons(
+    comparisons: list[tuple[str, Comparison]], unmatched: list[str], width: int = 100, color: bool = False
+) -> str:
+    """One comparison, or one per target with the target named above it."""
+    if len(comparisons) == 1 and not unmatched:
+        return render_comparison(comparisons[0][1], width, color)
+    parts = [f"target {name}\n{render_comparison(c, width, color)}" for name, c in comparisons]
+    if unmatched:
+        parts.append(f"only in one of the files (not compared): {', '.join(unmatched)}\n")
+    return "\n".join(parts)

@@ -42,7 +42,9 @@ def _layers_text(finding: Finding) -> str:
 
 def _counts(report: Report) -> str:
     s = report.summary
-    return f"{count(s.errors, 'error')}, {count(s.warnings, 'warning')}"
+    return f"{count(s.errors, 'error')}, {count(s.warnings, 'warning')}" + (
+        f", {s.ignored} ignored" if s.ignored else ""
+    )
 
 
 def heading(report: Report, level: str = "##") -> str:
@@ -60,7 +62,7 @@ def model_line(report: Report) -> str:
 
 def findings_section(report: Report) -> list[str]:
     if not report.findings:
-        return ["Gradients flow through every layer within the thresholds; nothing to fix."]
+        return [_nothing(report), *ignored_section(report)]
     rows = [(f.severity.value, _code(f.id), _layers_text(f), f.message) for f in report.findings]
     lines = _table(("severity", "finding", "layers", "message"), rows)
     suggestions = [
@@ -70,7 +72,24 @@ def findings_section(report: Report) -> list[str]:
     ]
     if suggestions:
         lines += ["", "**What to change**", "", *suggestions]
-    return lines
+    return lines + ignored_section(report)
+
+
+def _nothing(report: Report) -> str:
+    if report.ignored:
+        return f"No findings apart from {count(len(report.ignored), 'ignored finding')} (below)."
+    return "Gradients flow through every layer within the thresholds; nothing to fix."
+
+
+def ignored_section(report: Report) -> list[str]:
+    """Suppressed findings, with the setting that suppressed each."""
+    if not report.ignored:
+        return []
+    rows = [
+        (i.finding.severity.value, _code(i.finding.id), _layers_text(i.finding), i.reason)
+        for i in report.ignored
+    ]
+    return ["", "**Ignored**", "", *_table(("severity", "finding", "layers", "ignored by"), rows)]
 
 
 def layers_section(report: Report) -> list[str]:
@@ -126,8 +145,9 @@ def later_stages_section(report: Report) -> list[str]:
 def overview(reports: Sequence[Report]) -> str:
     worst = max(reports, key=lambda r: ("healthy", "warning", "error").index(r.summary.status)).summary.status
     rows = [(_code(r.target), VERDICT[r.summary.status], str(r.summary.errors), str(r.summary.warnings),
+             str(r.summary.ignored),
              ", ".join(_code(i) for i in dict.fromkeys(f.id for f in r.findings)) or "—") for r in reports]  # fmt: skip
-    table = _table(("target", "verdict", "errors", "warnings", "findings"), rows, "llrrl")
+    table = _table(("target", "verdict", "errors", "warnings", "ignored", "findings"), rows, "llrrrl")
     return "\n".join([f"## gradcheck: {VERDICT[worst]} ({count(len(reports), 'target')})", "", *table]) + "\n"
 
 

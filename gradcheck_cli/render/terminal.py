@@ -19,7 +19,7 @@ from gradcheck_cli.render.sections import baseline_lines, training_line
 from gradcheck_cli.repair.records import Measured, TriedFix
 from gradcheck_cli.report import LayerRow, Report
 from gradcheck_cli.stats import LayerStats, ThroughTime
-from gradcheck_cli.text import amount, count, plural
+from gradcheck_cli.text import amount, count, plural, span
 
 STATUS_STYLE = {
     LayerStatus.OK: "green",
@@ -204,6 +204,27 @@ def table_legend(report: Report) -> Text:
     )
 
 
+def nothing_text(report: Report) -> str:
+    if report.ignored:
+        return f"No findings apart from {count(len(report.ignored), 'ignored finding')} (below)."
+    return "Gradients flow through every layer within the thresholds; nothing to fix."
+
+
+def ignored_block(report: Report) -> Table:
+    """Suppressed findings, dim: what was ignored, where, and by which setting."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True, min_width=9)
+    grid.add_column(ratio=1)
+    for item in report.ignored:
+        f = item.finding
+        text = Text(f"{f.id} ({f.severity.value})", style="bold")
+        if f.layers:
+            text.append(f" on {span(f.layers)}")
+        text.append(f": {item.reason}", style="dim")
+        grid.add_row(Text("IGNORED", style="dim"), text)
+    return grid
+
+
 def layer_severity(report: Report) -> dict[str, Severity]:
     """The worst severity of the findings that name each layer (colours follow severity)."""
     out: dict[str, Severity] = {}
@@ -254,16 +275,19 @@ def summary_panel(report: Report) -> Panel:
     verdict = Text()
     verdict.append(s.status.upper(), style=VERDICT_STYLE[s.status])
     verdict.append(
-        f"  {count(s.errors, 'error')} · {count(s.warnings, 'warning')} · {count(s.infos, 'info')}\n"
+        f"  {count(s.errors, 'error')} · {count(s.warnings, 'warning')} · {count(s.infos, 'info')}"
+        + (f" · {s.ignored} ignored" if s.ignored else "")
+        + "\n"
     )
     if not report.findings:
-        verdict.append("Gradients flow through every layer within the thresholds; nothing to fix.")
+        verdict.append(nothing_text(report))
     verdict.rstrip()
-    verdict.append("\n")
     blocks: list[RenderableType] = []
     for finding in report.findings:
-        blocks += [finding_block(finding), Text("")]
-    body = Group(verdict, *blocks[:-1])
+        blocks += [Text(""), finding_block(finding)]
+    if report.ignored:
+        blocks += [Text(""), ignored_block(report)]
+    body = Group(verdict, *blocks)
     return Panel(body, title="verdict", title_align="left", border_style=VERDICT_STYLE[s.status].split()[-1])
 
 
