@@ -13,8 +13,10 @@ from typing import Any, Literal
 from torch import nn
 
 from gradcheck_cli.autowire import ConfigRaised, config_fields, config_wiring, default_config, json_safe
+from gradcheck_cli.downloads import is_network_error, offline_hint
 from gradcheck_cli.errors import TargetError
-from gradcheck_cli.importing import is_network_error, offline_hint, package_root, raise_site
+from gradcheck_cli.importing import package_root
+from gradcheck_cli.source import raise_site, source_of
 from gradcheck_cli.specs import TargetRef
 from gradcheck_cli.stats import SourceRef
 
@@ -38,6 +40,8 @@ class LoadedModel:
     init_args: dict[str, Any] = field(default_factory=dict)
     hooks_from: str = "the model file"
     """Where sample_batch/loss_fn came from, for the report header ("analyze()" from the API)."""
+    optimizer_hook: Callable[..., Any] | None = None
+    """configure_optimizers/build_optimizer/optimizer from the model file, for --steps."""
 
 
 def from_object(
@@ -130,12 +134,3 @@ def autowires(obj: Any) -> bool:
     with contextlib.suppress(Exception):
         return default_config(obj, {}) is not None
     return False
-
-
-def source_of(obj: Any) -> SourceRef | None:
-    try:
-        file = inspect.getsourcefile(obj)
-        _, line = inspect.getsourcelines(obj)
-    except (TypeError, OSError):
-        return None
-    return SourceRef.at(file, line) if file else None

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 from gradcheck_cli.errors import TargetError
+from gradcheck_cli.source import user_frame, user_location
 
 _counter = itertools.count()
 
@@ -147,7 +148,7 @@ _SCRIPT_HINT = (
 
 
 def _script_message(path: Path, exc: SystemExit, root: Path) -> str:
-    where = _user_location(exc, root)
+    where = user_location(exc, root)
     if where is None:
         return f"{path.name}: this file runs a script at import time (it exited with code {exc.code})"
     file, line = where
@@ -156,97 +157,4 @@ def _script_message(path: Path, exc: SystemExit, root: Path) -> str:
     return (
         f"{path.name}: this file runs a script at import time ({call} at line {line} of {Path(file).name}, "
         f"exit code {exc.code})"
-    )
-
-
-def _user_location(exc: BaseException, root: Path) -> tuple[str, int] | None:
-    """(file, line) of the innermost traceback frame in the user's project (under `root`)."""
-    tb = exc.__traceback__
-    found = None
-    while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
-        if _is_user_file(filename, root):
-            found = (filename, tb.tb_lineno)
-        tb = tb.tb_next
-    return found
-
-
-def _is_user_file(filename: str, root: Path) -> bool:
-    if "site-packages" in filename or filename.startswith("<"):
-        return False
-    with contextlib.suppress(ValueError, OSError):
-        Path(filename).resolve().relative_to(root.resolve())
-        return True
-    return False
-
-
-def user_frame(exc: BaseException, root: Path) -> str | None:
-    """'file.py:12: the source line' of the innermost frame in the user's project."""
-    where = _user_location(exc, root)
-    if where is None:
-        return None
-    file, line = where
-    text = linecache.getline(file, line).strip()
-    return f"{Path(file).name}:{line}" + (f": {text}" if text else "")
-
-
-def raise_site(exc: BaseException, root: Path) -> str | None:
-    """Where `exc` was raised: the innermost frame in the user's project, else the innermost frame."""
-    found = user_frame(exc, root)
-    if found is not None:
-        return found
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    if tb is None:
-        return None
-    file, line = tb.tb_frame.f_code.co_filename, tb.tb_lineno
-    text = linecache.getline(file, line).strip()
-    return f"{file}:{line}" + (f": {text}" if text else "")
-
-
-_NETWORK_ERRORS = {
-    "URLError",
-    "HTTPError",
-    "ConnectionError",
-    "gaierror",
-    "timeout",
-    "TimeoutError",
-    "SSLError",
-    "MaxRetryError",
-    "NewConnectionError",
-    "ConnectTimeout",
-    "ReadTimeout",
-    "LocalEntryNotFoundError",
-    "OfflineModeIsEnabled",
-}
-DOWNLOAD_KEYWORDS = ("pretrained", "weights", "pretrained_backbone", "weights_backbone", "download")
-
-
-def is_network_error(exc: BaseException) -> bool:
-    """A constructor that tried to reach the network (a pretrained download) and could not."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if any(cls.__name__ in _NETWORK_ERRORS for cls in type(current).__mro__):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def offline_hint(factory: object) -> str:
-    """How to build without the download: the constructor's own keyword when it has one."""
-    import inspect
-
-    try:
-        params = inspect.signature(factory).parameters  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        params = {}  # type: ignore[assignment]
-    keyword = next((k for k in DOWNLOAD_KEYWORDS if k in params), None)
-    value = "null" if keyword and keyword.startswith("weights") else "false"
-    switch = f"--init {keyword}={value}" if keyword else "a constructor argument that skips the download"
-    return (
-        "the constructor tried to download something (pretrained weights?) and the network is not "
-        f"reachable: build the model without it ({switch}), or run once online so the file is cached"
     )

@@ -30,8 +30,10 @@ def test_every_family_file_says_what_it_is() -> None:
     assert described == {p.stem for p in FAMILIES.glob("*.py")}
     for fixture in sweep.discover():
         assert fixture.inputs and fixture.pattern
-        assert fixture.expect == sweep.HEALTHY or fixture.path.stem.startswith("broken_") or "patterns" in str(
-            fixture.path
+        assert (
+            fixture.expect == sweep.HEALTHY
+            or fixture.path.stem.startswith("broken_")
+            or "patterns" in str(fixture.path)
         )
 
 
@@ -57,7 +59,9 @@ def test_the_document_covers_every_fixture_at_both_batch_sizes() -> None:
     text = sweep.DOC.read_text()
     for fixture in sweep.discover():
         for batch in sweep.BATCH_SIZES:
-            assert f"| `{fixture.name}` | {fixture.pattern} | {fixture.expect} | {batch} |" in text, fixture.name
+            assert f"| `{fixture.name}` | {fixture.pattern} | {fixture.expect} | {batch} |" in text, (
+                fixture.name
+            )
 
 
 def test_outcome_of_a_run_that_could_not_start() -> None:
