@@ -71,8 +71,8 @@ def call_constructor(
     except TypeError as exc:
         raise TargetError(
             f"{name}{signature_text(factory)} cannot be called this way: {exc}",
-            f"pass its arguments as a call, {call_form(ref.location, name, factory)}, "
-            "or keyword arguments with --init KEY=VALUE",
+            f"pass its arguments as a call, {call_form(ref.location, name, factory)} with your values "
+            "for the CAPITALS, or keyword arguments with --init KEY=VALUE",
         ) from None
     except ValueError:
         pass  # no signature (a builtin): just call it
@@ -98,11 +98,13 @@ def signature_text(obj: Any) -> str:
 
 
 def call_form(location: str, name: str, obj: Any) -> str:
-    """`file.py:NAME`, or the quoted call form with the required arguments as placeholders."""
+    """`file.py:NAME`, or the quoted call form with the required arguments as CAPITALS
+    placeholders for the user's values (`'model.py:Net(IN_DIM)'`): a lower-case name would read
+    as a runnable command and fail with NameError."""
     required = required_names(obj) or ()
     if not required or autowires(obj):
         return f"{location}:{name}"
-    return f"'{location}:{name}({', '.join(required)})'"
+    return f"'{location}:{name}({', '.join(r.upper() for r in required)})'"
 
 
 def required_names(obj: Any) -> tuple[str, ...] | None:

@@ -233,6 +233,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="inputs",
         flags=("--input", "-i"),
+        metavar="SHAPE",
         keys=("input", "inputs"),
         cli_type=list[str],
         file_check=STR_OR_LIST,
@@ -247,6 +248,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="arch_opts",
         flags=("--arch-opt", "-a"),
+        metavar="KEY=VALUE",
         keys=("arch-opt",),
         cli_type=list[str],
         file_check=MAPPING,
@@ -258,6 +260,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="init_args",
         flags=("--init",),
+        metavar="KEY=VALUE",
         keys=("init", "model"),
         cli_type=list[str],
         file_check=MAPPING,
@@ -269,6 +272,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="target_arg",
         flags=("--target-arg",),
+        metavar="NAME",
         keys=("target-arg",),
         file_check=STR,
         help="Pass the generated target to forward as this keyword (models that compute their own loss).",
@@ -276,6 +280,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="layout",
         flags=("--layout",),
+        metavar="LAYOUT",
         keys=("layout",),
         file_check=one_of(LAYOUTS),
         check=_choice("--layout", LAYOUTS),
@@ -284,6 +289,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="batches",
         flags=("--batches", "-b"),
+        metavar="N",
         keys=("batches",),
         cli_type=int,
         file_check=INT,
@@ -294,6 +300,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="batch_size",
         flags=("--batch-size",),
+        metavar="N",
         keys=("batch-size",),
         cli_type=int,
         file_check=INT,
@@ -303,6 +310,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="device",
         flags=("--device", "-d"),
+        metavar="DEVICE",
         keys=("device",),
         file_check=STR,
         help="auto, cpu, cuda, cuda:N or mps (default: auto: cuda, then mps, then cpu).",
@@ -311,6 +319,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="dtype",
         flags=("--dtype",),
+        metavar="DTYPE",
         keys=("dtype",),
         file_check=one_of(DTYPES),
         check=_choice("--dtype", DTYPES),
@@ -320,6 +329,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="loss",
         flags=("--loss",),
+        metavar="LOSS",
         keys=("loss",),
         file_check=one_of(LOSSES),
         check=_choice("--loss", LOSSES),
@@ -329,6 +339,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="steps",
         flags=("--steps",),
+        metavar="K",
         keys=("steps",),
         cli_type=int,
         file_check=INT,
@@ -338,6 +349,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="lr",
         flags=("--lr",),
+        metavar="LR",
         keys=("lr",),
         cli_type=float,
         file_check=NUMBER,
@@ -346,6 +358,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="optimizer",
         flags=("--optimizer",),
+        metavar="NAME",
         keys=("optimizer",),
         file_check=one_of(OPTIMIZERS),
         check=_choice("--optimizer", OPTIMIZERS),
@@ -354,6 +367,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="seed",
         flags=("--seed",),
+        metavar="N",
         keys=("seed",),
         cli_type=int,
         file_check=INT,
@@ -363,6 +377,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="config",
         flags=("--config", "-c"),
+        metavar="FILE",
         cli_type=Path,
         help="A YAML file of these options; flags win. Default: ./gradcheck.yaml, then \\[tool.gradcheck] "
         "in pyproject.toml.",
@@ -370,6 +385,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="format",
         flags=("--format", "-f"),
+        metavar="FORMAT",
         keys=("format",),
         file_check=one_of(FORMATS),
         check=_choice("--format", FORMATS),
@@ -378,6 +394,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="output",
         flags=("--output", "-o"),
+        metavar="FILE",
         keys=("output",),
         cli_type=Path,
         file_check=STR,
@@ -387,11 +404,12 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="fail_on",
         flags=("--fail-on",),
+        metavar="LEVEL",
         keys=("fail-on",),
         file_check=one_of(FAIL_ON),
         check=_choice("--fail-on", FAIL_ON),
-        help="Exit 1 on findings at or above: error, warning or never (default: error).",
-        template="fail-on: error      # error, warning, never: the CI gate",
+        help="Exit 1 on findings at or above: error, warning, info or never (default: error).",
+        template="fail-on: error      # error, warning, info, never: the CI gate",
     ),
     Option(
         field="try_fixes",
@@ -486,6 +504,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="baseline",
         flags=("--baseline",),
+        metavar="FILE",
         keys=("baseline",),
         cli_type=Path,
         file_check=STR,
@@ -497,13 +516,14 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="baseline_orders",
         flags=("--baseline-orders",),
+        metavar="ORDERS",
         keys=("baseline-orders",),
         cli_type=float,
         file_check=NUMBER,
         from_file=float,
         check=_positive_number("--baseline-orders"),
         help="With --baseline: a layer regresses when its gradient/weight ratio falls by more "
-        "than this many orders of magnitude [default: 1].",
+        "than this many orders of magnitude (default: 1).",
         template="# baseline-orders: 1.0   # how many orders of magnitude a layer's gradient ratio may fall",
     ),
     Option(
