@@ -362,7 +362,7 @@ def _print_markdown(text: str) -> None:
 def _list_rules() -> None:
     from gradcheck_cli.rules import every_rule
 
-    rules = list(every_rule())
+    rules = sorted(every_rule(), key=lambda r: r.id)
     width = max(len(r.id) for r in rules) + 2
     for spec in rules:
         summary = inspect.cleandoc(spec.doc).splitlines()[0] if spec.doc else ""
