@@ -40,12 +40,16 @@ def _split_where(where: str) -> tuple[str, int | None]:
     return where, None
 
 
-def _relative(file: str, cwd: Path) -> str:
-    """Annotations need paths from the repository root, which is the working directory in CI."""
+def _relative(file: str, cwd: Path) -> str | None:
+    """Annotations need paths from the repository root, which is the working directory in CI; a
+    file outside it (an installed builtin's source) cannot carry one."""
+    path = cwd / file
+    if not path.is_file():
+        return None
     try:
-        return Path(file).resolve().relative_to(cwd.resolve()).as_posix()
+        return path.resolve().relative_to(cwd.resolve()).as_posix()
     except ValueError:
-        return file
+        return None
 
 
 def _escape_data(text: str) -> str:
@@ -59,8 +63,9 @@ def _escape_property(text: str) -> str:
 def annotation(report: Report, finding: Finding, cwd: Path) -> str:
     properties = {"title": f"gradcheck {finding.id} ({report.target})"}
     location = finding_location(report, finding)
-    if location is not None:
-        properties["file"] = _relative(location[0], cwd)
+    file = _relative(location[0], cwd) if location is not None else None
+    if location is not None and file is not None:
+        properties["file"] = file
         if location[1]:
             properties["line"] = str(location[1])
     props = ",".join(f"{k}={_escape_property(v)}" for k, v in properties.items())

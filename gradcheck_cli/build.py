@@ -129,4 +129,6 @@ def source_of(obj: Any) -> SourceRef | None:
         _, line = inspect.getsourcelines(obj)
     except (TypeError, OSError):
         return None
-    return SourceRef.at(file, line) if file else None
+    if not file or SourceRef.is_library(file):
+        return None  # a bare nn.Sequential is defined in torch, not where the user wrote it
+    return SourceRef.at(file, line)
