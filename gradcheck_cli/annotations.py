@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gradcheck_cli.findings import Finding, Severity
 from gradcheck_cli.report import Report
+from gradcheck_cli.source import relative_path
 
 COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 
@@ -40,18 +41,6 @@ def _split_where(where: str) -> tuple[str, int | None]:
     return where, None
 
 
-def _relative(file: str, cwd: Path) -> str | None:
-    """Annotations need paths from the repository root, which is the working directory in CI; a
-    file outside it (an installed builtin's source) cannot carry one."""
-    path = cwd / file
-    if not path.is_file():
-        return None
-    try:
-        return path.resolve().relative_to(cwd.resolve()).as_posix()
-    except ValueError:
-        return None
-
-
 def _escape_data(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
@@ -63,7 +52,9 @@ def _escape_property(text: str) -> str:
 def annotation(report: Report, finding: Finding, cwd: Path) -> str:
     properties = {"title": f"gradcheck {finding.id} ({report.target})"}
     location = finding_location(report, finding)
-    file = _relative(location[0], cwd) if location is not None else None
+    # Only a file inside the repository (the working directory in CI) can carry an annotation; an
+    # installed builtin's source cannot.
+    file = relative_path(location[0], cwd) if location is not None and (cwd / location[0]).is_file() else None
     if location is not None and file is not None:
         properties["file"] = file
         if location[1]:

@@ -14,7 +14,8 @@ from torch import nn
 
 from gradcheck_cli.autowire import config_fields, default_config, json_safe
 from gradcheck_cli.errors import TargetError
-from gradcheck_cli.importing import package_root, user_frame
+from gradcheck_cli.importing import package_root
+from gradcheck_cli.source import source_of, user_frame
 from gradcheck_cli.specs import TargetRef
 from gradcheck_cli.stats import SourceRef
 
@@ -71,8 +72,8 @@ def call_constructor(
     except TypeError as exc:
         raise TargetError(
             f"{name}{signature_text(factory)} cannot be called this way: {exc}",
-            f"pass its arguments as a call, {call_form(ref.location, name, factory)} with your values "
-            "for the CAPITALS, or keyword arguments with --init KEY=VALUE",
+            f"pass its arguments as a call, {call_form(ref.location, name, factory)}, "
+            "or keyword arguments with --init KEY=VALUE",
         ) from None
     except ValueError:
         pass  # no signature (a builtin): just call it
@@ -98,13 +99,11 @@ def signature_text(obj: Any) -> str:
 
 
 def call_form(location: str, name: str, obj: Any) -> str:
-    """`file.py:NAME`, or the quoted call form with the required arguments as CAPITALS
-    placeholders for the user's values (`'model.py:Net(IN_DIM)'`): a lower-case name would read
-    as a runnable command and fail with NameError."""
+    """`file.py:NAME`, or the quoted call form with the required arguments as placeholders."""
     required = required_names(obj) or ()
     if not required or autowires(obj):
         return f"{location}:{name}"
-    return f"'{location}:{name}({', '.join(r.upper() for r in required)})'"
+    return f"'{location}:{name}({', '.join(required)})'"
 
 
 def required_names(obj: Any) -> tuple[str, ...] | None:
@@ -121,14 +120,3 @@ def autowires(obj: Any) -> bool:
     with contextlib.suppress(Exception):
         return default_config(obj, {}) is not None
     return False
-
-
-def source_of(obj: Any) -> SourceRef | None:
-    try:
-        file = inspect.getsourcefile(obj)
-        _, line = inspect.getsourcelines(obj)
-    except (TypeError, OSError):
-        return None
-    if not file or SourceRef.is_library(file):
-        return None  # a bare nn.Sequential is defined in torch, not where the user wrote it
-    return SourceRef.at(file, line)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from gradcheck_cli import config_guard
 from gradcheck_cli.config import AnalyzeConfig, build_config
 from gradcheck_cli.errors import ConfigError, GradcheckError
 from gradcheck_cli.hints import did_you_mean
@@ -68,7 +69,7 @@ def shown_path(path: Path) -> str:
 def read_source(path: Path) -> ConfigSource:
     if not path.is_file():
         raise ConfigError(f"config file {path} not found", "check the path given to --config")
-    text = path.read_text()
+    text = config_guard.read_text(path)
     if path.name == "pyproject.toml":
         return _pyproject_source(path, text)
     return _yaml_source(path, text)
@@ -78,12 +79,20 @@ def _yaml_source(path: Path, text: str) -> ConfigSource:
     import yaml
 
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                config_guard.check_aliases(node, path)  # before anything walks the data
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise config_guard.yaml_error(path, exc) from None
+    except RecursionError:
+        raise ConfigError(
+            f"{path}: the YAML is nested too deeply", "a gradcheck config is a few options"
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -124,7 +133,7 @@ def _tool_section(path: Path, text: str) -> dict[str, Any]:
     try:
         section = tomllib.loads(text).get("tool", {}).get("gradcheck", {})
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise config_guard.toml_error(path, exc) from None
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: [tool.gradcheck] must be a table of options")
     return section
@@ -136,7 +145,10 @@ def find_default_config(cwd: Path) -> Path | None:
         if (cwd / name).is_file():
             return cwd / name
     pyproject = cwd / "pyproject.toml"
-    if pyproject.is_file() and _tool_section(pyproject, pyproject.read_text()):
+    # A pyproject.toml without our section is not ours to judge: a broken one of another tool's
+    # must not break every analyze, so it is not even parsed.
+    ours = pyproject.is_file() and b"tool.gradcheck" in pyproject.read_bytes()
+    if ours and _tool_section(pyproject, config_guard.read_text(pyproject)):
         return pyproject
     return None
 

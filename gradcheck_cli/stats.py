@@ -7,10 +7,6 @@ turns them into null.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-
-_PACKAGE_PARENT = Path(__file__).resolve().parent.parent
-"""The folder that holds the gradcheck_cli package (a checkout or site-packages)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -22,24 +18,6 @@ class SourceRef:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}" if self.line else self.file
-
-    @classmethod
-    def at(cls, file: str, line: int | None = None) -> SourceRef:
-        """A reference to `file` as reports print it: gradcheck's own files relative to the
-        installed package's folder (`gradcheck_cli/zoo/mlp.py`), others relative to the working
-        directory when they lie below it (else whole: they are the user's own paths)."""
-        path = Path(file).resolve()
-        for root in (_PACKAGE_PARENT, Path.cwd().resolve()):
-            if path.is_relative_to(root):
-                return cls(file=str(path.relative_to(root)), line=line)
-        return cls(file=str(path), line=line)
-
-    @staticmethod
-    def is_library(file: str) -> bool:
-        """A file of an installed library other than gradcheck (torch's container.py): never a
-        place to point a user at."""
-        parts = Path(file).resolve().parts
-        return ("site-packages" in parts or "dist-packages" in parts) and "gradcheck_cli" not in parts
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,6 +10,7 @@ from typing import ClassVar
 
 from gradcheck_cli.findings import Finding
 from gradcheck_cli.render.applicable import not_applicable
+from gradcheck_cli.render.escape import xml_safe
 from gradcheck_cli.report import FAIL_ON_RANK, Report
 
 
@@ -84,7 +85,8 @@ def document(reports: Sequence[Report], fail_on: str) -> str:
     for key in ("tests", "failures", "errors", "skipped"):
         root.set(key, str(sum(int(s.get(key, "0")) for s in suites)))
     ET.indent(root)
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    # Control characters from module names would make the file unparseable: shown escaped instead.
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + xml_safe(ET.tostring(root, encoding="unicode")) + "\n"
 
 
 class JunitRenderer:

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from gradcheck_cli.findings import Finding, LayerStatus, Severity
 from gradcheck_cli.render.base import fmt_num
+from gradcheck_cli.render.escape import clean_report
 from gradcheck_cli.render.sections import baseline_lines, training_line
 from gradcheck_cli.repair.records import Measured, TriedFix
 from gradcheck_cli.report import LayerRow, Report
@@ -178,7 +179,7 @@ def layer_table(report: Report, columns: tuple[str, ...] = ()) -> Table:
         worst = severity.get(s.name)
         style = SEVERITY_STYLE[worst] if worst is not None and row.status is not LayerStatus.OK else ""
         cells: list[RenderableType] = [str(s.index)] if "order" in columns else []
-        cells += [s.name, s.type]
+        cells += [Text(s.name), Text(s.type)]  # Text, not markup: "[bold]x" prints as it is
         if "output" in columns:
             cells.append(_output_text(s))
         if "params" in columns:
@@ -319,9 +320,9 @@ def fixes_block(fixes: tuple[TriedFix, ...]) -> RenderableType:
         cleared = ", ".join(tried.cleared)
         table.add_row(
             Text(tried.fix, style="bold green" if cleared else ("" if tried.applied else "dim")),
-            PurePath(tried.where or "").name,  # file:line; the notes say which modules
+            Text(PurePath(tried.where or "").name),  # file:line; the notes say which modules
             f"{_ratio_text(tried.before)} → {_ratio_text(tried.after)}",
-            cleared or _not_cleared(tried),
+            Text(cleared or _not_cleared(tried)),
             f"{tried.parameters_delta:+,}",
         )
         notes.append(f"  {tried.fix}: ", style="bold")
@@ -367,7 +368,7 @@ class TerminalRenderer:
             highlight=False,
             emoji=False,
         )
-        for part in report_renderables(report, self.columns):
+        for part in report_renderables(clean_report(report), self.columns):
             console.print(part)
         out = console.file.getvalue()  # type: ignore[attr-defined]
         return str(out)
