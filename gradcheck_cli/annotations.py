@@ -54,7 +54,8 @@ def annotation(report: Report, finding: Finding, cwd: Path) -> str:
     location = finding_location(report, finding)
     # Only a file inside the repository (the working directory in CI) can carry an annotation; an
     # installed builtin's source cannot.
-    file = relative_path(location[0], cwd) if location is not None and (cwd / location[0]).is_file() else None
+    path = cwd / location[0] if location is not None else None
+    file = relative_path(str(path), cwd) if path is not None and path.is_file() else None
     if location is not None and file is not None:
         properties["file"] = file
         if location[1]:
