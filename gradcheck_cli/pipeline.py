@@ -26,11 +26,11 @@ from gradcheck_cli.session import (
     measure_precision,
     prepare,
     probe,
-    train_steps,
 )
 from gradcheck_cli.stats import ProbeResult
 from gradcheck_cli.target import LoadedModel, load
 from gradcheck_cli.text import count
+from gradcheck_cli.training import train_steps
 
 __all__ = ["Session", "analyze", "analyze_loaded", "forward", "loss_of", "prepare", "probe", "train_steps"]
 
