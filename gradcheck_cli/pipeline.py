@@ -22,15 +22,16 @@ from gradcheck_cli.report import Report, build_report
 from gradcheck_cli.session import (
     Session,
     forward,
+    load_checkpoint,
     loss_of,
     measure_precision,
     prepare,
     probe,
+    train_steps,
 )
 from gradcheck_cli.stats import ProbeResult
 from gradcheck_cli.target import LoadedModel, load
 from gradcheck_cli.text import count
-from gradcheck_cli.training import train_steps
 
 __all__ = ["Session", "analyze", "analyze_loaded", "forward", "loss_of", "prepare", "probe", "train_steps"]
 
@@ -63,6 +64,9 @@ def analyze_loaded(
     started = time.perf_counter() if started is None else started
     distributed.setup()
     session = prepare(config, loaded, batches)
+    if config.weights is not None:
+        progress(f"loading weights from {config.weights}")
+        load_checkpoint(session)
     pristine = _snapshot_for_fixes(session) if config.try_fixes and config.steps else None
     if config.steps:
         progress(f"training {count(config.steps, 'step')}")

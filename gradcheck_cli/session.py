@@ -39,6 +39,7 @@ from gradcheck_cli.probe import GradientProbe
 from gradcheck_cli.source import locate_modules
 from gradcheck_cli.stats import Fp16Underflow, LayerStats, ModelInfo, ProbeResult, RunInfo, TrainingHistory
 from gradcheck_cli.target import LoadedModel, redirect_stdout_to_stderr
+from gradcheck_cli.trained import CheckpointInfo
 from gradcheck_cli.underflow import measure_fp16_underflow
 
 
@@ -56,6 +57,10 @@ class Session:
     """float16 only: the GradScaler-style scale the probe's backward runs under (then unscaled)."""
     fp16_underflow: Fp16Underflow | None = None
     training: TrainingHistory | None = None
+    checkpoint: CheckpointInfo | None = None
+    """--weights: what was loaded."""
+    optimizer_state: Any = None
+    """--weights: the optimizer state the checkpoint holds, for --steps."""
 
 
 def prepare(config: AnalyzeConfig, loaded: LoadedModel, given: list[Batch] | None = None) -> Session:
@@ -194,6 +199,38 @@ def loss_of(session: Session, batch: Batch, output: Any, index: int) -> LossChoi
     return compute_loss(output, session.config.loss, batch.target, loaded.loss_fn, generator, origin)
 
 
+def train_steps(session: Session) -> None:
+    """--steps: the user's optimizer (or --optimizer), clipping and float16 scaling as configured."""
+    from gradcheck_cli import training
+    from gradcheck_cli.optimizers import choose_optimizer
+
+    config, model = session.config, session.loaded.module
+    chosen = choose_optimizer(
+        model, session.loaded.optimizer_hook, session.optimizer_state, config.optimizer, config.lr
+    )
+    # float16 trains as a script would: with a GradScaler (a pass-through for other dtypes).
+    scaler = torch.amp.GradScaler(session.device.split(":")[0], enabled=config.dtype == "float16")
+
+    def step_loss(step: int) -> torch.Tensor:
+        index = step % len(session.batches)
+        batch = session.batches[index]
+        return loss_of(session, batch, forward(session, batch), index).value
+
+    records = training.train(model, chosen, step_loss, config.steps, config.clip, scaler)
+    session.training = training.history(chosen, training.owners_of(model), records, config.clip, config.steps)
+
+
+def load_checkpoint(session: Session) -> None:
+    """--weights: copy the checkpoint into the model (on the analysis device), keep its optimizer state."""
+    from gradcheck_cli.weights import load_weights
+
+    assert session.config.weights is not None
+    info, raw = load_weights(
+        session.loaded.module, session.config.weights, session.device, session.config.weights_partial
+    )
+    session.checkpoint, session.optimizer_state = info, raw.optimizer_state
+
+
 def probe(session: Session, started: float) -> ProbeResult:
     model = session.loaded.module
     sources = locate_modules(model)
@@ -231,6 +268,7 @@ def probe(session: Session, started: float) -> ProbeResult:
         loss_value=sum(loss_values) / len(loss_values) if loss_values else float("nan"),
         fp16_underflow=session.fp16_underflow,
         training=session.training,
+        checkpoint=session.checkpoint,
         nonfinite_op=origin.op if origin else None,
         nonfinite_source=origin.source if origin else None,
     )

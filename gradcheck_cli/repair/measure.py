@@ -19,7 +19,6 @@ from gradcheck_cli.diagnose import diagnose
 from gradcheck_cli.findings import Finding
 from gradcheck_cli.policy import policy_findings
 from gradcheck_cli.stats import ProbeResult
-from gradcheck_cli.training import train_steps
 
 
 def snapshot(model: nn.Module) -> nn.Module | None:
@@ -59,7 +58,7 @@ class CopyMeasurer:
         session = self._session_for(model)
         seed_everything(config.seed)
         if config.steps:
-            train_steps(session)
+            stages.train_steps(session)
         result = stages.probe(session, time.perf_counter())
         findings = diagnose(result, config.thresholds).findings
         return result, policy_findings(findings, config.severity, config.ignore, config.select)
