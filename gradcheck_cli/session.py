@@ -39,9 +39,9 @@ from gradcheck_cli.inputs import (
     token_targets,
 )
 from gradcheck_cli.layer_kinds import has_normalization
-from gradcheck_cli.locate import locate_modules
 from gradcheck_cli.losses import LossChoice, compute_loss
 from gradcheck_cli.probe import GradientProbe
+from gradcheck_cli.source import locate_modules
 from gradcheck_cli.stats import Fp16Underflow, LayerStats, ModelInfo, ProbeResult, RunInfo, TrainingHistory
 from gradcheck_cli.target import LoadedModel, redirect_stdout_to_stderr
 from gradcheck_cli.underflow import measure_fp16_underflow

@@ -7,7 +7,6 @@ turns them into null.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -19,16 +18,6 @@ class SourceRef:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}" if self.line else self.file
-
-    @classmethod
-    def at(cls, file: str, line: int | None = None) -> SourceRef:
-        """A reference to `file`, shown relative to the working directory when it lies below it."""
-        path = Path(file).resolve()
-        try:
-            shown = str(path.relative_to(Path.cwd().resolve()))
-        except ValueError:
-            shown = str(path)
-        return cls(file=shown, line=line)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
