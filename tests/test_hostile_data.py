@@ -265,6 +265,36 @@ def test_call_form_refusals_name_the_offending_part(call: str, message: str) -> 
         safe_eval.evaluate_call(call, policy)
 
 
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("net.py:Net(os.system)", "passing system (from the standard library)"),
+        ("net.py:Net(subprocess.Popen)", "passing Popen (from the standard library)"),
+        ("net.py:Net(os)", "passing the module 'os'"),
+        ("net.py:Net(*[os.system])", "passing system"),
+        ("net.py:Net(getoutput('touch MARK'))", "calling getoutput (from the standard library"),
+        ("net.py:Net(functools.partial(os.system, 'touch MARK')())", "calling functools.partial"),
+        ("net.py:Net(torch.load('x.pt'))", "calling torch.load (from torch.serialization"),
+        ("net.py:__builtins__", "names starting with '_' are not model attributes"),
+    ],
+)
+def test_call_form_never_calls_or_passes_the_standard_library(
+    project: Path, target: str, message: str
+) -> None:
+    with pytest.raises(TargetError, match=re.escape(message)):
+        load(parse_target(target.replace("MARK", str(project / "MARK"))), {}, {})
+    assert not (project / "MARK").exists()
+
+
+def test_call_form_passes_plain_types_and_project_objects(project: Path) -> None:
+    model = load(
+        parse_target("net.py:Net(8, nn.ReLU(), torch.float64, make_list, -2.5, b'x', {1, 2})"), {}, {}
+    ).module
+    assert model.fc.out_features == 8
+    assert isinstance(model.extra[0], nn.ReLU) and model.extra[1] is torch.float64
+    assert model.extra[3:] == (-2.5, b"x", {1, 2})
+
+
 def test_installed_module_class_is_allowed_and_result_checked(cli, project: Path) -> None:
     result = cli("analyze", "torch.nn:Linear(4, 2)", "--input", "4x4", *JSON_ARGS)
     assert result.exit_code in (0, 1), result
