@@ -39,6 +39,8 @@ class LoadedModel:
     init_args: dict[str, Any] = field(default_factory=dict)
     hooks_from: str = "the model file"
     """Where sample_batch/loss_fn came from, for the report header ("analyze()" from the API)."""
+    optimizer_hook: Callable[..., Any] | None = None
+    """configure_optimizers/build_optimizer/optimizer from the model file, for --steps."""
 
 
 def from_object(
