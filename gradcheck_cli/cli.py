@@ -85,9 +85,11 @@ def root(
 def _fail(error: GradcheckError, debug: bool) -> None:
     if debug:
         raise error
-    typer.echo(f"error: {error.message}", err=True)
+    from gradcheck_cli.render.escape import visible  # names in messages must not drive the terminal
+
+    typer.echo(f"error: {visible(error.message)}", err=True)
     if error.hint:
-        typer.echo(f"hint: {error.hint}", err=True)
+        typer.echo(f"hint: {visible(error.hint)}", err=True)
     raise typer.Exit(2)
 
 

@@ -18,6 +18,7 @@ import functools
 import importlib.util
 import inspect
 import linecache
+import sys
 import textwrap
 from pathlib import Path
 from types import FrameType
@@ -106,6 +107,18 @@ def user_caller(frame: FrameType | None, *, within: tuple[Owner, ...]) -> FrameT
             return None
         frame = frame.f_back
     return None
+
+
+def is_user_frame(frame: FrameType) -> bool:
+    """A frame of the user's own code: not torch, not gradcheck, not an installed package, not the
+    standard library (a forward's `raise` is named by the innermost such frame)."""
+    filename = frame.f_code.co_filename
+    if frame_owner(filename) != "user" or filename.startswith("<"):
+        return False
+    top = str(frame.f_globals.get("__name__", "")).partition(".")[0]
+    if top in sys.stdlib_module_names or top in ("typer", "click", "rich", "_pytest", "pluggy"):
+        return False
+    return not any(part in ("site-packages", "dist-packages") for part in Path(filename).parts)
 
 
 def user_frame(exc: BaseException, root: Path) -> str | None:
