@@ -390,7 +390,11 @@ def plan_inputs(
         extra = extra_forward_args(model, len(given))
         return InputPlan(specs=tuple(given), origin="--input", extra_args=extra, batch_size=size)
     if builtin_defaults:
-        return InputPlan(specs=tuple(parse_input(s) for s in builtin_defaults), origin="builtin")
+        specs = tuple(parse_input(s) for s in builtin_defaults)
+        size = (
+            specs[0].shape[0] if _batch_first(model, layout) or len(specs[0].shape) < 2 else specs[0].shape[1]
+        )
+        return InputPlan(specs=specs, origin="builtin", batch_size=size)
     return infer_inputs(model, batch_size, layout)
 
 

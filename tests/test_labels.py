@@ -79,3 +79,11 @@ def test_labels_for_head_shapes() -> None:
     assert labels_for_head(torch.zeros(4, 7, 50), 4) == InputSpec(shape=(4, 7), kind="int", low=0, high=50)
     assert labels_for_head(torch.zeros(4, 1), 4) == InputSpec(shape=(4,))
     assert labels_for_head(torch.zeros(3, 4), 4) is None
+
+
+def test_labels_beside_a_builtin_take_its_batch_size(cli) -> None:
+    args = ("analyze", "builtin:residual-mlp", "--arch-opt", "depth=2", "--format", "json", "--device", "cpu")
+    report = ran(cli(*args, "--batches", "1", "--labels", "int:32:10"))
+    assert report["run"]["loss_reason"] == "integer target: cross-entropy"
+    result = cli(*args, "--batches", "1", "--labels", "int:5:10")
+    assert result.exit_code == 2 and "the inputs have 32" in result.stderr
