@@ -13,6 +13,7 @@ from collections.abc import Callable
 from torch import nn
 
 from gradcheck_cli import distributed
+from gradcheck_cli.collect import probe
 from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.device import seed_everything
 from gradcheck_cli.diagnose import check_threshold_ids, diagnose
@@ -26,7 +27,6 @@ from gradcheck_cli.session import (
     loss_of,
     measure_precision,
     prepare,
-    probe,
     train_steps,
 )
 from gradcheck_cli.stats import ProbeResult
