@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gradcheck_cli.trained import CheckpointInfo
+from gradcheck_cli.trained import CheckpointInfo, Versus
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -219,3 +219,5 @@ class ProbeResult:
     """Set when --steps trained the model before the measured passes."""
     checkpoint: CheckpointInfo | None = None
     """Set when --weights loaded a checkpoint before anything was measured."""
+    versus: Versus | None = None
+    """Set under --versus: the reference state measured with the same batches, paired layer by layer."""
