@@ -14,16 +14,18 @@ from gradcheck_cli.anomaly import NonfiniteOrigin, find_origin
 from gradcheck_cli.functional import FunctionalActivations
 from gradcheck_cli.inputs import Batch, describe, describe_extra_args
 from gradcheck_cli.layer_kinds import has_normalization
+from gradcheck_cli.outputs import left_out_feeders
 from gradcheck_cli.probe import GradientProbe
 from gradcheck_cli.session import Session, forward, loss_of
 from gradcheck_cli.source import locate_modules
-from gradcheck_cli.stats import LayerStats, ModelInfo, ProbeResult, RunInfo
+from gradcheck_cli.stats import LayerStats, LeftOutOutputs, ModelInfo, ProbeResult, RunInfo
 
 
 def probe(session: Session, started: float) -> ProbeResult:
     model = session.loaded.module
     sources = locate_modules(model)
     losses: list[float] = []
+    left_out: LeftOutOutputs | None = None
     # Under torchrun each rank measures its share of the batches; the raw sums are combined below.
     mine = distributed.my_batches(len(session.batches))
     with GradientProbe(model, sources) as gradient_probe:
@@ -34,6 +36,7 @@ def probe(session: Session, started: float) -> ProbeResult:
             with functional_calls.watch():  # the model's forward only, not the loss
                 output = forward(session, batch)
             choice = loss_of(session, batch, output, index)
+            left_out = left_out or left_out_feeders(model, choice.value, choice.left_out)
             (choice.value * session.loss_scale).backward()
             gradient_probe.collect(unscale=session.loss_scale)
             losses.append(choice.value.detach())  # type: ignore[arg-type]
@@ -60,6 +63,7 @@ def probe(session: Session, started: float) -> ProbeResult:
         checkpoint=session.checkpoint,
         nonfinite_op=origin.op if origin else None,
         nonfinite_source=origin.source if origin else None,
+        left_out=left_out,
     )
 
 

@@ -9,25 +9,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from gradcheck_cli.config import AnalyzeConfig
-from gradcheck_cli.device import autocast, model_dtype, resolve_device
+from gradcheck_cli.device import autocast
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.forward_error import forward_failure
 from gradcheck_cli.inputs import (
     Batch,
     InputPlan,
-    batches_from_hook,
-    batches_from_specs,
-    fill_extra_args,
-    move,
-    plan_inputs,
-    search_inputs,
-    token_targets,
+    reference_input,
+    stream,
 )
 from gradcheck_cli.losses import LossChoice, compute_loss
-from gradcheck_cli.stats import Fp16Underflow, TrainingHistory
+from gradcheck_cli.stats import (
+    Fp16Underflow,
+    TrainingHistory,
+)
 from gradcheck_cli.target import LoadedModel, redirect_stdout_to_stderr
 from gradcheck_cli.trained import CheckpointInfo
 from gradcheck_cli.underflow import measure_fp16_underflow
@@ -53,93 +50,10 @@ class Session:
     """--weights: the optimizer state the checkpoint holds, for --steps."""
 
 
-def prepare(config: AnalyzeConfig, loaded: LoadedModel, given: list[Batch] | None = None) -> Session:
-    device = _pick_device(loaded.module, config.device)
-    float_dtype = model_dtype(config.dtype)
-    loaded.module.to(device=device, dtype=float_dtype)
-    if given is not None:
-        batches, plan = given, InputPlan(specs=(), origin="passed to analyze()")
-    elif loaded.sample_batch is not None and not config.inputs:
-        batches = batches_from_hook(loaded.sample_batch, config.batches, config.seed)
-        hook = _hook_name(loaded.sample_batch)
-        where = "passed to analyze()" if loaded.hooks_from == "analyze()" else f"in {loaded.hooks_from}"
-        plan = InputPlan(specs=(), origin=f"{hook} {where}")
-    else:
-        plan = _plan(config, loaded, device)
-        batches = batches_from_specs(plan.specs, config.batches, config.seed, float_dtype)
-    batches = _finish_batches(config, loaded.module, plan, batches, device)
-    return Session(config=config, loaded=loaded, device=device, batches=batches, plan=plan)
-
-
-def _hook_name(hook: Any) -> str:
+def hook_name(hook: Any) -> str:
     """`get_batch()` for a named function, "a function" for a lambda or a callable object."""
     name = getattr(hook, "__name__", "")
     return f"{name}()" if name.isidentifier() else "a function"
-
-
-def _plan(config: AnalyzeConfig, loaded: LoadedModel, device: str) -> InputPlan:
-    """--input or a builtin's inputs as given; else search by trying forward passes on candidate inputs."""
-    model = loaded.module
-    if config.inputs or loaded.default_inputs:
-        return plan_inputs(model, config.inputs, loaded.default_inputs, config.batch_size, config.layout)
-
-    def attempt(plan: InputPlan) -> Exception | None:
-        batches = batches_from_specs(plan.specs, 1, config.seed, model_dtype(config.dtype))
-        batch = _finish_batches(config, model, plan, batches, device)[0]
-        try:
-            with torch.no_grad(), redirect_stdout_to_stderr(), autocast(device, config.dtype):
-                model(*batch.args, **batch.kwargs)
-        except Exception as exc:  # the model rejected this input: try the next candidate
-            return exc
-        return None
-
-    return search_inputs(model, config.batch_size, config.layout, attempt)
-
-
-def _finish_batches(
-    config: AnalyzeConfig, model: nn.Module, plan: InputPlan, batches: list[Batch], device: str
-) -> list[Batch]:
-    """Move to the device and dtype, add init_hidden()/None forward arguments and the --target-arg."""
-    float_dtype = model_dtype(config.dtype)
-    moved = [
-        Batch(
-            args=move(b.args, device, float_dtype),
-            kwargs=move(b.kwargs, device, float_dtype),
-            target=move(b.target, device),
-        )
-        for b in batches
-    ]
-    return _with_target_arg(config, fill_extra_args(model, moved, plan), plan, device)
-
-
-def _with_target_arg(
-    config: AnalyzeConfig, batches: list[Batch], plan: InputPlan, device: str
-) -> list[Batch]:
-    """Models that compute their own loss take targets in forward: pass the target as that keyword."""
-    name = config.target_arg
-    if not name:
-        return batches
-    generator = torch.Generator().manual_seed(config.seed + 7919)
-    out = []
-    for batch in batches:
-        target = batch.target
-        if target is None and plan.specs and plan.specs[0].kind == "int":
-            target = token_targets(plan.specs[0], generator).to(device)
-        if target is None:
-            raise InputError(
-                f"--target-arg {name}: no target to pass (the input is not integer tokens)",
-                "define sample_batch() returning (inputs, target) in the model file",
-            )
-        out.append(Batch(args=batch.args, kwargs={**batch.kwargs, name: target}, target=None))
-    return out
-
-
-def _pick_device(model: nn.Module, requested: str) -> str:
-    """A model already on an accelerator stays there unless --device says otherwise."""
-    current = next((p.device for p in model.parameters()), torch.device("cpu"))
-    if requested == "auto" and current.type != "cpu":
-        return str(current)
-    return resolve_device(requested)
 
 
 def measure_precision(session: Session) -> None:
@@ -182,11 +96,14 @@ def _autocast_hint(device: str, dtype: str) -> str:
 
 
 def loss_of(session: Session, batch: Batch, output: Any, index: int) -> LossChoice:
-    generator = torch.Generator().manual_seed(session.config.seed * 1000 + index)
+    generator = stream(session.config.seed, "targets", index)
     loaded = session.loaded
     where = "passed to" if loaded.hooks_from == "analyze()" else "in"
-    origin = f"{_hook_name(loaded.loss_fn)} {where} {loaded.hooks_from}"
-    return compute_loss(output, session.config.loss, batch.target, loaded.loss_fn, generator, origin)
+    origin = f"{hook_name(loaded.loss_fn)} {where} {loaded.hooks_from}"
+    reference = reference_input(batch)
+    return compute_loss(
+        output, session.config.loss, batch.target, loaded.loss_fn, generator, origin, reference=reference
+    )
 
 
 def train_steps(session: Session) -> None:
