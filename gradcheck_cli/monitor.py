@@ -8,13 +8,12 @@ hooks only read gradients (they return None), so training is unchanged.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import torch
 from torch import nn
@@ -22,10 +21,12 @@ from torch import nn
 from gradcheck_cli import distributed
 from gradcheck_cli.diagnose import check_threshold_ids, diagnose
 from gradcheck_cli.findings import Finding
+from gradcheck_cli.history import History, StepStats, step_stats
 from gradcheck_cli.locate import locate_modules
 from gradcheck_cli.probe import GradientProbe, has_normalization
-from gradcheck_cli.render.json import to_document
 from gradcheck_cli.report import Report, build_report
+from gradcheck_cli.sinks import Sink
+from gradcheck_cli.sinks.jsonl import JsonLinesSink
 from gradcheck_cli.stats import ModelInfo, ProbeResult, RunInfo
 
 FindingsCallback = Callable[[int, tuple[Finding, ...]], None]
@@ -41,6 +42,8 @@ class MonitorRecord:
     """The per-layer statistics of this step and the findings the rules drew from them."""
     new_findings: tuple[Finding, ...]
     """Findings whose id the previous measured step did not have."""
+    stats: StepStats
+    """The step's numbers as the trend rules and the sinks see them."""
 
 
 def warn_on_stderr(step: int, findings: tuple[Finding, ...]) -> None:
@@ -68,6 +71,8 @@ class GradientMonitor:
         jsonl: str | Path | None = None,
         history: int = 100,
         thresholds: Mapping[str, Mapping[str, float]] | None = None,
+        sinks: Sequence[Sink] = (),
+        trend_history: int = 1000,
     ) -> None:
         if every < 1:
             raise ValueError(f"every must be at least 1, got {every}")
@@ -77,15 +82,17 @@ class GradientMonitor:
         self.thresholds = dict(thresholds or {})
         check_threshold_ids(self.thresholds)
         self.history: deque[MonitorRecord] = deque(maxlen=history)
+        self.trend: deque[StepStats] = deque(maxlen=trend_history)
+        """The numbers of the last `trend_history` measured steps: what the trend rules judge."""
         self.steps = 0
         self._sources = locate_modules(self.model)
         self._has_norm = has_normalization(self.model)
         self._probe: GradientProbe | None = None
         self._closed = False
         self._info: ModelInfo | None = None
-        self._jsonl: IO[str] | None = None
+        self.sinks: list[Sink] = list(sinks) if distributed.is_reporting_rank() else []
         if jsonl is not None and distributed.is_reporting_rank():
-            self._jsonl = Path(jsonl).open("a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+            self.sinks.append(JsonLinesSink(jsonl))
         self._arm()
 
     # -- the training-loop interface -----------------------------------------------------------
@@ -104,12 +111,13 @@ class GradientMonitor:
         return self.history[-1] if self.history else None
 
     def close(self) -> None:
-        """Remove every hook and close the JSON-lines file. The model is left as it was."""
+        """Remove every hook and close the sinks (the JSON-lines file). The model is left as it was."""
+        if self._closed:
+            return
         self._closed = True
         self._disarm()
-        if self._jsonl is not None:
-            self._jsonl.close()
-            self._jsonl = None
+        for sink in self.sinks:
+            sink.close()
 
     def __enter__(self) -> GradientMonitor:
         return self
@@ -149,19 +157,26 @@ class GradientMonitor:
             else:
                 self._disarm()
         self._info = self._info or _model_info(self.model)
+        loss_value = _loss_value(loss)
+        stats = step_stats(self.steps, layers, activations, None if loss is None else loss_value)
         result = ProbeResult(
             model=self._info,
             run=RunInfo(batches=1, steps=self.steps, seed=0, loss="training loop", inputs=("training",)),
             layers=layers,
             activations=activations,
             has_normalization=self._has_norm,
-            loss_value=_loss_value(loss),
+            loss_value=loss_value,
+            history=History(steps=(*self.trend, stats)),
         )
         diagnosis = diagnose(result, self.thresholds)
         report = build_report(type(self.model).__name__, result, diagnosis.findings, diagnosis.layer_status)
-        record = MonitorRecord(step=self.steps, report=report, new_findings=self._new(report.findings))
+        stats = dataclasses.replace(stats, seconds=time.perf_counter() - started)
+        self.trend.append(stats)
+        record = MonitorRecord(
+            step=self.steps, report=report, new_findings=self._new(report.findings), stats=stats
+        )
         self.history.append(record)
-        self._publish(record, time.perf_counter() - started)
+        self._publish(record)
         return record
 
     def _new(self, findings: tuple[Finding, ...]) -> tuple[Finding, ...]:
@@ -170,13 +185,12 @@ class GradientMonitor:
         before = {f.id for f in self.last.report.findings} if self.last else set()
         return tuple(f for f in findings if f.id not in before)
 
-    def _publish(self, record: MonitorRecord, seconds: float) -> None:
+    def _publish(self, record: MonitorRecord) -> None:
         if not distributed.is_reporting_rank():
             return
-        if self._jsonl is not None:
-            line = {"step": record.step, "seconds": round(seconds, 6), **to_document(record.report)}
-            self._jsonl.write(json.dumps(line, allow_nan=False) + "\n")
-            self._jsonl.flush()
+        with_report = dataclasses.replace(record.stats, report=record.report)
+        for sink in self.sinks:
+            sink.write(record.step, with_report, record.report.findings)
         if self.callback is not None and record.new_findings:
             self.callback(record.step, record.new_findings)
 

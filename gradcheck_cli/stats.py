@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gradcheck_cli.history import History
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,3 +201,7 @@ class ProbeResult:
     """Where the user's code called that operation."""
     training: TrainingHistory | None = None
     """Set when --steps trained the model before the measured passes."""
+    history: History | None = None
+    """The measured steps of a training run up to and including this one (GradientMonitor and
+    the integrations set it; `gradcheck report` reads it from a file). The trend rules need it;
+    a single analysis has none, so they stay silent there."""

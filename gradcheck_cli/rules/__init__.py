@@ -10,6 +10,7 @@ from gradcheck_cli.rules import (  # noqa: F401  (imported to register)
     no_gradient,
     nonfinite_gradients,
     saturated_activations,
+    trends,
     vanishing_gradients,
     vanishing_through_time,
 )
@@ -18,6 +19,11 @@ from gradcheck_cli.rules.base import RuleSpec, registry
 
 def all_rules() -> list[RuleSpec]:
     return list(registry().values())
+
+
+def trend_rules() -> list[RuleSpec]:
+    """The rules that judge a training run's history (GradientMonitor, `gradcheck report`)."""
+    return [spec for spec in registry().values() if spec.needs_history]
 
 
 def get_rule(rule_id: str) -> RuleSpec | None:

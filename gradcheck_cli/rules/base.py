@@ -26,6 +26,9 @@ class RuleSpec:
     limits_type: type
     doc: str
     aliases: tuple[str, ...] = ()
+    needs_history: bool = False
+    """A trend rule: it reads ProbeResult.history (a training run's measured steps) and finds
+    nothing in a single analysis."""
 
     def limits(self, overrides: Mapping[str, float] | None = None) -> Any:
         """The rule's thresholds, with config overrides applied (unknown keys are an error)."""
@@ -53,6 +56,7 @@ def rule(
     fixes: tuple[FixId, ...],
     limits: type,
     aliases: tuple[str, ...] = (),
+    needs_history: bool = False,
 ) -> Callable[[Check], Check]:
     """Register a check function as the rule for finding `id`."""
     valid = set(get_args(FixId))
@@ -71,6 +75,7 @@ def rule(
             limits_type=limits,
             doc=(check.__doc__ or "").strip(),
             aliases=aliases,
+            needs_history=needs_history,
         )
         return check
 
