@@ -26,6 +26,8 @@ class RuleSpec:
     limits_type: type
     doc: str
     aliases: tuple[str, ...] = ()
+    stage: str | None = None
+    """The later stage that makes this finding (e.g. "baseline"); None: diagnosis runs `check`."""
     needs_history: bool = False
     """A trend rule: it reads ProbeResult.history (a training run's measured steps) and finds
     nothing in a single analysis."""
@@ -56,6 +58,7 @@ def rule(
     fixes: tuple[FixId, ...],
     limits: type,
     aliases: tuple[str, ...] = (),
+    stage: str | None = None,
     needs_history: bool = False,
 ) -> Callable[[Check], Check]:
     """Register a check function as the rule for finding `id`."""
@@ -75,6 +78,7 @@ def rule(
             limits_type=limits,
             doc=(check.__doc__ or "").strip(),
             aliases=aliases,
+            stage=stage,
             needs_history=needs_history,
         )
         return check
