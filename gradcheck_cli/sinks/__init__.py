@@ -12,7 +12,8 @@ Every scalar sink uses the same tag layout, from `scalar_metrics`:
     gradcheck/nonfinite_layers             layers with a NaN/inf gradient element
     gradcheck/findings/<severity>          findings at this step (error, warning, info)
 
-and findings as text under `gradcheck/findings` (one Markdown line per finding).
+and findings as text under `gradcheck/findings` (TensorBoard: one Markdown line per finding) or
+as a `gradcheck/new_findings` table (W&B: each id the first time it appears).
 """
 
 from __future__ import annotations

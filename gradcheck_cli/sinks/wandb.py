@@ -17,7 +17,7 @@ class WandbSink:
     `define_metric` ties every `gradcheck/*` key to `gradcheck/step`, so the training step is
     the x-axis even when your own `wandb.log` calls count steps differently, and no call here
     passes `step=` (which W&B drops when it is behind the run's own counter). New findings go
-    to a `gradcheck/findings` table.
+    to a `gradcheck/new_findings` table (each id once).
     """
 
     def __init__(self, run: Any = None) -> None:
@@ -35,7 +35,7 @@ class WandbSink:
             import wandb
 
             rows = [[step, f.id, f.severity.value, ", ".join(f.layers), f.message] for f in new]
-            payload[f"{PREFIX}/findings"] = wandb.Table(
+            payload[f"{PREFIX}/new_findings"] = wandb.Table(
                 columns=["step", "id", "severity", "layers", "message"], data=rows
             )
             self._reported.update(f.id for f in new)
