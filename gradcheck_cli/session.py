@@ -19,7 +19,6 @@ from gradcheck_cli.anomaly import NonfiniteOrigin, find_origin
 from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.device import (
     autocast,
-    measure_fp16_underflow,
     model_dtype,
     resolve_device,
 )
@@ -38,11 +37,13 @@ from gradcheck_cli.inputs import (
     search_inputs,
     token_targets,
 )
+from gradcheck_cli.layer_kinds import has_normalization
 from gradcheck_cli.locate import locate_modules
 from gradcheck_cli.losses import LossChoice, compute_loss
-from gradcheck_cli.probe import GradientProbe, has_normalization
+from gradcheck_cli.probe import GradientProbe
 from gradcheck_cli.stats import Fp16Underflow, LayerStats, ModelInfo, ProbeResult, RunInfo, TrainingHistory
 from gradcheck_cli.target import LoadedModel, redirect_stdout_to_stderr
+from gradcheck_cli.underflow import measure_fp16_underflow
 
 
 @dataclass(slots=True)
