@@ -230,7 +230,7 @@ def report(
     ] = "error",
 ) -> None:
     """Render a training run's history (GradientMonitor jsonl=) with trend findings; exit 1 on findings."""
-    from gradcheck_cli.run_report import report_run
+    from gradcheck_cli.report_command import report_run
 
     if format not in ("rich", "markdown", "html", "json"):
         raise typer.BadParameter(

@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from gradcheck_cli.errors import GradcheckError
-from gradcheck_cli.report import Report
-from gradcheck_cli.stats import ActivationStats, LayerStats
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,44 +55,9 @@ class StepStats:
     seconds: float
     layers: tuple[LayerPoint, ...]
     units: tuple[UnitPoint, ...] = ()
-    report: Report | None = None
-    """The step's whole report, for sinks that write it (JSON lines); None once kept in a
-    History or when read back from a file."""
-
-
-def step_stats(
-    step: int,
-    layers: Iterable[LayerStats],
-    activations: Iterable[ActivationStats],
-    loss: float | None,
-    seconds: float = 0.0,
-) -> StepStats:
-    """The numbers of one measured step (trainable layers only: a frozen layer has no trend)."""
-    points = tuple(
-        LayerPoint(
-            name=s.name,
-            type=s.type,
-            index=s.index,
-            grad_norm=s.grad_norm,
-            weight_norm=s.weight_norm,
-            grad_weight_ratio=s.grad_weight_ratio,
-            zero_grad_fraction=s.zero_grad_fraction,
-            nonfinite=s.nonfinite,
-        )
-        for s in layers
-        if s.trainable
-    )
-    units = tuple(
-        UnitPoint(
-            name=a.name,
-            family=a.family,
-            after=a.after,
-            dead_fraction=a.dead_fraction,
-            saturated_fraction=a.saturated_fraction,
-        )
-        for a in activations
-    )
-    return StepStats(step=step, loss=loss, seconds=seconds, layers=points, units=units)
+    document: Mapping[str, Any] | None = None
+    """The step's gradcheck.report/1 document, for sinks that write it whole (JSON lines);
+    None once kept in a History, or when read back from a file."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

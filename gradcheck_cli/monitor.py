@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,14 +21,14 @@ from torch import nn
 from gradcheck_cli import distributed
 from gradcheck_cli.diagnose import check_threshold_ids, diagnose
 from gradcheck_cli.findings import Finding
-from gradcheck_cli.history import History, StepStats, step_stats
+from gradcheck_cli.history import History, LayerPoint, StepStats, UnitPoint
 from gradcheck_cli.layer_kinds import has_normalization
 from gradcheck_cli.locate import locate_modules
 from gradcheck_cli.probe import GradientProbe
 from gradcheck_cli.report import Report, build_report
 from gradcheck_cli.sinks import Sink
 from gradcheck_cli.sinks.jsonl import JsonLinesSink
-from gradcheck_cli.stats import ModelInfo, ProbeResult, RunInfo
+from gradcheck_cli.stats import ActivationStats, LayerStats, ModelInfo, ProbeResult, RunInfo
 
 FindingsCallback = Callable[[int, tuple[Finding, ...]], None]
 
@@ -90,6 +90,7 @@ class GradientMonitor:
         self._has_norm = has_normalization(self.model)
         self._probe: GradientProbe | None = None
         self._closed = False
+        self._resume_armed = False
         self._info: ModelInfo | None = None
         self.sinks: list[Sink] = list(sinks) if distributed.is_reporting_rank() else []
         if jsonl is not None and distributed.is_reporting_rank():
@@ -106,6 +107,18 @@ class GradientMonitor:
         if self.steps % self.every == 0 and not self._closed:
             self._arm()
         return findings
+
+    def pause(self) -> None:
+        """Detach the hooks until resume(): forward passes that are not training steps (evaluation)
+        then run bare and do not count towards the next measured step."""
+        self._resume_armed = self._resume_armed or self._probe is not None
+        self._disarm()
+
+    def resume(self) -> None:
+        """Re-attach the hooks pause() removed, if the next step is a measured one."""
+        if self._resume_armed and not self._closed:
+            self._arm()
+        self._resume_armed = False
 
     @property
     def last(self) -> MonitorRecord | None:
@@ -159,7 +172,7 @@ class GradientMonitor:
                 self._disarm()
         self._info = self._info or _model_info(self.model)
         loss_value = _loss_value(loss)
-        stats = step_stats(self.steps, layers, activations, None if loss is None else loss_value)
+        stats = _step_stats(self.steps, layers, activations, None if loss is None else loss_value)
         result = ProbeResult(
             model=self._info,
             run=RunInfo(batches=1, steps=self.steps, seed=0, loss="training loop", inputs=("training",)),
@@ -189,11 +202,50 @@ class GradientMonitor:
     def _publish(self, record: MonitorRecord) -> None:
         if not distributed.is_reporting_rank():
             return
-        with_report = dataclasses.replace(record.stats, report=record.report)
+        stats = record.stats
+        if any(getattr(sink, "needs_document", False) for sink in self.sinks):
+            from gradcheck_cli.render.json import to_document
+
+            stats = dataclasses.replace(stats, document=to_document(record.report))
         for sink in self.sinks:
-            sink.write(record.step, with_report, record.report.findings)
+            sink.write(record.step, stats, record.report.findings)
         if self.callback is not None and record.new_findings:
             self.callback(record.step, record.new_findings)
+
+
+def _step_stats(
+    step: int,
+    layers: Iterable[LayerStats],
+    activations: Iterable[ActivationStats],
+    loss: float | None,
+    seconds: float = 0.0,
+) -> StepStats:
+    """The numbers of one measured step (trainable layers only: a frozen layer has no trend)."""
+    points = tuple(
+        LayerPoint(
+            name=s.name,
+            type=s.type,
+            index=s.index,
+            grad_norm=s.grad_norm,
+            weight_norm=s.weight_norm,
+            grad_weight_ratio=s.grad_weight_ratio,
+            zero_grad_fraction=s.zero_grad_fraction,
+            nonfinite=s.nonfinite,
+        )
+        for s in layers
+        if s.trainable
+    )
+    units = tuple(
+        UnitPoint(
+            name=a.name,
+            family=a.family,
+            after=a.after,
+            dead_fraction=a.dead_fraction,
+            saturated_fraction=a.saturated_fraction,
+        )
+        for a in activations
+    )
+    return StepStats(step=step, loss=loss, seconds=seconds, layers=points, units=units)
 
 
 def _training_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:

@@ -6,8 +6,8 @@ cluster can be inspected on a laptop without torch installed.
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,22 @@ def _fits(history: History) -> dict[str, LogFit | None]:
     return fits
 
 
+def unit_rows(report: RunReport) -> list[tuple[str, str, str, Sequence[float]]]:
+    """(activation, after, measure, series): dead fraction for ReLUs, saturated fraction otherwise."""
+    rows: list[tuple[str, str, str, Sequence[float]]] = []
+    for name in report.history.unit_names():
+        unit = report.history.unit(name)
+        if unit is None:
+            continue
+        measure = "dead_fraction" if unit.family == "relu" else "saturated_fraction"
+        rows.append((name, unit.after or "", measure, report.history.unit_series(name, measure)))
+    return rows
+
+
+def loss_series(report: RunReport) -> list[float]:
+    return [math.nan if s.loss is None else s.loss for s in report.history.steps]
+
+
 def run_exit_code(report: RunReport, fail_on: str) -> int:
     """As analyze: 1 when a finding (trend or logged) is at or above `fail_on`, else 0."""
     if fail_on == "never":
@@ -78,25 +94,3 @@ def run_exit_code(report: RunReport, fail_on: str) -> int:
     bar = FAIL_ON_RANK[fail_on]
     ranks = {s.value: s.rank for s in Severity}
     return 1 if any(ranks.get(sev, 0) >= bar for sev in report.severities()) else 0
-
-
-def report_run(path: Path, fmt: str, output: Path | None, fail_on: str, *, width: int, color: bool) -> int:
-    """The `report` command: read, judge, render to stdout or `output`; returns the exit code."""
-    from gradcheck_cli.render.history import get_run_renderer
-
-    report = build_run_report(path)
-    text = get_run_renderer(fmt, width=width, color=color and output is None).render(report)
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text, encoding="utf-8")
-    code = run_exit_code(report, fail_on)
-    found = len(report.trends)
-    where = f"; wrote {output}" if output is not None else ""
-    print(
-        f"gradcheck report: {len(report.history.steps)} measured steps, {found} trend "
-        f"finding{'s' if found != 1 else ''}{where}",
-        file=sys.stderr,
-    )
-    return code

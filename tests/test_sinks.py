@@ -71,14 +71,25 @@ def test_wandb_offline_run_gets_the_same_numbers(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    run = wandb.init(project="gradcheck-test", dir=str(tmp_path), mode="offline")
+    quiet = wandb.Settings(
+        console="off",
+        save_code=False,
+        x_disable_stats=True,
+        x_disable_meta=True,
+        x_disable_machine_info=True,
+        x_save_requirements=False,
+    )
+    run = wandb.init(project="gradcheck-test", dir=str(tmp_path), mode="offline", settings=quiet)
     try:
         model = deep_sigmoid()
         with GradientMonitor(model, every=4, callback=None, sinks=[WandbSink(run)]) as monitor:
             train(model, monitor)
     finally:
         run.finish()
+        wandb.teardown()  # stops wandb-core, which closes (and so completes) the run file
     rows = history_rows(tmp_path)
+    logs = "\n".join(p.read_text()[-3000:] for p in tmp_path.glob("wandb/offline-run-*/logs/*.log"))
+    assert rows, logs
     assert [row["gradcheck/step"] for row in rows] == [0, 4, 8]
     for row, record in zip(rows, monitor.history, strict=True):
         expected = scalar_metrics(record.stats, record.report.findings)

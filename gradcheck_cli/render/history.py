@@ -13,7 +13,7 @@ from typing import Any
 
 from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.render.json import _clean
-from gradcheck_cli.run_report import RunReport
+from gradcheck_cli.run_report import RunReport, loss_series, unit_rows
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 NONFINITE = "!"
@@ -82,22 +82,6 @@ def _title(report: RunReport) -> str:
     steps = report.history.step_numbers
     model = f"{report.log.model}, " if report.log.model else ""
     return f"{report.log.path}: {model}{len(steps)} measured steps ({steps[0]}..{steps[-1]})"
-
-
-def unit_rows(report: RunReport) -> list[tuple[str, str, str, Sequence[float]]]:
-    """(activation, after, measure, series): dead fraction for ReLUs, saturated fraction otherwise."""
-    rows: list[tuple[str, str, str, Sequence[float]]] = []
-    for name in report.history.unit_names():
-        unit = report.history.unit(name)
-        if unit is None:
-            continue
-        measure = "dead_fraction" if unit.family == "relu" else "saturated_fraction"
-        rows.append((name, unit.after or "", measure, report.history.unit_series(name, measure)))
-    return rows
-
-
-def loss_series(report: RunReport) -> list[float]:
-    return [math.nan if s.loss is None else s.loss for s in report.history.steps]
 
 
 # -- terminal ------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from html import escape
 
 from gradcheck_cli.render.base import fmt_num
-from gradcheck_cli.run_report import RunReport
+from gradcheck_cli.run_report import RunReport, loss_series, unit_rows
 
 WIDTH, HEIGHT, PAD = 250, 110, 8
 COLOURS = {"error": "#c62828", "warning": "#b26a00", "info": "#1565c0"}
@@ -91,8 +91,6 @@ def _card(name: str, meta: str, svg: str, flagged: bool) -> str:
 
 class RunHtmlRenderer:
     def render(self, report: RunReport) -> str:
-        from gradcheck_cli.render.history import loss_series, unit_rows
-
         history = report.history
         steps = list(history.step_numbers)
         flagged = {name for f in report.trends for name in f.layers}

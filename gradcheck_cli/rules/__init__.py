@@ -19,8 +19,8 @@ from gradcheck_cli.rules.base import RuleSpec, registry
 
 
 def all_rules() -> list[RuleSpec]:
-    """The rules diagnosis runs on every probe result."""
-    return [spec for spec in registry().values() if spec.stage is None]
+    """The rules diagnosis runs on every probe result (the trend rules only join with a history)."""
+    return [spec for spec in registry().values() if spec.stage is None and not spec.needs_history]
 
 
 def every_rule() -> list[RuleSpec]:

@@ -9,15 +9,13 @@ from typing import Any
 
 from gradcheck_cli.findings import Finding
 from gradcheck_cli.history import StepStats
-from gradcheck_cli.render.json import to_document
 
 
 def line_of(stats: StepStats) -> dict[str, Any]:
     """`{"step", "seconds", <gradcheck.report/1 document>, "loss", "loss_nonfinite", "activations"}`."""
     loss = stats.loss
     line: dict[str, Any] = {"step": stats.step, "seconds": round(stats.seconds, 6)}
-    if stats.report is not None:
-        line.update(to_document(stats.report))
+    line.update(stats.document or {})
     line["loss"] = loss if loss is not None and math.isfinite(loss) else None
     line["loss_nonfinite"] = loss is not None and not math.isfinite(loss)
     line["activations"] = [
@@ -35,6 +33,9 @@ def line_of(stats: StepStats) -> dict[str, Any]:
 
 class JsonLinesSink:
     """Appends one line per measured step to `path` (what `gradcheck report` reads)."""
+
+    needs_document = True
+    """The monitor attaches each step's whole report document (StepStats.document)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
