@@ -101,11 +101,13 @@ def signature_text(obj: Any) -> str:
 
 
 def call_form(location: str, name: str, obj: Any) -> str:
-    """`file.py:NAME`, or the quoted call form with the required arguments as placeholders."""
+    """`file.py:NAME`, or the quoted call form with the required arguments as CAPITALS
+    placeholders for the user's values (`'model.py:Net(IN_DIM)'`): a lower-case name would read
+    as a runnable command and fail with NameError."""
     required = required_names(obj) or ()
     if not required or autowires(obj):
         return f"{location}:{name}"
-    return f"'{location}:{name}({', '.join(required)})'"
+    return f"'{location}:{name}({', '.join(r.upper() for r in required)})'"
 
 
 def required_names(obj: Any) -> tuple[str, ...] | None:

@@ -16,11 +16,7 @@ from torch import nn
 from gradcheck_cli import distributed, through_time
 from gradcheck_cli.anomaly import NonfiniteOrigin, find_origin
 from gradcheck_cli.config import AnalyzeConfig
-from gradcheck_cli.device import (
-    autocast,
-    model_dtype,
-    resolve_device,
-)
+from gradcheck_cli.device import autocast, model_dtype, resolve_device
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.forward_error import forward_failure
 from gradcheck_cli.functional import FunctionalActivations
@@ -193,11 +189,6 @@ def _autocast_hint(device: str, dtype: str) -> str:
         return ""
     other = "bfloat16 or float32" if dtype == "float16" else "float32"
     return f"an op may have no {dtype} kernel on {device}: try --dtype {other}; otherwise "
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def loss_of(session: Session, batch: Batch, output: Any, index: int) -> LossChoice:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gradcheck_cli.trained import CheckpointInfo
+from gradcheck_cli.trained import CheckpointInfo, Versus
 
 if TYPE_CHECKING:
     from gradcheck_cli.history import History
@@ -227,3 +227,5 @@ class ProbeResult:
     a single analysis has none, so they stay silent there."""
     checkpoint: CheckpointInfo | None = None
     """Set when --weights loaded a checkpoint before anything was measured."""
+    versus: Versus | None = None
+    """Set under --versus: the reference state measured with the same batches, paired layer by layer."""
