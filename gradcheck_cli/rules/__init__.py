@@ -12,12 +12,9 @@ from gradcheck_cli.rules import (  # noqa: F401  (imported to register)
     nonfinite_gradients,
     saturated_activations,
     training_divergence,
-<<<<<<< HEAD
     trends,
-=======
     units_died_in_training,
     update_ratio,
->>>>>>> main
     vanishing_gradients,
     vanishing_through_time,
     weight_norm_change,
