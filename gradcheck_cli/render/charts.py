@@ -47,10 +47,11 @@ def log_axis(low: int, high: int, x0: float, x1: float, top: float, height: floa
     parts = []
     stride = max(1, math.ceil((high - low) / 8))
     for decade in range(low, high + 1):
+        if (high - decade) % stride:
+            continue  # a grid line only where there is a label, so deep axes stay readable
         y = log_y(10.0**decade, low, high, top, height)
         parts.append(f'<line class="grid" x1="{x0}" x2="{x1}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        if (high - decade) % stride == 0:
-            parts.append(f'<text x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end">1e{decade}</text>')
+        parts.append(f'<text x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end">1e{decade}</text>')
     return parts
 
 
@@ -99,6 +100,7 @@ def flow_chart(report: Report) -> str:
     bottom = 16 + 6.2 * max(len(_label(r.stats.name)) for r in rows[::every]) * 0.72
     height = H - TOP - bottom
     step = (W - LEFT - RIGHT) / len(rows)
+    bar = min(step * 0.7, 64.0)  # two layers should not look like two walls
     colors = layer_colors(report)
     parts = [
         f'<svg class="grad-flow" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img">',
@@ -112,7 +114,7 @@ def flow_chart(report: Report) -> str:
         if _measured(s.act_grad_norm) and s.hooked:
             y = log_y(s.act_grad_norm, low, high, TOP, height)
             parts.append(
-                f'<rect class="bar" x="{x + step * 0.15:.1f}" y="{y:.1f}" width="{step * 0.7:.1f}" '
+                f'<rect class="bar" x="{x + (step - bar) / 2:.1f}" y="{y:.1f}" width="{bar:.1f}" '
                 f'height="{TOP + height - y:.1f}" fill="{colors.get(s.name, OK_COLOR)}"><title>{escape(tip)}</title></rect>'
             )
         elif s.act_grad_norm == 0 and s.hooked:  # measured, and exactly zero: say so on the floor

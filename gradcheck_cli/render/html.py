@@ -76,6 +76,14 @@ def _layer_table(report: Report) -> str:
     return f"<table>{head}{rows}</table>"
 
 
+def _layers(report: Report) -> str:
+    """The layer table, folded away when long (the chart above already shows every layer)."""
+    table = _layer_table(report)
+    if len(report.layers) <= 12:
+        return table
+    return f"<details><summary>{count(len(report.layers), 'layer')}</summary>{table}</details>"
+
+
 def report_section(report: Report) -> str:
     m, r, s = report.model, report.run, report.summary
     parts = [
@@ -100,7 +108,7 @@ def report_section(report: Report) -> str:
     ]
     parts += _ignored(report)
     parts += _later_stages(report)
-    parts += ["<h2>Layers</h2>", _layer_table(report), "</section>"]
+    parts += ["<h2>Layers</h2>", _layers(report), "</section>"]
     return "\n".join(parts)
 
 
