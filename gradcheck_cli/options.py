@@ -87,6 +87,12 @@ def _inputs(value: Any) -> tuple[Any, ...]:
     return tuple(parse_input(str(v)) for v in items)
 
 
+def _labels(value: Any) -> Any:
+    from gradcheck_cli.specs import parse_labels
+
+    return parse_labels(str(value))
+
+
 def _target(value: Any) -> Any:
     from gradcheck_cli.specs import parse_target
 
@@ -293,6 +299,16 @@ OPTIONS: tuple[Option, ...] = (
         keys=("target-arg",),
         file_check=STR,
         help="Pass the generated target to forward as this keyword (models that compute their own loss).",
+    ),
+    Option(
+        field="labels",
+        flags=("--labels",),
+        keys=("labels",),
+        file_check=STR,
+        from_flag=_labels,
+        from_file=_labels,
+        help="Integer labels beside float inputs, as each batch's target (or the --target-arg): "
+        "int:16:10 (16 labels below 10), int:16x32:50257 (one per token), float:16 (regression targets).",
     ),
     Option(
         field="layout",

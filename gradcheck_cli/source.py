@@ -143,6 +143,22 @@ def user_location(exc: BaseException, root: Path) -> tuple[str, int] | None:
     return found
 
 
+def raise_site(exc: BaseException, root: Path) -> str | None:
+    """Where `exc` was raised: the innermost frame in the user's project, else the innermost frame
+    (a config validator or constructor inside an installed library still gets its file:line)."""
+    found = user_frame(exc, root)
+    if found is not None:
+        return found
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return None
+    file, line = tb.tb_frame.f_code.co_filename, tb.tb_lineno
+    text = linecache.getline(file, line).strip()
+    return f"{file}:{line}" + (f": {text}" if text else "")
+
+
 def _in_project(filename: str, root: Path) -> bool:
     if "site-packages" in filename or filename.startswith("<"):
         return False
