@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradcheck_cli import distributed, through_time
+from gradcheck_cli import distributed, gates, through_time
 from gradcheck_cli.anomaly import NonfiniteOrigin, find_origin
 from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.device import (
@@ -346,6 +346,9 @@ def probe(session: Session, started: float) -> ProbeResult:
         activations = gradient_probe.activation_stats() + functional_calls.stats()
     model.zero_grad(set_to_none=True)
     first = session.batches[0]
+    layers, found_gates = gates.measure(
+        model, _backward_runner(session, first), layers, session.config.seed, session.loss_scale
+    )
     recurrent = through_time.measure(model, lambda: forward(session, first), session.config.seed, sources)
     origin = _nonfinite_origin(session, layers)
     loss_values = torch.stack(losses).float().tolist() if losses else []  # type: ignore[arg-type]
@@ -362,6 +365,7 @@ def probe(session: Session, started: float) -> ProbeResult:
         training=session.training,
         nonfinite_op=origin.op if origin else None,
         nonfinite_source=origin.source if origin else None,
+        gates=found_gates,
     )
 
 
@@ -376,6 +380,14 @@ def _nonfinite_origin(session: Session, layers: tuple[LayerStats, ...]) -> Nonfi
             break
     session.loaded.module.zero_grad(set_to_none=True)
     return origin
+
+
+def _backward_runner(session: Session, batch: Batch) -> Callable[[], None]:
+    def run() -> None:
+        loss = loss_of(session, batch, forward(session, batch), 0).value
+        (loss * session.loss_scale).backward()
+
+    return run
 
 
 def _loss_runner(session: Session, batch: Batch, index: int) -> Callable[[], torch.Tensor]:

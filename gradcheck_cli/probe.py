@@ -13,6 +13,7 @@ tensor but scalars; parameter gradients are reduced with foreach norms and count
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,9 +61,51 @@ def unit_peaks(out: torch.Tensor) -> torch.Tensor:
     `(out > 0).any(dims)` on CPU and allocates nothing full-size.
     """
     ndim = out.dim()
-    unit_dim = 1 if ndim >= 4 else ndim - 1
-    reduce = [d for d in range(ndim) if d != unit_dim]
+    dim = unit_dim(out)
+    reduce = [d for d in range(ndim) if d != dim]
     return out.amax(dim=reduce) if reduce else out
+
+
+CHANNEL_FIRST = (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm)
+CHANNEL_LAST = (nn.Linear, nn.Embedding, nn.LayerNorm, nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase)
+
+
+def feature_dim(module: nn.Module, out: torch.Tensor) -> int:
+    """The dimension holding a layer's features: channels (dim 1) for convolutions and
+    BatchNorm/GroupNorm, the last dimension for Linear/LayerNorm/attention/recurrent layers
+    (whatever the rank: a Linear on (B, T, C) has C features, not T*C)."""
+    if isinstance(module, CHANNEL_FIRST) and out.dim() > 1:
+        return 1
+    if isinstance(module, CHANNEL_LAST):
+        return out.dim() - 1
+    return unit_dim(out)
+
+
+def unit_dim(out: torch.Tensor) -> int:
+    """Units: channels of an image-like tensor (N, C, ...), else the last dimension."""
+    return 1 if out.dim() >= 4 else out.dim() - 1
+
+
+def unit_range(inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per unit, the smallest and largest input value (a unit whose input never varies is not observed)."""
+    dim = unit_dim(inp)
+    reduce = [d for d in range(inp.dim()) if d != dim]
+    if not reduce:
+        return inp, inp
+    return inp.amin(dim=reduce), inp.amax(dim=reduce)
+
+
+def gain_sum(out: torch.Tensor, family: str, hard: bool = False) -> torch.Tensor:
+    """Sum over elements of the local derivative relative to its maximum (1 at the linear point).
+
+    sigmoid: s(1-s) / 0.25; tanh: 1 - y^2. Hard variants have derivative 1 inside the clamp
+    and 0 at it. The mean of this is the factor by which the activation scales the gradient.
+    """
+    if hard:
+        return out.numel() - tail_count(out, family)
+    if family == "sigmoid":
+        return (out * (1 - out)).sum() * 4.0
+    return out.numel() - out.square().sum()
 
 
 def tail_count(out: torch.Tensor, family: str) -> torch.Tensor:
@@ -77,7 +120,16 @@ def direct_params(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 
 # The columns of one batch's raw sums per layer (_Layer.rows, batch_sums()).
-ROW_FIELDS = ("act_sq", "act_numel", "grad_sq", "zero_count", "grad_numel", "nonfinite", "has_grad")
+ROW_FIELDS = (
+    "act_sq",
+    "act_numel",
+    "grad_sq",
+    "zero_count",
+    "grad_numel",
+    "nonfinite",
+    "has_grad",
+    "missed",
+)
 
 
 @dataclass(slots=True)
@@ -90,9 +142,12 @@ class _Layer:
     calls: int = 0
     width: int = 0
     spatial: tuple[int, ...] = ()
+    features: int = 0
     act_numel: int = 0
+    hooks_set: int = 0
+    """Output-gradient hooks registered this batch (compared with those that fired: a miss is never 0)."""
     rows: list[list[float]] = field(default_factory=list)
-    """Per batch: [act_sq, act_numel, grad_sq, zero_count, grad_numel, nonfinite, has_grad]."""
+    """Per batch: the ROW_FIELDS."""
 
 
 @dataclass(slots=True)
@@ -106,6 +161,15 @@ class _Activation:
     value of each unit so far: a ReLU unit is dead when it never exceeds 0."""
     tails: list[torch.Tensor] = field(default_factory=list)
     """Per call, the count of elements in a flat tail (summed once, at the end)."""
+    gains: list[torch.Tensor] = field(default_factory=list)
+    """Per call, the sum of the local derivative relative to its maximum (saturating family)."""
+    ranges: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    """Per call (ReLU family), per unit: the smallest and largest input seen. A unit whose input
+    never varies (exactly 0 behind a closed zero-initialised gate) is not observed, not dead."""
+    pending: tuple[torch.Tensor, torch.Tensor] | None = None
+    hard: bool = False
+    observations: dict[int, int] = field(default_factory=dict)
+    """Per call, the values each unit was observed on (samples x positions, over batches)."""
     total: int = 0
     forward_seen: int = -1
     call: int = 0
@@ -168,9 +232,12 @@ class GradientProbe:
             self._handles.append(module.register_forward_hook(self._layer_hook(layer)))
         family = "relu" if isinstance(module, RELU_FAMILY) else SATURATING.get(type(module))
         if family:
-            act = _Activation(name=name, module=module, family=family)
+            hard = isinstance(module, (nn.Hardsigmoid, nn.Hardtanh))
+            act = _Activation(name=name, module=module, family=family, hard=hard)
             self.activations.append(act)
             self._handles.append(module.register_forward_hook(self._activation_hook(act)))
+            if family == "relu":
+                self._handles.append(module.register_forward_pre_hook(self._relu_input_hook(act)))
 
     # -- hooks ------------------------------------------------------------------------------
     def _on_model_forward(self, module: nn.Module, args: Any) -> None:
@@ -192,13 +259,15 @@ class GradientProbe:
             if not layer.width and out.dim() > 0:
                 self._record_shape(layer, module, out)
             layer.act_numel += out.numel()
-            out.register_hook(grad_hook)
+            layer.hooks_set += 1
+            hook_target(out, args).register_hook(grad_hook)
 
         return hook
 
     @staticmethod
     def _record_shape(layer: _Layer, module: nn.Module, out: torch.Tensor) -> None:
         layer.width = out[0].numel() if out.dim() > 1 else 1
+        layer.features = out.shape[feature_dim(module, out)]
         if isinstance(module, nn.modules.conv._ConvNd):
             layer.spatial = tuple(out.shape[2:])
 
@@ -206,7 +275,9 @@ class GradientProbe:
         index = self._index[layer.name]
         norms, owners = self._act_sq, self._act_owner  # cleared in place by collect(), never rebound
 
-        def hook(grad: torch.Tensor) -> None:
+        def hook(grad: torch.Tensor | None) -> None:
+            if grad is None:  # autograd passes None for an output that did not reach the loss
+                return
             # vector_norm refuses dtype=float32 for a float64 grad ("narrowing"): keep float64 there
             if grad.dtype == torch.float64:
                 norms.append(torch.linalg.vector_norm(grad))
@@ -233,6 +304,15 @@ class GradientProbe:
         return hook
 
     @staticmethod
+    def _relu_input_hook(act: _Activation) -> Callable[..., None]:
+        # A pre-hook sees the input before an in-place ReLU overwrites it.
+        def hook(module: nn.Module, args: Any) -> None:
+            inp = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            act.pending = unit_range(inp.detach()) if inp is not None and inp.dim() > 0 else None
+
+        return hook
+
+    @staticmethod
     def _activation_stats(act: _Activation, out: torch.Tensor) -> None:
         act.total += out.numel()
         if act.family == "relu":
@@ -240,8 +320,18 @@ class GradientProbe:
             seen = act.peaks.get(act.call)
             same = seen is not None and seen.shape == peak.shape
             act.peaks[act.call] = torch.maximum(seen, peak) if same else peak  # type: ignore[arg-type]
+            act.observations[act.call] = act.observations.get(act.call, 0) if same else 0
+            act.observations[act.call] += out.numel() // max(1, peak.numel())
+            if act.pending is not None and act.pending[0].shape == peak.shape:
+                low, high = act.pending
+                old = act.ranges.get(act.call)
+                if same and old is not None:
+                    low, high = torch.minimum(old[0], low), torch.maximum(old[1], high)
+                act.ranges[act.call] = (low, high)
+            act.pending = None
             return
         act.tails.append(tail_count(out, act.family))
+        act.gains.append(gain_sum(out, act.family, hard=act.hard))
 
     def reset(self) -> None:
         """Forget what was measured, keep the hooks: the next batches start a fresh measurement.
@@ -258,6 +348,9 @@ class GradientProbe:
         for act in self.activations:
             act.peaks.clear()
             act.tails.clear()
+            act.gains.clear()
+            act.ranges.clear()
+            act.observations.clear()
             act.total, act.forward_seen, act.call = 0, -1, 0
 
     # -- per-batch collection ------------------------------------------------------------
@@ -274,11 +367,14 @@ class GradientProbe:
         act_sq = [0.0] * len(self.layers)
         for owner, norm in zip(self._act_owner, host[len(host) - act_count :], strict=True):
             act_sq[owner] += (norm / unscale) ** 2  # squared on the host in double: no float32 overflow
+        fired = set(self._act_owner)
         for i, layer in enumerate(self.layers):
             nonfinite = int(not math.isfinite(grad_sq[i])) + int(not math.isfinite(act_sq[i]))
+            # A hook that never fired while the parameters got a gradient is a miss, not a 0.
+            missed = layer.hooks_set > 0 and i not in fired and grad_sq[i] > 0
             row = [act_sq[i], float(layer.act_numel), grad_sq[i], zeros[i], float(grads.numel[i])]
-            layer.rows.append([*row, float(nonfinite), float(grads.has_grad[i])])
-            layer.act_numel = 0
+            layer.rows.append([*row, float(nonfinite), float(grads.has_grad[i]), float(missed)])
+            layer.act_numel = layer.hooks_set = 0
         self._act_sq.clear()
         self._act_owner.clear()
 
@@ -293,7 +389,11 @@ class GradientProbe:
         """float64 [batches, layers, len(ROW_FIELDS)]: each collected batch's raw sums, layers in attach order."""
         rows = [layer.rows for layer in self.layers]
         batches = len(rows[0]) if rows else 0
-        sums = torch.tensor(rows, dtype=torch.float64) if batches else torch.zeros(len(self.layers), 0, 7)
+        sums = (
+            torch.tensor(rows, dtype=torch.float64)
+            if batches
+            else torch.zeros(len(self.layers), 0, len(ROW_FIELDS))
+        )
         return sums.reshape(len(self.layers), batches, len(ROW_FIELDS)).transpose(0, 1).double()
 
     def replace_batch_sums(self, sums: torch.Tensor) -> None:
@@ -307,14 +407,11 @@ class GradientProbe:
 
         Every process must have run at least one forward (the ReLU unit masks need their size)."""
         counts = [float(self._forwards)] + [float(layer.calls) for layer in self.layers]
-        tails = _to_host(
-            [
-                self._unit_count(act) if act.tails else torch.zeros((), dtype=torch.int64)
-                for act in self.activations
-            ]
-        )
-        for act, tail in zip(self.activations, tails, strict=True):
-            counts += [float(act.total), tail]
+        measured = [self._unit_count(act) for act in self.activations]
+        tails = _to_host([m[0] for m in measured], [m[2] for m in measured])
+        n = len(self.activations)
+        for i, act in enumerate(self.activations):
+            counts += [float(act.total), tails[i] if act.tails else 0.0, tails[n + i]]
         summed = torch.tensor(counts, dtype=torch.float64)
         reduce_sum(summed)
         values = summed.tolist()
@@ -322,12 +419,19 @@ class GradientProbe:
         for i, layer in enumerate(self.layers, start=1):
             layer.calls = int(values[i])
         for i, act in enumerate(self.activations):
-            act.total, tail = int(values[1 + len(self.layers) + 2 * i]), values[2 + len(self.layers) + 2 * i]
+            total, tail, gain = values[1 + len(self.layers) + 3 * i : 4 + len(self.layers) + 3 * i]
+            act.total = int(total)
             act.tails = [torch.tensor(tail)] if act.family != "relu" else []
+            act.gains = [torch.tensor(gain)] if act.family != "relu" else []
             for call in sorted(act.peaks):  # every process ran the same calls, in the same order
                 alive = (act.peaks[call] > 0).to(torch.float64)
                 reduce_sum(alive)
                 act.peaks[call] = alive  # > 0 where any process saw the unit positive
+                if call in act.ranges:
+                    low, high = act.ranges[call]
+                    varied = (high > low).to(torch.float64)
+                    reduce_sum(varied)
+                    act.ranges[call] = (torch.zeros_like(varied), varied)
 
     # -- results ------------------------------------------------------------------------------
     def layer_stats(self) -> tuple[LayerStats, ...]:
@@ -353,9 +457,9 @@ class GradientProbe:
         return out
 
     def _stats(self, layer: _Layer, index: int, weight_norm: float, forwards: int) -> LayerStats:
-        rows = layer.rows or [[math.nan, 0.0, math.nan, 0.0, 0.0, 0.0, 0.0]]
-        act_norms = [math.sqrt(r[0]) if r[1] else math.nan for r in rows]
-        act_rms = [math.sqrt(r[0] / r[1]) if r[1] else math.nan for r in rows]
+        rows = layer.rows or [[math.nan, 0.0, math.nan, 0.0, 0.0, 0.0, 0.0, 0.0]]
+        act_norms = [math.sqrt(r[0]) if r[1] and not r[7] else math.nan for r in rows]
+        act_rms = [math.sqrt(r[0] / r[1]) if r[1] and not r[7] else math.nan for r in rows]
         grad_norms = [math.sqrt(r[2]) for r in rows]
         zero = sum(r[3] for r in rows) / max(1.0, sum(r[4] for r in rows))
         has_grad = any(r[6] for r in rows)
@@ -382,44 +486,66 @@ class GradientProbe:
             shared_with=layer.shared_with,
             has_grad=has_grad or not layer.params,
             hooked=layer.order >= 0,
+            measured=not all(r[7] for r in rows),
+            features=layer.features,
+            init_scale=init_scale(layer.params),
             batch_act_grad_norm=tuple(act_norms),
             source=self.sources.get(layer.name),
         )
 
     def activation_stats(self) -> tuple[ActivationStats, ...]:
-        # One host transfer for all activations: per activation, dead units and tail count.
-        counts = _to_host([self._unit_count(act) for act in self.activations])
-        out = []
-        for act, count in zip(self.activations, counts, strict=True):
-            units, dead, saturated = 0, 0.0, 0.0
-            if act.peaks:
-                units = sum(peak.numel() for peak in act.peaks.values())
-                dead = count / units if units else 0.0
-            elif act.tails and act.total:
-                saturated = count / act.total
-            out.append(
-                ActivationStats(
-                    name=act.name,
-                    type=type(act.module).__name__,
-                    family=act.family,
-                    after=act.after,
-                    units=units,
-                    dead_fraction=dead,
-                    saturated_fraction=saturated,
-                    source=self.sources.get(act.name),
-                )
-            )
-        return tuple(out)
+        # One host transfer for all activations: per activation, dead units or tail count,
+        # units whose input never varied, and the summed relative derivative.
+        counts = [self._unit_count(act) for act in self.activations]
+        host = _to_host([c[0] for c in counts], [c[1] for c in counts], [c[2] for c in counts])
+        n = len(self.activations)
+        return tuple(
+            self._activation_record(act, host[i], host[n + i], host[2 * n + i])
+            for i, act in enumerate(self.activations)
+        )
+
+    def _activation_record(
+        self, act: _Activation, count: float, unobserved: float, gain: float
+    ) -> ActivationStats:
+        units, dead, saturated, mean_gain = 0, 0.0, 0.0, math.nan
+        if act.peaks:
+            units = sum(peak.numel() for peak in act.peaks.values())
+            dead = count / units if units else 0.0
+        elif act.tails and act.total:
+            saturated, mean_gain = count / act.total, gain / act.total
+        return ActivationStats(
+            name=act.name,
+            type=type(act.module).__name__,
+            family=act.family,
+            after=act.after,
+            units=units,
+            dead_fraction=dead,
+            saturated_fraction=saturated,
+            observations=min(act.observations.values(), default=0),
+            unobserved_fraction=unobserved / units if units else 0.0,
+            mean_gain=mean_gain,
+            source=self.sources.get(act.name),
+        )
 
     @staticmethod
-    def _unit_count(act: _Activation) -> torch.Tensor:
-        """Dead units (ReLU family) or elements in a flat tail (saturating family), on the device."""
+    def _unit_count(act: _Activation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """On the device: dead units (ReLU family: never positive although their input varied)
+        or elements in a flat tail (saturating family); units whose input never varied; gain sum."""
+        device = next(iter(act.peaks.values())).device if act.peaks else None
+        device = act.tails[0].device if act.tails else device
+        none = torch.zeros((), dtype=torch.int64, device=device)
         if act.peaks:
-            # NaN is not <= 0: a unit that produced NaN is not dead
-            return torch.stack([(peak <= 0).sum() for peak in act.peaks.values()]).sum()
+            dead, unobserved = [], []
+            for call, peak in act.peaks.items():
+                low, high = act.ranges.get(call, (peak.new_zeros(()), peak.new_ones(())))
+                constant = high <= low
+                # NaN is not <= 0: a unit that produced NaN is not dead
+                dead.append(((peak <= 0) & ~constant).sum())
+                unobserved.append((constant & (peak <= 0)).sum())
+            return torch.stack(dead).sum(), torch.stack(unobserved).sum(), none.float()
         if act.tails:
-            return torch.stack(act.tails).sum()
-        return torch.zeros((), dtype=torch.int64)
+            return torch.stack(act.tails).sum(), none, torch.stack(act.gains).sum().float()
+        return none, none, none.float()
 
 
 @dataclass(slots=True)
@@ -503,9 +629,53 @@ def _to_host(*groups: list[torch.Tensor]) -> list[float]:
     return host
 
 
+def hook_target(out: torch.Tensor, args: Any) -> torch.Tensor:
+    """The tensor whose gradient is dL/d(out): `out`, or the base it is a whole view of.
+
+    nn.Linear on a 3-D or 4-D input returns a view of a 2-D result. An in-place op on that
+    view (nn.ReLU(inplace=True)) rewrites the view's history, and a hook on the view never
+    fires; a hook on the base, registered before the in-place op, does, with the same values.
+    """
+    base = out._base
+    if base is None or base.numel() != out.numel() or base.grad_fn is None:
+        return out
+    if any(base is a for a in args if isinstance(a, torch.Tensor)):
+        return out  # a view of the module's own input: its base has other uses
+    return base
+
+
+def init_scale(params: Sequence[nn.Parameter]) -> float:
+    """RMS of the first matrix-shaped parameter times sqrt(its fan-in): about 0.58 at PyTorch's
+    default init, 1.4 at He init; far below 0.58 when the weight is small by design."""
+    weight = next((p for p in params if p.dim() >= 2), None)
+    if weight is None or weight.numel() == 0:
+        return math.nan
+    fan_in = weight[0].numel()
+    with torch.no_grad():
+        rms = float(dense(weight.detach()).float().square().mean().sqrt())
+    return rms * math.sqrt(fan_in)
+
+
+_INDEXED = re.compile(r"^(\d+|.*[A-Za-z_](\d+))$")
+
+
 def role_of(name: str) -> str:
-    """The name with block indices replaced: blocks.3.mlp.fc1 -> blocks.#.mlp.fc1."""
-    return ".".join("#" if part.isdigit() else part for part in name.split("."))
+    """The name with block indices replaced by '#': what the layer does, not where it sits.
+
+    Any index-like part counts (`blocks.3`, `layer_3`, `block3`, `encoder_layer_11`, `h.0`,
+    `fc7`): its digits become '#', so `encoder_layer_#` and `decoder_layer_#` stay apart. The
+    layer's own last part is kept as it is when an earlier part is already an index: inside a
+    repeated block it names a position (`blocks.#.mlp.0` and `blocks.#.mlp.3` are two different
+    Linears, `layer#.#.conv1` and `layer#.#.conv2` two different convolutions), while in a plain
+    stack (`features.7`, `fc7`) it is the depth index itself.
+    """
+    parts = name.split(".")
+    indexed = [bool(_INDEXED.match(part)) for part in parts]
+    out = []
+    for i, part in enumerate(parts):
+        keep = i == len(parts) - 1 and any(indexed[:i])
+        out.append(part if keep or not indexed[i] else re.sub(r"\d+$", "#", part))
+    return ".".join(out)
 
 
 def kind_of(module: nn.Module) -> str:

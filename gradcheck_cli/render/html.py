@@ -26,6 +26,8 @@ STATUS_COLOR = {
     LayerStatus.NONFINITE: "#dc2626",
     LayerStatus.NO_GRAD: "#dc2626",
     LayerStatus.FROZEN: "#d1d5db",
+    LayerStatus.GATED: "#0891b2",
+    LayerStatus.NOT_MEASURED: "#e5e7eb",
 }
 VERDICT_COLOR = {"healthy": "#15803d", "warning": "#b45309", "error": "#b91c1c"}
 CSS = """
