@@ -85,7 +85,13 @@ def analyze(
         thresholds=dict(thresholds or {}),
     )
     torch.manual_seed(seed)
-    loaded = LoadedModel(module=model, found_by="explicit", source=_source_of(type(model)), loss_fn=loss_fn)
+    loaded = LoadedModel(
+        module=model,
+        found_by="explicit",
+        source=_source_of(type(model)),
+        loss_fn=loss_fn,
+        hooks_from="analyze()",
+    )
     if callable(inputs) and not isinstance(inputs, nn.Module):
         loaded.sample_batch = inputs
     given = _given_batches(inputs, batches)

@@ -1,5 +1,5 @@
-"""The CI gate around the pipeline: run every configured target, apply the repository's policy and
-baseline, write one report per output, annotate, summarise, and combine the exit codes.
+"""The CI gate around the pipeline: run every configured target, write one report per output,
+annotate, summarise, and combine the exit codes. The pipeline owns the order of the stages.
 
 Torch-free at import; the pipeline is imported by the caller-supplied `analyze` function.
 """
@@ -13,24 +13,13 @@ from pathlib import Path
 
 from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.report import Report, exit_code
+from gradcheck_cli.text import count
 
 Analyze = Callable[[AnalyzeConfig], Report]
 
 
-def finish_report(report: Report, config: AnalyzeConfig) -> Report:
-    """Policy (severity overrides, ignores), then the baseline comparison."""
-    from gradcheck_cli.policy import apply_policy
-
-    report = apply_policy(report, config.severity, config.ignore)
-    if config.baseline is not None:
-        from gradcheck_cli.baseline import apply_baseline
-
-        report = apply_baseline(report, config.baseline, config.baseline_orders)
-    return report
-
-
 def run_all(configs: Sequence[AnalyzeConfig], analyze: Analyze) -> list[tuple[AnalyzeConfig, Report]]:
-    return [(config, finish_report(analyze(config), config)) for config in configs]
+    return [(config, analyze(config)) for config in configs]
 
 
 def combined_exit_code(results: Sequence[tuple[AnalyzeConfig, Report]]) -> int:
@@ -73,7 +62,7 @@ def verdict_line(report: Report, output: Path | None, name_target: bool = False)
     s = report.summary
     ids = list(dict.fromkeys(f.id for f in report.findings))
     return (
-        f"gradcheck{' ' + report.target if name_target else ''}: {s.status} ({s.errors} errors, {s.warnings} warnings)"
+        f"gradcheck{' ' + report.target if name_target else ''}: {s.status} ({count(s.errors, 'error')}, {count(s.warnings, 'warning')})"
         + (f": {', '.join(ids)}" if ids else "")
         + (f"; report written to {output}" if output else "")
     )

@@ -47,6 +47,8 @@ class LoadedModel:
     default_inputs: tuple[str, ...] = ()
     """--input specs a builtin is fed unless the user gives others."""
     init_args: dict[str, Any] = field(default_factory=dict)
+    hooks_from: str = "the model file"
+    """Where sample_batch/loss_fn came from, for the report header ("analyze()" from the API)."""
 
 
 def load(ref: TargetRef, init_args: Mapping[str, Any], arch_opts: Mapping[str, Any]) -> LoadedModel:

@@ -132,7 +132,23 @@ def summarize(name: str, module: nn.Module, per_step: list[float], source: Sourc
         num_layers=int(getattr(module, "num_layers", 1)),
         batch_first=bool(getattr(module, "batch_first", False)),
         source=source,
+        gate_bias=gate_bias(module),
     )
+
+
+def gate_bias(module: nn.Module) -> float | None:
+    """Mean bias of the gate that keeps the state (GRU update, LSTM forget: rows H..2H of
+    bias_ih + bias_hh, first layer), so advice does not ask for a bias already set."""
+    kind = type(module).__name__
+    if not kind.startswith(("GRU", "LSTM")):
+        return None
+    size = int(getattr(module, "hidden_size", 0))
+    total = 0.0
+    for name in ("bias_ih", "bias_hh", "bias_ih_l0", "bias_hh_l0"):
+        bias = getattr(module, name, None)
+        if isinstance(bias, torch.Tensor) and bias.numel() >= 2 * size > 0:
+            total += float(bias.detach()[size : 2 * size].float().mean())
+    return total
 
 
 def horizon(curve: list[float], floor: float) -> int:

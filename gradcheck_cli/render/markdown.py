@@ -7,7 +7,9 @@ from typing import ClassVar
 
 from gradcheck_cli.findings import Finding
 from gradcheck_cli.render.base import fmt_num
+from gradcheck_cli.render.sections import FIX_HEADERS, baseline_lines, fix_rows, training_line
 from gradcheck_cli.report import Report
+from gradcheck_cli.text import count
 
 MAX_LAYERS_LISTED = 4
 MAX_TABLE_ROWS = 60
@@ -40,7 +42,7 @@ def _layers_text(finding: Finding) -> str:
 
 def _counts(report: Report) -> str:
     s = report.summary
-    return f"{s.errors} error{'s' * (s.errors != 1)}, {s.warnings} warning{'s' * (s.warnings != 1)}"
+    return f"{count(s.errors, 'error')}, {count(s.warnings, 'warning')}"
 
 
 def heading(report: Report, level: str = "##") -> str:
@@ -49,10 +51,10 @@ def heading(report: Report, level: str = "##") -> str:
 
 def model_line(report: Report) -> str:
     m, r = report.model, report.run
-    steps = f" · {r.steps} steps" if r.steps else ""
+    steps = f" · {count(r.steps, 'step')}" if r.steps else ""
     return (
         f"{_code(m.class_name)} · {m.parameters:,} parameters ({m.trainable:,} trainable) · {m.device} {m.dtype} · "
-        f"inputs {', '.join(r.inputs) or '—'} · loss {r.loss} · {r.batches} batches · seed {r.seed}{steps}"
+        f"inputs {', '.join(r.inputs) or '—'} · loss {r.loss} · {count(r.batches, 'batch')} · seed {r.seed}{steps}"
     )
 
 
@@ -79,8 +81,15 @@ def layers_section(report: Report) -> list[str]:
     ]  # fmt: skip
     more = len(report.layers) - MAX_TABLE_ROWS
     table = _table(("#", "layer", "type", "∇output", "grad/weight", "status"), rows, align="rllrrl")
-    note = ["", f"… and {more} more layers (see `--format json`)."] if more > 0 else []
-    return [f"<details><summary>{len(report.layers)} layers</summary>", "", *table, *note, "", "</details>"]
+    note = ["", f"… and {count(more, 'more layer')} (see `--format json`)."] if more > 0 else []
+    return [
+        f"<details><summary>{count(len(report.layers), 'layer')}</summary>",
+        "",
+        *table,
+        *note,
+        "",
+        "</details>",
+    ]
 
 
 def through_time_section(report: Report) -> list[str]:
@@ -95,8 +104,23 @@ def report_section(report: Report, level: str = "##") -> str:
     lines = [heading(report, level), "", model_line(report), "", *findings_section(report), ""]
     if report.through_time:
         lines += [*through_time_section(report), ""]
+    lines += later_stages_section(report)
     lines += layers_section(report)
     return "\n".join(lines) + "\n"
+
+
+def later_stages_section(report: Report) -> list[str]:
+    """--steps, --baseline and --try-fixes, where they ran."""
+    lines: list[str] = []
+    if report.training is not None:
+        lines += [f"**Training**: {training_line(report.training)}", ""]
+    if report.baseline is not None:
+        lines += ["**Baseline**", "", *(f"- {line}" for line in baseline_lines(report.baseline)), ""]
+    if report.fixes is not None:
+        rows = [(_code(r[0]), *(r[1:])) for r in fix_rows(report.fixes)]
+        body = _table(FIX_HEADERS, rows, "llllrl") if rows else ["tried nothing: no error findings"]
+        lines += ["**Tried fixes** (each on a copy of the model, same inputs and seed)", "", *body, ""]
+    return lines
 
 
 def overview(reports: Sequence[Report]) -> str:
@@ -104,7 +128,7 @@ def overview(reports: Sequence[Report]) -> str:
     rows = [(_code(r.target), VERDICT[r.summary.status], str(r.summary.errors), str(r.summary.warnings),
              ", ".join(_code(i) for i in dict.fromkeys(f.id for f in r.findings)) or "—") for r in reports]  # fmt: skip
     table = _table(("target", "verdict", "errors", "warnings", "findings"), rows, "llrrl")
-    return "\n".join([f"## gradcheck: {VERDICT[worst]} ({len(reports)} targets)", "", *table]) + "\n"
+    return "\n".join([f"## gradcheck: {VERDICT[worst]} ({count(len(reports), 'target')})", "", *table]) + "\n"
 
 
 class MarkdownRenderer:

@@ -22,6 +22,7 @@ from gradcheck_cli.rules.profile import (
 )
 from gradcheck_cli.rules.profile import where as where_of
 from gradcheck_cli.stats import LayerStats, ProbeResult
+from gradcheck_cli.text import common, count, earliest_of, join, verb
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +123,10 @@ def _check_group(group: DepthGroup, probe: ProbeResult, limits: VanishingLimits)
         layers=marked,
         status=LayerStatus.VANISHING,
         message=(
-            f"{_gated_text(group)}The gradient reaching {group.layers[0].name} is {1 / ratio:.1e}x smaller than at "
-            f"{group.layers[-1].name}: the {len(marked)} earliest {group.key} layers barely learn"
+            f"{_gated_text(group)}The gradient reaching {group.layers[0].name} is {1 / ratio:.1e}x smaller "
+            f"than at {group.layers[-1].name}: "
+            f"{earliest_of(len(marked), group.key, common([x.type for x in group.layers]), len(group.layers))} "
+            f"barely {verb('learn', len(marked))}"
             + (f"; the signal drops most entering {breaks.name}." if breaks else ".")
         ),
         evidence={
@@ -161,8 +164,9 @@ def _floor_finding(stalled: list[LayerStats], probe: ProbeResult, limits: Vanish
         layers=tuple(w.name for w in stalled),
         status=LayerStatus.VANISHING,
         message=(
-            f"{len(stalled)} weight layers get gradients around {median(ratios):.1e} of their "
-            f"weights' size, too small for any usual learning rate to move them."
+            f"{count(len(stalled), 'weight layer')} {verb('get', len(stalled))} gradients around "
+            f"{median(ratios):.1e} of {'its' if len(stalled) == 1 else 'their'} weights' size, too small "
+            f"for any usual learning rate to move {'it' if len(stalled) == 1 else 'them'}."
         ),
         evidence={
             "grad_weight_ratio": [sig(r) for r in ratios],
@@ -194,9 +198,13 @@ def _suggestions(layers: tuple[LayerStats, ...], probe: ProbeResult) -> tuple[Su
         out.append(
             Suggestion(
                 fix="activation",
-                text=f"replace {', '.join(saturating)} with ReLU or GELU (their derivative is at most "
-                + ("0.25" if any(a.family == "sigmoid" for a in probe.activations) else "1")
-                + ", shrinking the gradient at every layer)",
+                text=f"replace {join(saturating)} with ReLU or GELU: "
+                + (
+                    "the sigmoid's derivative is at most 0.25"
+                    if any(a.family == "sigmoid" for a in probe.activations)
+                    else "the tanh's derivative is below 1 away from 0"
+                )
+                + ", so it shrinks the gradient at every layer, while ReLU passes it with gain 1",
                 where=where,
             )
         )

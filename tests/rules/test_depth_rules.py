@@ -89,7 +89,14 @@ def test_exact_zero_behind_a_dead_relu_is_dead_units_not_vanishing() -> None:
     layers = stack([0.0, 1.0, 1.0, 1.0])
     dead = activation("act", dead=1.0, after="blocks.0.fc")
     assert vanishing(probe(layers, (dead,))) == []
-    assert vanishing(probe(layers)) != []
+
+
+def test_a_zero_norm_never_gives_a_ratio() -> None:
+    # 0 / x and x / 0 are no verdict: a zero is a gate, a dead unit or a missed hook, each
+    # judged on its own ("infinitely smaller", "infx larger" are impossible).
+    for norms in ([0.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 0.0], [0.2, 0.0, 0.0]):
+        assert vanishing(probe(stack(norms))) == []
+        assert exploding(probe(stack(norms))) == []
 
 
 def test_growth_is_an_error_without_normalisation() -> None:
