@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 # Same definition of saturation as the module probe: derivative under 5% of its maximum.
-from gradcheck_cli.probe import tail_count, unit_peaks
+from gradcheck_cli.probe import gain_sum, tail_count, unit_peaks, unit_range
 from gradcheck_cli.stats import ActivationStats, SourceRef
 
 FAMILIES: dict[Any, tuple[str, str]] = {
@@ -54,6 +54,10 @@ class _Site:
     peak: torch.Tensor | None = None
     """Per unit, the largest value seen (dead when never above 0)."""
     tail: torch.Tensor | None = None
+    gain: torch.Tensor | None = None
+    low: torch.Tensor | None = None
+    high: torch.Tensor | None = None
+    """Per unit, the smallest and largest input (a unit whose input never varies is not observed)."""
     total: int = 0
 
 
@@ -82,12 +86,17 @@ class FunctionalActivations(TorchFunctionMode):
         return self
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
         family = FAMILIES.get(func)
+        inp = args[0] if family and args and isinstance(args[0], torch.Tensor) else None
+        # The input's range is taken before the call: relu_ overwrites it.
+        span = unit_range(inp.detach()) if inp is not None and inp.dim() > 0 and family[0] == "relu" else None  # type: ignore[index]
+        out = func(*args, **(kwargs or {}))
         if family is not None and isinstance(out, torch.Tensor) and out.dim() > 0:
             caller = _user_caller(sys._getframe(1))
             if caller is not None:
-                _accumulate(self._site(family, caller, out), out.detach())
+                site = self._site(family, caller, out)
+                _accumulate(site, out.detach())
+                _accumulate_range(site, span)
         return out
 
     def _site(self, family: tuple[str, str], caller: FrameType, out: torch.Tensor) -> _Site:
@@ -137,17 +146,30 @@ def _accumulate(site: _Site, out: torch.Tensor) -> None:
         peak = unit_peaks(out)
         site.peak = peak if site.peak is None else torch.maximum(site.peak, peak)
         return
-    tail = tail_count(out, site.family)
+    tail, gain = tail_count(out, site.family), gain_sum(out, site.family)
     site.tail = tail if site.tail is None else site.tail + tail
+    site.gain = gain if site.gain is None else site.gain + gain
+
+
+def _accumulate_range(site: _Site, span: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+    if span is None or site.peak is None or span[0].shape != site.peak.shape:
+        return
+    low, high = span
+    site.low = low if site.low is None else torch.minimum(site.low, low)
+    site.high = high if site.high is None else torch.maximum(site.high, high)
 
 
 def _to_stats(site: _Site) -> ActivationStats:
-    units, dead, saturated = 0, 0.0, 0.0
+    units, dead, saturated, unobserved, mean_gain = 0, 0.0, 0.0, 0.0, float("nan")
     if site.peak is not None:
         units = site.peak.numel()
-        dead = float((site.peak <= 0).float().mean())  # NaN is not <= 0: a NaN unit is not dead
+        never = site.peak <= 0  # NaN is not <= 0: a NaN unit is not dead
+        constant = site.high <= site.low if site.low is not None and site.high is not None else never & False
+        dead = float((never & ~constant).float().mean())
+        unobserved = float((never & constant).float().mean())
     if site.tail is not None and site.total:
         saturated = float(site.tail) / site.total
+        mean_gain = float(site.gain) / site.total if site.gain is not None else mean_gain
     return ActivationStats(
         name=site.name,
         type=site.function,
@@ -156,5 +178,8 @@ def _to_stats(site: _Site) -> ActivationStats:
         units=units,
         dead_fraction=dead,
         saturated_fraction=saturated,
+        observations=site.total // units if units else 0,
+        unobserved_fraction=unobserved,
+        mean_gain=mean_gain,
         source=site.source,
     )

@@ -65,21 +65,22 @@ def measure(
     found = candidates(model)
     if not found:
         return layers, ()
-    with _model_kept(model):
+    with model_kept(model):
         closed, grads = _pass(model, run_backward, seed, found, unscale)
         opened, step = closed, 0.0
-        open_gates = [(n, p) for n, p in found if grads.get(n) is not None and bool(grads[n].any())]
-        if open_gates:
-            step = OPEN_RMS / max(_rms(grads[n]) for n, _ in open_gates)
+        moving = {n: g for n, g in grads.items() if g is not None and bool(g.any())}
+        if moving:
+            step = OPEN_RMS / max(_rms(g) for g in moving.values())
             with torch.no_grad():
-                for name, param in open_gates:
-                    param.sub_(step * grads[name])
+                for name, param in found:
+                    if name in moving:
+                        param.sub_(step * moving[name])
             opened, _ = _pass(model, run_backward, seed, [], unscale)
     return _judge(layers, found, grads, closed, opened, step)
 
 
 @contextmanager
-def _model_kept(model: nn.Module) -> Iterator[None]:
+def model_kept(model: nn.Module) -> Iterator[None]:
     """Parameters and buffers (BatchNorm running statistics) come back exactly as they were."""
     saved = [t.detach().clone() for t in (*model.parameters(), *model.buffers())]
     try:

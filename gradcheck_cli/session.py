@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradcheck_cli import distributed, gates, through_time
+from gradcheck_cli import distributed, gates, observe, structure, through_time
 from gradcheck_cli.anomaly import NonfiniteOrigin, find_origin
 from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.device import (
@@ -59,6 +59,8 @@ class Session:
     """float16 only: the GradScaler-style scale the probe's backward runs under (then unscaled)."""
     fp16_underflow: Fp16Underflow | None = None
     training: TrainingHistory | None = None
+    extra_samples: int = 0
+    """Samples run forward only so that every ReLU unit was observed often enough (observe.py)."""
 
 
 def prepare(config: AnalyzeConfig, loaded: LoadedModel, given: list[Batch] | None = None) -> Session:
@@ -260,6 +262,7 @@ def probe(session: Session, started: float) -> ProbeResult:
     losses: list[float] = []
     # Under torchrun each rank measures its share of the batches; the raw sums are combined below.
     mine = distributed.my_batches(len(session.batches))
+    residual: bool | None = None
     with GradientProbe(model, sources) as gradient_probe:
         functional_calls = FunctionalActivations(lambda: gradient_probe.last_layer)
         for index in mine:
@@ -268,6 +271,8 @@ def probe(session: Session, started: float) -> ProbeResult:
             with functional_calls.watch():  # the model's forward only, not the loss
                 output = forward(session, batch)
             choice = loss_of(session, batch, output, index)
+            if residual is None:
+                residual = structure.has_residual_add(choice.value)
             (choice.value * session.loss_scale).backward()
             gradient_probe.collect(unscale=session.loss_scale)
             losses.append(choice.value.detach())  # type: ignore[arg-type]
@@ -276,6 +281,14 @@ def probe(session: Session, started: float) -> ProbeResult:
         layers = gradient_probe.layer_stats()
         activations = gradient_probe.activation_stats() + functional_calls.stats()
     model.zero_grad(set_to_none=True)
+    activations, session.extra_samples = observe.top_up(
+        model,
+        activations,
+        session.batches,
+        lambda count: _more_batches(session, count),
+        lambda batch: forward(session, batch),
+        _batch_size(session.batches[0]),
+    )
     first = session.batches[0]
     layers, found_gates = gates.measure(
         model, _backward_runner(session, first), layers, session.config.seed, session.loss_scale
@@ -297,6 +310,7 @@ def probe(session: Session, started: float) -> ProbeResult:
         nonfinite_op=origin.op if origin else None,
         nonfinite_source=origin.source if origin else None,
         gates=found_gates,
+        has_residual=residual,
     )
 
 
@@ -311,6 +325,25 @@ def _nonfinite_origin(session: Session, layers: tuple[LayerStats, ...]) -> Nonfi
             break
     session.loaded.module.zero_grad(set_to_none=True)
     return origin
+
+
+def _more_batches(session: Session, count: int) -> list[Batch]:
+    """More batches like the measured ones (new random draws), for statistics that need more samples;
+    none when the batches were handed over as they are."""
+    config, loaded, plan = session.config, session.loaded, session.plan
+    seed = config.seed + 104729
+    if plan.specs:
+        more = batches_from_specs(plan.specs, count, seed, model_dtype(config.dtype))
+    elif loaded.sample_batch is not None and not config.inputs and "analyze()" not in plan.origin:
+        more = batches_from_hook(loaded.sample_batch, count, seed)
+    else:
+        return []
+    return _finish_batches(config, loaded.module, plan, more, session.device)
+
+
+def _batch_size(batch: Batch) -> int:
+    first = next((t for t in (*batch.args, *batch.kwargs.values()) if isinstance(t, torch.Tensor)), None)
+    return int(first.shape[0]) if first is not None and first.dim() > 0 else 0
 
 
 def _backward_runner(session: Session, batch: Batch) -> Callable[[], None]:

@@ -236,3 +236,5 @@ class ProbeResult:
     """Set when --steps trained the model before the measured passes."""
     gates: tuple[GateStats, ...] = ()
     """Zero-initialised parameters closing gradient paths (see gradcheck_cli/gates.py)."""
+    has_residual: bool | None = None
+    """The autograd graph holds a skip connection (x + f(x)); None when not looked at."""

@@ -217,10 +217,14 @@ def _suggestions(layers: tuple[LayerStats, ...], probe: ProbeResult) -> tuple[Su
 
 
 def _norm_text(layer: LayerStats) -> str:
+    # features: out_features / out_channels (the last dimension), never the per-sample numel
+    # (a Linear on 16 tokens of 256 features normalises over 256, not 4096)
     if layer.type == "Linear":
-        return f"insert nn.LayerNorm({layer.width}) after {layer.name} and its peers"
+        return f"insert nn.LayerNorm({layer.features or layer.width}) after {layer.name} and its peers"
     if layer.type.startswith("Conv"):
-        channels = layer.width // max(1, math.prod(layer.spatial)) if layer.spatial else layer.width
+        channels = layer.features or (
+            layer.width // max(1, math.prod(layer.spatial)) if layer.spatial else layer.width
+        )
         return f"insert nn.BatchNorm{len(layer.spatial) or 2}d({channels}) after {layer.name} and its peers"
     return f"normalise the output of {layer.name} and its peers"
 
