@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from gradcheck_cli import distributed
+from gradcheck_cli.build import source_of
 from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.inputs import Batch, normalize_batch
@@ -20,7 +21,7 @@ from gradcheck_cli.render import get_renderer
 from gradcheck_cli.render.json import to_document
 from gradcheck_cli.report import Report, exit_code
 from gradcheck_cli.specs import InputSpec, TargetRef, parse_input
-from gradcheck_cli.target import LoadedModel, _source_of
+from gradcheck_cli.target import LoadedModel
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,7 +89,7 @@ def analyze(
     loaded = LoadedModel(
         module=model,
         found_by="explicit",
-        source=_source_of(type(model)),
+        source=source_of(type(model)),
         loss_fn=loss_fn,
         hooks_from="analyze()",
     )

@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from gradcheck_cli.functional import FunctionalActivations
-from gradcheck_cli.gates import model_kept
 from gradcheck_cli.probe import GradientProbe
 from gradcheck_cli.stats import ActivationStats
+from gradcheck_cli.zero_gates import model_kept
 
 MIN_OBSERVATIONS = 64
 MAX_EXTRA_BATCHES = 64

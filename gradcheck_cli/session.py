@@ -14,12 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradcheck_cli import distributed, gates, observe, structure, through_time
+from gradcheck_cli import distributed, observe, structure, through_time, zero_gates
 from gradcheck_cli.anomaly import NonfiniteOrigin, find_origin
 from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.device import (
     autocast,
-    measure_fp16_underflow,
     model_dtype,
     resolve_device,
 )
@@ -38,11 +37,13 @@ from gradcheck_cli.inputs import (
     search_inputs,
     token_targets,
 )
+from gradcheck_cli.layer_kinds import has_normalization
 from gradcheck_cli.locate import locate_modules
 from gradcheck_cli.losses import LossChoice, compute_loss
-from gradcheck_cli.probe import GradientProbe, has_normalization
+from gradcheck_cli.probe import GradientProbe
 from gradcheck_cli.stats import Fp16Underflow, LayerStats, ModelInfo, ProbeResult, RunInfo, TrainingHistory
 from gradcheck_cli.target import LoadedModel, redirect_stdout_to_stderr
+from gradcheck_cli.underflow import measure_fp16_underflow
 
 
 @dataclass(slots=True)
@@ -290,7 +291,7 @@ def probe(session: Session, started: float) -> ProbeResult:
         _batch_size(session.batches[0]),
     )
     first = session.batches[0]
-    layers, found_gates = gates.measure(
+    layers, found_gates = zero_gates.measure(
         model, _backward_runner(session, first), layers, session.config.seed, session.loss_scale
     )
     recurrent = through_time.measure(model, lambda: forward(session, first), session.config.seed, sources)

@@ -235,6 +235,6 @@ class ProbeResult:
     training: TrainingHistory | None = None
     """Set when --steps trained the model before the measured passes."""
     gates: tuple[GateStats, ...] = ()
-    """Zero-initialised parameters closing gradient paths (see gradcheck_cli/gates.py)."""
+    """Zero-initialised parameters closing gradient paths (see gradcheck_cli/zero_gates.py)."""
     has_residual: bool | None = None
     """The autograd graph holds a skip connection (x + f(x)); None when not looked at."""

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradcheck_cli.gates import gate_bias
 from gradcheck_cli.stats import SourceRef, ThroughTime
 
 HORIZON_FLOOR = 1e-3
@@ -134,21 +135,6 @@ def summarize(name: str, module: nn.Module, per_step: list[float], source: Sourc
         source=source,
         gate_bias=gate_bias(module),
     )
-
-
-def gate_bias(module: nn.Module) -> float | None:
-    """Mean bias of the gate that keeps the state (GRU update, LSTM forget: rows H..2H of
-    bias_ih + bias_hh, first layer), so advice does not ask for a bias already set."""
-    kind = type(module).__name__
-    if not kind.startswith(("GRU", "LSTM")):
-        return None
-    size = int(getattr(module, "hidden_size", 0))
-    total = 0.0
-    for name in ("bias_ih", "bias_hh", "bias_ih_l0", "bias_hh_l0"):
-        bias = getattr(module, name, None)
-        if isinstance(bias, torch.Tensor) and bias.numel() >= 2 * size > 0:
-            total += float(bias.detach()[size : 2 * size].float().mean())
-    return total
 
 
 def horizon(curve: list[float], floor: float) -> int:

@@ -10,12 +10,12 @@ import torch
 from torch import nn
 
 from gradcheck_cli.findings import Finding
+from gradcheck_cli.layer_kinds import LINEAR_LAYERS
 from gradcheck_cli.stats import ProbeResult
 from gradcheck_cli.text import span
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
-WEIGHT_LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
-NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+WEIGHT_LAYERS = LINEAR_LAYERS
 
 
 class NotApplicable(Exception):

@@ -1,7 +1,7 @@
 """Gates that never open: a zero-initialised parameter whose own gradient is zero too.
 
 Not a rule of its own: `vanishing-gradients` reports it (the layers behind the gate never
-get a gradient), with this message and evidence. See gradcheck_cli/gates.py.
+get a gradient), with this message and evidence. See gradcheck_cli/zero_gates.py.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def vanishing_gradients(probe: ProbeResult, limits: VanishingLimits) -> Iterator
     layer, backward, in dB), `first_to_last_per_batch` and `spread_orders` (the verdict
     uses the median over batches; the spread shows how far single batches differ), `breaks_at` (the layer with the steepest drop),
     `grad_weight_ratio` (median over weight layers) and `grad_weight_floor`.
-    Behind zero-initialised gates (see `gradcheck_cli/gates.py`) the group is marked
+    Behind zero-initialised gates (see `gradcheck_cli/zero_gates.py`) the group is marked
     `behind_gates` and compared on `open_act_grad_norm`, the flow one SGD step ahead. A stuck
     gate (zero value, zero gradient) gives `stuck_gates`, `gate_value`, `gate_grad_norm` and
     `layers_behind`.
