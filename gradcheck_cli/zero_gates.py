@@ -156,8 +156,9 @@ def _gate_record(name: str, param: nn.Parameter, grad: torch.Tensor | None) -> G
 
 
 def _gate_of(layer: LayerStats, gates: list[GateStats], order: dict[str, int]) -> GateStats | None:
-    """The gate closing `layer`'s path: one that runs after it, in the same block if any (the
-    longest shared name prefix), else the nearest after it in forward order."""
+    """The gate closing `layer`'s path: one in the same block if any (the longest shared name
+    prefix; a squeeze-excite fed by a zero branch is gated by the gain before it), else one that
+    runs after it, the nearest in forward order."""
     if not gates:
         return None
 
@@ -165,7 +166,7 @@ def _gate_of(layer: LayerStats, gates: list[GateStats], order: dict[str, int]) -
         index = order.get(gate.module, math.inf)
         downstream = index >= layer.index if gate.module else False
         distance = int(index - layer.index) if math.isfinite(index) else 1 << 30
-        return (int(downstream), _shared(layer.name, gate.module), -abs(distance))
+        return (_shared(layer.name, gate.module), int(downstream), -abs(distance))
 
     return max(gates, key=rank)
 
