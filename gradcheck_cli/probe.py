@@ -79,6 +79,27 @@ def unit_dim(out: torch.Tensor) -> int:
     return 1 if out.dim() >= 4 else out.dim() - 1
 
 
+def unit_lows(value: torch.Tensor) -> torch.Tensor:
+    """Per unit, its smallest value."""
+    dim = unit_dim(value)
+    reduce = [d for d in range(value.dim()) if d != dim]
+    return value.amin(dim=reduce) if reduce else value
+
+
+def tail_and_norm(out: torch.Tensor, family: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Elements in a flat tail, and the L2 norm of the output centred on the derivative's peak
+    (s - 0.5 for sigmoid, y for tanh): the summed relative derivative is numel - c * norm^2."""
+    centred = out - 0.5 if family == "sigmoid" else out
+    norm = torch.linalg.vector_norm(centred, dtype=torch.float32)
+    if family == "sigmoid":
+        return centred.abs_().gt_(0.5 - SIGMOID_TAIL).sum(), norm
+    return centred.abs().gt_(TANH_TAIL).sum(), norm
+
+
+CENTRED_SCALE = {"sigmoid": 4.0, "tanh": 1.0}
+"""c in: relative derivative = 1 - c * centred^2 (sigmoid: 4s(1-s) = 1 - 4(s-0.5)^2)."""
+
+
 def unit_range(inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per unit, the smallest and largest input value (a unit whose input never varies is not observed)."""
     dim = unit_dim(inp)
@@ -154,12 +175,12 @@ class _Activation:
     value of each unit so far: a ReLU unit is dead when it never exceeds 0."""
     tails: list[torch.Tensor] = field(default_factory=list)
     """Per call, the count of elements in a flat tail (summed once, at the end)."""
-    gains: list[torch.Tensor] = field(default_factory=list)
-    """Per call, the sum of the local derivative relative to its maximum (saturating family)."""
-    ranges: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-    """Per call (ReLU family), per unit: the smallest and largest input seen. A unit whose input
-    never varies (exactly 0 behind a closed zero-initialised gate) is not observed, not dead."""
-    pending: tuple[torch.Tensor, torch.Tensor] | None = None
+    norms: list[torch.Tensor] = field(default_factory=list)
+    """Per call, the L2 norm of (sigmoid - 0.5) or of tanh: the mean relative derivative is
+    1 - 4(s - 0.5)^2 (sigmoid) or 1 - y^2 (tanh) averaged, so these norms give it exactly."""
+    lows: dict[int, torch.Tensor] = field(default_factory=dict)
+    """Per call (ReLU family), per unit: the smallest input seen. A unit whose input never varies
+    (exactly 0 behind a closed zero-initialised gate) is not observed, not dead."""
     hard: bool = False
     observations: dict[int, int] = field(default_factory=dict)
     """Per call, the values each unit was observed on (samples x positions, over batches)."""
@@ -228,9 +249,10 @@ class GradientProbe:
             hard = isinstance(module, (nn.Hardsigmoid, nn.Hardtanh))
             act = _Activation(name=name, module=module, family=family, hard=hard)
             self.activations.append(act)
-            self._handles.append(module.register_forward_hook(self._activation_hook(act)))
-            if family == "relu":
-                self._handles.append(module.register_forward_pre_hook(self._relu_input_hook(act)))
+            if family == "relu":  # the input, before an in-place ReLU overwrites it
+                self._handles.append(module.register_forward_pre_hook(self._activation_hook(act)))
+            else:
+                self._handles.append(module.register_forward_hook(self._activation_hook(act)))
 
     # -- hooks ------------------------------------------------------------------------------
     def _on_model_forward(self, module: nn.Module, args: Any) -> None:
@@ -281,50 +303,47 @@ class GradientProbe:
         return hook
 
     def _activation_hook(self, act: _Activation) -> Callable[..., None]:
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
+        def observe(value: torch.Tensor | None) -> None:
             if act.after is None:
                 act.after = self._last_layer
-            out = output if type(output) is torch.Tensor else first_tensor_out(output)
-            if out is None or out.dim() == 0:
+            if value is None or value.dim() == 0:
                 return
             if act.forward_seen != self._forwards:
                 act.forward_seen, act.call = self._forwards, 0
             act.call += 1
             # detach() is enough to keep these reductions off the graph; a no_grad() block
             # would cost half as much again as the reductions themselves on small outputs.
-            self._activation_stats(act, out.detach())
+            self._activation_stats(act, value.detach())
 
-        return hook
-
-    @staticmethod
-    def _relu_input_hook(act: _Activation) -> Callable[..., None]:
-        # A pre-hook sees the input before an in-place ReLU overwrites it.
-        def hook(module: nn.Module, args: Any) -> None:
-            inp = args[0] if args and isinstance(args[0], torch.Tensor) else None
-            act.pending = unit_range(inp.detach()) if inp is not None and inp.dim() > 0 else None
-
-        return hook
-
-    @staticmethod
-    def _activation_stats(act: _Activation, out: torch.Tensor) -> None:
-        act.total += out.numel()
         if act.family == "relu":
-            peak = unit_peaks(out)
+            # A ReLU unit is positive exactly when its input is: its input is measured (a pre-hook),
+            # so its range also tells a unit fed a constant (0 behind a closed gate) from a dead one.
+            def pre_hook(module: nn.Module, args: Any) -> None:
+                observe(args[0] if args and isinstance(args[0], torch.Tensor) else None)
+
+            return pre_hook
+
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            observe(output if type(output) is torch.Tensor else first_tensor_out(output))
+
+        return hook
+
+    @staticmethod
+    def _activation_stats(act: _Activation, value: torch.Tensor) -> None:
+        act.total += value.numel()
+        if act.family == "relu":
+            peak, low = unit_peaks(value), unit_lows(value)
             seen = act.peaks.get(act.call)
             same = seen is not None and seen.shape == peak.shape
-            act.peaks[act.call] = torch.maximum(seen, peak) if same else peak  # type: ignore[arg-type]
+            if same:
+                peak, low = torch.maximum(seen, peak), torch.minimum(act.lows[act.call], low)  # type: ignore[arg-type]
+            act.peaks[act.call], act.lows[act.call] = peak, low
             act.observations[act.call] = act.observations.get(act.call, 0) if same else 0
-            act.observations[act.call] += out.numel() // max(1, peak.numel())
-            if act.pending is not None and act.pending[0].shape == peak.shape:
-                low, high = act.pending
-                old = act.ranges.get(act.call)
-                if same and old is not None:
-                    low, high = torch.minimum(old[0], low), torch.maximum(old[1], high)
-                act.ranges[act.call] = (low, high)
-            act.pending = None
+            act.observations[act.call] += value.numel() // max(1, peak.numel())
             return
-        act.tails.append(tail_count(out, act.family))
-        act.gains.append(gain_sum(out, act.family, hard=act.hard))
+        tail, norm = tail_and_norm(value, act.family)
+        act.tails.append(tail)
+        act.norms.append(norm)
 
     def reset(self) -> None:
         """Forget what was measured, keep the hooks: the next batches start a fresh measurement.
@@ -341,8 +360,8 @@ class GradientProbe:
         for act in self.activations:
             act.peaks.clear()
             act.tails.clear()
-            act.gains.clear()
-            act.ranges.clear()
+            act.norms.clear()
+            act.lows.clear()
             act.observations.clear()
             act.total, act.forward_seen, act.call = 0, -1, 0
 
@@ -409,16 +428,14 @@ class GradientProbe:
             total, tail, gain = values[1 + len(self.layers) + 3 * i : 4 + len(self.layers) + 3 * i]
             act.total = int(total)
             act.tails = [torch.tensor(tail)] if act.family != "relu" else []
-            act.gains = [torch.tensor(gain)] if act.family != "relu" else []
+            act.norms = [torch.tensor(gain).sqrt()] if act.family != "relu" else []
             for call in sorted(act.peaks):  # every process ran the same calls, in the same order
                 alive = (act.peaks[call] > 0).to(torch.float64)
+                varied = (act.peaks[call] > act.lows[call]).to(torch.float64)
                 reduce_sum(alive)
+                reduce_sum(varied)
                 act.peaks[call] = alive  # > 0 where any process saw the unit positive
-                if call in act.ranges:
-                    low, high = act.ranges[call]
-                    varied = (high > low).to(torch.float64)
-                    reduce_sum(varied)
-                    act.ranges[call] = (torch.zeros_like(varied), varied)
+                act.lows[call] = -(varied > 0).to(torch.float64)  # below the peak where any varied
 
     # -- results ------------------------------------------------------------------------------
     def layer_stats(self) -> tuple[LayerStats, ...]:
@@ -426,22 +443,26 @@ class GradientProbe:
         weights = self._weight_norms()
         ordered = sorted(self.layers, key=lambda layer: (layer.order < 0, layer.order))
         forwards = max(1, self._forwards)
-        return tuple(self._stats(layer, i, weights[layer.name], forwards) for i, layer in enumerate(ordered))
+        return tuple(self._stats(layer, i, *weights[layer.name], forwards) for i, layer in enumerate(ordered))
 
-    def _weight_norms(self) -> dict[str, float]:
+    def _weight_norms(self) -> dict[str, tuple[float, float]]:
+        """Per layer, its parameters' L2 norm and its init_scale, from one host transfer."""
         params = [p for layer in self.layers for p in layer.params]
         if not params:
-            return {}
+            return {layer.name: (0.0, math.nan) for layer in self.layers}
         with torch.no_grad():
             stacked = torch.stack([dense(n).double() for n in foreach_norm([p.detach() for p in params])])
             squares: list[float] = stacked.square().tolist()
-        out: dict[str, float] = {}
+        out: dict[str, tuple[float, float]] = {}
         it = iter(squares)
         for layer in self.layers:
-            out[layer.name] = math.sqrt(sum(next(it) for _ in layer.params))
+            own = [next(it) for _ in layer.params]
+            out[layer.name] = (math.sqrt(sum(own)), init_scale(layer.params, own))
         return out
 
-    def _stats(self, layer: _Layer, index: int, weight_norm: float, forwards: int) -> LayerStats:
+    def _stats(
+        self, layer: _Layer, index: int, weight_norm: float, scale: float, forwards: int
+    ) -> LayerStats:
         rows = layer.rows or [[math.nan, 0.0, math.nan, 0.0, 0.0, 0.0, 0.0, 0.0]]
         act_norms = [math.sqrt(r[0]) if r[1] and not r[7] else math.nan for r in rows]
         act_rms = [math.sqrt(r[0] / r[1]) if r[1] and not r[7] else math.nan for r in rows]
@@ -473,7 +494,7 @@ class GradientProbe:
             hooked=layer.order >= 0,
             measured=not all(r[7] for r in rows),
             features=layer.features,
-            init_scale=init_scale(layer.params),
+            init_scale=scale,
             batch_act_grad_norm=tuple(act_norms),
             source=self.sources.get(layer.name),
         )
@@ -490,14 +511,17 @@ class GradientProbe:
         )
 
     def _activation_record(
-        self, act: _Activation, count: float, unobserved: float, gain: float
+        self, act: _Activation, count: float, unobserved: float, centred_sq: float
     ) -> ActivationStats:
         units, dead, saturated, mean_gain = 0, 0.0, 0.0, math.nan
         if act.peaks:
             units = sum(peak.numel() for peak in act.peaks.values())
             dead = count / units if units else 0.0
         elif act.tails and act.total:
-            saturated, mean_gain = count / act.total, gain / act.total
+            saturated = count / act.total
+            # hard variants: derivative 1 inside the clamp, 0 at it
+            lost = count if act.hard else CENTRED_SCALE[act.family] * centred_sq
+            mean_gain = max(0.0, act.total - lost) / act.total
         return ActivationStats(
             name=act.name,
             type=type(act.module).__name__,
@@ -515,21 +539,21 @@ class GradientProbe:
     @staticmethod
     def _unit_count(act: _Activation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """On the device: dead units (ReLU family: never positive although their input varied)
-        or elements in a flat tail (saturating family); units whose input never varied; gain sum."""
+        or elements in a flat tail (saturating family); units whose input never varied; and the
+        summed squared centred norms (saturating family, for the mean derivative)."""
         device = next(iter(act.peaks.values())).device if act.peaks else None
         device = act.tails[0].device if act.tails else device
         none = torch.zeros((), dtype=torch.int64, device=device)
         if act.peaks:
             dead, unobserved = [], []
             for call, peak in act.peaks.items():
-                low, high = act.ranges.get(call, (peak.new_zeros(()), peak.new_ones(())))
-                constant = high <= low
-                # NaN is not <= 0: a unit that produced NaN is not dead
-                dead.append(((peak <= 0) & ~constant).sum())
-                unobserved.append((constant & (peak <= 0)).sum())
+                constant = peak <= act.lows[call]
+                never = peak <= 0  # NaN is not <= 0: a unit that produced NaN is not dead
+                dead.append((never & ~constant).sum())
+                unobserved.append((never & constant).sum())
             return torch.stack(dead).sum(), torch.stack(unobserved).sum(), none.float()
         if act.tails:
-            return torch.stack(act.tails).sum(), none, torch.stack(act.gains).sum().float()
+            return torch.stack(act.tails).sum(), none, torch.stack(act.norms).float().square().sum()
         return none, none, none.float()
 
 
@@ -625,16 +649,13 @@ def hook_target(out: torch.Tensor, args: Any) -> torch.Tensor:
     return base
 
 
-def init_scale(params: Sequence[nn.Parameter]) -> float:
-    """RMS of the first matrix-shaped parameter times sqrt(its fan-in): about 0.58 at PyTorch's
-    default init, 1.4 at He init; far below 0.58 when the weight is small by design."""
-    weight = next((p for p in params if p.dim() >= 2), None)
-    if weight is None or weight.numel() == 0:
-        return math.nan
-    fan_in = weight[0].numel()
-    with torch.no_grad():
-        rms = float(dense(weight.detach()).float().square().mean().sqrt())
-    return rms * math.sqrt(fan_in)
+def init_scale(params: Sequence[nn.Parameter], squares: Sequence[float]) -> float:
+    """RMS of the first matrix-shaped parameter times sqrt(its fan-in), from its squared norm:
+    about 0.58 at PyTorch's default init, 1.4 at He init; far below when small by design."""
+    for param, square in zip(params, squares, strict=True):
+        if param.dim() >= 2 and param.numel():
+            return math.sqrt(square / param.numel() * math.prod(param.shape[1:]))
+    return math.nan
 
 
 _INDEXED = re.compile(r"^(\d+|.*[A-Za-z_](\d+))$")
