@@ -92,8 +92,12 @@ def analyze(**params: Any) -> None:
     Exit codes: 0 no finding at or above --fail-on, 1 findings, 2 could not run.
     """
     target, config, debug = params.pop("target"), params.pop("config"), params.pop("debug")
+    only, show = params.pop("only_target"), params.pop("show_config")
     try:
-        code = _run_analyze(target, params, config, debug)
+        if show:
+            _show_config(target, params, config, only)
+            return
+        code = _run_analyze(target, params, config, debug, only)
     except GradcheckError as error:
         _fail(error, debug)
         return
@@ -115,13 +119,25 @@ analyze.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
 app.command()(analyze)
 
 
-def _run_analyze(target: str | None, params: dict[str, Any], config_path: Path | None, debug: bool) -> int:
+def _show_config(
+    target: str | None, params: dict[str, Any], config_path: Path | None, only: str | None
+) -> None:
+    from gradcheck_cli.options import values_from_flags
+    from gradcheck_cli.showconfig import show_config
+
+    flags = values_from_flags(params)
+    sys.stdout.write(show_config(target, flags, config_path, Path.cwd(), only))
+
+
+def _run_analyze(
+    target: str | None, params: dict[str, Any], config_path: Path | None, debug: bool, only: str | None
+) -> int:
     from gradcheck_cli.configfile import load_configs
     from gradcheck_cli.gate import append_step_summary, combined_exit_code, emit_annotations, run_all
     from gradcheck_cli.options import values_from_flags
 
     flags = values_from_flags({**params, "debug": debug})
-    configs = load_configs(target, flags, config_path, Path.cwd())
+    configs = load_configs(target, flags, config_path, Path.cwd(), only)
     results = run_all(configs, _analyze_with_progress)
     if _is_secondary_rank():  # under torchrun every rank holds the same combined report; rank 0 prints it
         return combined_exit_code(results)
@@ -137,7 +153,9 @@ def _write_reports(results: list[Any]) -> None:
     from gradcheck_cli.gate import output_groups
 
     for (fmt, output), group in output_groups(results).items():
-        _write_report([report for _, report in group], fmt, output, group[0][0].fail_on, len(results) > 1)
+        first = group[0][0]
+        several = len(results) > 1
+        _write_report([report for _, report in group], fmt, output, first.fail_on, several, first.columns)
 
 
 def _is_secondary_rank() -> bool:
@@ -167,14 +185,21 @@ def _quiet_numpy_warning() -> None:
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
 
-def _write_report(reports: list[Any], fmt: str, output: Path | None, fail_on: str, several: bool) -> None:
+def _write_report(
+    reports: list[Any],
+    fmt: str,
+    output: Path | None,
+    fail_on: str,
+    several: bool,
+    columns: tuple[str, ...] = (),
+) -> None:
     from gradcheck_cli.gate import verdict_line
     from gradcheck_cli.render import render_reports
 
     to_terminal = output is None and _color_allowed()
     width = shutil.get_terminal_size((100, 24)).columns  # COLUMNS, else the terminal, else 100
     color = to_terminal and fmt == "rich"
-    text = render_reports(fmt, reports, width=width, color=color, fail_on=fail_on)
+    text = render_reports(fmt, reports, width=width, color=color, fail_on=fail_on, columns=columns)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text)
@@ -197,17 +222,25 @@ def compare(
         typer.Option("--target", help="Which target, in multi-target reports.", show_default=False),
     ] = None,
 ) -> None:
-    """Compare two JSON reports layer by layer. Exit 1 on regression, 0 otherwise."""
-    from gradcheck_cli.baseline import compare_documents, load_document
-    from gradcheck_cli.render.compare import render_comparison
+    """Compare two JSON reports layer by layer (every target of multi-target reports, or the one
+    --target names). Exit 1 on regression, 0 otherwise."""
+    from gradcheck_cli.baseline import compare_reports
+    from gradcheck_cli.render.compare import render_comparisons
 
     try:
-        comparison = compare_documents(load_document(old, target), load_document(new, target), orders)
+        comparisons, unmatched = compare_reports(old, new, orders, target)
     except GradcheckError as error:
         _fail(error, False)
         return
-    sys.stdout.write(render_comparison(comparison, color=_color_allowed()))
-    raise typer.Exit(1 if comparison.regressed else 0)
+    sys.stdout.write(render_comparisons(comparisons, unmatched, color=_color_allowed()))
+    raise typer.Exit(1 if any(c.regressed for _, c in comparisons) else 0)
+
+
+def _yaml_text(value: object) -> str:
+    """A default as --arch-opt reads it back (values are YAML): true/false, not True/False."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 @app.command()
@@ -223,8 +256,9 @@ def zoo(
     for name, spec in ARCHITECTURES.items():
         typer.echo(f"{'builtin:' + name:<{width}}{spec.summary}")
         if options:
-            defaults = " ".join(f"{k}={v}" for k, v in spec.options.items())
-            typer.echo(f"{'':<{width}}--arch-opt {defaults}")
+            # In the CLI's own syntax, so a line can be pasted after `gradcheck analyze builtin:NAME`.
+            defaults = " ".join(f"--arch-opt {k}={_yaml_text(v)}" for k, v in spec.options.items())
+            typer.echo(f"{'':<{width}}{defaults}")
 
 
 @app.command()

@@ -19,8 +19,18 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-# Same definition of saturation as the module probe: derivative under 5% of its maximum.
-from gradcheck_cli.probe import gain_sum, tail_count, unit_peaks, unit_range
+# Same definitions as the module probe: dead units, saturation (derivative under 5% of its maximum).
+from gradcheck_cli.activations import (
+    activation_record,
+    dead_units,
+    mean_gain,
+    tail_and_norm,
+    unit_dim,
+    unit_lows,
+    unit_peaks,
+    unobserved_units,
+)
+from gradcheck_cli.source import ref_at, user_caller
 from gradcheck_cli.stats import ActivationStats, SourceRef
 
 FAMILIES: dict[Any, tuple[str, str]] = {
@@ -37,9 +47,6 @@ FAMILIES: dict[Any, tuple[str, str]] = {
     F.tanh: ("tanh", "F.tanh"),
     torch.Tensor.tanh: ("tanh", "Tensor.tanh"),
 }
-_TORCH_ROOT = str(Path(torch.__file__).resolve().parent)
-_NN_MODULES = str(Path(torch.nn.modules.__file__).resolve().parent)
-_HERE = str(Path(__file__).resolve().parent)
 
 
 @dataclass(slots=True)
@@ -52,12 +59,11 @@ class _Site:
     source: SourceRef
     after: str | None
     peak: torch.Tensor | None = None
-    """Per unit, the largest value seen (dead when never above 0)."""
-    tail: torch.Tensor | None = None
-    gain: torch.Tensor | None = None
+    """Per unit, the largest input seen (dead when never above 0)."""
     low: torch.Tensor | None = None
-    high: torch.Tensor | None = None
-    """Per unit, the smallest and largest input (a unit whose input never varies is not observed)."""
+    """Per unit, the smallest input seen (fed a constant, not dead, when it equals the peak)."""
+    tail: torch.Tensor | None = None
+    centred_sq: torch.Tensor | None = None
     total: int = 0
 
 
@@ -88,15 +94,18 @@ class FunctionalActivations(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         family = FAMILIES.get(func)
         inp = args[0] if family and args and isinstance(args[0], torch.Tensor) else None
-        # The input's range is taken before the call: relu_ overwrites it.
-        span = unit_range(inp.detach()) if inp is not None and inp.dim() > 0 and family[0] == "relu" else None  # type: ignore[index]
+        # A ReLU is measured on its input (positive exactly when the output is), taken before
+        # the call: relu_ overwrites it. Reduced only when the call comes from user code.
+        relu_input = inp.detach() if family and family[0] == "relu" and inp is not None else None
         out = func(*args, **(kwargs or {}))
         if family is not None and isinstance(out, torch.Tensor) and out.dim() > 0:
-            caller = _user_caller(sys._getframe(1))
+            caller = user_caller(sys._getframe(1), within=("torch", "gradcheck"))
             if caller is not None:
                 site = self._site(family, caller, out)
-                _accumulate(site, out.detach())
-                _accumulate_range(site, span)
+                if relu_input is not None and relu_input.shape == out.shape:
+                    _accumulate(site, relu_input)
+                elif family[0] != "relu":
+                    _accumulate(site, out.detach())
         return out
 
     def _site(self, family: tuple[str, str], caller: FrameType, out: torch.Tensor) -> _Site:
@@ -105,7 +114,7 @@ class FunctionalActivations(TorchFunctionMode):
         file, line, after = caller.f_code.co_filename, caller.f_lineno, self._last_layer()
         key = (file, line, family[1], after, _unit_shape(out))
         if key not in self._sites:
-            ref = SourceRef.at(file, line)
+            ref = ref_at(file, line)
             self._sites[key] = _Site(
                 name=f"{after}:{family[1]}" if after else f"{family[1]}@{Path(file).name}:{line}",
                 function=family[1],
@@ -119,67 +128,35 @@ class FunctionalActivations(TorchFunctionMode):
         return tuple(_to_stats(site) for site in self._sites.values())
 
 
-def _user_caller(frame: FrameType | None) -> FrameType | None:
-    """The first frame outside torch and gradcheck; None when a torch.nn module made the call."""
-    while frame is not None:
-        file = frame.f_code.co_filename
-        if file.startswith(_NN_MODULES):
-            return None
-        if not file.startswith(_TORCH_ROOT) and not file.startswith(_HERE):
-            return frame
-        frame = frame.f_back
-    return None
-
-
-def _unit_dim(out: torch.Tensor) -> int:
-    """Units: channels of an image-like tensor (N, C, H, W), else the last dimension."""
-    return 1 if out.dim() >= 4 else out.dim() - 1
-
-
 def _unit_shape(out: torch.Tensor) -> int:
-    return out.shape[_unit_dim(out)]
+    return out.shape[unit_dim(out)]
 
 
-def _accumulate(site: _Site, out: torch.Tensor) -> None:
-    site.total += out.numel()
+def _accumulate(site: _Site, value: torch.Tensor) -> None:
+    site.total += value.numel()
     if site.family == "relu":
-        peak = unit_peaks(out)
+        peak, low = unit_peaks(value), unit_lows(value)
         site.peak = peak if site.peak is None else torch.maximum(site.peak, peak)
+        site.low = low if site.low is None else torch.minimum(site.low, low)
         return
-    tail, gain = tail_count(out, site.family), gain_sum(out, site.family)
+    tail, norm = tail_and_norm(value, site.family)
     site.tail = tail if site.tail is None else site.tail + tail
-    site.gain = gain if site.gain is None else site.gain + gain
-
-
-def _accumulate_range(site: _Site, span: tuple[torch.Tensor, torch.Tensor] | None) -> None:
-    if span is None or site.peak is None or span[0].shape != site.peak.shape:
-        return
-    low, high = span
-    site.low = low if site.low is None else torch.minimum(site.low, low)
-    site.high = high if site.high is None else torch.maximum(site.high, high)
+    square = norm.square()
+    site.centred_sq = square if site.centred_sq is None else site.centred_sq + square
 
 
 def _to_stats(site: _Site) -> ActivationStats:
-    units, dead, saturated, unobserved, mean_gain = 0, 0.0, 0.0, 0.0, float("nan")
-    if site.peak is not None:
-        units = site.peak.numel()
-        never = site.peak <= 0  # NaN is not <= 0: a NaN unit is not dead
-        constant = site.high <= site.low if site.low is not None and site.high is not None else never & False
-        dead = float((never & ~constant).float().mean())
-        unobserved = float((never & constant).float().mean())
-    if site.tail is not None and site.total:
-        saturated = float(site.tail) / site.total
-        mean_gain = float(site.gain) / site.total if site.gain is not None else mean_gain
-    return ActivationStats(
-        name=site.name,
-        type=site.function,
-        family=site.family,
-        after=site.after,
-        units=units,
-        dead_fraction=dead,
-        saturated_fraction=saturated,
-        observations=site.total // units if units else 0,
-        unobserved_fraction=unobserved,
-        mean_gain=mean_gain,
-        source=site.source,
-    )
+    units = site.peak.numel() if site.peak is not None else 0
+    unobserved, gain = 0.0, float("nan")
+    if site.peak is not None and site.low is not None:
+        count = float(dead_units([site.peak], [site.low]))
+        unobserved = float(unobserved_units([site.peak], [site.low]))
+    else:
+        count = float(site.tail) if site.tail is not None else 0.0
+        centred = float(site.centred_sq) if site.centred_sq is not None else 0.0
+        gain = mean_gain(site.family, False, site.total, count, centred)
+    return activation_record(
+        name=site.name, type=site.function, family=site.family, after=site.after,
+        units=units, count=count, total=site.total, source=site.source,
+        observations=site.total // units if units else 0, unobserved=unobserved, gain=gain,
+    )  # fmt: skip

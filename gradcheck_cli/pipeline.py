@@ -22,6 +22,7 @@ from gradcheck_cli.report import Report, build_report
 from gradcheck_cli.session import (
     Session,
     forward,
+    load_checkpoint,
     loss_of,
     measure_precision,
     prepare,
@@ -63,6 +64,9 @@ def analyze_loaded(
     started = time.perf_counter() if started is None else started
     distributed.setup()
     session = prepare(config, loaded, batches)
+    if config.weights is not None:
+        progress(f"loading weights from {config.weights}")
+        load_checkpoint(session)
     pristine = _snapshot_for_fixes(session) if config.try_fixes and config.steps else None
     if config.steps:
         progress(f"training {count(config.steps, 'step')}")
@@ -75,7 +79,7 @@ def analyze_loaded(
     progress("diagnosing")
     diagnosis = diagnose(result, config.thresholds)
     report = build_report(config.target.raw, result, diagnosis.findings, diagnosis.layer_status)
-    report = apply_policy(report, config.severity, config.ignore)
+    report = apply_policy(report, config.severity, config.ignore, config.select)
     if config.try_fixes:
         progress("trying the suggested fixes on copies of the model")
         report = _with_tried_fixes(report, session, result, pristine)

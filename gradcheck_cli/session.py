@@ -5,7 +5,6 @@ The pipeline runs these in its order; `repair` runs them again on changed copies
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from gradcheck_cli.device import (
     resolve_device,
 )
 from gradcheck_cli.errors import InputError
+from gradcheck_cli.forward_error import forward_failure
 from gradcheck_cli.functional import FunctionalActivations
 from gradcheck_cli.inputs import (
     Batch,
@@ -38,11 +38,12 @@ from gradcheck_cli.inputs import (
     token_targets,
 )
 from gradcheck_cli.layer_kinds import has_normalization
-from gradcheck_cli.locate import locate_modules
 from gradcheck_cli.losses import LossChoice, compute_loss
 from gradcheck_cli.probe import GradientProbe
+from gradcheck_cli.source import locate_modules
 from gradcheck_cli.stats import Fp16Underflow, LayerStats, ModelInfo, ProbeResult, RunInfo, TrainingHistory
 from gradcheck_cli.target import LoadedModel, redirect_stdout_to_stderr
+from gradcheck_cli.trained import CheckpointInfo
 from gradcheck_cli.underflow import measure_fp16_underflow
 
 
@@ -62,6 +63,10 @@ class Session:
     training: TrainingHistory | None = None
     extra_samples: int = 0
     """Samples run forward only so that every ReLU unit was observed often enough (observe.py)."""
+    checkpoint: CheckpointInfo | None = None
+    """--weights: what was loaded."""
+    optimizer_state: Any = None
+    """--weights: the optimizer state the checkpoint holds, for --steps."""
 
 
 def prepare(config: AnalyzeConfig, loaded: LoadedModel, given: list[Batch] | None = None) -> Session:
@@ -171,14 +176,12 @@ def forward(session: Session, batch: Batch, dtype: str | None = None) -> Any:
         try:
             return session.loaded.module(*batch.args, **batch.kwargs)
         except Exception as exc:
+            inputs = (*batch.args, *([batch.kwargs] if batch.kwargs else []))
+            message, hint = forward_failure(exc, session.loaded.module, session.plan.origin, inputs)
+            first, _, rest = message.partition("\n")
             raise InputError(
-                f"the model's forward raised {type(exc).__name__}: {_first_line(exc)}"
-                f"{_under_autocast(session.device, dtype)}"
-                f"\n  inputs tried ({session.plan.origin}): {describe(batch.args) if batch.args else ''}"
-                f"{describe(batch.kwargs) if batch.kwargs else ''}",
-                _autocast_hint(session.device, dtype)
-                + "pass the input shape with --input (e.g. --input 16x3x32x32, int:8x128:50257), "
-                "or define sample_batch() in the model file",
+                f"{first}{_under_autocast(session.device, dtype)}\n{rest}",
+                _autocast_hint(session.device, dtype) + hint,
             ) from exc
 
 
@@ -208,53 +211,35 @@ def loss_of(session: Session, batch: Batch, output: Any, index: int) -> LossChoi
 
 
 def train_steps(session: Session) -> None:
-    model = session.loaded.module
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer: torch.optim.Optimizer
-    if session.config.optimizer == "adam":
-        optimizer = torch.optim.Adam(params, lr=session.config.lr)
-    else:
-        optimizer = torch.optim.SGD(params, lr=session.config.lr)
-    # float16 trains as a script would: with a GradScaler (a pass-through for other dtypes).
-    scaler = torch.amp.GradScaler(session.device.split(":")[0], enabled=session.config.dtype == "float16")
-    model.train()
-    owners = [(name, list(m.parameters(recurse=False))) for name, m in model.named_modules()]
-    owners = [(name, ps) for name, ps in owners if any(p.requires_grad for p in ps)]
-    losses, norms = [], []
-    for step in range(session.config.steps):
-        batch = session.batches[step % len(session.batches)]
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_of(session, batch, forward(session, batch), step % len(session.batches)).value
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)  # the history and the step see the true gradients
-        losses.append(loss.detach().float())
-        norms.append(_layer_grad_norms(owners, loss.device))
-        scaler.step(optimizer)
-        scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    session.training = _history(session, [name for name, _ in owners], losses, norms)
+    """--steps: the user's optimizer (or --optimizer), clipping and float16 scaling as configured."""
+    from gradcheck_cli import training
+    from gradcheck_cli.optimizers import choose_optimizer
 
-
-def _history(
-    session: Session, names: list[str], losses: list[torch.Tensor], norms: list[torch.Tensor]
-) -> TrainingHistory:
-    # One host transfer for the whole history.
-    host = torch.stack([torch.stack(losses), *torch.stack(norms).T]).tolist() if losses else []
-    return TrainingHistory(
-        optimizer=session.config.optimizer,
-        lr=session.config.lr,
-        loss=tuple(host[0]) if host else (),
-        grad_norms={name: tuple(row) for name, row in zip(names, host[1:], strict=True)},
+    config, model = session.config, session.loaded.module
+    chosen = choose_optimizer(
+        model, session.loaded.optimizer_hook, session.optimizer_state, config.optimizer, config.lr
     )
+    # float16 trains as a script would: with a GradScaler (a pass-through for other dtypes).
+    scaler = torch.amp.GradScaler(session.device.split(":")[0], enabled=config.dtype == "float16")
+
+    def step_loss(step: int) -> torch.Tensor:
+        index = step % len(session.batches)
+        batch = session.batches[index]
+        return loss_of(session, batch, forward(session, batch), index).value
+
+    records = training.train(model, chosen, step_loss, config.steps, config.clip, scaler)
+    session.training = training.history(chosen, training.owners_of(model), records, config.clip, config.steps)
 
 
-def _layer_grad_norms(owners: list[tuple[str, list[nn.Parameter]]], device: torch.device) -> torch.Tensor:
-    """Each module's own parameter-gradient L2 norm (NaN when none got a gradient), on the device."""
-    out = []
-    for _, params in owners:
-        grads = [p.grad.detach().float().square().sum() for p in params if p.grad is not None]
-        out.append(torch.stack(grads).sum().sqrt() if grads else torch.tensor(math.nan, device=device))
-    return torch.stack(out) if out else torch.zeros(0, device=device)
+def load_checkpoint(session: Session) -> None:
+    """--weights: copy the checkpoint into the model (on the analysis device), keep its optimizer state."""
+    from gradcheck_cli.weights import load_weights
+
+    assert session.config.weights is not None
+    info, raw = load_weights(
+        session.loaded.module, session.config.weights, session.device, session.config.weights_partial
+    )
+    session.checkpoint, session.optimizer_state = info, raw.optimizer_state
 
 
 def probe(session: Session, started: float) -> ProbeResult:
@@ -308,6 +293,7 @@ def probe(session: Session, started: float) -> ProbeResult:
         loss_value=sum(loss_values) / len(loss_values) if loss_values else float("nan"),
         fp16_underflow=session.fp16_underflow,
         training=session.training,
+        checkpoint=session.checkpoint,
         nonfinite_op=origin.op if origin else None,
         nonfinite_source=origin.source if origin else None,
         gates=found_gates,

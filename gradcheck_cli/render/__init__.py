@@ -18,13 +18,18 @@ class Format(str, Enum):
 
 
 def get_renderer(
-    fmt: Format | str, *, width: int = 100, color: bool = False, fail_on: str = "error"
+    fmt: Format | str,
+    *,
+    width: int = 100,
+    color: bool = False,
+    fail_on: str = "error",
+    columns: tuple[str, ...] = (),
 ) -> Renderer:
     fmt = Format(fmt)
     if fmt is Format.RICH:
         from gradcheck_cli.render.terminal import TerminalRenderer
 
-        return TerminalRenderer(width=width, color=color)
+        return TerminalRenderer(width=width, color=color, columns=columns)
     if fmt is Format.JSON:
         from gradcheck_cli.render.json import JsonRenderer
 
@@ -52,9 +57,10 @@ def render_reports(
     width: int = 100,
     color: bool = False,
     fail_on: str = "error",
+    columns: tuple[str, ...] = (),
 ) -> str:
     """One document for one or several targets (a config file's `targets:`)."""
-    renderer = get_renderer(fmt, width=width, color=color, fail_on=fail_on)
+    renderer = get_renderer(fmt, width=width, color=color, fail_on=fail_on, columns=columns)
     if len(reports) == 1:
         return renderer.render(reports[0])
     if Format(fmt) is Format.JSON:
