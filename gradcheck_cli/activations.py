@@ -73,7 +73,11 @@ def tail_and_norm(out: torch.Tensor, family: str) -> tuple[torch.Tensor, torch.T
     (s - 0.5 for sigmoid, y for tanh): the summed relative derivative is numel - c * norm^2,
     the share of the gradient the activation passes, from one extra reduction."""
     centred = out - 0.5 if family == "sigmoid" else out
-    norm = torch.linalg.vector_norm(centred, dtype=torch.float32)
+    # vector_norm refuses to narrow float64 to float32: keep float64 there
+    wide = centred.dtype == torch.float64
+    norm = (
+        torch.linalg.vector_norm(centred) if wide else torch.linalg.vector_norm(centred, dtype=torch.float32)
+    )
     if family == "sigmoid":
         return centred.abs_().gt_(0.5 - SIGMOID_TAIL).sum(), norm
     return centred.abs().gt_(TANH_TAIL).sum(), norm
