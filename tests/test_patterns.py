@@ -15,11 +15,12 @@ from torch import nn
 
 from gradcheck_cli import probe as probe_module
 from gradcheck_cli import zero_gates
+from gradcheck_cli.aggregate import role_of
 from gradcheck_cli.config import build_config
 from gradcheck_cli.diagnose import diagnose
 from gradcheck_cli.findings import LayerStatus, Severity
 from gradcheck_cli.pipeline import analyze
-from gradcheck_cli.probe import GradientProbe, role_of
+from gradcheck_cli.probe import GradientProbe
 from gradcheck_cli.report import Report
 from gradcheck_cli.specs import parse_input
 from gradcheck_cli.stats import ModelInfo, ProbeResult, RunInfo

@@ -20,7 +20,7 @@ from gradcheck_cli.rules.profile import (
 )
 from gradcheck_cli.rules.profile import where as where_of
 from gradcheck_cli.stats import LayerStats, ProbeResult
-from gradcheck_cli.text import common, count, role_layers, verb
+from gradcheck_cli.text import common, count, named, role_layers, verb
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +128,10 @@ def _check_group(group: DepthGroup, probe: ProbeResult, limits: ExplodingLimits)
         layers=marked,
         status=LayerStatus.EXPLODING,
         message=(
-            f"The gradient reaching {group.layers[0].name} is {ratio:.1e}x larger than at "
-            f"{group.layers[-1].name}: it grows through "
+            f"The gradient reaching {named(group.layers[0].name)} is {ratio:.1e}x larger than at "
+            f"{named(group.layers[-1].name)}: it grows through "
             f"{role_layers(group.key, common([x.type for x in group.layers]), len(group.layers))}"
-            + (f", fastest entering {rise.name}." if rise else ".")
+            + (f", fastest entering {named(rise.name)}." if rise else ".")
         ),
         evidence={
             "first_to_last": sig(ratio),
@@ -202,7 +202,7 @@ def _ceiling_suggestions(huge: list[LayerStats], where: str | None) -> tuple[Sug
         ),
         Suggestion(
             fix="init",
-            text=f"check the init of the layers after {huge[0].name}: they set the size of the gradient it receives",
+            text=f"check the init of the layers after {named(huge[0].name)}: they set the size of the gradient it receives",
             where=where,
         ),
     )
@@ -212,15 +212,17 @@ def _suggestions(layers: tuple[LayerStats, ...], probe: ProbeResult, severe: boo
     first = layers[0]
     where = where_of(first.source, probe)
     if not severe:
-        return (Suggestion(fix="init", text=_init_text(probe.has_residual, first.name), where=where),)
+        return (Suggestion(fix="init", text=_init_text(probe.has_residual, named(first.name)), where=where),)
     return (
         Suggestion(
-            fix="init", text=f"shrink the initial weights from {first.name} on (He/Xavier scale)", where=where
+            fix="init",
+            text=f"shrink the initial weights from {named(first.name)} on (He/Xavier scale)",
+            where=where,
         ),
         Suggestion(fix="clip", text=_clip_text(list(layers)), where=None),
         Suggestion(
             fix="batchnorm" if first.type.startswith("Conv") else "layernorm",
-            text=f"normalise after {first.name} and its peers so each layer's gain stays near 1",
+            text=f"normalise after {named(first.name)} and its peers so each layer's gain stays near 1",
             where=where,
         ),
         Suggestion(fix="lr", text="lower the learning rate", where=None),
