@@ -21,7 +21,7 @@ from torch import nn
 
 import gradcheck_cli
 from gradcheck_cli import safe_eval
-from gradcheck_cli.errors import TargetError
+from gradcheck_cli.errors import ConfigError, TargetError
 from gradcheck_cli.render import render_reports
 from gradcheck_cli.render.compare import render_comparison
 from gradcheck_cli.render.escape import md_code, md_text, visible
@@ -185,13 +185,22 @@ def billion_laughs(levels: int = 9) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_seconds(path: Path) -> float:
+    """How long the config reader takes to refuse `path` (the CLI around it is timed elsewhere)."""
+    from gradcheck_cli.configfile import read_source
+
+    started = time.perf_counter()
+    with pytest.raises(ConfigError):
+        read_source(path)
+    return time.perf_counter() - started
+
+
 def test_alias_bomb_is_refused_fast(cli, project: Path) -> None:
     text = billion_laughs()
     assert len(text) < 700
     (project / "bomb.yaml").write_text(text)
-    started = time.perf_counter()
+    assert read_seconds(project / "bomb.yaml") < 1.0
     result = cli("analyze", "--config", "bomb.yaml", *JSON_ARGS)
-    assert time.perf_counter() - started < 1.0
     assert result.exit_code == 2 and result.stdout == ""
     assert "bomb.yaml:8: YAML aliases (*name) here expand to more than 100,000 values" in result.stderr
 
@@ -201,6 +210,27 @@ def test_recursive_alias_is_refused(cli, project: Path) -> None:
     result = cli("analyze", "--config", "rec.yaml", *JSON_ARGS)
     assert result.exit_code == 2 and result.stdout == ""
     assert "rec.yaml:2: a YAML alias refers to the value that contains it" in result.stderr
+
+
+def test_deep_nesting_is_refused_fast(cli, project: Path) -> None:
+    (project / "deep.yaml").write_text("target: " + "[" * 20000 + "]" * 20000 + "\n")
+    assert read_seconds(project / "deep.yaml") < 1.0
+    result = cli("analyze", "--config", "deep.yaml", *JSON_ARGS)
+    assert result.exit_code == 2 and "deep.yaml:1: nested more than 64 levels deep" in result.stderr
+    (project / "pyproject.toml").write_text("[tool.gradcheck]\nx = " + "[" * 20000 + "]" * 20000 + "\n")
+    result = cli("analyze", *JSON_ARGS)
+    assert result.exit_code == 2 and "the TOML is nested too deeply" in result.stderr, result
+
+
+def test_ordinary_anchors_and_merge_keys_still_work(project: Path) -> None:
+    from gradcheck_cli.configfile import load_configs
+
+    (project / "gradcheck.yaml").write_text(
+        "targets:\n  - &common {batches: 1, device: cpu, target: net.py:Net}\n"
+        "  - <<: *common\n    target: builtin:sigmoid-mlp\n"
+    )
+    configs = load_configs(None, {}, None, project)
+    assert [c.batches for c in configs] == [1, 1] and configs[1].target.location == "sigmoid-mlp"
 
 
 def test_non_utf8_config_names_file_and_line(cli, project: Path) -> None:
