@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import numpy
 import pytest
 import torch
 from torch import nn
@@ -506,6 +507,8 @@ class Trained(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
+        random.random()  # user code drawing from every global stream (stochastic depth, augmentation)
+        numpy.random.rand()
         h = self.drop(torch.relu(self.bn(self.fc1(x))))
         if self.fail_at and self.calls >= self.fail_at:  # after BatchNorm has moved its statistics
             raise self.fail_with("boom")
@@ -520,7 +523,7 @@ def fingerprint(model: nn.Module) -> dict[str, Any]:
         out[name] = (t.detach().clone(), t.dtype, t.device, t.requires_grad, id(t), grad)
     out["training"] = [(n, m.training) for n, m in model.named_modules()]
     out["hooks"] = [(n, len(m._forward_hooks), len(m._forward_pre_hooks)) for n, m in model.named_modules()]
-    out["rng"] = (torch.get_rng_state(), random.getstate())
+    out["rng"] = (torch.get_rng_state(), random.getstate(), numpy.random.get_state()[1].tolist())
     return out
 
 
@@ -528,7 +531,7 @@ def assert_same(before: dict[str, Any], after: dict[str, Any]) -> None:
     assert before.keys() == after.keys()
     for key, (old, new) in ((k, (before[k], after[k])) for k in before):
         if key == "rng":
-            assert torch.equal(old[0], new[0]) and old[1] == new[1], "RNG state changed"
+            assert torch.equal(old[0], new[0]) and old[1:] == new[1:], "RNG state changed"
         elif key in ("training", "hooks"):
             assert old == new, key
         else:
