@@ -266,6 +266,14 @@ def test_broken_pyproject_of_another_tool_does_not_break_analyze(cli, project: P
 # --- the call form: data, evaluated by safe_eval ----------------------------------------------------
 
 
+def test_module_level_getattr_names_resolve(project: Path) -> None:
+    (project / "lazy.py").write_text(
+        NET
+        + "\n\ndef __getattr__(name):\n    if name == 'Lazy':\n        return Net\n    raise AttributeError(name)\n"
+    )
+    assert load(parse_target("lazy.py:Lazy(5)"), {}, {}).module.fc.out_features == 5
+
+
 def test_starred_arguments_are_expanded_not_dropped(project: Path) -> None:
     ref = parse_target('net.py:Net(*[6, "a"], **{"depth": 3, "name": "x"})')
     model = load(ref, {}, {}).module
@@ -338,6 +346,7 @@ def test_installed_module_class_is_allowed_and_result_checked(cli, project: Path
 # --- names that try to drive the terminal, break XML or inject HTML ----------------------------------
 
 EVIL = "a\x00b\x1b[31mred\x1b]8;;http://x\x07[bold]B[/bold]<img src=x onerror=alert(1)>`t`[l](http://e)|p\x01"
+EVIL += "".join(map(chr, range(32))) + "\x7f\x9b"  # every C0 control, DEL and the C1 CSI
 
 
 class EvilNames(nn.Module):
