@@ -10,6 +10,7 @@ from gradcheck_cli.findings import Finding, Ignored, LayerStatus, Severity
 from gradcheck_cli.repair.records import TriedFix
 from gradcheck_cli.stats import (
     ActivationStats,
+    GateSaturation,
     LayerStats,
     ModelInfo,
     ProbeResult,
@@ -59,6 +60,8 @@ class Report:
     """--weights: the checkpoint loaded and how its keys were mapped."""
     versus: Versus | None = None
     """--versus: the reference state measured with the same batches, layer by layer."""
+    gates: tuple[GateSaturation, ...] = ()
+    """Gate saturation of each nn.LSTM/nn.GRU (first batch)."""
     ignored: tuple[Ignored, ...] = ()
     """Findings suppressed by `rules: off`, `ignore:`, --select/--ignore or an inline comment."""
     schema: str = SCHEMA
@@ -103,6 +106,7 @@ def build_report(
         training=probe.training,
         checkpoint=probe.checkpoint,
         versus=probe.versus,
+        gates=probe.gates,
     )
 
 

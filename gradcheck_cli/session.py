@@ -20,6 +20,7 @@ from gradcheck_cli.device import autocast, model_dtype, resolve_device
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.forward_error import forward_failure
 from gradcheck_cli.functional import FunctionalActivations
+from gradcheck_cli.gate_saturation import measure_gates
 from gradcheck_cli.inputs import (
     Batch,
     InputPlan,
@@ -255,6 +256,7 @@ def probe(session: Session, started: float) -> ProbeResult:
     model.zero_grad(set_to_none=True)
     first = session.batches[0]
     recurrent = through_time.measure(model, lambda: forward(session, first), session.config.seed, sources)
+    gates = measure_gates(model, lambda: forward(session, first))
     origin = _nonfinite_origin(session, layers)
     loss_values = torch.stack(losses).float().tolist() if losses else []  # type: ignore[arg-type]
     loss_values = distributed.gather_floats(loss_values)
@@ -269,6 +271,7 @@ def probe(session: Session, started: float) -> ProbeResult:
         fp16_underflow=session.fp16_underflow,
         training=session.training,
         checkpoint=session.checkpoint,
+        gates=gates,
         nonfinite_op=origin.op if origin else None,
         nonfinite_source=origin.source if origin else None,
     )

@@ -200,6 +200,17 @@ class TrainingHistory:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GateSaturation:
+    """Gates of one nn.LSTM/nn.GRU on the first batch: the fraction of gate values in a flat tail."""
+
+    module: str
+    type: str
+    layers: int
+    gates: dict[str, float]
+    """Gate name (input/forget/cell/output, or reset/update/new) -> saturated fraction, all layers."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProbeResult:
     model: ModelInfo
     run: RunInfo
@@ -219,5 +230,7 @@ class ProbeResult:
     """Set when --steps trained the model before the measured passes."""
     checkpoint: CheckpointInfo | None = None
     """Set when --weights loaded a checkpoint before anything was measured."""
+    gates: tuple[GateSaturation, ...] = ()
+    """Gate saturation of each nn.LSTM/nn.GRU, recomputed from its weights on the first batch."""
     versus: Versus | None = None
     """Set under --versus: the reference state measured with the same batches, paired layer by layer."""

@@ -88,6 +88,13 @@ class HorizonVersus:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GateVersus:
+    module: str
+    gate: str
+    saturated_fraction: tuple[float, float]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Versus:
     """--versus: the same batches and seed measured on a reference state ('init' or another file)."""
 
@@ -96,4 +103,5 @@ class Versus:
     layers: tuple[LayerVersus, ...] = ()
     activations: tuple[ActivationVersus, ...] = ()
     through_time: tuple[HorizonVersus, ...] = ()
+    gates: tuple[GateVersus, ...] = ()
     loss: tuple[float, float] = (float("nan"), float("nan"))

@@ -100,6 +100,10 @@ def versus_section(versus: Versus) -> dict[str, Any]:
             {"module": t.module, "horizon": list(t.horizon), "per_step_factor": _pair(t.per_step_factor)}
             for t in versus.through_time
         ],
+        "gates": [
+            {"module": g.module, "gate": g.gate, "saturated_fraction": _pair(g.saturated_fraction)}
+            for g in versus.gates
+        ],
     }
 
 
@@ -154,7 +158,16 @@ def versus_activation_headers(versus: Versus) -> list[str]:
 
 
 def versus_horizon_lines(versus: Versus) -> list[str]:
+    """One line per recurrent module: its gradient horizon, then its gates' saturation, in both states."""
+    gates: dict[str, list[str]] = {}
+    for g in versus.gates:
+        gates.setdefault(g.module, []).append(
+            f"{g.gate} {_fraction(g.saturated_fraction[0])} ({_fraction(g.saturated_fraction[1])})"
+        )
     return [
+        f"{module} saturated gates (at {versus.reference}): {', '.join(parts)}"
+        for module, parts in gates.items()
+    ] + [
         f"{t.module}: gradient horizon {t.horizon[0]} steps (at {versus.reference}: {t.horizon[1]}), "
         f"per-step factor {fmt_num(t.per_step_factor[0])} (at {versus.reference}: {fmt_num(t.per_step_factor[1])})"
         for t in versus.through_time
@@ -273,4 +286,14 @@ def json_sections(report: Report) -> dict[str, Any]:
         out["checkpoint"] = checkpoint_section(report.checkpoint)
     if report.versus is not None:
         out["versus"] = versus_section(report.versus)
+    if report.gates:
+        out["gates"] = [
+            {
+                "module": g.module,
+                "type": g.type,
+                "layers": g.layers,
+                "saturated_fraction": {k: _num(v) for k, v in g.gates.items()},
+            }
+            for g in report.gates
+        ]
     return out

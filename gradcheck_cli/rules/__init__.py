@@ -11,6 +11,7 @@ from gradcheck_cli.rules import (  # noqa: F401  (imported to register)
     no_gradient,
     nonfinite_gradients,
     saturated_activations,
+    saturated_gates,
     training_divergence,
     units_died_in_training,
     update_ratio,
