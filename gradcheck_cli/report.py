@@ -10,6 +10,7 @@ from gradcheck_cli.findings import Finding, Ignored, LayerStatus, Severity
 from gradcheck_cli.repair.records import TriedFix
 from gradcheck_cli.stats import (
     ActivationStats,
+    AttentionStats,
     GateSaturation,
     LayerStats,
     ModelInfo,
@@ -60,6 +61,8 @@ class Report:
     """--weights: the checkpoint loaded and how its keys were mapped."""
     versus: Versus | None = None
     """--versus: the reference state measured with the same batches, layer by layer."""
+    attention: tuple[AttentionStats, ...] = ()
+    """Attention entropy, collapse and largest logit per site (first batch)."""
     gates: tuple[GateSaturation, ...] = ()
     """Gate saturation of each nn.LSTM/nn.GRU (first batch)."""
     ignored: tuple[Ignored, ...] = ()
@@ -107,6 +110,7 @@ def build_report(
         checkpoint=probe.checkpoint,
         versus=probe.versus,
         gates=probe.gates,
+        attention=probe.attention,
     )
 
 

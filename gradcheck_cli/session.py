@@ -15,6 +15,7 @@ from torch import nn
 
 from gradcheck_cli import distributed, through_time
 from gradcheck_cli.anomaly import NonfiniteOrigin, find_origin
+from gradcheck_cli.attention import measure_attention
 from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.device import autocast, model_dtype, resolve_device
 from gradcheck_cli.errors import InputError
@@ -257,6 +258,7 @@ def probe(session: Session, started: float) -> ProbeResult:
     first = session.batches[0]
     recurrent = through_time.measure(model, lambda: forward(session, first), session.config.seed, sources)
     gates = measure_gates(model, lambda: forward(session, first))
+    attention = measure_attention(model, lambda: forward(session, first))
     origin = _nonfinite_origin(session, layers)
     loss_values = torch.stack(losses).float().tolist() if losses else []  # type: ignore[arg-type]
     loss_values = distributed.gather_floats(loss_values)
@@ -272,6 +274,7 @@ def probe(session: Session, started: float) -> ProbeResult:
         training=session.training,
         checkpoint=session.checkpoint,
         gates=gates,
+        attention=attention,
         nonfinite_op=origin.op if origin else None,
         nonfinite_source=origin.source if origin else None,
     )

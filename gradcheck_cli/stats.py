@@ -211,6 +211,21 @@ class GateSaturation:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AttentionStats:
+    """Attention probabilities at one site (an nn.MultiheadAttention or an F.scaled_dot_product_attention call)."""
+
+    name: str
+    """The module name, or '<module>:sdpa' for a functional call inside that module."""
+    entropy: float
+    """Mean over queries of the entropy over the keys each may see, divided by its maximum (1 uniform)."""
+    collapsed_fraction: float
+    """Fraction of queries putting more than 99% of their attention on one key."""
+    max_logit: float
+    """Largest |q·k·scale| among allowed keys."""
+    queries: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProbeResult:
     model: ModelInfo
     run: RunInfo
@@ -232,5 +247,7 @@ class ProbeResult:
     """Set when --weights loaded a checkpoint before anything was measured."""
     gates: tuple[GateSaturation, ...] = ()
     """Gate saturation of each nn.LSTM/nn.GRU, recomputed from its weights on the first batch."""
+    attention: tuple[AttentionStats, ...] = ()
+    """Attention probabilities per site on the first batch (MultiheadAttention, scaled_dot_product_attention)."""
     versus: Versus | None = None
     """Set under --versus: the reference state measured with the same batches, paired layer by layer."""

@@ -286,6 +286,17 @@ def json_sections(report: Report) -> dict[str, Any]:
         out["checkpoint"] = checkpoint_section(report.checkpoint)
     if report.versus is not None:
         out["versus"] = versus_section(report.versus)
+    if report.attention:
+        out["attention"] = [
+            {
+                "name": a.name,
+                "entropy": _num(a.entropy),
+                "collapsed_fraction": _num(a.collapsed_fraction),
+                "max_logit": _num(a.max_logit),
+                "queries": a.queries,
+            }
+            for a in report.attention
+        ]
     if report.gates:
         out["gates"] = [
             {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gradcheck_cli.rules import (  # noqa: F401  (imported to register)
+    attention_collapse,
     baseline_regression,
     dead_units,
     exploding_gradients,
