@@ -226,6 +226,16 @@ class AttentionStats:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LeftOutOutputs:
+    """Float outputs the loss does not use, and the modules that feed only them (read off the graph)."""
+
+    outputs: tuple[str, ...]
+    """Their names in the output: 'aux', 'output[1]'."""
+    modules: tuple[str, ...]
+    """Modules whose parameters reach those outputs and not the loss: no gradient, by the loss's choice."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProbeResult:
     model: ModelInfo
     run: RunInfo
@@ -251,3 +261,5 @@ class ProbeResult:
     """Attention probabilities per site on the first batch (MultiheadAttention, scaled_dot_product_attention)."""
     versus: Versus | None = None
     """Set under --versus: the reference state measured with the same batches, paired layer by layer."""
+    left_out: LeftOutOutputs | None = None
+    """Set when the output holds float tensors the loss leaves out."""

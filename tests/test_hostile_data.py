@@ -102,7 +102,7 @@ CONFIGS = {
     "input": (f'target: net.py:Net\ninput: "{PYTHON}"', 2, "cannot read"),
     "device": (f'target: net.py:Net\ndevice: "{SHELL}"', 2, "device"),
     "loss": (f'target: net.py:Net\nloss: "{PYTHON}"', 2, "loss"),
-    "target-arg": (f'target: net.py:Net\ntarget-arg: "{PYTHON}"', 2, "unexpected keyword argument"),
+    "target-arg": (f'target: net.py:Net\ntarget-arg: "{PYTHON}"', 2, "forward() has no parameter"),
     "baseline": (f'target: net.py:Net\nbaseline: "{SHELL}"', 2, "baseline"),
     "thresholds": (f'target: net.py:Net\nthresholds: {{"{PYTHON}": {{orders: 1}}}}', 2, "unknown finding id"),
     "rules": (f'target: net.py:Net\nrules: {{vanishing-gradients: "{PYTHON}"}}', 2, "must be one of"),
