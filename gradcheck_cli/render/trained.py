@@ -205,7 +205,6 @@ def terminal_parts(report: Report) -> list[RenderableType]:
                 acts.add_row(*row)
             parts += [Text(""), acts]
         parts += [Text(line) for line in versus_horizon_lines(versus)]
-        parts.append(Text(""))
     return parts
 
 

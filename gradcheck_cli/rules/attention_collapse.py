@@ -48,7 +48,9 @@ def attention_collapse(probe: ProbeResult, limits: AttentionLimits) -> Iterator[
 
     ## Thresholds
     `collapsed` = 0.5 (most queries one-hot), `max_logit` = 50. A freshly initialised
-    transformer has entropies near 0.95 and logits of a few units.
+    transformer has entropies near 0.95 and logits of a few units; the attention model
+    trained here (`benchmarks/trained_states.py`, 300 steps) ends at entropy 0.74 and 1%
+    collapsed queries when healthy, 0.02 and 93% at a too-high learning rate.
 
     ## Fixes
     lr: lower the learning rate; logits grow with the q/k weight norms.
