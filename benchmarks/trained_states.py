@@ -80,7 +80,7 @@ def summary(doc: dict) -> dict[str, object]:
         if a["dead_fraction"][0] is not None
     ]
     ratios = [statistics.median(v) for v in training["update_ratios"].values() if v]
-    gates = [max(g["saturated_fraction"].values()) for g in doc.get("gates", [])]
+    gates = [max(g["saturated_fraction"].values()) for g in doc.get("gate_saturation", [])]
     attention = [(a["entropy"], a["collapsed_fraction"], a["max_logit"]) for a in doc.get("attention", [])]
     div = training["divergence"]
     return {

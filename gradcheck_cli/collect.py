@@ -64,7 +64,7 @@ def probe(session: Session, started: float) -> ProbeResult:
         model, _backward_runner(session, first), layers, session.config.seed, session.loss_scale
     )
     recurrent = through_time.measure(model, lambda: forward(session, first), session.config.seed, sources)
-    gates = measure_gates(model, lambda: forward(session, first))
+    saturation = measure_gates(model, lambda: forward(session, first))
     attention = measure_attention(model, lambda: forward(session, first))
     origin = _nonfinite_origin(session, layers)
     loss_values = torch.stack(losses).float().tolist() if losses else []  # type: ignore[arg-type]
@@ -80,7 +80,7 @@ def probe(session: Session, started: float) -> ProbeResult:
         fp16_underflow=session.fp16_underflow,
         training=session.training,
         checkpoint=session.checkpoint,
-        gates=gates,
+        gate_saturation=saturation,
         attention=attention,
         nonfinite_op=origin.op if origin else None,
         nonfinite_source=origin.source if origin else None,

@@ -63,7 +63,7 @@ class Report:
     """--versus: the reference state measured with the same batches, layer by layer."""
     attention: tuple[AttentionStats, ...] = ()
     """Attention entropy, collapse and largest logit per site (first batch)."""
-    gates: tuple[GateSaturation, ...] = ()
+    gate_saturation: tuple[GateSaturation, ...] = ()
     """Gate saturation of each nn.LSTM/nn.GRU (first batch)."""
     ignored: tuple[Ignored, ...] = ()
     """Findings suppressed by `rules: off`, `ignore:`, --select/--ignore or an inline comment."""
@@ -109,7 +109,7 @@ def build_report(
         training=probe.training,
         checkpoint=probe.checkpoint,
         versus=probe.versus,
-        gates=probe.gates,
+        gate_saturation=probe.gate_saturation,
         attention=probe.attention,
     )
 

@@ -302,7 +302,7 @@ class ProbeResult:
     a single analysis has none, so they stay silent there."""
     checkpoint: CheckpointInfo | None = None
     """Set when --weights loaded a checkpoint before anything was measured."""
-    gates: tuple[GateSaturation, ...] = ()
+    gate_saturation: tuple[GateSaturation, ...] = ()
     """Gate saturation of each nn.LSTM/nn.GRU, recomputed from its weights on the first batch."""
     attention: tuple[AttentionStats, ...] = ()
     """Attention probabilities per site on the first batch (MultiheadAttention, scaled_dot_product_attention)."""

@@ -132,12 +132,12 @@ def _horizons(now: ProbeResult, then: ProbeResult) -> tuple[HorizonVersus, ...]:
 
 
 def _gates(now: ProbeResult, then: ProbeResult) -> tuple[GateVersus, ...]:
-    earlier = {g.module: g.gates for g in then.gates}
+    earlier = {g.module: g.gates for g in then.gate_saturation}
     return tuple(
         GateVersus(
             module=g.module, gate=gate, saturated_fraction=(value, earlier[g.module].get(gate, math.nan))
         )
-        for g in now.gates
+        for g in now.gate_saturation
         if g.module in earlier
         for gate, value in g.gates.items()
     )

@@ -41,7 +41,7 @@ def test_saturated_gates_fire_on_grown_weights_not_on_the_model_as_built(cli, ki
     fresh = cli("analyze", f"{MODEL}:LSTMTagger(kind='{kind}')", "--batches", "1", "--format", "json")
     fresh_doc = json.loads(fresh.stdout)
     assert not [f for f in fresh_doc["findings"] if f["id"] == "saturated-gates"]
-    assert all(v < 0.1 for v in fresh_doc["gates"][0]["saturated_fraction"].values())
+    assert all(v < 0.1 for v in fresh_doc["gate_saturation"][0]["saturated_fraction"].values())
     sys.modules.pop("lstm_tagger", None)
 
 

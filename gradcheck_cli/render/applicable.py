@@ -35,7 +35,7 @@ _CONDITIONS: dict[str, Callable[[Report], str | None]] = {
     "attention-collapse": lambda r: (
         None if r.attention else "no attention (MultiheadAttention, scaled_dot_product_attention)"
     ),
-    "saturated-gates": lambda r: None if r.gates else "no nn.LSTM or nn.GRU in the model",
+    "saturated-gates": lambda r: None if r.gate_saturation else "no nn.LSTM or nn.GRU in the model",
     "update-ratio": lambda r: None if r.run.steps else "no training steps (--steps 0)",
     "units-died-in-training": lambda r: None if r.versus is not None else "no reference state (--versus)",
     "weight-norm-change": lambda r: None if r.versus is not None else "no reference state (--versus)",

@@ -110,14 +110,14 @@ def json_sections(report: Report) -> dict[str, Any]:
             }
             for a in report.attention
         ]
-    if report.gates:
-        out["gates"] = [
+    if report.gate_saturation:
+        out["gate_saturation"] = [
             {
                 "module": g.module,
                 "type": g.type,
                 "layers": g.layers,
                 "saturated_fraction": {k: _num(v) for k, v in g.gates.items()},
             }
-            for g in report.gates
+            for g in report.gate_saturation
         ]
     return out

@@ -59,7 +59,7 @@ def saturated_gates(probe: ProbeResult, limits: GateLimits) -> Iterator[Finding]
     reference = (
         {(g.module, g.gate): g.saturated_fraction[1] for g in probe.versus.gates} if probe.versus else {}
     )
-    for module in probe.gates:
+    for module in probe.gate_saturation:
         stuck = {gate: value for gate, value in module.gates.items() if value > limits.fraction}
         if not stuck:
             continue
