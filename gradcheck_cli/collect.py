@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -64,8 +65,6 @@ def probe(session: Session, started: float) -> ProbeResult:
         model, _backward_runner(session, first), layers, session.config.seed, session.loss_scale
     )
     recurrent = through_time.measure(model, lambda: forward(session, first), session.config.seed, sources)
-    saturation = measure_gates(model, lambda: forward(session, first))
-    attention = measure_attention(model, lambda: forward(session, first))
     origin = _nonfinite_origin(session, layers)
     loss_values = torch.stack(losses).float().tolist() if losses else []  # type: ignore[arg-type]
     loss_values = distributed.gather_floats(loss_values)
@@ -80,14 +79,21 @@ def probe(session: Session, started: float) -> ProbeResult:
         fp16_underflow=session.fp16_underflow,
         training=session.training,
         checkpoint=session.checkpoint,
-        gate_saturation=saturation,
-        attention=attention,
+        **_recomputed(model, lambda: forward(session, first)),
         nonfinite_op=origin.op if origin else None,
         nonfinite_source=origin.source if origin else None,
         left_out=left_out,
         gates=found_gates,
         has_residual=residual,
     )
+
+
+def _recomputed(model: torch.nn.Module, run_forward: Callable[[], object]) -> dict[str, Any]:
+    """LSTM/GRU gate saturation and attention probabilities, recomputed from one forward's inputs."""
+    return {
+        "gate_saturation": measure_gates(model, run_forward),
+        "attention": measure_attention(model, run_forward),
+    }
 
 
 def _nonfinite_origin(session: Session, layers: tuple[LayerStats, ...]) -> NonfiniteOrigin | None:

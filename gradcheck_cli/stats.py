@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gradcheck_cli.trained import CheckpointInfo, Versus
+from gradcheck_cli.trained import AttentionStats, CheckpointInfo, GateSaturation, Versus
 
 if TYPE_CHECKING:
     from gradcheck_cli.history import History
@@ -220,32 +220,6 @@ class TrainingHistory:
     steps_planned: int = 0
     divergence: Divergence | None = None
     """Set when a step went non-finite; the finite steps before it are the ones recorded."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GateSaturation:
-    """Gates of one nn.LSTM/nn.GRU on the first batch: the fraction of gate values in a flat tail."""
-
-    module: str
-    type: str
-    layers: int
-    gates: dict[str, float]
-    """Gate name (input/forget/cell/output, or reset/update/new) -> saturated fraction, all layers."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AttentionStats:
-    """Attention probabilities at one site (an nn.MultiheadAttention or an F.scaled_dot_product_attention call)."""
-
-    name: str
-    """The module name, or '<module>:sdpa' for a functional call inside that module."""
-    entropy: float
-    """Mean over queries of the entropy over the keys each may see, divided by its maximum (1 uniform)."""
-    collapsed_fraction: float
-    """Fraction of queries putting more than 99% of their attention on one key."""
-    max_logit: float
-    """Largest |q·k·scale| among allowed keys."""
-    queries: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
