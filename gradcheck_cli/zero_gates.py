@@ -26,7 +26,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from gradcheck_cli.probe import GradientProbe, dense
+from gradcheck_cli.grads import dense
+from gradcheck_cli.probe import GradientProbe
 from gradcheck_cli.stats import GateStats, LayerStats
 
 GATE_SCALE = 1e-2
