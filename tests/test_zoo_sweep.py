@@ -78,3 +78,13 @@ def test_full_sweep_matches_the_document() -> None:
     code = sweep.main(["--check", "--jobs", "2"])
     assert code != 2, "docs/zoo-sweep.md is stale: run benchmarks/zoo_sweep.py --write"
     assert code == 0 or "**FAIL**" in sweep.DOC.read_text()  # a failing fixture is shown as failing
+
+
+def test_check_ignores_times_and_nothing_else() -> None:
+    (fixture,) = sweep.discover(["resnet"])
+    fast = sweep.Outcome(fixture, 2, 0, (), (), 1.0)
+    slow = sweep.Outcome(fixture, 2, 0, (), (), 9.5)
+    failing = sweep.Outcome(fixture, 2, 1, ("vanishing-gradients",), (), 1.0)
+    strip = sweep._without_times
+    assert strip(sweep.document([fast])) == strip(sweep.document([slow]))
+    assert strip(sweep.document([fast])) != strip(sweep.document([failing]))
