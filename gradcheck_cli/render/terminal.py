@@ -32,6 +32,8 @@ STATUS_STYLE = {
     LayerStatus.NONFINITE: "bold red",
     LayerStatus.NO_GRAD: "bold red",
     LayerStatus.FROZEN: "dim",
+    LayerStatus.GATED: "cyan",
+    LayerStatus.NOT_MEASURED: "dim",
 }
 SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 VERDICT_STYLE = {"healthy": "bold green", "warning": "bold yellow", "error": "bold red"}
