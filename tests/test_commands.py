@@ -74,7 +74,9 @@ def test_every_readme_command_parses_and_the_runnable_ones_exit_as_documented(cl
     monkeypatch.chdir(ROOT)
     commands = readme_commands()
     assert len(commands) > 15
-    assert _zoo_table()["sigmoid-mlp"].endswith("vanishing-gradients") and set(ARCHITECTURES) <= set(_zoo_table())
+    assert _zoo_table()["sigmoid-mlp"].endswith("vanishing-gradients") and set(ARCHITECTURES) <= set(
+        _zoo_table()
+    )
     ran = 0
     for args in commands:
         parse(args)
