@@ -41,8 +41,9 @@ def shown_path(path: Path) -> str:
         relative = os.path.relpath(path, Path.cwd())  # where files are opened and printed from
     except ValueError:  # another drive on Windows
         return str(path)
-    # A sibling folder reads well as ../x; a path far outside the working directory reads better whole.
-    return relative if not relative.startswith(os.path.join("..", "..", "..")) else str(path)
+    # Below the working directory a path reads best relative; outside it, whole (a `../..` form
+    # would depend on where the command happened to run, and so would every message naming it).
+    return str(path) if relative == os.pardir or relative.startswith(os.pardir + os.sep) else relative
 
 
 def read_source(path: Path) -> ConfigSource:
@@ -57,6 +58,7 @@ def read_source(path: Path) -> ConfigSource:
 def _yaml_source(path: Path, text: str) -> ConfigSource:
     import yaml
 
+    config_guard.check_flow_depth(text, path)
     try:
         loader = yaml.SafeLoader(text)
         try:
@@ -113,6 +115,10 @@ def _tool_section(path: Path, text: str) -> dict[str, Any]:
         section = tomllib.loads(text).get("tool", {}).get("gradcheck", {})
     except tomllib.TOMLDecodeError as exc:
         raise config_guard.toml_error(path, exc) from None
+    except RecursionError:
+        raise ConfigError(
+            f"{path}: the TOML is nested too deeply", "a gradcheck config is a few options"
+        ) from None
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: [tool.gradcheck] must be a table of options")
     return section
