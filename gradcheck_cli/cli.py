@@ -3,7 +3,6 @@
 Torch is imported only inside `analyze`, so --help, --version, zoo, init and explain stay fast.
 """
 
-import gc
 import os
 import shutil
 import sys
@@ -13,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from gradcheck_cli import __version__
+from gradcheck_cli.boundary import command_boundary, doing, print_error
 from gradcheck_cli.errors import GradcheckError
 
 app = typer.Typer(
@@ -54,16 +54,11 @@ def root(
     """gradcheck: gradient-flow diagnostics for PyTorch models."""
 
 
-def _fail(error: GradcheckError, debug: bool) -> None:
-    if debug:
-        raise error
-    typer.echo(f"error: {error.message}", err=True)
-    if error.hint:
-        typer.echo(f"hint: {error.hint}", err=True)
-    raise typer.Exit(2)
+DEBUG_OPTION = typer.Option("--debug", help="Show tracebacks (the exit code stays 2).")
 
 
 @app.command()
+@command_boundary("analyze")
 def analyze(
     target: Annotated[
         str | None,
@@ -231,7 +226,15 @@ def analyze(
             show_default=False,
         ),
     ] = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            help="Stop a target's analysis after this many seconds (exit 2, naming the stage it was in).",
+            show_default=False,
+        ),
+    ] = None,
+    debug: Annotated[bool, DEBUG_OPTION] = False,
 ) -> None:
     """Run forward and backward passes on TARGET and report how gradients flow through it.
 
@@ -258,41 +261,73 @@ def analyze(
         "try_fixes": try_fixes,
         "baseline": baseline,
         "baseline_orders": baseline_orders,
+        "timeout": timeout,
     }
-    try:
-        code = _run_analyze(target, flags, config, debug)
-    except GradcheckError as error:
-        _fail(error, debug)
-        return
-    raise typer.Exit(code)
+    raise typer.Exit(_run_analyze(target, flags, config, debug))
 
 
 def _run_analyze(target: str | None, flags: dict[str, Any], config_path: Path | None, debug: bool) -> int:
+    from gradcheck_cli.gate import combined_exit_code
+    from gradcheck_cli.outcome import TargetFailure
+
+    with doing("reading the options and the config file"):
+        configs = _load_configs(target, flags, config_path, debug)
+    outcomes = _run_targets(configs)
+    failures = [o for o in outcomes if isinstance(o, TargetFailure)]
+    for failure in failures:
+        named = f"{failure.target}: " if len(configs) > 1 else ""
+        print_error(named + failure.message, failure.hint, failure.details if debug else None)
+    results = [(c, o) for c, o in zip(configs, outcomes, strict=True) if not isinstance(o, TargetFailure)]
+    code = max(combined_exit_code(results), 2 if failures else 0)
+    if _is_secondary_rank() or not results:  # under torchrun rank 0 prints the combined report
+        return code
+    with doing("writing the reports"):
+        _publish(results, failures)
+    return code
+
+
+def _load_configs(target: str | None, flags: dict[str, Any], config_path: Path | None, debug: bool) -> list[Any]:
+    """Every option parsed and checked, and every --output checked, before any work starts."""
     from gradcheck_cli.config import parse_key_values
     from gradcheck_cli.configfile import load_configs
-    from gradcheck_cli.gate import append_step_summary, combined_exit_code, emit_annotations, run_all
+    from gradcheck_cli.outputs import check_outputs
     from gradcheck_cli.specs import parse_input
 
     flags["inputs"] = tuple(parse_input(s) for s in flags["inputs"]) if flags["inputs"] else None
     flags["arch_opts"] = parse_key_values(flags["arch_opts"], "--arch-opt") if flags["arch_opts"] else None
     flags["init_args"] = parse_key_values(flags["init_args"], "--init") if flags["init_args"] else None
     configs = load_configs(target, {**flags, "debug": debug}, config_path, Path.cwd())
-    results = run_all(configs, _analyze_with_progress)
-    if _is_secondary_rank():  # under torchrun every rank holds the same combined report; rank 0 prints it
-        return combined_exit_code(results)
-    _write_reports(results)
+    check_outputs(configs)
+    return configs
+
+
+def _run_targets(configs: list[Any]) -> list[Any]:
+    from gradcheck_cli.progress import progress_for
+    from gradcheck_cli.supervisor import run_targets
+
+    progress = progress_for([c.target.raw for c in configs])
+    try:
+        return run_targets(configs, progress, timeout=configs[0].timeout)
+    finally:
+        progress.close()
+
+
+def _publish(results: list[Any], failures: list[Any]) -> None:
+    from gradcheck_cli.gate import append_step_summary, emit_annotations
+
+    _write_reports(results, failures)
     reports = [report for _, report in results]
     emit_annotations(reports)
     if any(config.format == "markdown" or "markdown" in dict(config.reports) for config, _ in results):
-        append_step_summary(reports)
-    return combined_exit_code(results)
+        append_step_summary(reports, failures)
 
 
-def _write_reports(results: list[Any]) -> None:
+def _write_reports(results: list[Any], failures: list[Any]) -> None:
     from gradcheck_cli.gate import output_groups
 
+    several = len(results) + len(failures) > 1
     for (fmt, output), group in output_groups(results).items():
-        _write_report([report for _, report in group], fmt, output, group[0][0].fail_on, len(results) > 1)
+        _write_report([report for _, report in group], fmt, output, group[0][0].fail_on, several, failures)
 
 
 def _is_secondary_rank() -> bool:
@@ -300,39 +335,20 @@ def _is_secondary_rank() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) > 0
 
 
-def _analyze_with_progress(config: Any) -> Any:
-    from rich.console import Console
-
-    _quiet_numpy_warning()
-    from gradcheck_cli.pipeline import analyze as run_pipeline
-
-    # torch's import leaves ~10^6 objects that every full garbage collection would walk
-    # again (90 ms a time on a short run); they live until exit, so take them out of GC.
-    gc.freeze()
-    err = Console(stderr=True)
-    if not err.is_terminal:
-        return run_pipeline(config)
-    with err.status("gradcheck: starting") as status:
-        return run_pipeline(config, progress=lambda msg: status.update(f"gradcheck: {msg}"))
-
-
-def _quiet_numpy_warning() -> None:
-    import warnings
-
-    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
-
-
-def _write_report(reports: list[Any], fmt: str, output: Path | None, fail_on: str, several: bool) -> None:
+def _write_report(
+    reports: list[Any], fmt: str, output: Path | None, fail_on: str, several: bool, failures: list[Any]
+) -> None:
     from gradcheck_cli.gate import verdict_line
     from gradcheck_cli.render import render_reports
 
     to_terminal = output is None and _color_allowed()
     width = shutil.get_terminal_size((100, 24)).columns  # COLUMNS, else the terminal, else 100
     color = to_terminal and fmt == "rich"
-    text = render_reports(fmt, reports, width=width, color=color, fail_on=fail_on)
+    text = render_reports(fmt, reports, width=width, color=color, fail_on=fail_on, failures=failures)
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
+        with doing(f"writing the report to {output}"):
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(text)
     else:
         sys.stdout.write(text)
     if output is not None or fmt != "rich" or several:
@@ -341,6 +357,7 @@ def _write_report(reports: list[Any], fmt: str, output: Path | None, fail_on: st
 
 
 @app.command()
+@command_boundary("compare")
 def compare(
     old: Annotated[Path, typer.Argument(help="The baseline JSON report (--format json).")],
     new: Annotated[Path, typer.Argument(help="The new JSON report.")],
@@ -351,25 +368,25 @@ def compare(
         str | None,
         typer.Option("--target", help="Which target, in multi-target reports.", show_default=False),
     ] = None,
+    debug: Annotated[bool, DEBUG_OPTION] = False,
 ) -> None:
     """Compare two JSON reports layer by layer. Exit 1 on regression, 0 otherwise."""
     from gradcheck_cli.baseline import compare_documents, load_document
     from gradcheck_cli.render.compare import render_comparison
 
-    try:
+    with doing(f"comparing {old} with {new}"):
         comparison = compare_documents(load_document(old, target), load_document(new, target), orders)
-    except GradcheckError as error:
-        _fail(error, False)
-        return
     sys.stdout.write(render_comparison(comparison, color=_color_allowed()))
     raise typer.Exit(1 if comparison.regressed else 0)
 
 
 @app.command()
+@command_boundary("zoo")
 def zoo(
     options: Annotated[
         bool, typer.Option("--options", help="Also list each builtin's --arch-opt options and defaults.")
     ] = False,
+    debug: Annotated[bool, DEBUG_OPTION] = False,
 ) -> None:
     """List the built-in architectures, one per line: `builtin:NAME` then what it shows."""
     from gradcheck_cli.zoo import ARCHITECTURES
@@ -383,8 +400,10 @@ def zoo(
 
 
 @app.command()
+@command_boundary("explain")
 def explain(
     rule_id: Annotated[str, typer.Argument(metavar="ID", help="A finding id, e.g. vanishing-gradients.")],
+    debug: Annotated[bool, DEBUG_OPTION] = False,
 ) -> None:
     """Print the documentation of one finding id."""
     from gradcheck_cli.config import did_you_mean
@@ -393,29 +412,30 @@ def explain(
     spec = get_rule(rule_id)
     if spec is None:
         ids = [r.id for r in all_rules()]
-        _fail(
-            GradcheckError(
-                f"no finding id {rule_id!r}", did_you_mean(rule_id, ids) or f"known: {', '.join(ids)}"
-            ),
-            False,
+        raise GradcheckError(
+            f"no finding id {rule_id!r}", did_you_mean(rule_id, ids) or f"known: {', '.join(ids)}"
         )
-        return
     typer.echo(f"{spec.id} (default severity: {spec.severity.value}; fixes: {', '.join(spec.fixes)})\n")
     typer.echo(spec.doc)
 
 
 @app.command()
+@command_boundary("init")
 def init(
     path: Annotated[Path, typer.Argument(help="Where to write the template.")] = Path("gradcheck.yaml"),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    debug: Annotated[bool, DEBUG_OPTION] = False,
 ) -> None:
     """Write a commented gradcheck.yaml template that works as written."""
     from importlib.resources import files
 
+    if path.is_dir():
+        raise GradcheckError(f"{path} is a folder", f"name the file to write, e.g. {path / 'gradcheck.yaml'}")
     if path.exists() and not force:
-        _fail(GradcheckError(f"{path} already exists", "use --force to overwrite it"), False)
+        raise GradcheckError(f"{path} already exists", "use --force to overwrite it")
     template = files("gradcheck_cli").joinpath("templates/gradcheck.yaml").read_text()
-    path.write_text(template)
+    with doing(f"writing {path}"):
+        path.write_text(template)
     typer.echo(f"wrote {path}; run `gradcheck analyze` next to it", err=True)
 
 

@@ -54,6 +54,8 @@ class AnalyzeConfig:
     """A layer regresses when its gradient ratio falls by more than this many orders of magnitude."""
     reports: tuple[tuple[str, Path], ...] = ()
     """Extra (format, file) reports written by the same run (config `reports:`)."""
+    timeout: float | None = None
+    """Seconds a target's analysis may take before its worker is stopped (exit 2)."""
 
 
 # Keys a config file may set, mapped to the AnalyzeConfig field they fill.
@@ -82,6 +84,7 @@ FILE_KEYS = {
     "try-fixes": "try_fixes",
     "fixes": "try_fixes",
     "baseline": "baseline",
+    "timeout": "timeout",
 }
 
 

@@ -179,6 +179,7 @@ KEY_CHECKS: dict[str, Check] = {
     "fixes": ("true or false", lambda v: isinstance(v, bool)),
     "baseline": _STR,
     "baseline-orders": ("a number", _is_number),
+    "timeout": ("a number of seconds", _is_number),
     "rules": _MAPPING,
     "ignore": ("a list of {id, layers} entries", lambda v: isinstance(v, list)),
     "reports": ("a list of {format, output} entries", lambda v: isinstance(v, list)),

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from gradcheck_cli.config import AnalyzeConfig
+from gradcheck_cli.outcome import TargetFailure
 from gradcheck_cli.report import Report, exit_code
 
 Analyze = Callable[[AnalyzeConfig], Report]
@@ -58,7 +59,9 @@ def emit_annotations(reports: Sequence[Report], environ: Mapping[str, str] = os.
             print(line, file=sys.stderr)
 
 
-def append_step_summary(reports: Sequence[Report], environ: Mapping[str, str] = os.environ) -> None:
+def append_step_summary(
+    reports: Sequence[Report], failures: Sequence[TargetFailure] = (), environ: Mapping[str, str] = os.environ
+) -> None:
     """GitHub shows $GITHUB_STEP_SUMMARY (Markdown, appended to by each step) on the run's page."""
     path = environ.get("GITHUB_STEP_SUMMARY")
     if not path:
@@ -66,7 +69,7 @@ def append_step_summary(reports: Sequence[Report], environ: Mapping[str, str] = 
     from gradcheck_cli.render import render_reports
 
     with open(path, "a", encoding="utf-8") as summary:
-        summary.write(render_reports("markdown", list(reports)) + "\n")
+        summary.write(render_reports("markdown", list(reports), failures=failures) + "\n")
 
 
 def verdict_line(report: Report, output: Path | None, name_target: bool = False) -> str:

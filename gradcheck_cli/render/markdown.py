@@ -6,12 +6,13 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from gradcheck_cli.findings import Finding
+from gradcheck_cli.outcome import TargetFailure
 from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.report import Report
 
 MAX_LAYERS_LISTED = 4
 MAX_TABLE_ROWS = 60
-VERDICT = {"healthy": "✅ healthy", "warning": "⚠️ warning", "error": "❌ error"}
+VERDICT = {"healthy": "✅ healthy", "warning": "⚠️ warning", "error": "❌ error", "could-not-run": "⛔ could not run"}
 
 
 def _cell(text: str) -> str:
@@ -99,12 +100,14 @@ def report_section(report: Report, level: str = "##") -> str:
     return "\n".join(lines) + "\n"
 
 
-def overview(reports: Sequence[Report]) -> str:
-    worst = max(reports, key=lambda r: ("healthy", "warning", "error").index(r.summary.status)).summary.status
+def overview(reports: Sequence[Report], failures: Sequence[TargetFailure] = ()) -> str:
+    statuses = [r.summary.status for r in reports] + ["could-not-run"] * len(failures)
+    worst = max(statuses, key=("healthy", "warning", "error", "could-not-run").index)
     rows = [(_code(r.target), VERDICT[r.summary.status], str(r.summary.errors), str(r.summary.warnings),
              ", ".join(_code(i) for i in dict.fromkeys(f.id for f in r.findings)) or "—") for r in reports]  # fmt: skip
+    rows += [(_code(f.target), VERDICT["could-not-run"], "—", "—", f.message) for f in failures]
     table = _table(("target", "verdict", "errors", "warnings", "findings"), rows, "llrrl")
-    return "\n".join([f"## gradcheck: {VERDICT[worst]} ({len(reports)} targets)", "", *table]) + "\n"
+    return "\n".join([f"## gradcheck: {VERDICT[worst]} ({len(statuses)} targets)", "", *table]) + "\n"
 
 
 class MarkdownRenderer:
@@ -113,5 +116,5 @@ class MarkdownRenderer:
     def render(self, report: Report) -> str:
         return report_section(report)
 
-    def render_many(self, reports: Sequence[Report]) -> str:
-        return "\n".join([overview(reports), *(report_section(r, "###") for r in reports)])
+    def render_many(self, reports: Sequence[Report], failures: Sequence[TargetFailure] = ()) -> str:
+        return "\n".join([overview(reports, failures), *(report_section(r, "###") for r in reports)])
