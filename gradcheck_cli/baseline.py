@@ -10,46 +10,16 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from gradcheck_cli.comparison import BaselineComparison, Comparison, LayerChange
 from gradcheck_cli.errors import ConfigError
 from gradcheck_cli.findings import Finding, Severity
 from gradcheck_cli.report import SCHEMA, Report, summarize
 
 REGRESSION_ID = "baseline-regression"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LayerChange:
-    name: str
-    old_ratio: float | None
-    new_ratio: float | None
-    orders: float | None
-    """log10(new / old); -inf when the gradient disappeared, None when not comparable."""
-    old_status: str
-    new_status: str
-    regressed: bool
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Comparison:
-    layers: tuple[LayerChange, ...]
-    new_findings: tuple[str, ...]
-    resolved_findings: tuple[str, ...]
-    kept_findings: tuple[str, ...]
-    added_layers: tuple[str, ...]
-    removed_layers: tuple[str, ...]
-    orders_limit: float
-
-    @property
-    def regressed_layers(self) -> tuple[LayerChange, ...]:
-        return tuple(change for change in self.layers if change.regressed)
-
-    @property
-    def regressed(self) -> bool:
-        return bool(self.new_findings or self.regressed_layers)
 
 
 def load_document(path: Path, target: str | None = None) -> dict[str, Any]:
@@ -114,14 +84,35 @@ def _layer_change(old: dict[str, Any], new: dict[str, Any], limit: float) -> Lay
 
 def apply_baseline(report: Report, path: Path, orders: float) -> Report:
     """Accept the baseline's findings (info), add one error finding listing the regressions."""
-    from gradcheck_cli.render.json import to_document
-
-    comparison = compare_documents(load_document(path, report.target), to_document(report), orders)
+    comparison = compare_documents(load_document(path, report.target), comparable(report), orders)
     findings = [_accepted(f) if f.id in comparison.kept_findings else f for f in report.findings]
     if comparison.regressed:
         findings.insert(0, regression_finding(comparison, path))
-    extra = {**report.extra, "baseline": baseline_section(comparison, path)}
-    return replace(report, findings=tuple(findings), summary=summarize(tuple(findings)), extra=extra)
+    return replace(
+        report,
+        findings=tuple(findings),
+        summary=summarize(tuple(findings)),
+        baseline=BaselineComparison(file=str(path), comparison=comparison),
+    )
+
+
+def comparable(report: Report) -> dict[str, Any]:
+    """The parts of a report a comparison reads, in the saved document's shape (NaN as None)."""
+    return {
+        "layers": [
+            {
+                "name": row.stats.name,
+                "grad_weight_ratio": _finite(row.stats.grad_weight_ratio),
+                "status": row.status.value,
+            }
+            for row in report.layers
+        ],
+        "findings": [{"id": f.id} for f in report.findings],
+    }
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def _accepted(finding: Finding) -> Finding:
@@ -154,22 +145,3 @@ def _orders_text(orders: float | None) -> str:
     if math.isinf(orders):
         return "fell to zero"
     return f"{'fell' if orders < 0 else 'rose'} {abs(orders):.1f} orders"
-
-
-def baseline_section(comparison: Comparison, path: Path) -> dict[str, Any]:
-    return {
-        "file": str(path),
-        "orders_limit": comparison.orders_limit,
-        "regressed": comparison.regressed,
-        "new_findings": list(comparison.new_findings),
-        "resolved_findings": list(comparison.resolved_findings),
-        "regressed_layers": [
-            {
-                "name": c.name,
-                "orders": None if c.orders is None or math.isinf(c.orders) else round(c.orders, 2),
-            }
-            for c in comparison.regressed_layers
-        ],
-        "added_layers": list(comparison.added_layers),
-        "removed_layers": list(comparison.removed_layers),
-    }

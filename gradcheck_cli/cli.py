@@ -407,11 +407,11 @@ def explain(
 ) -> None:
     """Print the documentation of one finding id."""
     from gradcheck_cli.config import did_you_mean
-    from gradcheck_cli.rules import all_rules, get_rule
+    from gradcheck_cli.rules import every_rule, get_rule
 
     spec = get_rule(rule_id)
     if spec is None:
-        ids = [r.id for r in all_rules()]
+        ids = [r.id for r in every_rule()]
         raise GradcheckError(
             f"no finding id {rule_id!r}", did_you_mean(rule_id, ids) or f"known: {', '.join(ids)}"
         )

@@ -1,5 +1,5 @@
-"""The CI gate around the pipeline: run every configured target, apply the repository's policy and
-baseline, write one report per output, annotate, summarise, and combine the exit codes.
+"""The CI gate around the pipeline: run every configured target, write one report per output,
+annotate, summarise, and combine the exit codes. The pipeline owns the order of the stages.
 
 Torch-free at import; the pipeline is imported by the caller-supplied `analyze` function.
 """
@@ -18,20 +18,8 @@ from gradcheck_cli.report import Report, exit_code
 Analyze = Callable[[AnalyzeConfig], Report]
 
 
-def finish_report(report: Report, config: AnalyzeConfig) -> Report:
-    """Policy (severity overrides, ignores), then the baseline comparison."""
-    from gradcheck_cli.policy import apply_policy
-
-    report = apply_policy(report, config.severity, config.ignore)
-    if config.baseline is not None:
-        from gradcheck_cli.baseline import apply_baseline
-
-        report = apply_baseline(report, config.baseline, config.baseline_orders)
-    return report
-
-
 def run_all(configs: Sequence[AnalyzeConfig], analyze: Analyze) -> list[tuple[AnalyzeConfig, Report]]:
-    return [(config, finish_report(analyze(config), config)) for config in configs]
+    return [(config, analyze(config)) for config in configs]
 
 
 def combined_exit_code(results: Sequence[tuple[AnalyzeConfig, Report]]) -> int:

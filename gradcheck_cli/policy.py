@@ -19,18 +19,24 @@ IgnoreRule = tuple[str, tuple[str, ...]]
 def apply_policy(report: Report, severity: Mapping[str, str], ignore: Sequence[IgnoreRule]) -> Report:
     if not severity and not ignore:
         return report
-    findings: list[Finding] = []
-    for finding in report.findings:
-        kept = _apply_one(finding, severity, ignore)
-        if kept is not None:
-            findings.append(kept)
-    findings.sort(key=lambda f: -f.severity.rank)
+    findings = policy_findings(report.findings, severity, ignore)
     return replace(
         report,
-        findings=tuple(findings),
-        layers=_restatus(report.layers, findings),
-        summary=summarize(tuple(findings)),
+        findings=findings,
+        layers=_restatus(report.layers, list(findings)),
+        summary=summarize(findings),
     )
+
+
+def policy_findings(
+    findings: tuple[Finding, ...], severity: Mapping[str, str], ignore: Sequence[IgnoreRule]
+) -> tuple[Finding, ...]:
+    """The findings the policy keeps, at the severity it gives them, worst first."""
+    if not severity and not ignore:
+        return findings
+    kept = [f for f in (_apply_one(finding, severity, ignore) for finding in findings) if f is not None]
+    kept.sort(key=lambda f: -f.severity.rank)
+    return tuple(kept)
 
 
 def _apply_one(finding: Finding, severity: Mapping[str, str], ignore: Sequence[IgnoreRule]) -> Finding | None:

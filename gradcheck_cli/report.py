@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gradcheck_cli import __version__
+from gradcheck_cli.comparison import BaselineComparison
 from gradcheck_cli.findings import Finding, LayerStatus, Severity
-from gradcheck_cli.stats import ActivationStats, LayerStats, ModelInfo, ProbeResult, RunInfo, ThroughTime
+from gradcheck_cli.repair.records import TriedFix
+from gradcheck_cli.stats import (
+    ActivationStats,
+    LayerStats,
+    ModelInfo,
+    ProbeResult,
+    RunInfo,
+    ThroughTime,
+    TrainingHistory,
+)
 
 SCHEMA = "gradcheck.report/1"
 
@@ -36,8 +46,12 @@ class Report:
     summary: Summary
     activations: tuple[ActivationStats, ...] = ()
     through_time: tuple[ThroughTime, ...] = ()
-    extra: dict[str, object] = field(default_factory=dict)
-    """Optional top-level sections added by later stages (fixes, baseline), already JSON-ready."""
+    training: TrainingHistory | None = None
+    """--steps: the loss and each layer's gradient norm at every step."""
+    fixes: tuple[TriedFix, ...] | None = None
+    """--try-fixes: each fix tried on a copy of the model (None when not asked for)."""
+    baseline: BaselineComparison | None = None
+    """--baseline: this run compared with the saved report."""
     schema: str = SCHEMA
     tool_version: str = __version__
 
@@ -76,6 +90,7 @@ def build_report(
         summary=summarize(findings),
         activations=probe.activations,
         through_time=probe.through_time,
+        training=probe.training,
     )
 
 

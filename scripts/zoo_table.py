@@ -20,10 +20,10 @@ ZOO = ("<!-- zoo-table:start -->", "<!-- zoo-table:end -->")
 
 
 def rule_sections() -> str:
-    from gradcheck_cli.rules import all_rules
+    from gradcheck_cli.rules import every_rule
 
     parts = []
-    for spec in sorted(all_rules(), key=lambda r: r.id):
+    for spec in sorted(every_rule(), key=lambda r: r.id):
         doc = re.sub(r"^## ", "#### ", spec.doc, flags=re.MULTILINE)
         head = f"### `{spec.id}`\n\nDefault severity: **{spec.severity.value}**. Fixes: "
         parts.append(head + ", ".join(f"`{f}`" for f in spec.fixes) + f".\n\n{doc}\n")

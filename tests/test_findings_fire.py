@@ -9,6 +9,7 @@ import pytest
 from gradcheck_cli.config import build_config
 from gradcheck_cli.findings import Finding, Severity
 from gradcheck_cli.pipeline import analyze
+from gradcheck_cli.render.json import to_document
 from gradcheck_cli.report import Report
 
 FAULTS = Path(__file__).parent / "fixtures" / "faults"
@@ -89,7 +90,7 @@ def test_gated_cell_with_a_short_horizon_is_a_warning_with_the_init_fix() -> Non
 
 def test_steps_record_how_the_gradient_moved() -> None:
     report = run("builtin:relu-mlp-bad-init", batches=1, steps=2, lr=0.01, arch_opts={"depth": 4})
-    training = report.extra["training"]
+    training = to_document(report)["training"]
     assert isinstance(training, dict)
     assert len(training["loss"]) == 2
     assert all(len(norms) == 2 for norms in training["grad_norms"].values())

@@ -24,12 +24,13 @@ from torch import nn
 from gradcheck_cli.config import build_config, values_from_file
 from gradcheck_cli.findings import Finding, Severity, Suggestion
 from gradcheck_cli.pipeline import analyze
-from gradcheck_cli.render.json import JsonRenderer
+from gradcheck_cli.render.json import JsonRenderer, to_document
+from gradcheck_cli.render.json import tried_fix as to_json
 from gradcheck_cli.render.terminal import TerminalRenderer
 from gradcheck_cli.repair import activation, normalization, recurrent, reinit, residual
 from gradcheck_cli.repair.base import NotApplicable, RepairContext, count_parameters
 from gradcheck_cli.repair.clip import clip_value
-from gradcheck_cli.repair.records import Measured, TriedFix, to_json
+from gradcheck_cli.repair.records import Measured, TriedFix
 from gradcheck_cli.repair.runner import try_one
 from gradcheck_cli.stats import LayerStats, ModelInfo, ProbeResult, RunInfo
 
@@ -316,7 +317,7 @@ def test_a_tried_fix_clears_the_error_by_two_orders(name: str) -> None:
     report = _fixed_report(name)
     expected = "vanishing-through-time" if name == "vanilla-rnn" else "vanishing-gradients"
     assert [f.id for f in report.findings if f.severity is Severity.ERROR] == [expected]
-    fixes = report.extra["fixes"]
+    fixes = to_document(report)["fixes"]
     assert fixes and all(set(entry) >= CONTRACT_KEYS for entry in fixes)
     winners = [e for e in fixes if expected in e["cleared"]]
     assert winners, fixes
@@ -329,7 +330,7 @@ def test_a_tried_fix_clears_the_error_by_two_orders(name: str) -> None:
 
 
 def test_vanilla_rnn_gated_swaps_add_the_gate_parameters() -> None:
-    by_fix = {e["fix"]: e for e in _fixed_report("vanilla-rnn").extra["fixes"]}
+    by_fix = {e["fix"]: e for e in to_document(_fixed_report("vanilla-rnn"))["fixes"]}
     rnn_params = 32 * (16 + 32) + 2 * 32  # nn.RNN(16, 32): one gate
     assert by_fix["gru"]["parameters_delta"] == 2 * rnn_params
     assert by_fix["lstm"]["parameters_delta"] == 3 * rnn_params
@@ -338,7 +339,7 @@ def test_vanilla_rnn_gated_swaps_add_the_gate_parameters() -> None:
 
 def test_healthy_model_tries_nothing_and_says_so() -> None:
     report = _analyze("builtin:residual-mlp", arch_opts={"depth": 3, "width": 16})
-    assert report.summary.status == "healthy" and report.extra["fixes"] == []
+    assert report.summary.status == "healthy" and to_document(report)["fixes"] == []
     assert "tried nothing: no error findings" in TerminalRenderer(width=100).render(report)
     assert json.loads(JsonRenderer().render(report))["fixes"] == []
 
@@ -362,7 +363,7 @@ def test_the_users_model_object_is_unchanged(tmp_path: Path, monkeypatch: pytest
     model = importlib.import_module("user_model_issue7").model
     tree, state = repr(model), {k: v.clone() for k, v in model.state_dict().items()}
     report = _analyze("user_model_issue7:model", inputs=None)
-    assert any(e["applied"] for e in report.extra["fixes"])
+    assert any(e["applied"] for e in to_document(report)["fixes"])
     assert repr(model) == tree and model.state_dict().keys() == state.keys()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
     sys.modules.pop("user_model_issue7", None)
@@ -390,3 +391,39 @@ def test_cli_flag_adds_the_fixes_section(cli: Any) -> None:
     assert result.exit_code == 1, result
     fixes = json.loads(result.stdout)["fixes"]
     assert [e["fix"] for e in fixes] == ["gru", "lstm", "clip"]
+
+
+# -- --try-fixes acts on the findings after the config's policy -----------------------------------
+def _saturating_tanh(scale: float) -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 4))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(scale)
+    return model
+
+
+def _tried_under_policy(model: nn.Module, severity: dict[str, str]) -> Any:
+    from gradcheck_cli.pipeline import analyze_loaded
+    from gradcheck_cli.specs import parse_input, parse_target
+    from gradcheck_cli.target import LoadedModel
+
+    config = build_config(
+        "builtin:sigmoid-mlp", {"try_fixes": True, "batches": 1, "inputs": (parse_input("8x16"),)}, {}
+    )
+    config = replace(config, target=parse_target("builtin:sigmoid-mlp"), severity=severity)
+    return analyze_loaded(config, LoadedModel(module=model, found_by="explicit", source=None))
+
+
+def test_a_config_turning_the_error_off_means_nothing_is_tried() -> None:
+    report = _tried_under_policy(_saturating_tanh(25.0), {"saturated-activations": "off"})
+    assert report.findings == () and report.fixes == ()
+
+
+def test_a_config_raising_a_warning_to_error_means_its_fixes_are_tried() -> None:
+    plain = _tried_under_policy(_saturating_tanh(6.0), {})
+    assert [f.severity for f in plain.findings] == [Severity.WARNING] and plain.fixes == ()
+    raised = _tried_under_policy(_saturating_tanh(6.0), {"saturated-activations": "error"})
+    assert [f.severity for f in raised.findings] == [Severity.ERROR]
+    assert raised.fixes and {t.fix for t in raised.fixes} >= {"layernorm", "init"}
+    assert all(t.finding == "saturated-activations" for t in raised.fixes)

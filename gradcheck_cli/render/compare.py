@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gradcheck_cli.baseline import Comparison, LayerChange
+from gradcheck_cli.comparison import Comparison, LayerChange
 from gradcheck_cli.render.base import fmt_num
 
 

@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from gradcheck_cli.findings import Finding, LayerStatus
 from gradcheck_cli.render.base import fmt_num
+from gradcheck_cli.render.sections import FIX_HEADERS, baseline_lines, fix_rows, training_line
 from gradcheck_cli.report import Report
 from gradcheck_cli.stats import ThroughTime
 
@@ -180,8 +181,28 @@ def report_section(report: Report) -> str:
     parts += [_finding(f) for f in report.findings] or [
         "<p>Gradients flow through every layer; nothing to fix.</p>"
     ]
+    parts += _later_stages(report)
     parts += ["<h2>Layers</h2>", _layer_table(report), "</section>"]
     return "\n".join(parts)
+
+
+def _later_stages(report: Report) -> list[str]:
+    """--steps, --baseline and --try-fixes, where they ran."""
+    parts: list[str] = []
+    if report.training is not None:
+        parts += ["<h2>Training</h2>", f"<p>{escape(training_line(report.training))}</p>"]
+    if report.baseline is not None:
+        items = "".join(f"<li>{escape(line)}</li>" for line in baseline_lines(report.baseline))
+        parts += ["<h2>Baseline</h2>", f"<ul>{items}</ul>"]
+    if report.fixes is not None:
+        head = "".join(f"<th>{escape(h)}</th>" for h in FIX_HEADERS)
+        rows = "".join(
+            "<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>"
+            for row in fix_rows(report.fixes)
+        )
+        table = f"<table><tr>{head}</tr>{rows}</table>" if rows else "<p>tried nothing: no error findings</p>"
+        parts += ["<h2>Tried fixes</h2>", table]
+    return parts
 
 
 def page(reports: Sequence[Report]) -> str:

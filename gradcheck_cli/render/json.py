@@ -7,9 +7,11 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from gradcheck_cli.comparison import BaselineComparison
 from gradcheck_cli.findings import Finding
+from gradcheck_cli.repair.records import Measured, TriedFix
 from gradcheck_cli.report import LayerRow, Report
-from gradcheck_cli.stats import ThroughTime
+from gradcheck_cli.stats import ThroughTime, TrainingHistory
 
 
 def _num(value: float | int | None) -> float | int | None:
@@ -114,8 +116,75 @@ def to_document(report: Report) -> dict[str, Any]:
     if report.through_time:
         # The contract pins one object; the first recurrent module is the one shown.
         doc["through_time"] = _through_time(report.through_time[0])
-    doc.update(_clean(report.extra))
+    doc.update(_optional_sections(report))
     return doc
+
+
+def _optional_sections(report: Report) -> dict[str, Any]:
+    """The sections later stages add (--steps, --try-fixes, --baseline), in that order."""
+    out: dict[str, Any] = {}
+    if report.training is not None:
+        out["training"] = _clean(training_section(report.training))
+    if report.fixes is not None:
+        out["fixes"] = _clean([tried_fix(t) for t in report.fixes])
+    if report.baseline is not None:
+        out["baseline"] = _clean(baseline_section(report.baseline))
+    return out
+
+
+def training_section(history: TrainingHistory) -> dict[str, Any]:
+    """The --steps history: loss and per-layer gradient norm at each step."""
+    return {
+        "optimizer": history.optimizer,
+        "lr": history.lr,
+        "loss": list(history.loss),
+        "grad_norms": {name: list(values) for name, values in history.grad_norms.items()},
+    }
+
+
+def _measured(m: Measured | None) -> dict[str, Any] | None:
+    if m is None:
+        return None
+    ratio = m.ratio if m.ratio is None or math.isfinite(m.ratio) else None
+    return {"findings": list(m.findings), "ratio": ratio}
+
+
+def tried_fix(tried: TriedFix) -> dict[str, Any]:
+    """One entry of the contract's `fixes`."""
+    out: dict[str, Any] = {
+        "fix": tried.fix,
+        "where": tried.where,
+        "applied": tried.applied,
+        "note": tried.note,
+        "before": _measured(tried.before),
+        "after": _measured(tried.after),
+        "cleared": list(tried.cleared),
+        "parameters_delta": tried.parameters_delta,
+        "finding": tried.finding,
+    }
+    if tried.max_norm is not None:
+        out["max_norm"] = tried.max_norm
+    return out
+
+
+def baseline_section(baseline: BaselineComparison) -> dict[str, Any]:
+    comparison = baseline.comparison
+    return {
+        "file": baseline.file,
+        "orders_limit": comparison.orders_limit,
+        "regressed": comparison.regressed,
+        "new_findings": list(comparison.new_findings),
+        "resolved_findings": list(comparison.resolved_findings),
+        "regressed_layers": [
+            {
+                "name": c.name,
+                "orders": None if c.orders is None or math.isinf(c.orders) else round(c.orders, 2),
+            }
+            for c in comparison.regressed_layers
+        ],
+        "added_layers": list(comparison.added_layers),
+        "removed_layers": list(comparison.removed_layers),
+    }
 
 
 class JsonRenderer:

@@ -8,6 +8,7 @@ from typing import ClassVar
 from gradcheck_cli.findings import Finding
 from gradcheck_cli.outcome import TargetFailure
 from gradcheck_cli.render.base import fmt_num
+from gradcheck_cli.render.sections import FIX_HEADERS, baseline_lines, fix_rows, training_line
 from gradcheck_cli.report import Report
 
 MAX_LAYERS_LISTED = 4
@@ -96,8 +97,23 @@ def report_section(report: Report, level: str = "##") -> str:
     lines = [heading(report, level), "", model_line(report), "", *findings_section(report), ""]
     if report.through_time:
         lines += [*through_time_section(report), ""]
+    lines += later_stages_section(report)
     lines += layers_section(report)
     return "\n".join(lines) + "\n"
+
+
+def later_stages_section(report: Report) -> list[str]:
+    """--steps, --baseline and --try-fixes, where they ran."""
+    lines: list[str] = []
+    if report.training is not None:
+        lines += [f"**Training**: {training_line(report.training)}", ""]
+    if report.baseline is not None:
+        lines += ["**Baseline**", "", *(f"- {line}" for line in baseline_lines(report.baseline)), ""]
+    if report.fixes is not None:
+        rows = [(_code(r[0]), *(r[1:])) for r in fix_rows(report.fixes)]
+        body = _table(FIX_HEADERS, rows, "llllrl") if rows else ["tried nothing: no error findings"]
+        lines += ["**Tried fixes** (each on a copy of the model, same inputs and seed)", "", *body, ""]
+    return lines
 
 
 def overview(reports: Sequence[Report], failures: Sequence[TargetFailure] = ()) -> str:

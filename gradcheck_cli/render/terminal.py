@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from io import StringIO
 from pathlib import PurePath
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.measure import Measurement
@@ -16,6 +15,8 @@ from rich.text import Text
 
 from gradcheck_cli.findings import Finding, LayerStatus, Severity
 from gradcheck_cli.render.base import fmt_num
+from gradcheck_cli.render.sections import baseline_lines, training_line
+from gradcheck_cli.repair.records import Measured, TriedFix
 from gradcheck_cli.report import Report
 from gradcheck_cli.stats import ThroughTime
 
@@ -188,22 +189,19 @@ def summary_panel(report: Report) -> Panel:
     return Panel(body, title="verdict", title_align="left", border_style=VERDICT_STYLE[s.status].split()[-1])
 
 
-def _ratio_text(measured: Any) -> str:
-    if not isinstance(measured, Mapping):
-        return "-"
-    ratio = measured.get("ratio")
+def _ratio_text(measured: Measured | None) -> str:
+    ratio = measured.ratio if measured is not None else None
     return fmt_num(ratio) if isinstance(ratio, (int, float)) else "-"
 
 
-def _not_cleared(entry: Mapping[str, Any]) -> str:
-    if entry.get("applied"):
+def _not_cleared(tried: TriedFix) -> str:
+    if tried.applied:
         return "none"
-    max_norm = entry.get("max_norm")
-    return f"advice: max_norm {max_norm:g}" if isinstance(max_norm, (int, float)) else "not applied"
+    return f"advice: max_norm {tried.max_norm:g}" if tried.max_norm is not None else "not applied"
 
 
-def fixes_block(fixes: list[Mapping[str, Any]]) -> RenderableType:
-    """The "tried fixes" table from the JSON-ready `fixes` section (--try-fixes)."""
+def fixes_block(fixes: tuple[TriedFix, ...]) -> RenderableType:
+    """The "tried fixes" table (--try-fixes)."""
     title = "tried fixes (each on a copy of the model, same inputs and seed)"
     if not fixes:
         body: RenderableType = Text("tried nothing: no error findings")
@@ -215,18 +213,17 @@ def fixes_block(fixes: list[Mapping[str, Any]]) -> RenderableType:
     table.add_column("cleared", no_wrap=True)
     table.add_column("Δparams", justify="right", no_wrap=True, min_width=7)
     notes = Text()
-    for entry in fixes:
-        applied = bool(entry.get("applied"))
-        cleared = ", ".join(str(c) for c in entry.get("cleared") or ())
+    for tried in fixes:
+        cleared = ", ".join(tried.cleared)
         table.add_row(
-            Text(str(entry.get("fix")), style="bold green" if cleared else ("" if applied else "dim")),
-            PurePath(str(entry.get("where") or "")).name,  # file:line; the notes say which modules
-            f"{_ratio_text(entry.get('before'))} → {_ratio_text(entry.get('after'))}",
-            cleared or _not_cleared(entry),
-            f"{int(entry.get('parameters_delta') or 0):+,}",
+            Text(tried.fix, style="bold green" if cleared else ("" if tried.applied else "dim")),
+            PurePath(tried.where or "").name,  # file:line; the notes say which modules
+            f"{_ratio_text(tried.before)} → {_ratio_text(tried.after)}",
+            cleared or _not_cleared(tried),
+            f"{tried.parameters_delta:+,}",
         )
-        notes.append(f"  {entry.get('fix')}: ", style="bold")
-        notes.append(f"{entry.get('note')}\n", style="" if applied else "dim")
+        notes.append(f"  {tried.fix}: ", style="bold")
+        notes.append(f"{tried.note}\n", style="" if tried.applied else "dim")
     notes.rstrip()
     return Panel(Group(table, Text(""), notes), title=title, title_align="left", border_style="dim")
 
@@ -236,9 +233,13 @@ def report_renderables(report: Report) -> list[RenderableType]:
     if report.through_time:
         parts.append(through_time_block(report.through_time))
     parts.append(summary_panel(report))
-    fixes = report.extra.get("fixes")
-    if isinstance(fixes, list):
-        parts.append(fixes_block(fixes))
+    if report.training is not None:
+        parts.append(Text(f"training: {training_line(report.training)}", style="dim"))
+    if report.baseline is not None:
+        lines = baseline_lines(report.baseline)
+        parts.append(Text("baseline: " + "\n  ".join(lines), style="dim"))
+    if report.fixes is not None:
+        parts.append(fixes_block(report.fixes))
     return parts
 
 

@@ -1,7 +1,7 @@
 """Measure a changed copy of the model exactly as the analysis measured the original.
 
 The same batches, loss, seed, device, dtype and --steps, through the pipeline's own stages
-(prepare's batches, train_steps, probe, diagnose), so before and after differ only by the fix.
+(prepare's batches, train_steps, probe, diagnose, the config's policy), so before and after differ only by the fix.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from typing import Any
 
 from torch import nn
 
-from gradcheck_cli import pipeline
+from gradcheck_cli import session as stages
 from gradcheck_cli.device import model_dtype, seed_everything
 from gradcheck_cli.diagnose import diagnose
 from gradcheck_cli.findings import Finding
+from gradcheck_cli.policy import policy_findings
 from gradcheck_cli.stats import ProbeResult
 
 
@@ -31,27 +32,25 @@ def snapshot(model: nn.Module) -> nn.Module | None:
 class CopyMeasurer:
     """Deep copies of the model, and the analysis's measurement of them."""
 
-    def __init__(self, session: pipeline.Session, pristine: nn.Module | None = None) -> None:
+    def __init__(self, session: stages.Session, pristine: nn.Module | None = None) -> None:
         self.session = session
         self.pristine = pristine if pristine is not None else session.loaded.module
 
     def fresh_copy(self) -> nn.Module:
         return copy.deepcopy(self.pristine)
 
-    def _session_for(self, model: nn.Module) -> pipeline.Session:
+    def _session_for(self, model: nn.Module) -> stages.Session:
         s = self.session
         loaded = dataclasses.replace(s.loaded, module=model)
-        return pipeline.Session(
-            config=s.config, loaded=loaded, device=s.device, batches=s.batches, plan=s.plan
-        )
+        return stages.Session(config=s.config, loaded=loaded, device=s.device, batches=s.batches, plan=s.plan)
 
     def run_forward(self, model: nn.Module) -> Any:
-        return pipeline.forward(self._session_for(model), self.session.batches[0])
+        return stages.forward(self._session_for(model), self.session.batches[0])
 
     def run_backward(self, model: nn.Module) -> None:
         session, batch = self._session_for(model), self.session.batches[0]
         model.train()
-        pipeline.loss_of(session, batch, pipeline.forward(session, batch), 0).value.backward()
+        stages.loss_of(session, batch, stages.forward(session, batch), 0).value.backward()
 
     def measure(self, model: nn.Module) -> tuple[ProbeResult, tuple[Finding, ...]]:
         config = self.session.config
@@ -59,6 +58,7 @@ class CopyMeasurer:
         session = self._session_for(model)
         seed_everything(config.seed)
         if config.steps:
-            pipeline.train_steps(session)
-        result = pipeline.probe(session, time.perf_counter())
-        return result, diagnose(result, config.thresholds).findings
+            stages.train_steps(session)
+        result = stages.probe(session, time.perf_counter())
+        findings = diagnose(result, config.thresholds).findings
+        return result, policy_findings(findings, config.severity, config.ignore)

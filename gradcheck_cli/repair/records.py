@@ -1,10 +1,8 @@
-"""What trying one fix found: torch-free records and their JSON form (the contract's `fixes`)."""
+"""What trying one fix found: torch-free records (render/json.py writes the contract's `fixes`)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,27 +31,3 @@ class TriedFix:
     """The finding whose suggestion this fix was."""
     max_norm: float | None = None
     """For `clip`: the clip_grad_norm_ max_norm derived from the measured norms."""
-
-
-def _measured(m: Measured | None) -> dict[str, Any] | None:
-    if m is None:
-        return None
-    ratio = m.ratio if m.ratio is None or math.isfinite(m.ratio) else None
-    return {"findings": list(m.findings), "ratio": ratio}
-
-
-def to_json(tried: TriedFix) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "fix": tried.fix,
-        "where": tried.where,
-        "applied": tried.applied,
-        "note": tried.note,
-        "before": _measured(tried.before),
-        "after": _measured(tried.after),
-        "cleared": list(tried.cleared),
-        "parameters_delta": tried.parameters_delta,
-        "finding": tried.finding,
-    }
-    if tried.max_norm is not None:
-        out["max_norm"] = tried.max_norm
-    return out

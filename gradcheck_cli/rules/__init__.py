@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gradcheck_cli.rules import (  # noqa: F401  (imported to register)
+    baseline_regression,
     dead_units,
     exploding_gradients,
     exploding_through_time,
@@ -17,6 +18,12 @@ from gradcheck_cli.rules.base import RuleSpec, registry
 
 
 def all_rules() -> list[RuleSpec]:
+    """The rules diagnosis runs on every probe result."""
+    return [spec for spec in registry().values() if spec.stage is None]
+
+
+def every_rule() -> list[RuleSpec]:
+    """All documented finding ids, including those a later stage makes (baseline-regression)."""
     return list(registry().values())
 
 

@@ -26,6 +26,8 @@ class RuleSpec:
     limits_type: type
     doc: str
     aliases: tuple[str, ...] = ()
+    stage: str | None = None
+    """The later stage that makes this finding (e.g. "baseline"); None: diagnosis runs `check`."""
 
     def limits(self, overrides: Mapping[str, float] | None = None) -> Any:
         """The rule's thresholds, with config overrides applied (unknown keys are an error)."""
@@ -53,6 +55,7 @@ def rule(
     fixes: tuple[FixId, ...],
     limits: type,
     aliases: tuple[str, ...] = (),
+    stage: str | None = None,
 ) -> Callable[[Check], Check]:
     """Register a check function as the rule for finding `id`."""
     valid = set(get_args(FixId))
@@ -71,6 +74,7 @@ def rule(
             limits_type=limits,
             doc=(check.__doc__ or "").strip(),
             aliases=aliases,
+            stage=stage,
         )
         return check
 

@@ -16,3 +16,33 @@ def test_every_format_renders(fmt: Format, vanishing_report, healthy_report) -> 
     both = render_reports(fmt, [vanishing_report, healthy_report], width=80)
     assert "vanishing-gradients" in single
     assert "vanishing-gradients" in both and "builtin:residual-mlp" in both
+
+
+def _with_later_stages(report):  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from gradcheck_cli.comparison import BaselineComparison, Comparison, LayerChange
+    from gradcheck_cli.repair.records import Measured, TriedFix
+    from gradcheck_cli.stats import TrainingHistory
+
+    before = Measured(findings=("vanishing-gradients",), ratio=1e-9)
+    tried = TriedFix(fix="residual", where="m.py:9", applied=True, note="wrapped 3 blocks", before=before,
+                     after=Measured(findings=(), ratio=0.4), cleared=("vanishing-gradients",))  # fmt: skip
+    fell = LayerChange(name="layers.0", old_ratio=1e-3, new_ratio=1e-6, orders=-3.0, old_status="ok",
+                       new_status="vanishing", regressed=True)  # fmt: skip
+    comparison = Comparison(layers=(fell,), new_findings=("vanishing-gradients",), resolved_findings=(),
+                            kept_findings=(), added_layers=(), removed_layers=(), orders_limit=1.0)  # fmt: skip
+    return replace(
+        report,
+        training=TrainingHistory(optimizer="sgd", lr=0.01, loss=(2.5, 2.1), grad_norms={}),
+        fixes=(tried,),
+        baseline=BaselineComparison(file="base.json", comparison=comparison),
+    )
+
+
+@pytest.mark.parametrize("fmt", ["rich", "markdown", "html", "json"])
+def test_every_format_shows_training_baseline_and_tried_fixes(fmt: str, vanishing_report) -> None:
+    text = get_renderer(fmt, width=100).render(_with_later_stages(vanishing_report))
+    assert "base.json" in text and "layers.0" in text  # the baseline comparison
+    assert "residual" in text and "wrapped 3 blocks" in text  # the tried fix
+    assert "2.1" in text and "sgd" in text  # the training history

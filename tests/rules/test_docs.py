@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from gradcheck_cli.rules import all_rules
+from gradcheck_cli.rules import every_rule
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +22,7 @@ def test_docs_sections_are_generated_from_the_docstrings() -> None:
     script = load_script()
     text = (ROOT / "docs" / "diagnostics.md").read_text()
     expected = script.replace_between(text, script.RULES, script.rule_sections())
-    for spec in all_rules():  # every registered rule is documented, from its current docstring
+    for spec in every_rule():  # every registered rule is documented, from its current docstring
         assert f"### `{spec.id}`" in text, f"{spec.id} is undocumented: run scripts/zoo_table.py --rules"
         block = expected.split(f"### `{spec.id}`", 1)[1].split("\n### ", 1)[0]
         assert block in text, f"docs section of {spec.id} is stale: run scripts/zoo_table.py --rules"
@@ -51,3 +51,9 @@ def test_rules_and_diagnose_stay_torch_free() -> None:
         "sys.exit('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_explain_serves_baseline_regression(cli) -> None:  # type: ignore[no-untyped-def]
+    result = cli("explain", "baseline-regression")
+    assert result.exit_code == 0
+    assert "## What it detects" in result.stdout and "--baseline-orders" in result.stdout

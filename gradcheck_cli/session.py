@@ -1,0 +1,336 @@
+"""The torch collect stage: the live objects of one analysis and the passes run on them.
+
+The pipeline runs these in its order; `repair` runs them again on changed copies of the model.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradcheck_cli import distributed, through_time
+from gradcheck_cli.anomaly import NonfiniteOrigin, find_origin
+from gradcheck_cli.config import AnalyzeConfig
+from gradcheck_cli.device import (
+    autocast,
+    measure_fp16_underflow,
+    model_dtype,
+    resolve_device,
+)
+from gradcheck_cli.errors import InputError
+from gradcheck_cli.functional import FunctionalActivations
+from gradcheck_cli.inputs import (
+    Batch,
+    InputPlan,
+    batches_from_hook,
+    batches_from_specs,
+    describe,
+    describe_extra_args,
+    fill_extra_args,
+    move,
+    plan_inputs,
+    search_inputs,
+    token_targets,
+)
+from gradcheck_cli.locate import locate_modules
+from gradcheck_cli.losses import LossChoice, compute_loss
+from gradcheck_cli.probe import GradientProbe, has_normalization
+from gradcheck_cli.stats import Fp16Underflow, LayerStats, ModelInfo, ProbeResult, RunInfo, TrainingHistory
+from gradcheck_cli.target import LoadedModel, redirect_stdout_to_stderr
+
+
+@dataclass(slots=True)
+class Session:
+    """The live objects of one analysis (torch tier only)."""
+
+    config: AnalyzeConfig
+    loaded: LoadedModel
+    device: str
+    batches: list[Batch]
+    plan: InputPlan
+    loss: LossChoice | None = None
+    loss_scale: float = 1.0
+    """float16 only: the GradScaler-style scale the probe's backward runs under (then unscaled)."""
+    fp16_underflow: Fp16Underflow | None = None
+    training: TrainingHistory | None = None
+
+
+def prepare(config: AnalyzeConfig, loaded: LoadedModel, given: list[Batch] | None = None) -> Session:
+    device = _pick_device(loaded.module, config.device)
+    float_dtype = model_dtype(config.dtype)
+    loaded.module.to(device=device, dtype=float_dtype)
+    if given is not None:
+        batches, plan = given, InputPlan(specs=(), origin="inputs given to analyze()")
+    elif loaded.sample_batch is not None and not config.inputs:
+        batches = batches_from_hook(loaded.sample_batch, config.batches, config.seed)
+        plan = InputPlan(specs=(), origin="sample_batch()")
+    else:
+        plan = _plan(config, loaded, device)
+        batches = batches_from_specs(plan.specs, config.batches, config.seed, float_dtype)
+    batches = _finish_batches(config, loaded.module, plan, batches, device)
+    return Session(config=config, loaded=loaded, device=device, batches=batches, plan=plan)
+
+
+def _plan(config: AnalyzeConfig, loaded: LoadedModel, device: str) -> InputPlan:
+    """--input or a builtin's inputs as given; else search by trying forward passes on candidate inputs."""
+    model = loaded.module
+    if config.inputs or loaded.default_inputs:
+        return plan_inputs(model, config.inputs, loaded.default_inputs, config.batch_size, config.layout)
+
+    def attempt(plan: InputPlan) -> Exception | None:
+        batches = batches_from_specs(plan.specs, 1, config.seed, model_dtype(config.dtype))
+        batch = _finish_batches(config, model, plan, batches, device)[0]
+        try:
+            with torch.no_grad(), redirect_stdout_to_stderr(), autocast(device, config.dtype):
+                model(*batch.args, **batch.kwargs)
+        except Exception as exc:  # the model rejected this input: try the next candidate
+            return exc
+        return None
+
+    return search_inputs(model, config.batch_size, config.layout, attempt)
+
+
+def _finish_batches(
+    config: AnalyzeConfig, model: nn.Module, plan: InputPlan, batches: list[Batch], device: str
+) -> list[Batch]:
+    """Move to the device and dtype, add init_hidden()/None forward arguments and the --target-arg."""
+    float_dtype = model_dtype(config.dtype)
+    moved = [
+        Batch(
+            args=move(b.args, device, float_dtype),
+            kwargs=move(b.kwargs, device, float_dtype),
+            target=move(b.target, device),
+        )
+        for b in batches
+    ]
+    return _with_target_arg(config, fill_extra_args(model, moved, plan), plan, device)
+
+
+def _with_target_arg(
+    config: AnalyzeConfig, batches: list[Batch], plan: InputPlan, device: str
+) -> list[Batch]:
+    """Models that compute their own loss take targets in forward: pass the target as that keyword."""
+    name = config.target_arg
+    if not name:
+        return batches
+    generator = torch.Generator().manual_seed(config.seed + 7919)
+    out = []
+    for batch in batches:
+        target = batch.target
+        if target is None and plan.specs and plan.specs[0].kind == "int":
+            target = token_targets(plan.specs[0], generator).to(device)
+        if target is None:
+            raise InputError(
+                f"--target-arg {name}: no target to pass (the input is not integer tokens)",
+                "define sample_batch() returning (inputs, target) in the model file",
+            )
+        out.append(Batch(args=batch.args, kwargs={**batch.kwargs, name: target}, target=None))
+    return out
+
+
+def _pick_device(model: nn.Module, requested: str) -> str:
+    """A model already on an accelerator stays there unless --device says otherwise."""
+    current = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if requested == "auto" and current.type != "cpu":
+        return str(current)
+    return resolve_device(requested)
+
+
+def measure_precision(session: Session) -> None:
+    """float16: how many gradient elements flush to zero without a GradScaler, and the scale to use."""
+    first = session.batches[0]
+
+    def run_loss(dtype: str) -> torch.Tensor:
+        return loss_of(session, first, forward(session, first, dtype), 0).value
+
+    measured = measure_fp16_underflow(session.loaded.module, run_loss, session.config.seed)
+    session.fp16_underflow = measured
+    session.loss_scale = measured.loss_scale
+
+
+def forward(session: Session, batch: Batch, dtype: str | None = None) -> Any:
+    dtype = dtype or session.config.dtype
+    with redirect_stdout_to_stderr(), autocast(session.device, dtype):
+        try:
+            return session.loaded.module(*batch.args, **batch.kwargs)
+        except Exception as exc:
+            raise InputError(
+                f"the model's forward raised {type(exc).__name__}: {_first_line(exc)}"
+                f"{_under_autocast(session.device, dtype)}"
+                f"\n  inputs tried ({session.plan.origin}): {describe(batch.args) if batch.args else ''}"
+                f"{describe(batch.kwargs) if batch.kwargs else ''}",
+                _autocast_hint(session.device, dtype)
+                + "pass the input shape with --input (e.g. --input 16x3x32x32, int:8x128:50257), "
+                "or define sample_batch() in the model file",
+            ) from exc
+
+
+def _under_autocast(device: str, dtype: str) -> str:
+    return f" (under {dtype} autocast on {device})" if dtype in ("bfloat16", "float16") else ""
+
+
+def _autocast_hint(device: str, dtype: str) -> str:
+    """Some ops have no half-precision kernel on some devices (LSTM in float16 on CPU): say so first."""
+    if dtype not in ("bfloat16", "float16"):
+        return ""
+    other = "bfloat16 or float32" if dtype == "float16" else "float32"
+    return f"an op may have no {dtype} kernel on {device}: try --dtype {other}; otherwise "
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def loss_of(session: Session, batch: Batch, output: Any, index: int) -> LossChoice:
+    generator = torch.Generator().manual_seed(session.config.seed * 1000 + index)
+    return compute_loss(output, session.config.loss, batch.target, session.loaded.loss_fn, generator)
+
+
+def train_steps(session: Session) -> None:
+    model = session.loaded.module
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer: torch.optim.Optimizer
+    if session.config.optimizer == "adam":
+        optimizer = torch.optim.Adam(params, lr=session.config.lr)
+    else:
+        optimizer = torch.optim.SGD(params, lr=session.config.lr)
+    # float16 trains as a script would: with a GradScaler (a pass-through for other dtypes).
+    scaler = torch.amp.GradScaler(session.device.split(":")[0], enabled=session.config.dtype == "float16")
+    model.train()
+    owners = [(name, list(m.parameters(recurse=False))) for name, m in model.named_modules()]
+    owners = [(name, ps) for name, ps in owners if any(p.requires_grad for p in ps)]
+    losses, norms = [], []
+    for step in range(session.config.steps):
+        batch = session.batches[step % len(session.batches)]
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_of(session, batch, forward(session, batch), step % len(session.batches)).value
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # the history and the step see the true gradients
+        losses.append(loss.detach().float())
+        norms.append(_layer_grad_norms(owners, loss.device))
+        scaler.step(optimizer)
+        scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    session.training = _history(session, [name for name, _ in owners], losses, norms)
+
+
+def _history(
+    session: Session, names: list[str], losses: list[torch.Tensor], norms: list[torch.Tensor]
+) -> TrainingHistory:
+    # One host transfer for the whole history.
+    host = torch.stack([torch.stack(losses), *torch.stack(norms).T]).tolist() if losses else []
+    return TrainingHistory(
+        optimizer=session.config.optimizer,
+        lr=session.config.lr,
+        loss=tuple(host[0]) if host else (),
+        grad_norms={name: tuple(row) for name, row in zip(names, host[1:], strict=True)},
+    )
+
+
+def _layer_grad_norms(owners: list[tuple[str, list[nn.Parameter]]], device: torch.device) -> torch.Tensor:
+    """Each module's own parameter-gradient L2 norm (NaN when none got a gradient), on the device."""
+    out = []
+    for _, params in owners:
+        grads = [p.grad.detach().float().square().sum() for p in params if p.grad is not None]
+        out.append(torch.stack(grads).sum().sqrt() if grads else torch.tensor(math.nan, device=device))
+    return torch.stack(out) if out else torch.zeros(0, device=device)
+
+
+def probe(session: Session, started: float) -> ProbeResult:
+    model = session.loaded.module
+    sources = locate_modules(model)
+    losses: list[float] = []
+    # Under torchrun each rank measures its share of the batches; the raw sums are combined below.
+    mine = distributed.my_batches(len(session.batches))
+    with GradientProbe(model, sources) as gradient_probe:
+        functional_calls = FunctionalActivations(lambda: gradient_probe.last_layer)
+        for index in mine:
+            batch = session.batches[index]
+            model.zero_grad(set_to_none=True)
+            with functional_calls.watch():  # the model's forward only, not the loss
+                output = forward(session, batch)
+            choice = loss_of(session, batch, output, index)
+            (choice.value * session.loss_scale).backward()
+            gradient_probe.collect(unscale=session.loss_scale)
+            losses.append(choice.value.detach())  # type: ignore[arg-type]
+            session.loss = choice
+        distributed.combine_batches(gradient_probe, mine, len(session.batches))
+        layers = gradient_probe.layer_stats()
+        activations = gradient_probe.activation_stats() + functional_calls.stats()
+    model.zero_grad(set_to_none=True)
+    first = session.batches[0]
+    recurrent = through_time.measure(model, lambda: forward(session, first), session.config.seed, sources)
+    origin = _nonfinite_origin(session, layers)
+    loss_values = torch.stack(losses).float().tolist() if losses else []  # type: ignore[arg-type]
+    loss_values = distributed.gather_floats(loss_values)
+    return ProbeResult(
+        model=_model_info(session),
+        run=_run_info(session, time.perf_counter() - started),
+        layers=layers,
+        activations=activations,
+        through_time=recurrent,
+        has_normalization=has_normalization(model),
+        loss_value=sum(loss_values) / len(loss_values) if loss_values else float("nan"),
+        fp16_underflow=session.fp16_underflow,
+        training=session.training,
+        nonfinite_op=origin.op if origin else None,
+        nonfinite_source=origin.source if origin else None,
+    )
+
+
+def _nonfinite_origin(session: Session, layers: tuple[LayerStats, ...]) -> NonfiniteOrigin | None:
+    """Only when the probe saw NaN/inf: re-run one batch under anomaly detection to name the op."""
+    if not any(layer.nonfinite for layer in layers):
+        return None
+    origin = None
+    for index, batch in enumerate(session.batches):
+        origin = find_origin(_loss_runner(session, batch, index))
+        if origin is not None:
+            break
+    session.loaded.module.zero_grad(set_to_none=True)
+    return origin
+
+
+def _loss_runner(session: Session, batch: Batch, index: int) -> Callable[[], torch.Tensor]:
+    return lambda: loss_of(session, batch, forward(session, batch), index).value
+
+
+def _model_info(session: Session) -> ModelInfo:
+    model = session.loaded.module
+    params = {id(p): p for p in model.parameters()}.values()
+    return ModelInfo(
+        class_name=type(model).__name__,
+        parameters=sum(p.numel() for p in params),
+        trainable=sum(p.numel() for p in params if p.requires_grad),
+        device=session.device,
+        dtype=session.config.dtype,
+        found_by=session.loaded.found_by,
+        init_args=dict(session.loaded.init_args),
+        source=session.loaded.source,
+    )
+
+
+def _run_info(session: Session, seconds: float) -> RunInfo:
+    loss = session.loss
+    plan = session.plan
+    inputs = tuple(str(s) for s in plan.specs) or (plan.origin,)
+    inputs += describe_extra_args(plan)
+    if session.config.target_arg:
+        inputs += (f"{session.config.target_arg}=<targets>",)
+    return RunInfo(
+        batches=len(session.batches),
+        steps=session.config.steps,
+        seed=session.config.seed,
+        loss=loss.name if loss else session.config.loss,
+        loss_reason=loss.reason if loss else "",
+        inputs=inputs,
+        seconds=seconds,
+        input_origin=plan.origin,
+    )
