@@ -26,12 +26,12 @@ _activity: list[str] = []
 
 @contextlib.contextmanager
 def doing(what: str) -> Iterator[None]:
-    """Name what the command is doing, for the error line should something unexpected stop it."""
+    """Name what the command is doing, for the error line should something unexpected stop it.
+
+    On an exception the name stays, for the boundary to read; each command starts afresh."""
     _activity.append(what)
-    try:
-        yield
-    finally:
-        _activity.pop()
+    yield
+    _activity.pop()
 
 
 def print_error(message: str, hint: str | None, details: str | None = None) -> None:

@@ -290,14 +290,14 @@ def _load_configs(target: str | None, flags: dict[str, Any], config_path: Path |
     """Every option parsed and checked, and every --output checked, before any work starts."""
     from gradcheck_cli.config import parse_key_values
     from gradcheck_cli.configfile import load_configs
-    from gradcheck_cli.outputs import check_outputs
+    from gradcheck_cli.preflight import check_configs
     from gradcheck_cli.specs import parse_input
 
     flags["inputs"] = tuple(parse_input(s) for s in flags["inputs"]) if flags["inputs"] else None
     flags["arch_opts"] = parse_key_values(flags["arch_opts"], "--arch-opt") if flags["arch_opts"] else None
     flags["init_args"] = parse_key_values(flags["init_args"], "--init") if flags["init_args"] else None
     configs = load_configs(target, {**flags, "debug": debug}, config_path, Path.cwd())
-    check_outputs(configs)
+    check_configs(configs)
     return configs
 
 
@@ -346,14 +346,23 @@ def _write_report(
     color = to_terminal and fmt == "rich"
     text = render_reports(fmt, reports, width=width, color=color, fail_on=fail_on, failures=failures)
     if output is not None:
-        with doing(f"writing the report to {output}"):
-            output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(text)
+        _write_file(output, text)
     else:
         sys.stdout.write(text)
     if output is not None or fmt != "rich" or several:
         for report in reports:
             typer.echo(verdict_line(report, output, name_target=several), err=True)
+
+
+def _write_file(output: Path, text: str) -> None:
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+    except OSError as exc:
+        raise GradcheckError(
+            f"cannot write the report to {output}: {exc.strerror or exc}",
+            "name a file in a folder you can write to with --output",
+        ) from exc
 
 
 @app.command()
@@ -389,7 +398,7 @@ def zoo(
     debug: Annotated[bool, DEBUG_OPTION] = False,
 ) -> None:
     """List the built-in architectures, one per line: `builtin:NAME` then what it shows."""
-    from gradcheck_cli.zoo import ARCHITECTURES
+    from gradcheck_cli.zoo import ARCHITECTURES, OPTION_RANGES, describe_range
 
     width = max(len(name) for name in ARCHITECTURES) + len("builtin:") + 2
     for name, spec in ARCHITECTURES.items():
@@ -397,6 +406,8 @@ def zoo(
         if options:
             defaults = " ".join(f"{k}={v}" for k, v in spec.options.items())
             typer.echo(f"{'':<{width}}--arch-opt {defaults}")
+    if options:
+        typer.echo("\nRanges: " + "; ".join(f"{key} {describe_range(key)}" for key in OPTION_RANGES))
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -18,6 +19,7 @@ FORMATS = ("rich", "json", "markdown", "junit", "html")
 FAIL_ON = ("error", "warning", "info", "never")
 LAYOUTS = ("batch-first", "seq-first")
 OPTIMIZERS = ("sgd", "adam")
+SEED_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,13 +213,30 @@ def validate(config: AnalyzeConfig) -> AnalyzeConfig:
     for name, value, low in (("--batches", config.batches, 1), ("--steps", config.steps, 0)):
         if not isinstance(value, int) or value < low:
             raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-    if not isinstance(config.baseline_orders, (int, float)) or config.baseline_orders <= 0:
-        raise ConfigError(f"--baseline-orders must be a positive number, got {config.baseline_orders!r}")
+    _check_positive("--baseline-orders", config.baseline_orders)
+    _check_positive("--lr", config.lr)
+    if config.timeout is not None:
+        _check_positive("--timeout", config.timeout)
+    if not _is_int(config.seed) or not 0 <= config.seed <= SEED_MAX:
+        raise ConfigError(
+            f"--seed must be an integer from 0 to {SEED_MAX} (2^63-1), got {config.seed!r}",
+            "any seed in that range gives a reproducible run, e.g. --seed 0",
+        )
     if not isinstance(config.try_fixes, bool):
         raise ConfigError(f"try-fixes (fixes:) must be true or false, got {config.try_fixes!r}")
     if config.batch_size is not None and (not isinstance(config.batch_size, int) or config.batch_size < 1):
         raise ConfigError(f"--batch-size must be a positive integer, got {config.batch_size!r}")
     return replace(config, device=str(config.device))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_positive(option: str, value: object) -> None:
+    """A positive, finite number (NaN, infinity, 0 and negatives read as a mistake, not a finding)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ConfigError(f"{option} must be a positive finite number, got {value!r}")
 
 
 def _check_choice(option: str, value: object, choices: tuple[str, ...]) -> None:

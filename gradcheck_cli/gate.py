@@ -1,26 +1,19 @@
-"""The CI gate around the pipeline: run every configured target, write one report per output,
-annotate, summarise, and combine the exit codes. The pipeline owns the order of the stages.
+"""The CI gate around the pipeline: write one report per output, annotate, summarise, and combine
+the exit codes. The pipeline owns the order of the stages; `supervisor` runs every target.
 
-Torch-free at import; the pipeline is imported by the caller-supplied `analyze` function.
+Torch-free.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.outcome import TargetFailure
 from gradcheck_cli.report import Report, exit_code
-
-Analyze = Callable[[AnalyzeConfig], Report]
-
-
-def run_all(configs: Sequence[AnalyzeConfig], analyze: Analyze) -> list[tuple[AnalyzeConfig, Report]]:
-    return [(config, analyze(config)) for config in configs]
-
 
 def combined_exit_code(results: Sequence[tuple[AnalyzeConfig, Report]]) -> int:
     return max((exit_code(report, config.fail_on) for config, report in results), default=0)

@@ -61,6 +61,7 @@ def analyze_loaded(
     `batches`, when given, are used as they are instead of being built from the config."""
     started = time.perf_counter() if started is None else started
     distributed.setup()
+    progress("building the inputs")
     session = prepare(config, loaded, batches)
     pristine = _snapshot_for_fixes(session) if config.try_fixes and config.steps else None
     if config.steps:

@@ -24,7 +24,7 @@ class LineProgress:
     starts, and a stage still running gets a `still ...` line every `every` seconds."""
 
     def __init__(
-        self, targets: Sequence[str], stream: TextIO | None = None, after: float = 2.0, every: float = 30.0
+        self, targets: Sequence[str], stream: TextIO | None = None, after: float = 5.0, every: float = 30.0
     ) -> None:
         self.targets = list(targets)
         self.stream = stream if stream is not None else sys.stderr

@@ -23,7 +23,7 @@ from gradcheck_cli.device import (
     model_dtype,
     resolve_device,
 )
-from gradcheck_cli.errors import InputError
+from gradcheck_cli.errors import InputError, TargetError
 from gradcheck_cli.functional import FunctionalActivations
 from gradcheck_cli.inputs import (
     Batch,
@@ -39,7 +39,7 @@ from gradcheck_cli.inputs import (
     token_targets,
 )
 from gradcheck_cli.locate import locate_modules
-from gradcheck_cli.losses import LossChoice, compute_loss
+from gradcheck_cli.losses import LossChoice, compute_loss, require_grad
 from gradcheck_cli.probe import GradientProbe, has_normalization
 from gradcheck_cli.stats import Fp16Underflow, LayerStats, ModelInfo, ProbeResult, RunInfo, TrainingHistory
 from gradcheck_cli.target import LoadedModel, redirect_stdout_to_stderr
@@ -62,6 +62,7 @@ class Session:
 
 
 def prepare(config: AnalyzeConfig, loaded: LoadedModel, given: list[Batch] | None = None) -> Session:
+    _require_trainable(loaded.module)
     device = _pick_device(loaded.module, config.device)
     float_dtype = model_dtype(config.dtype)
     loaded.module.to(device=device, dtype=float_dtype)
@@ -75,6 +76,18 @@ def prepare(config: AnalyzeConfig, loaded: LoadedModel, given: list[Batch] | Non
         batches = batches_from_specs(plan.specs, config.batches, config.seed, float_dtype)
     batches = _finish_batches(config, loaded.module, plan, batches, device)
     return Session(config=config, loaded=loaded, device=device, batches=batches, plan=plan)
+
+
+def _require_trainable(model: nn.Module) -> None:
+    """A model with nothing to train has no gradient to measure: that is "could not run", not healthy."""
+    params = list(model.parameters())
+    if not any(p.requires_grad for p in params):
+        what = f"all {len(params)} of its parameter tensors are frozen" if params else "it has no parameters"
+        raise TargetError(
+            f"nothing to measure: {type(model).__name__} has no trainable parameter ({what})",
+            "gradcheck measures the gradients of trainable parameters: analyse the model before "
+            "freezing it, or the part of it that trains",
+        )
 
 
 def _plan(config: AnalyzeConfig, loaded: LoadedModel, device: str) -> InputPlan:
@@ -190,7 +203,9 @@ def _first_line(exc: Exception) -> str:
 
 def loss_of(session: Session, batch: Batch, output: Any, index: int) -> LossChoice:
     generator = torch.Generator().manual_seed(session.config.seed * 1000 + index)
-    return compute_loss(output, session.config.loss, batch.target, session.loaded.loss_fn, generator)
+    choice = compute_loss(output, session.config.loss, batch.target, session.loaded.loss_fn, generator)
+    require_grad(choice.value, f"the loss ({choice.reason})")
+    return choice
 
 
 def train_steps(session: Session) -> None:

@@ -78,12 +78,16 @@ class Collector:
         """The first target from `start` on without an outcome."""
         return next((i for i in range(start, len(self.configs)) if i not in self.outcomes), None)
 
-    def fail_current(self, message: str, hint: str | None) -> None:
+    def fail_current(self, what: str, hint: str | None) -> None:
+        """The target being analysed ends with `what` happened "while <stage> (<target>)"."""
         index = self.pending()
         if index is None:
             return
         target = self.configs[index].target.raw
-        self.outcomes[index] = TargetFailure(target=target, stage=self.stage, message=message, hint=hint)
+        doing = self.stage if target in self.stage else f"{self.stage} ({target})"
+        self.outcomes[index] = TargetFailure(
+            target=target, stage=self.stage, message=f"{what} while {doing}", hint=hint
+        )
 
 
 def run_targets(
@@ -129,19 +133,18 @@ def _run_worker(job: Job, collector: Collector, timeout: float | None) -> bool:
         except (KeyboardInterrupt, _Stopped) as exc:
             _kill(process)
             what = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else "stopped (SIGTERM)"
-            collector.fail_current(f"{what} while {collector.stage}", "the analysis did not finish")
+            collector.fail_current(what, "the analysis did not finish")
             return False
         except TimeoutError:
             _kill(process)
             collector.fail_current(
-                f"timed out after {timeout:g} s while {collector.stage}",
+                f"timed out after {timeout:g} s",
                 "raise --timeout, or make the run smaller (--batches, --steps, --input)",
             )
             return True
     if not collector.done:
         collector.fail_current(
-            f"the analysis process ended without a report ({describe_exit(process.returncode)}) "
-            f"while {collector.stage}",
+            f"the analysis process ended without a report ({describe_exit(process.returncode)})",
             "something in the model's code ended the process (os._exit, a crash in native code, "
             "running out of memory); re-run with --debug to see Python's fault handler output",
         )

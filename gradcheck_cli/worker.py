@@ -104,16 +104,20 @@ def failure(config: AnalyzeConfig, stage: str, exc: BaseException) -> TargetFail
     details = "".join(traceback.format_exception(exc))
     if isinstance(exc, GradcheckError):
         return TargetFailure(target=target, stage=stage, message=exc.message, hint=exc.hint, details=details)
+    doing = stage if target in stage else f"{stage} ({target})"
     where = _user_frame(config, exc)
-    at = f" at {where}" if where else ""
+    at = f", at {where}" if where else ""
     if isinstance(exc, SystemExit):
-        message = f"the model's code called sys.exit({exc.code!r}){at} while {stage}"
-        hint = "gradcheck runs the model's code and ignores its exits: remove the exit, or move it under `if __name__ == \"__main__\":`"
+        message = f"the model's code called sys.exit({exc.code!r}) while {doing}{at}"
+        hint = (
+            "gradcheck runs the model's code, and the model's exits stop only the analysis: remove the "
+            'exit, or move the script part under `if __name__ == "__main__":`'
+        )
     elif isinstance(exc, KeyboardInterrupt):
-        message = f"interrupted while {stage}"
-        hint = "the analysis stopped before it measured anything; run it again to completion"
+        message = f"interrupted while {doing}{at}"
+        hint = "the analysis did not finish; run it again to completion"
     else:
-        message = f"unexpected {type(exc).__name__} while {stage}{at}: {_first_line(exc)}"
+        message = f"unexpected {type(exc).__name__} while {doing}{at}: {_first_line(exc)}"
         hint = "re-run with --debug for the traceback; if it points into gradcheck, please report it"
     return TargetFailure(target=target, stage=stage, message=message, hint=hint, details=details)
 

@@ -1,5 +1,6 @@
-"""Report files are checked before the analysis runs: a bad --output fails in a second, not after
-a ten-minute analysis, and never overwrites the model file.
+"""Checks that need more than one option's value, run before the analysis starts: a bad --output
+or --arch-opt fails in a second, not after a ten-minute analysis, and a report never overwrites
+the model file.
 
 Torch-free.
 """
@@ -12,6 +13,27 @@ from pathlib import Path
 
 from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.errors import ConfigError
+
+
+def check_configs(configs: Sequence[AnalyzeConfig]) -> None:
+    for config in configs:
+        check_arch_opts(config)
+    check_outputs(configs)
+
+
+def check_arch_opts(config: AnalyzeConfig) -> None:
+    """--arch-opt sets a builtin's options; elsewhere it would be silently ignored."""
+    target = config.target
+    if target.kind != "builtin":
+        if config.arch_opts:
+            raise ConfigError(
+                f"--arch-opt only applies to builtin:NAME targets, not to {target.raw}",
+                "pass constructor arguments of your model with --init KEY=VALUE",
+            )
+        return
+    from gradcheck_cli.zoo import get_arch
+
+    get_arch(target.location).resolve_options(config.arch_opts)
 
 
 def check_outputs(configs: Sequence[AnalyzeConfig]) -> None:
@@ -39,6 +61,11 @@ def check_output(path: Path, protected: set[Path]) -> None:
         raise ConfigError(
             f"--output {path} is the model file itself: the report would overwrite it",
             "name another file, e.g. --output gradcheck.json",
+        )
+    if path.suffix == ".py" and path.exists():
+        raise ConfigError(
+            f"--output {path} is Python source: a report never replaces code",
+            "name a report file, e.g. --output gradcheck.json",
         )
     if path.exists() and not os.access(path, os.W_OK):
         raise ConfigError(f"--output {path} is not writable", "check its permissions, or name another file")
