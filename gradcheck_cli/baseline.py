@@ -30,12 +30,28 @@ def load_document(path: Path, target: str | None = None) -> dict[str, Any]:
         raise ConfigError(f"baseline {path} not found", "save one with --format json --output FILE") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"baseline {path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"baseline {path} is not UTF-8 text", "save one with --format json") from None
+    except OSError as exc:  # a folder, a permission, a device
+        raise ConfigError(f"cannot read baseline {path}: {exc.strerror or exc}", "name a JSON report file") from None
     if isinstance(doc, dict) and isinstance(doc.get("reports"), list):
-        matches = [r for r in doc["reports"] if r.get("target") == target] or doc["reports"][:1]
+        reports = [r for r in doc["reports"] if isinstance(r, dict)]
+        matches = [r for r in reports if r.get("target") == target] or reports[:1]
         doc = matches[0] if matches else {}
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or not _well_formed(doc):
         raise ConfigError(f"baseline {path} is not a {SCHEMA} report", "save one with --format json")
     return doc
+
+
+def _well_formed(doc: dict[str, Any]) -> bool:
+    """The parts a comparison reads: a list of layers with names, a list of findings with ids."""
+    layers, findings = doc.get("layers", []), doc.get("findings", [])
+    return (
+        isinstance(layers, list)
+        and all(isinstance(layer, dict) and isinstance(layer.get("name"), str) for layer in layers)
+        and isinstance(findings, list)
+        and all(isinstance(finding, dict) and isinstance(finding.get("id"), str) for finding in findings)
+    )
 
 
 def compare_documents(old: dict[str, Any], new: dict[str, Any], orders: float = 1.0) -> Comparison:

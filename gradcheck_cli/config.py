@@ -146,9 +146,27 @@ def find_default_config(cwd: Path) -> Path | None:
         if (cwd / name).is_file():
             return cwd / name
     pyproject = cwd / "pyproject.toml"
-    if pyproject.is_file() and _read_pyproject(pyproject):
+    if pyproject.is_file() and _has_gradcheck_section(pyproject):
         return pyproject
     return None
+
+
+def _has_gradcheck_section(pyproject: Path) -> bool:
+    """Whether pyproject.toml configures gradcheck. A broken pyproject.toml that does not mention
+    [tool.gradcheck] is another tool's business: it must not stop `gradcheck analyze`. One that
+    does is an error naming the file and line, since its settings cannot be read."""
+    try:
+        return bool(_read_pyproject(pyproject))
+    except (ValueError, OSError) as exc:  # TOMLDecodeError and UnicodeDecodeError are ValueErrors
+        raw = pyproject.read_bytes()
+        if b"tool.gradcheck" not in raw:
+            return False
+        if isinstance(exc, UnicodeDecodeError):
+            line = raw[: exc.start].count(b"\n") + 1
+            message = f"{pyproject}:{line}: not UTF-8 text"
+        else:  # tomllib's message ends with "(at line L, column C)"
+            message = f"{pyproject}: not valid TOML: {exc}"
+        raise ConfigError(message, "fix the file, or pass --config FILE") from None
 
 
 def values_from_file(data: Mapping[str, Any], source: Path) -> dict[str, Any]:
