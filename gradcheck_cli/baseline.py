@@ -33,7 +33,9 @@ def load_document(path: Path, target: str | None = None) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ConfigError(f"baseline {path} is not UTF-8 text", "save one with --format json") from None
     except OSError as exc:  # a folder, a permission, a device
-        raise ConfigError(f"cannot read baseline {path}: {exc.strerror or exc}", "name a JSON report file") from None
+        raise ConfigError(
+            f"cannot read baseline {path}: {exc.strerror or exc}", "name a JSON report file"
+        ) from None
     if isinstance(doc, dict) and isinstance(doc.get("reports"), list):
         reports = [r for r in doc["reports"] if isinstance(r, dict)]
         matches = [r for r in reports if r.get("target") == target] or reports[:1]

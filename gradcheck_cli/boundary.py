@@ -22,6 +22,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEBUG_HINT = "re-run with --debug for the traceback"
 
 _activity: list[str] = []
+_command: list[str] = ["analyze"]
 
 
 @contextlib.contextmanager
@@ -36,14 +37,15 @@ def doing(what: str) -> Iterator[None]:
 
 def print_error(message: str, hint: str | None, details: str | None = None) -> None:
     """`error:` and `hint:` on stderr; `details` (a traceback) first, when given."""
+    sys.stdout.flush()
     if details:
         sys.stderr.write(details if details.endswith("\n") else details + "\n")
     lines = message.splitlines() or [""]
     typer.echo(f"error: {lines[0]}", err=True)
     for line in lines[1:]:  # a message may carry indented detail lines (the inputs tried, ...)
         typer.echo(line, err=True)
-    if hint:
-        typer.echo(f"hint: {hint}", err=True)
+    # Every error gets a hint line; where the raiser gave none, point at the command's help.
+    typer.echo(f"hint: {hint or f'`gradcheck {_command[0]} --help` describes every option'}", err=True)
 
 
 def command_boundary(command: str) -> Callable[[F], F]:
@@ -54,6 +56,7 @@ def command_boundary(command: str) -> Callable[[F], F]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             debug = bool(kwargs.get("debug"))
             _activity[:] = [f"running `gradcheck {command}`"]
+            _command[0] = command
             try:
                 return func(*args, **kwargs)
             except (typer.Exit, typer.Abort, typer.TyperException):
@@ -65,7 +68,8 @@ def command_boundary(command: str) -> Callable[[F], F]:
             except Exception as exc:  # a bug, or something the environment did: still exit 2
                 first = (str(exc).strip().splitlines() or [""])[0]
                 print_error(
-                    f"unexpected {type(exc).__name__} while {_activity[-1]}" + (f": {first}" if first else ""),
+                    f"unexpected {type(exc).__name__} while {_activity[-1]}"
+                    + (f": {first}" if first else ""),
                     DEBUG_HINT if not debug else "if the traceback points into gradcheck, please report it",
                     _traceback() if debug else None,
                 )

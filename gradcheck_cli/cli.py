@@ -286,7 +286,9 @@ def _run_analyze(target: str | None, flags: dict[str, Any], config_path: Path | 
     return code
 
 
-def _load_configs(target: str | None, flags: dict[str, Any], config_path: Path | None, debug: bool) -> list[Any]:
+def _load_configs(
+    target: str | None, flags: dict[str, Any], config_path: Path | None, debug: bool
+) -> list[Any]:
     """Every option parsed and checked, and every --output checked, before any work starts."""
     from gradcheck_cli.config import parse_key_values
     from gradcheck_cli.configfile import load_configs

@@ -254,7 +254,10 @@ def _is_int(value: object) -> bool:
 def _check_positive(option: str, value: object) -> None:
     """A positive, finite number (NaN, infinity, 0 and negatives read as a mistake, not a finding)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ConfigError(f"{option} must be a positive finite number, got {value!r}")
+        raise ConfigError(
+            f"{option} must be a positive finite number, got {value!r}",
+            "NaN, infinity, zero and negative values are refused",
+        )
 
 
 def _check_choice(option: str, value: object, choices: tuple[str, ...]) -> None:

@@ -15,6 +15,7 @@ from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.outcome import TargetFailure
 from gradcheck_cli.report import Report, exit_code
 
+
 def combined_exit_code(results: Sequence[tuple[AnalyzeConfig, Report]]) -> int:
     return max((exit_code(report, config.fail_on) for config, report in results), default=0)
 

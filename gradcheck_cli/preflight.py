@@ -56,7 +56,9 @@ def _protected_files(config: AnalyzeConfig) -> set[Path]:
 def check_output(path: Path, protected: set[Path]) -> None:
     """A writable file path: not a folder, not the model file, in a folder that exists or can be made."""
     if path.is_dir():
-        raise ConfigError(f"--output {path} is a folder", f"name a file in it, e.g. {path / 'gradcheck.json'}")
+        raise ConfigError(
+            f"--output {path} is a folder", f"name a file in it, e.g. {path / 'gradcheck.json'}"
+        )
     if path.resolve() in protected:
         raise ConfigError(
             f"--output {path} is the model file itself: the report would overwrite it",
@@ -73,7 +75,9 @@ def check_output(path: Path, protected: set[Path]) -> None:
     if not folder.is_dir():
         raise ConfigError(f"--output {path}: {folder} is a file, not a folder", "name a path inside a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"--output {path}: cannot write in {folder}", "name a file in a folder you can write to")
+        raise ConfigError(
+            f"--output {path}: cannot write in {folder}", "name a file in a folder you can write to"
+        )
 
 
 def _nearest_existing(folder: Path) -> Path:

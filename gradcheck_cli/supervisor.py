@@ -38,6 +38,9 @@ Outcome = Report | TargetFailure
 IN_PROCESS_ENV = "GRADCHECK_IN_PROCESS"
 _BOOT = "import sys; sys.path[0] = sys.argv[1]; from gradcheck_cli.worker import main; main(sys.argv[2:])"
 _TICK = 0.25
+STARTUP_SECONDS = 120.0
+"""With --timeout, how long a worker may take to start (import torch) before its first target
+starts: the target's own clock starts with its first stage."""
 
 
 class Progress(Protocol):
@@ -74,6 +77,10 @@ class Collector:
         elif kind == "done":
             self.done = True
 
+    def overdue(self, timeout: float) -> bool:
+        limit = timeout if self.stage_index is not None else max(timeout, STARTUP_SECONDS)
+        return time.monotonic() - self.since > limit
+
     def pending(self, start: int = 0) -> int | None:
         """The first target from `start` on without an outcome."""
         return next((i for i in range(start, len(self.configs)) if i not in self.outcomes), None)
@@ -98,7 +105,7 @@ def run_targets(
     if os.environ.get(IN_PROCESS_ENV) == "1":
         from gradcheck_cli.worker import run_job
 
-        run_job(Job(configs=tuple(configs)), collector.handle)
+        run_job(Job(configs=tuple(configs)), collector.handle, in_process=True)
     else:
         _supervise(collector, timeout)
     return [collector.outcomes.get(i) or _not_run(c) for i, c in enumerate(configs)]
@@ -126,6 +133,7 @@ def _supervise(collector: Collector, timeout: float | None) -> None:
 def _run_worker(job: Job, collector: Collector, timeout: float | None) -> bool:
     """One worker over the job's targets; False when the user interrupted it."""
     collector.since, collector.stage, collector.done = time.monotonic(), "starting", False
+    collector.stage_index = None
     with _worker_process(job) as (process, messages):
         try:
             with _sigterm_raises():
@@ -224,7 +232,7 @@ def _read_until_exit(
     with selectors.DefaultSelector() as selector:
         selector.register(fd, selectors.EVENT_READ)
         while True:
-            if timeout is not None and time.monotonic() - collector.since > timeout:
+            if timeout is not None and collector.overdue(timeout):
                 raise TimeoutError
             if selector.select(_TICK) and not _read_into(fd, buffer):
                 break  # EOF: the worker (and anything holding the pipe) is gone

@@ -58,15 +58,18 @@ class StageTracker:
         self.send(("stage", self.index, text))
 
 
-def run_job(job: Job, send: Send) -> None:
+def run_job(job: Job, send: Send, in_process: bool = False) -> None:
+    """Each target in turn; `in_process`: a KeyboardInterrupt is the user's Ctrl-C and stops them all
+    (in the worker process, where the supervisor handles Ctrl-C, only the user's code raises it)."""
     for index in range(job.start, len(job.configs)):
         config = job.configs[index]
         tracker = StageTracker(index, send)
         try:
             report = _analyze(config, tracker)
-        except KeyboardInterrupt as exc:  # Ctrl-C in the CLI's own process: stop every target
+        except KeyboardInterrupt as exc:
             send(("failure", index, failure(config, tracker.stage, exc)))
-            break
+            if in_process:
+                break
         except BaseException as exc:  # whatever the user's code raises never decides the exit code
             send(("failure", index, failure(config, tracker.stage, exc)))
         else:

@@ -78,4 +78,9 @@ def render_reports(
 
 
 def _failure_json(failure: TargetFailure) -> dict[str, object]:
-    return {"target": failure.target, "stage": failure.stage, "message": failure.message, "hint": failure.hint}
+    return {
+        "target": failure.target,
+        "stage": failure.stage,
+        "message": failure.message,
+        "hint": failure.hint,
+    }

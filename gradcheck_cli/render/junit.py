@@ -70,7 +70,9 @@ def failure_suite(failure: TargetFailure) -> ET.Element:
     suite = ET.Element("testsuite", name=failure.target, tests="1", failures="0", errors="1", skipped="0")
     case = ET.SubElement(suite, "testcase", classname=f"gradcheck.{failure.target}", name="analysis")
     error = ET.SubElement(case, "error", type="could-not-run", message=failure.message)
-    error.text = "\n".join([f"stage: {failure.stage}", failure.message, *([failure.hint] if failure.hint else [])])
+    error.text = "\n".join(
+        [f"stage: {failure.stage}", failure.message, *([failure.hint] if failure.hint else [])]
+    )
     return suite
 
 

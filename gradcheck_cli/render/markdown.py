@@ -13,7 +13,12 @@ from gradcheck_cli.report import Report
 
 MAX_LAYERS_LISTED = 4
 MAX_TABLE_ROWS = 60
-VERDICT = {"healthy": "✅ healthy", "warning": "⚠️ warning", "error": "❌ error", "could-not-run": "⛔ could not run"}
+VERDICT = {
+    "healthy": "✅ healthy",
+    "warning": "⚠️ warning",
+    "error": "❌ error",
+    "could-not-run": "⛔ could not run",
+}
 
 
 def _cell(text: str) -> str:
