@@ -63,6 +63,7 @@ def analyze_loaded(
     distributed.setup()
     progress("building the inputs")
     session = prepare(config, loaded, batches)
+    session.progress = progress
     pristine = _snapshot_for_fixes(session) if config.try_fixes and config.steps else None
     if config.steps:
         progress(f"training {config.steps} steps")

@@ -59,6 +59,25 @@ class Session:
     """float16 only: the GradScaler-style scale the probe's backward runs under (then unscaled)."""
     fp16_underflow: Fp16Underflow | None = None
     training: TrainingHistory | None = None
+    progress: Callable[[str], None] | None = None
+    """Told, every PROGRESS_SECONDS, how far a long measurement or training has got."""
+
+
+PROGRESS_SECONDS = 10.0
+
+
+class _Counter:
+    """`step 1200 of 1000000` for long loops, at most every PROGRESS_SECONDS."""
+
+    def __init__(self, session: Session, what: str, total: int) -> None:
+        self.session, self.what, self.total = session, what, total
+        self.last = time.perf_counter()
+
+    def __call__(self, done: int) -> None:
+        now = time.perf_counter()
+        if self.session.progress is not None and now - self.last >= PROGRESS_SECONDS:
+            self.last = now
+            self.session.progress(f"{self.what} {done} of {self.total} on {self.session.device}")
 
 
 def prepare(config: AnalyzeConfig, loaded: LoadedModel, given: list[Batch] | None = None) -> Session:
@@ -222,7 +241,9 @@ def train_steps(session: Session) -> None:
     owners = [(name, list(m.parameters(recurse=False))) for name, m in model.named_modules()]
     owners = [(name, ps) for name, ps in owners if any(p.requires_grad for p in ps)]
     losses, norms = [], []
+    counter = _Counter(session, "training: step", session.config.steps)
     for step in range(session.config.steps):
+        counter(step)
         batch = session.batches[step % len(session.batches)]
         optimizer.zero_grad(set_to_none=True)
         loss = loss_of(session, batch, forward(session, batch), step % len(session.batches)).value
@@ -266,7 +287,9 @@ def probe(session: Session, started: float) -> ProbeResult:
     mine = distributed.my_batches(len(session.batches))
     with GradientProbe(model, sources) as gradient_probe:
         functional_calls = FunctionalActivations(lambda: gradient_probe.last_layer)
-        for index in mine:
+        counter = _Counter(session, "measuring batch", len(session.batches))
+        for done, index in enumerate(mine):
+            counter(done)
             batch = session.batches[index]
             model.zero_grad(set_to_none=True)
             with functional_calls.watch():  # the model's forward only, not the loss
