@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from gradcheck_cli import distributed
+from gradcheck_cli.build import source_of
 from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.inputs import Batch, normalize_batch
@@ -20,7 +21,7 @@ from gradcheck_cli.render import get_renderer
 from gradcheck_cli.render.json import to_document
 from gradcheck_cli.report import Report, exit_code
 from gradcheck_cli.specs import InputSpec, TargetRef, parse_input
-from gradcheck_cli.target import LoadedModel, _source_of
+from gradcheck_cli.target import LoadedModel
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,7 +86,13 @@ def analyze(
         thresholds=dict(thresholds or {}),
     )
     torch.manual_seed(seed)
-    loaded = LoadedModel(module=model, found_by="explicit", source=_source_of(type(model)), loss_fn=loss_fn)
+    loaded = LoadedModel(
+        module=model,
+        found_by="explicit",
+        source=source_of(type(model)),
+        loss_fn=loss_fn,
+        hooks_from="analyze()",
+    )
     if callable(inputs) and not isinstance(inputs, nn.Module):
         loaded.sample_batch = inputs
     given = _given_batches(inputs, batches)

@@ -3,6 +3,7 @@
 Torch is imported only inside `analyze`, so --help, --version, zoo, init and explain stay fast.
 """
 
+import inspect
 import os
 import shutil
 import sys
@@ -14,6 +15,7 @@ import typer
 from gradcheck_cli import __version__
 from gradcheck_cli.boundary import command_boundary, doing, print_error
 from gradcheck_cli.errors import GradcheckError
+from gradcheck_cli.options import CLI_OPTIONS, Option
 
 app = typer.Typer(
     name="gradcheck",
@@ -57,213 +59,49 @@ def root(
 DEBUG_OPTION = typer.Option("--debug", help="Show tracebacks (the exit code stays 2).")
 
 
-@app.command()
-@command_boundary("analyze")
-def analyze(
-    target: Annotated[
-        str | None,
-        typer.Argument(
-            help="model.py, model.py:NAME, 'model.py:Net(3, depth=4)', pkg.module:NAME or builtin:NAME "
-            "(see `gradcheck zoo`). May come from the config file instead.",
-            show_default=False,
-        ),
-    ] = None,
-    input: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--input",
-            "-i",
-            help="Input shape and kind, repeatable for several positional inputs: 32x784, "
-            "8x3x32x32, int:4x64:1000 (tokens below 1000), float:16x784:0..1. "
-            "Default: sample_batch() from the file, else inferred from the first layer.",
-            show_default=False,
-        ),
-    ] = None,
-    arch_opt: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--arch-opt",
-            "-a",
-            help="Option of a builtin, e.g. depth=50 or activation=relu (see `gradcheck zoo --options`).",
-            show_default=False,
-        ),
-    ] = None,
-    init: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--init",
-            help="Constructor keyword argument KEY=VALUE (value read as YAML), repeatable.",
-            show_default=False,
-        ),
-    ] = None,
-    target_arg: Annotated[
-        str | None,
-        typer.Option(
-            "--target-arg",
-            help="Pass the generated target to forward as this keyword (models that compute their own loss).",
-            show_default=False,
-        ),
-    ] = None,
-    layout: Annotated[
-        str | None,
-        typer.Option(
-            "--layout",
-            help="batch-first or seq-first for sequence inputs (default: from the model's batch_first).",
-            show_default=False,
-        ),
-    ] = None,
-    batches: Annotated[
-        int | None,
-        typer.Option(
-            "--batches", "-b", help="Sample batches to aggregate over (default: 3).", show_default=False
-        ),
-    ] = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option("--batch-size", help="Batch size of inferred inputs (default: 16).", show_default=False),
-    ] = None,
-    device: Annotated[
-        str | None,
-        typer.Option(
-            "--device",
-            "-d",
-            help="auto, cpu, cuda, cuda:N or mps (default: auto: cuda, then mps, then cpu).",
-            show_default=False,
-        ),
-    ] = None,
-    dtype: Annotated[
-        str | None,
-        typer.Option(
-            "--dtype",
-            help="float32, float64, bfloat16 or float16 (mixed precision via autocast) (default: float32).",
-            show_default=False,
-        ),
-    ] = None,
-    loss: Annotated[
-        str | None,
-        typer.Option(
-            "--loss",
-            help="auto, ce, mse, sum or output (the model returns its own loss) (default: auto).",
-            show_default=False,
-        ),
-    ] = None,
-    steps: Annotated[
-        int | None,
-        typer.Option(
-            "--steps",
-            help="Take K optimizer steps on the sample batches first, then measure (default: 0).",
-            show_default=False,
-        ),
-    ] = None,
-    lr: Annotated[
-        float | None,
-        typer.Option(
-            "--lr", help="Learning rate of the --steps optimizer (default: 0.01).", show_default=False
-        ),
-    ] = None,
-    optimizer: Annotated[
-        str | None,
-        typer.Option("--optimizer", help="sgd or adam, for --steps (default: sgd).", show_default=False),
-    ] = None,
-    seed: Annotated[
-        int | None,
-        typer.Option("--seed", help="Seed for inputs and initialisation (default: 0).", show_default=False),
-    ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            "-c",
-            help="A YAML file of these options; flags win. Default: ./gradcheck.yaml, then \\[tool.gradcheck] in pyproject.toml.",
-            show_default=False,
-        ),
-    ] = None,
-    format: Annotated[
-        str | None,
-        typer.Option(
-            "--format", "-f", help="rich, json, markdown, junit or html (default: rich).", show_default=False
-        ),
-    ] = None,
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "--output",
-            "-o",
-            help="Write the report to this file; the terminal still gets the verdict.",
-            show_default=False,
-        ),
-    ] = None,
-    fail_on: Annotated[
-        str | None,
-        typer.Option(
-            "--fail-on",
-            help="Exit 1 on findings at or above: error, warning or never (default: error).",
-            show_default=False,
-        ),
-    ] = None,
-    try_fixes: Annotated[
-        bool | None,
-        typer.Option(
-            "--try-fixes",
-            help="Apply each suggested fix to a copy of the model and measure again.",
-            show_default=False,
-        ),
-    ] = None,
-    baseline: Annotated[
-        Path | None,
-        typer.Option(
-            "--baseline",
-            help="Compare with a saved JSON report; regressions are findings.",
-            show_default=False,
-        ),
-    ] = None,
-    baseline_orders: Annotated[
-        float | None,
-        typer.Option(
-            "--baseline-orders",
-            help="With --baseline: a layer regresses when its gradient/weight ratio falls by more "
-            "than this many orders of magnitude [default: 1].",
-            show_default=False,
-        ),
-    ] = None,
-    timeout: Annotated[
-        float | None,
-        typer.Option(
-            "--timeout",
-            help="Stop a target's analysis after this many seconds (exit 2, naming the stage it was in).",
-            show_default=False,
-        ),
-    ] = None,
-    debug: Annotated[bool, DEBUG_OPTION] = False,
-) -> None:
+TARGET_ARGUMENT = typer.Argument(
+    help="model.py, model.py:NAME, 'model.py:Net(3, depth=4)', pkg.module:NAME or builtin:NAME "
+    "(see `gradcheck zoo`). May come from the config file instead.",
+    show_default=False,
+)
+
+
+def _parameter(option: Option) -> inspect.Parameter:
+    """One CLI parameter from the option table (None default: "not given", so the file can set it)."""
+    if option.field == "debug":
+        info = typer.Option(*option.flags, help=option.help)
+        return inspect.Parameter(
+            "debug", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[bool, info], default=False
+        )
+    info = typer.Option(*option.flags, help=option.help, show_default=False, metavar=option.metavar)
+    annotation = Annotated[option.cli_type | None, info]  # type: ignore[name-defined]
+    return inspect.Parameter(
+        option.field, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=None
+    )
+
+
+def analyze(**params: Any) -> None:
     """Run forward and backward passes on TARGET and report how gradients flow through it.
 
     Exit codes: 0 no finding at or above --fail-on, 1 findings, 2 could not run.
     """
-    flags: dict[str, Any] = {
-        "inputs": input,
-        "arch_opts": arch_opt,
-        "init_args": init,
-        "target_arg": target_arg,
-        "layout": layout,
-        "batches": batches,
-        "batch_size": batch_size,
-        "device": device,
-        "dtype": dtype,
-        "loss": loss,
-        "steps": steps,
-        "lr": lr,
-        "optimizer": optimizer,
-        "seed": seed,
-        "format": format,
-        "output": output,
-        "fail_on": fail_on,
-        "try_fixes": try_fixes,
-        "baseline": baseline,
-        "baseline_orders": baseline_orders,
-        "timeout": timeout,
-    }
-    raise typer.Exit(_run_analyze(target, flags, config, debug))
+    target, config, debug = params.pop("target"), params.pop("config"), params.pop("debug")
+    raise typer.Exit(_run_analyze(target, params, config, debug))
+
+
+# The signature typer reads is built from the option table: one parameter per option with a flag.
+analyze.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        inspect.Parameter(
+            "target",
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            annotation=Annotated[str | None, TARGET_ARGUMENT],
+            default=None,
+        ),
+        *(_parameter(option) for option in CLI_OPTIONS),
+    ]
+)
+app.command(name="analyze")(command_boundary("analyze")(analyze))
 
 
 def _run_analyze(target: str | None, flags: dict[str, Any], config_path: Path | None, debug: bool) -> int:
@@ -290,15 +128,11 @@ def _load_configs(
     target: str | None, flags: dict[str, Any], config_path: Path | None, debug: bool
 ) -> list[Any]:
     """Every option parsed and checked, and every --output checked, before any work starts."""
-    from gradcheck_cli.config import parse_key_values
     from gradcheck_cli.configfile import load_configs
+    from gradcheck_cli.options import values_from_flags
     from gradcheck_cli.preflight import check_configs
-    from gradcheck_cli.specs import parse_input
 
-    flags["inputs"] = tuple(parse_input(s) for s in flags["inputs"]) if flags["inputs"] else None
-    flags["arch_opts"] = parse_key_values(flags["arch_opts"], "--arch-opt") if flags["arch_opts"] else None
-    flags["init_args"] = parse_key_values(flags["init_args"], "--init") if flags["init_args"] else None
-    configs = load_configs(target, {**flags, "debug": debug}, config_path, Path.cwd())
+    configs = load_configs(target, values_from_flags({**flags, "debug": debug}), config_path, Path.cwd())
     check_configs(configs)
     return configs
 
@@ -419,7 +253,7 @@ def explain(
     debug: Annotated[bool, DEBUG_OPTION] = False,
 ) -> None:
     """Print the documentation of one finding id."""
-    from gradcheck_cli.config import did_you_mean
+    from gradcheck_cli.hints import did_you_mean
     from gradcheck_cli.rules import every_rule, get_rule
 
     spec = get_rule(rule_id)
@@ -440,15 +274,14 @@ def init(
     debug: Annotated[bool, DEBUG_OPTION] = False,
 ) -> None:
     """Write a commented gradcheck.yaml template that works as written."""
-    from importlib.resources import files
+    from gradcheck_cli.options import init_template
 
     if path.is_dir():
         raise GradcheckError(f"{path} is a folder", f"name the file to write, e.g. {path / 'gradcheck.yaml'}")
     if path.exists() and not force:
         raise GradcheckError(f"{path} already exists", "use --force to overwrite it")
-    template = files("gradcheck_cli").joinpath("templates/gradcheck.yaml").read_text()
     with doing(f"writing {path}"):
-        path.write_text(template)
+        path.write_text(init_template())
     typer.echo(f"wrote {path}; run `gradcheck analyze` next to it", err=True)
 
 

@@ -8,29 +8,28 @@ closest valid key as the hint, so a typo in CI is a one-line fix.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gradcheck_cli.config import (
-    DTYPES,
-    FAIL_ON,
-    FILE_KEYS,
+from gradcheck_cli.config import AnalyzeConfig, build_config
+from gradcheck_cli.errors import ConfigError, GradcheckError
+from gradcheck_cli.hints import did_you_mean
+from gradcheck_cli.options import (
+    BY_KEY,
     FORMATS,
-    LAYOUTS,
-    LOSSES,
-    OPTIMIZERS,
-    AnalyzeConfig,
-    build_config,
-    did_you_mean,
-    find_default_config,
+    SEVERITY_CHOICES,
+    TOP_LEVEL_ONLY,
+    FileCheck,
+    is_number,
+    is_str_or_list,
+    merge,
     values_from_file,
 )
-from gradcheck_cli.errors import ConfigError, GradcheckError
 
 KeyPath = tuple[str | int, ...]
-SEVERITY_CHOICES = ("error", "warning", "info", "off")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,18 +96,50 @@ def _record_lines(node: Any, keypath: KeyPath, lines: dict[KeyPath, int]) -> Non
 
 
 def _pyproject_source(path: Path, text: str) -> ConfigSource:
-    try:
+    data = _tool_section(path, text)
+    return ConfigSource(path=path, data=data, lines=_toml_key_lines(text, data))
+
+
+def _tool_section(path: Path, text: str) -> dict[str, Any]:
+    """[tool.gradcheck] of a pyproject.toml ({} when absent): the one pyproject reader."""
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10 has no TOML reader in the standard library
-        raise ConfigError(
-            f"{path}: reading pyproject.toml needs Python 3.11+", "use a gradcheck.yaml"
-        ) from None
+    else:  # Python 3.10: the tomli backport (a dependency there)
+        import tomli as tomllib
 
     try:
-        data = tomllib.loads(text).get("tool", {}).get("gradcheck", {})
+        section = tomllib.loads(text).get("tool", {}).get("gradcheck", {})
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return ConfigSource(path=path, data=data, lines=_toml_key_lines(text, data))
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: [tool.gradcheck] must be a table of options")
+    return section
+
+
+def find_default_config(cwd: Path) -> Path | None:
+    """gradcheck.yaml in the working directory, else a pyproject.toml with [tool.gradcheck]."""
+    for name in ("gradcheck.yaml", "gradcheck.yml"):
+        if (cwd / name).is_file():
+            return cwd / name
+    pyproject = cwd / "pyproject.toml"
+    if pyproject.is_file() and _configures_gradcheck(pyproject):
+        return pyproject
+    return None
+
+
+def _configures_gradcheck(pyproject: Path) -> bool:
+    """Whether pyproject.toml has [tool.gradcheck]. A broken pyproject.toml that never mentions
+    tool.gradcheck is another tool's business and must not stop `gradcheck analyze`; one that
+    does is an error naming the file, since its settings cannot be read."""
+    raw = pyproject.read_bytes()
+    if b"tool.gradcheck" not in raw:
+        return False
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{pyproject}:{line}: not UTF-8 text", "fix the file, or pass --config FILE") from None
+    return bool(_tool_section(pyproject, text))
 
 
 def _toml_key_lines(text: str, data: Mapping[str, Any]) -> dict[KeyPath, int]:
@@ -131,60 +162,8 @@ def _toml_key_lines(text: str, data: Mapping[str, Any]) -> dict[KeyPath, int]:
 # --- checking keys and types ---------------------------------------------------------------------
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _is_str_or_list(v: Any) -> bool:
-    return isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
-
-
-def _choice(choices: Sequence[str]) -> tuple[str, Callable[[Any], bool]]:
-    return f"one of {', '.join(choices)}", lambda v: v in choices
-
-
-Check = tuple[str, Callable[[Any], bool]]
-_STR: Check = ("a string", lambda v: isinstance(v, str))
-_INT: Check = ("an integer", _is_int)
-_MAPPING: Check = ("a mapping (key: value)", lambda v: isinstance(v, dict))
-
-# The type each option key must have in a file; keys are the file spellings.
-KEY_CHECKS: dict[str, Check] = {
-    "target": _STR,
-    "input": ("a string or a list of strings", _is_str_or_list),
-    "inputs": ("a string or a list of strings", _is_str_or_list),
-    "batches": _INT,
-    "batch-size": _INT,
-    "device": _STR,
-    "dtype": _choice(DTYPES),
-    "loss": _choice(LOSSES),
-    "steps": _INT,
-    "lr": ("a number", _is_number),
-    "optimizer": _choice(OPTIMIZERS),
-    "seed": _INT,
-    "format": _choice(FORMATS),
-    "output": _STR,
-    "fail-on": _choice(FAIL_ON),
-    "arch-opt": _MAPPING,
-    "init": _MAPPING,
-    "model": _MAPPING,
-    "target-arg": _STR,
-    "layout": _choice(LAYOUTS),
-    "thresholds": _MAPPING,
-    "try-fixes": ("true or false", lambda v: isinstance(v, bool)),
-    "fixes": ("true or false", lambda v: isinstance(v, bool)),
-    "baseline": _STR,
-    "baseline-orders": ("a number", _is_number),
-    "timeout": ("a number of seconds", _is_number),
-    "rules": _MAPPING,
-    "ignore": ("a list of {id, layers} entries", lambda v: isinstance(v, list)),
-    "reports": ("a list of {format, output} entries", lambda v: isinstance(v, list)),
-}
-TOP_LEVEL_ONLY = ("targets",)
+KEY_CHECKS: dict[str, FileCheck] = {key: o.file_check for key, o in BY_KEY.items() if o.file_check}
+"""The type each config-file key must have (from the option table)."""
 
 
 def check_options(source: ConfigSource, options: Mapping[str, Any], keypath: KeyPath) -> None:
@@ -252,7 +231,7 @@ def _check_ignores(source: ConfigSource, entries: Sequence[Any], keypath: KeyPat
                     f"{source.at(sub)}: unknown key {_dotted(sub)!r}",
                     did_you_mean(str(key), ("id", "layers")) or "an ignore entry has 'id' and 'layers'",
                 )
-            if not _is_str_or_list(value):
+            if not is_str_or_list(value):
                 raise ConfigError(f"{source.at(sub)}: {_dotted(sub)!r} must be a string, got {value!r}")
         _check_rule_id(source, str(entry["id"]), (*path, "id"))
 
@@ -261,7 +240,7 @@ def _check_thresholds(source: ConfigSource, thresholds: Mapping[str, Any], keypa
     for rule_id, limits in thresholds.items():
         path = (*keypath, str(rule_id))
         _check_rule_id(source, str(rule_id), path)
-        if not isinstance(limits, dict) or not all(_is_number(v) for v in limits.values()):
+        if not isinstance(limits, dict) or not all(is_number(v) for v in limits.values()):
             raise ConfigError(f"{source.at(path)}: {_dotted(path)!r} must map threshold names to numbers")
 
 
@@ -288,45 +267,16 @@ def file_values(source: ConfigSource, options: Mapping[str, Any], keypath: KeyPa
     check_options(source, options, keypath)
     values: dict[str, Any] = {}
     for key, value in options.items():
-        name = str(key).replace("_", "-")
-        if name in FILE_KEYS:
-            values.update(_option_value(source, key, value, (*keypath, str(key))))
-        elif name == "rules":
-            values["severity"] = dict(value)
-        elif name == "ignore":
-            values["ignore"] = tuple(_ignore_entry(e) for e in value)
-        elif name == "reports":
-            values["reports"] = tuple((str(e["format"]), Path(str(e["output"]))) for e in value)
-        elif name == "baseline-orders":
-            values["baseline_orders"] = float(value)
+        values.update(_option_value(source, key, value, (*keypath, str(key))))
     return values
 
 
 def _option_value(source: ConfigSource, key: str, value: Any, path: KeyPath) -> dict[str, Any]:
-    """One option through config.values_from_file, its errors given this key's file and line."""
+    """One option through its normaliser, its errors given this key's file and line."""
     try:
         return values_from_file({key: value}, source.path)
     except GradcheckError as error:
         raise ConfigError(f"{source.at(path)}: {_dotted(path)!r}: {error.message}", error.hint) from None
-
-
-def _ignore_entry(entry: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
-    layers = entry.get("layers", ())
-    return str(entry["id"]), (layers,) if isinstance(layers, str) else tuple(layers)
-
-
-_MERGED = ("arch_opts", "init_args", "thresholds", "severity")
-
-
-def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in override.items():
-        if key in _MERGED and key in out:
-            value = {**out[key], **value}
-        elif key == "ignore" and key in out:
-            value = (*out[key], *value)
-        out[key] = value
-    return out
 
 
 def load_configs(
@@ -350,5 +300,5 @@ def load_configs(
         entry = {"target": entry} if isinstance(entry, str) else entry
         if not isinstance(entry, dict):
             raise ConfigError(f"{source.at(('targets', index))}: 'targets[{index}]' must be a mapping")
-        configs.append(build_config(None, flags, _merge(top, file_values(source, entry, ("targets", index)))))
+        configs.append(build_config(None, flags, merge(top, file_values(source, entry, ("targets", index)))))
     return configs

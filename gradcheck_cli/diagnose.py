@@ -28,7 +28,7 @@ class Diagnosis:
 
 
 def check_threshold_ids(thresholds: Mapping[str, Mapping[str, float]]) -> None:
-    from gradcheck_cli.config import did_you_mean
+    from gradcheck_cli.hints import did_you_mean
 
     for rule_id in thresholds:
         if get_rule(rule_id) is None:

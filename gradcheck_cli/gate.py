@@ -14,6 +14,7 @@ from pathlib import Path
 from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.outcome import TargetFailure
 from gradcheck_cli.report import Report, exit_code
+from gradcheck_cli.text import count
 
 
 def combined_exit_code(results: Sequence[tuple[AnalyzeConfig, Report]]) -> int:
@@ -58,7 +59,7 @@ def verdict_line(report: Report, output: Path | None, name_target: bool = False)
     s = report.summary
     ids = list(dict.fromkeys(f.id for f in report.findings))
     return (
-        f"gradcheck{' ' + report.target if name_target else ''}: {s.status} ({s.errors} errors, {s.warnings} warnings)"
+        f"gradcheck{' ' + report.target if name_target else ''}: {s.status} ({count(s.errors, 'error')}, {count(s.warnings, 'warning')})"
         + (f": {', '.join(ids)}" if ids else "")
         + (f"; report written to {output}" if output else "")
     )

@@ -60,6 +60,7 @@ def compute_loss(
     target: Any,
     loss_fn: Callable[..., Any] | None,
     generator: torch.Generator,
+    loss_fn_origin: str = "loss_fn() in the model file",
 ) -> LossChoice:
     if mode in ("auto", "output"):
         loss = own_loss(output)
@@ -71,7 +72,7 @@ def compute_loss(
                 "pass targets into forward with --target-arg NAME (e.g. targets), or use --loss auto",
             )
     if mode == "auto" and loss_fn is not None:
-        return _user_loss(loss_fn, output, target)
+        return _user_loss(loss_fn, output, target, loss_fn_origin)
     tensor = first_tensor(output)
     if tensor is None or not tensor.is_floating_point():
         raise LossError(
@@ -100,7 +101,7 @@ def require_grad(value: torch.Tensor, what: str) -> None:
     )
 
 
-def _user_loss(loss_fn: Callable[..., Any], output: Any, target: Any) -> LossChoice:
+def _user_loss(loss_fn: Callable[..., Any], output: Any, target: Any, origin: str) -> LossChoice:
     try:
         with contextlib.redirect_stdout(sys.stderr):  # keep a JSON report on stdout clean
             value = loss_fn(output, target) if target is not None else _call_loose(loss_fn, output)
@@ -108,7 +109,7 @@ def _user_loss(loss_fn: Callable[..., Any], output: Any, target: Any) -> LossCho
         raise LossError(f"loss_fn raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(value, torch.Tensor) or value.numel() != 1:
         raise LossError(f"loss_fn returned {type(value).__name__}, not a scalar tensor")
-    return LossChoice(value.float().reshape(()), "loss_fn", "loss_fn() from the model file")
+    return LossChoice(value.float().reshape(()), "loss_fn", origin)
 
 
 def _call_loose(loss_fn: Callable[..., Any], output: Any) -> Any:

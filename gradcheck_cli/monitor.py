@@ -22,8 +22,9 @@ from torch import nn
 from gradcheck_cli import distributed
 from gradcheck_cli.diagnose import check_threshold_ids, diagnose
 from gradcheck_cli.findings import Finding
+from gradcheck_cli.layer_kinds import has_normalization
 from gradcheck_cli.locate import locate_modules
-from gradcheck_cli.probe import GradientProbe, has_normalization
+from gradcheck_cli.probe import GradientProbe
 from gradcheck_cli.render.json import to_document
 from gradcheck_cli.report import Report, build_report
 from gradcheck_cli.stats import ModelInfo, ProbeResult, RunInfo

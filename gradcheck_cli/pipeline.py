@@ -30,6 +30,7 @@ from gradcheck_cli.session import (
 )
 from gradcheck_cli.stats import ProbeResult
 from gradcheck_cli.target import LoadedModel, load
+from gradcheck_cli.text import count
 
 __all__ = ["Session", "analyze", "analyze_loaded", "forward", "loss_of", "prepare", "probe", "train_steps"]
 
@@ -66,12 +67,12 @@ def analyze_loaded(
     session.progress = progress
     pristine = _snapshot_for_fixes(session) if config.try_fixes and config.steps else None
     if config.steps:
-        progress(f"training {config.steps} steps")
+        progress(f"training {count(config.steps, 'step')}")
         train_steps(session)
     if config.dtype == "float16":
         progress("measuring float16 underflow with and without loss scaling")
         measure_precision(session)
-    progress(f"measuring {len(session.batches)} batches on {session.device}")
+    progress(f"measuring {count(len(session.batches), 'batch')} on {session.device}")
     result = probe(session, started)
     progress("diagnosing")
     diagnosis = diagnose(result, config.thresholds)

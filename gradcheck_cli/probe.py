@@ -21,19 +21,12 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from gradcheck_cli.compat import foreach_norm
+from gradcheck_cli.layer_kinds import is_conv, kind_of
 from gradcheck_cli.stats import ActivationStats, LayerStats, SourceRef
 
 RELU_FAMILY = (nn.ReLU, nn.ReLU6)
 SATURATING = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.Hardsigmoid: "sigmoid", nn.Hardtanh: "tanh"}
-NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
-WEIGHT_TYPES = (
-    nn.Linear,
-    nn.modules.conv._ConvNd,
-    nn.RNNBase,
-    nn.RNNCellBase,
-    nn.Embedding,
-    nn.MultiheadAttention,
-)
 # Saturation: the local derivative is under 5% of its maximum.
 SIGMOID_TAIL = 0.0127  # s(1-s) < 0.0125 (5% of 0.25) outside [0.0127, 0.9873]
 TANH_TAIL = 0.975  # 1 - y^2 < 0.05 beyond |y| = 0.975
@@ -199,7 +192,7 @@ class GradientProbe:
     @staticmethod
     def _record_shape(layer: _Layer, module: nn.Module, out: torch.Tensor) -> None:
         layer.width = out[0].numel() if out.dim() > 1 else 1
-        if isinstance(module, nn.modules.conv._ConvNd):
+        if is_conv(module):
             layer.spatial = tuple(out.shape[2:])
 
     def _grad_hook(self, layer: _Layer) -> Callable[[torch.Tensor], None]:
@@ -282,12 +275,6 @@ class GradientProbe:
         self._act_sq.clear()
         self._act_owner.clear()
 
-    def _device(self) -> torch.device:
-        for layer in self.layers:
-            if layer.params:
-                return layer.params[0].device
-        return torch.device("cpu")
-
     # -- combining processes (torch.distributed) ----------------------------------------------
     def batch_sums(self) -> torch.Tensor:
         """float64 [batches, layers, len(ROW_FIELDS)]: each collected batch's raw sums, layers in attach order."""
@@ -342,9 +329,7 @@ class GradientProbe:
         if not params:
             return {}
         with torch.no_grad():
-            stacked = torch.stack(
-                [dense(n).double() for n in torch._foreach_norm([p.detach() for p in params])]
-            )
+            stacked = torch.stack([dense(n).double() for n in foreach_norm([p.detach() for p in params])])
             squares: list[float] = stacked.square().tolist()
         out: dict[str, float] = {}
         it = iter(squares)
@@ -463,11 +448,7 @@ class ParameterGrads:
             return [], []
         # float64 gradients keep their precision (foreach_norm refuses to narrow them).
         wide = self.grads[0].dtype == torch.float64
-        norms = (
-            torch._foreach_norm(self.grads, 2)
-            if wide
-            else torch._foreach_norm(self.grads, 2, dtype=torch.float32)
-        )
+        norms = foreach_norm(self.grads, 2) if wide else foreach_norm(self.grads, 2, dtype=torch.float32)
         # dense(): FSDP2 shards reduce to their global value (DTensor -> plain tensor).
         return [dense(n) for n in norms], [dense(torch.count_nonzero(g)) for g in self.grads]
 
@@ -506,18 +487,6 @@ def _to_host(*groups: list[torch.Tensor]) -> list[float]:
 def role_of(name: str) -> str:
     """The name with block indices replaced: blocks.3.mlp.fc1 -> blocks.#.mlp.fc1."""
     return ".".join("#" if part.isdigit() else part for part in name.split("."))
-
-
-def kind_of(module: nn.Module) -> str:
-    if isinstance(module, NORM_TYPES):
-        return "norm"
-    if isinstance(module, WEIGHT_TYPES):
-        return "weight"
-    return "other"
-
-
-def has_normalization(model: nn.Module) -> bool:
-    return any(isinstance(m, NORM_TYPES) for m in model.modules())
 
 
 def _median(values: list[float]) -> float:

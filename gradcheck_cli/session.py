@@ -19,7 +19,6 @@ from gradcheck_cli.anomaly import NonfiniteOrigin, find_origin
 from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.device import (
     autocast,
-    measure_fp16_underflow,
     model_dtype,
     resolve_device,
 )
@@ -38,11 +37,13 @@ from gradcheck_cli.inputs import (
     search_inputs,
     token_targets,
 )
+from gradcheck_cli.layer_kinds import has_normalization
 from gradcheck_cli.locate import locate_modules
 from gradcheck_cli.losses import LossChoice, compute_loss, require_grad
-from gradcheck_cli.probe import GradientProbe, has_normalization
+from gradcheck_cli.probe import GradientProbe
 from gradcheck_cli.stats import Fp16Underflow, LayerStats, ModelInfo, ProbeResult, RunInfo, TrainingHistory
 from gradcheck_cli.target import LoadedModel, redirect_stdout_to_stderr
+from gradcheck_cli.underflow import measure_fp16_underflow
 
 
 @dataclass(slots=True)
@@ -86,10 +87,12 @@ def prepare(config: AnalyzeConfig, loaded: LoadedModel, given: list[Batch] | Non
     float_dtype = model_dtype(config.dtype)
     loaded.module.to(device=device, dtype=float_dtype)
     if given is not None:
-        batches, plan = given, InputPlan(specs=(), origin="inputs given to analyze()")
+        batches, plan = given, InputPlan(specs=(), origin="passed to analyze()")
     elif loaded.sample_batch is not None and not config.inputs:
         batches = batches_from_hook(loaded.sample_batch, config.batches, config.seed)
-        plan = InputPlan(specs=(), origin="sample_batch()")
+        hook = _hook_name(loaded.sample_batch)
+        where = "passed to analyze()" if loaded.hooks_from == "analyze()" else f"in {loaded.hooks_from}"
+        plan = InputPlan(specs=(), origin=f"{hook} {where}")
     else:
         plan = _plan(config, loaded, device)
         batches = batches_from_specs(plan.specs, config.batches, config.seed, float_dtype)
@@ -107,6 +110,12 @@ def _require_trainable(model: nn.Module) -> None:
             "gradcheck measures the gradients of trainable parameters: analyse the model before "
             "freezing it, or the part of it that trains",
         )
+
+
+def _hook_name(hook: Any) -> str:
+    """`get_batch()` for a named function, "a function" for a lambda or a callable object."""
+    name = getattr(hook, "__name__", "")
+    return f"{name}()" if name.isidentifier() else "a function"
 
 
 def _plan(config: AnalyzeConfig, loaded: LoadedModel, device: str) -> InputPlan:
@@ -222,7 +231,10 @@ def _first_line(exc: Exception) -> str:
 
 def loss_of(session: Session, batch: Batch, output: Any, index: int) -> LossChoice:
     generator = torch.Generator().manual_seed(session.config.seed * 1000 + index)
-    choice = compute_loss(output, session.config.loss, batch.target, session.loaded.loss_fn, generator)
+    loaded = session.loaded
+    where = "passed to" if loaded.hooks_from == "analyze()" else "in"
+    origin = f"{_hook_name(loaded.loss_fn)} {where} {loaded.hooks_from}"
+    choice = compute_loss(output, session.config.loss, batch.target, loaded.loss_fn, generator, origin)
     require_grad(choice.value, f"the loss ({choice.reason})")
     return choice
 
@@ -340,6 +352,16 @@ def _loss_runner(session: Session, batch: Batch, index: int) -> Callable[[], tor
     return lambda: loss_of(session, batch, forward(session, batch), index).value
 
 
+def _batch_shapes(batches: list[Batch]) -> tuple[str, ...]:
+    """What a hook or the caller handed over, as the header shows it: ('float32[32x784]',)."""
+    if not batches:
+        return ()
+    first = batches[0]
+    return tuple(describe(a) for a in first.args) + tuple(
+        f"{k}={describe(v)}" for k, v in first.kwargs.items()
+    )
+
+
 def _model_info(session: Session) -> ModelInfo:
     model = session.loaded.module
     params = {id(p): p for p in model.parameters()}.values()
@@ -358,7 +380,7 @@ def _model_info(session: Session) -> ModelInfo:
 def _run_info(session: Session, seconds: float) -> RunInfo:
     loss = session.loss
     plan = session.plan
-    inputs = tuple(str(s) for s in plan.specs) or (plan.origin,)
+    inputs = tuple(str(s) for s in plan.specs) or _batch_shapes(session.batches)
     inputs += describe_extra_args(plan)
     if session.config.target_arg:
         inputs += (f"{session.config.target_arg}=<targets>",)

@@ -24,7 +24,6 @@ class TargetRef:
     """A call expression evaluated against the file, e.g. 'RNNModel("LSTM", 10)'."""
 
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 

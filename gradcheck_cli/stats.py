@@ -139,6 +139,8 @@ class ThroughTime:
     num_layers: int = 1
     batch_first: bool = False
     source: SourceRef | None = None
+    gate_bias: float | None = None
+    """GRU update / LSTM forget gate: mean bias (bias_ih + bias_hh) of the first layer."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

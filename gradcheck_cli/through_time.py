@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradcheck_cli.gates import gate_bias
 from gradcheck_cli.stats import SourceRef, ThroughTime
 
 HORIZON_FLOOR = 1e-3
@@ -132,6 +133,7 @@ def summarize(name: str, module: nn.Module, per_step: list[float], source: Sourc
         num_layers=int(getattr(module, "num_layers", 1)),
         batch_first=bool(getattr(module, "batch_first", False)),
         source=source,
+        gate_bias=gate_bias(module),
     )
 
 

@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradcheck_cli import device as device_module
-from gradcheck_cli.device import GRAD_SCALER_INIT, measure_fp16_underflow
 from gradcheck_cli.findings import Severity
 from gradcheck_cli.rules import get_rule
 from gradcheck_cli.rules.base import DOC_SECTIONS
 from gradcheck_cli.rules.fp16_underflow import Fp16UnderflowLimits, fp16_underflow
 from gradcheck_cli.stats import Fp16Underflow, LayerUnderflow, ModelInfo, ProbeResult, RunInfo
+from gradcheck_cli.underflow import GRAD_SCALER_INIT, measure_fp16_underflow
 
 # The forward refuses to run outside autocast, so a passing run proves the precision was applied.
 MODEL = """

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from gradcheck_cli.comparison import Comparison, LayerChange
 from gradcheck_cli.render.base import fmt_num
+from gradcheck_cli.text import amount
 
 
 def _orders_cell(change: LayerChange) -> Text:
@@ -58,7 +59,7 @@ def _summary_lines(comparison: Comparison) -> list[str]:
             lines.append(f"{label}: {', '.join(items)}")
     verdict = "REGRESSED" if comparison.regressed else "no regression"
     lines.append(
-        f"{verdict} (limit: a ratio falling by more than {comparison.orders_limit:g} orders of magnitude)"
+        f"{verdict} (limit: a ratio falling by more than {amount(comparison.orders_limit, 'order of magnitude')})"
     )
     return lines
 

@@ -17,6 +17,7 @@ from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.render.sections import FIX_HEADERS, baseline_lines, fix_rows, training_line
 from gradcheck_cli.report import Report
 from gradcheck_cli.stats import ThroughTime
+from gradcheck_cli.text import count
 
 STATUS_COLOR = {
     LayerStatus.OK: "#3b82f6",
@@ -130,14 +131,14 @@ def through_time_chart(tt: ThroughTime, width: int = W, height: int = 200) -> st
     parts.append(f'<polyline class="curve" points="{points}"/>')
     parts.append(
         f'<text x="{LEFT}" y="{height - 8}">{escape(tt.module)} ({escape(tt.type)}): gradient at each step, '
-        f"first step left, relative to the last · ×{tt.per_step_factor:.3f} per step · horizon {tt.horizon} steps</text>"
+        f"first step left, relative to the last · ×{tt.per_step_factor:.3f} per step · horizon {count(tt.horizon, 'step')}</text>"
     )
     return "\n".join([*parts, "</svg>"])
 
 
 def _finding(finding: Finding) -> str:
     layers = ", ".join(f"<code>{escape(n)}</code>" for n in finding.layers[:8])
-    more = f" (+{len(finding.layers) - 8})" if len(finding.layers) > 8 else ""
+    more = f" and {len(finding.layers) - 8} more" if len(finding.layers) > 8 else ""
     items = "".join(
         f"<li><b>{escape(s.fix)}</b>: {escape(s.text)}"
         + (f" <code>{escape(s.where)}</code>" if s.where else "")
@@ -169,9 +170,9 @@ def report_section(report: Report) -> str:
     parts = [
         f"<section><h1>gradcheck <code>{escape(report.target)}</code>: "
         f'<span class="verdict" style="color:{VERDICT_COLOR[s.status]}">{s.status}</span> '
-        f"({s.errors} errors, {s.warnings} warnings)</h1>",
+        f"({count(s.errors, 'error')}, {count(s.warnings, 'warning')})</h1>",
         f'<p class="meta">{escape(m.class_name)} · {m.parameters:,} parameters · {escape(m.device)} {escape(m.dtype)} · '
-        f"inputs {escape(', '.join(r.inputs))} · loss {escape(r.loss)} · {r.batches} batches · seed {r.seed}</p>",
+        f"inputs {escape(', '.join(r.inputs))} · loss {escape(r.loss)} · {count(r.batches, 'batch')} · seed {r.seed}</p>",
         "<h2>Gradient flow per layer</h2>",
         flow_chart(report),
     ]

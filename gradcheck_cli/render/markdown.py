@@ -10,6 +10,7 @@ from gradcheck_cli.outcome import TargetFailure
 from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.render.sections import FIX_HEADERS, baseline_lines, fix_rows, training_line
 from gradcheck_cli.report import Report
+from gradcheck_cli.text import count
 
 MAX_LAYERS_LISTED = 4
 MAX_TABLE_ROWS = 60
@@ -47,7 +48,7 @@ def _layers_text(finding: Finding) -> str:
 
 def _counts(report: Report) -> str:
     s = report.summary
-    return f"{s.errors} error{'s' * (s.errors != 1)}, {s.warnings} warning{'s' * (s.warnings != 1)}"
+    return f"{count(s.errors, 'error')}, {count(s.warnings, 'warning')}"
 
 
 def heading(report: Report, level: str = "##") -> str:
@@ -56,10 +57,10 @@ def heading(report: Report, level: str = "##") -> str:
 
 def model_line(report: Report) -> str:
     m, r = report.model, report.run
-    steps = f" · {r.steps} steps" if r.steps else ""
+    steps = f" · {count(r.steps, 'step')}" if r.steps else ""
     return (
         f"{_code(m.class_name)} · {m.parameters:,} parameters ({m.trainable:,} trainable) · {m.device} {m.dtype} · "
-        f"inputs {', '.join(r.inputs) or '—'} · loss {r.loss} · {r.batches} batches · seed {r.seed}{steps}"
+        f"inputs {', '.join(r.inputs) or '—'} · loss {r.loss} · {count(r.batches, 'batch')} · seed {r.seed}{steps}"
     )
 
 
@@ -86,8 +87,15 @@ def layers_section(report: Report) -> list[str]:
     ]  # fmt: skip
     more = len(report.layers) - MAX_TABLE_ROWS
     table = _table(("#", "layer", "type", "∇output", "grad/weight", "status"), rows, align="rllrrl")
-    note = ["", f"… and {more} more layers (see `--format json`)."] if more > 0 else []
-    return [f"<details><summary>{len(report.layers)} layers</summary>", "", *table, *note, "", "</details>"]
+    note = ["", f"… and {count(more, 'more layer')} (see `--format json`)."] if more > 0 else []
+    return [
+        f"<details><summary>{count(len(report.layers), 'layer')}</summary>",
+        "",
+        *table,
+        *note,
+        "",
+        "</details>",
+    ]
 
 
 def through_time_section(report: Report) -> list[str]:
@@ -128,7 +136,7 @@ def overview(reports: Sequence[Report], failures: Sequence[TargetFailure] = ()) 
              ", ".join(_code(i) for i in dict.fromkeys(f.id for f in r.findings)) or "—") for r in reports]  # fmt: skip
     rows += [(_code(f.target), VERDICT["could-not-run"], "—", "—", f.message) for f in failures]
     table = _table(("target", "verdict", "errors", "warnings", "findings"), rows, "llrrl")
-    return "\n".join([f"## gradcheck: {VERDICT[worst]} ({len(statuses)} targets)", "", *table]) + "\n"
+    return "\n".join([f"## gradcheck: {VERDICT[worst]} ({count(len(statuses), 'target')})", "", *table]) + "\n"
 
 
 class MarkdownRenderer:

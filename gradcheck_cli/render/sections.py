@@ -9,6 +9,7 @@ from gradcheck_cli.comparison import BaselineComparison
 from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.repair.records import Measured, TriedFix
 from gradcheck_cli.stats import TrainingHistory
+from gradcheck_cli.text import amount, count
 
 FIX_HEADERS = ("fix", "where", "ratio before → after", "cleared", "Δparams", "note")
 
@@ -17,21 +18,23 @@ def training_line(history: TrainingHistory) -> str:
     """--steps: how the loss moved over the training steps taken before measuring."""
     steps = len(history.loss)
     loss = f"loss {fmt_num(history.loss[0])} → {fmt_num(history.loss[-1])}" if history.loss else "no loss"
-    return f"trained {steps} step{'s' * (steps != 1)} with {history.optimizer} (lr {history.lr:g}): {loss}"
+    return f"trained {count(steps, 'step')} with {history.optimizer} (lr {history.lr:g}): {loss}"
 
 
 def baseline_lines(baseline: BaselineComparison) -> list[str]:
     """--baseline: what the comparison with the saved report found."""
     c = baseline.comparison
     verdict = "regressed" if c.regressed else "no regression"
-    lines = [f"compared with {baseline.file} (limit {c.orders_limit:g} orders): {verdict}"]
+    lines = [
+        f"compared with {baseline.file} (limit {amount(c.orders_limit, 'order of magnitude')}): {verdict}"
+    ]
     if c.new_findings:
         lines.append(f"new findings: {', '.join(c.new_findings)}")
     if c.resolved_findings:
         lines.append(f"resolved findings: {', '.join(c.resolved_findings)}")
     for change in c.regressed_layers:
         moved = "fell to zero" if change.orders is not None and math.isinf(change.orders) else None
-        lines.append(f"{change.name}: gradient ratio {moved or f'{change.orders:+.1f} orders'}")
+        lines.append(f"{change.name}: gradient ratio {moved or f'{change.orders:+.1f} orders of magnitude'}")
     return lines
 
 

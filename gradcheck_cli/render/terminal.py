@@ -17,8 +17,9 @@ from gradcheck_cli.findings import Finding, LayerStatus, Severity
 from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.render.sections import baseline_lines, training_line
 from gradcheck_cli.repair.records import Measured, TriedFix
-from gradcheck_cli.report import Report
-from gradcheck_cli.stats import ThroughTime
+from gradcheck_cli.report import LayerRow, Report
+from gradcheck_cli.stats import LayerStats, ThroughTime
+from gradcheck_cli.text import amount, count, plural
 
 STATUS_STYLE = {
     LayerStatus.OK: "green",
@@ -82,54 +83,135 @@ def _spark(value: float, decades: float) -> str:
     return SPARKS[round(level * (len(SPARKS) - 1))]
 
 
-def header(report: Report) -> Text:
+class Phrases:
+    """Lines of short phrases joined by " · " that wrap between phrases, never inside one
+    (unless a single phrase is wider than the line)."""
+
+    def __init__(self, lines: list[list[tuple[str, str]]], sep: str = " · ") -> None:
+        self.lines, self.sep = lines, sep
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = options.max_width
+        for phrases in self.lines:
+            line, used = Text(), 0
+            for i, (phrase, style) in enumerate(phrases):
+                gap = self.sep if i and used else ""
+                if used and used + len(gap) + len(phrase) > width:
+                    yield line
+                    line, used, gap = Text("  "), 2, ""
+                line.append(gap + phrase, style=style)
+                used += len(gap) + len(phrase)
+            yield line
+
+
+def header(report: Report) -> Phrases:
     m, r = report.model, report.run
-    text = Text()
-    text.append("gradcheck ", style="bold")
-    text.append(f"{report.target}", style="bold cyan")
-    text.append(
-        f"  {m.class_name} · {m.parameters:,} params ({m.trainable:,} trainable) · {m.device} {m.dtype}\n"
-    )
-    text.append(
-        f"inputs {', '.join(r.inputs)}{f' ({r.input_origin})' if r.input_origin else ''} · loss {r.loss} ({r.loss_reason}) · {r.batches} batches · "
-        f"seed {r.seed}{f' · {r.steps} steps' if r.steps else ''} · {r.seconds:.2f}s",
-        style="dim",
-    )
-    return text
+    params = f"{m.parameters:,} {plural('parameter', m.parameters)}"
+    params += "" if m.trainable == m.parameters else f" ({m.trainable:,} trainable)"
+    first = [
+        (f"gradcheck {report.target}", "bold cyan"),
+        (m.class_name, ""),
+        (params, ""),
+        (f"{m.device} {m.dtype}", ""),
+    ]
+    inputs = ", ".join(r.inputs)
+    if r.input_origin and r.input_origin not in r.inputs:
+        inputs += f" ({r.input_origin})"
+    second = [
+        (f"inputs {inputs}", "dim"),
+        (f"loss {r.loss}" + (f" ({r.loss_reason})" if r.loss_reason else ""), "dim"),
+        (count(r.batches, "batch"), "dim"),
+        (f"seed {r.seed}", "dim"),
+    ]
+    if r.steps:
+        second.append((f"{count(r.steps, 'training step')} first", "dim"))
+    second.append((f"{r.seconds:.2f}s", "dim"))
+    return Phrases([first, second])
 
 
-def layer_table(report: Report) -> Table:
-    rows = report.layers
+# Extra columns for --columns (torchinfo-style); the default table has none of them.
+EXTRA_COLUMNS = ("order", "params", "output")
+
+
+def _output_text(stats: LayerStats) -> str:
+    """Output size per sample: channels x H x W for a convolution, else elements."""
+    if not stats.width:
+        return "—"
+    if stats.spatial:
+        channels = stats.width // max(1, math.prod(stats.spatial))
+        return "x".join(str(v) for v in (channels, *stats.spatial))
+    return str(stats.width)
+
+
+def _decades(rows: tuple[LayerRow, ...]) -> tuple[float, float]:
     norms = [row.stats.act_grad_norm for row in rows if row.stats.act_grad_norm > 0]
     top = max(norms) if norms else 1.0
     low = min(norms) if norms else 1.0
-    decades = max(3.0, math.ceil(math.log10(top / low)) + 1) if norms else 3.0
+    return top, (max(3.0, math.ceil(math.log10(top / low)) + 1) if norms else 3.0)
+
+
+def layer_table(report: Report, columns: tuple[str, ...] = ()) -> Table:
+    rows = report.layers
+    top, decades = _decades(rows)
+    severity = layer_severity(report)
     table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
-    table.add_column("#", justify="right", style="dim")
-    table.add_column("layer", overflow="ellipsis", no_wrap=True, max_width=22)
-    table.add_column("type", overflow="ellipsis", no_wrap=True, max_width=10)
-    table.add_column(f"∇output (log, {decades:.0f} dec)", no_wrap=True)
-    table.add_column("∇out", justify="right")
-    table.add_column("grad/w", justify="right")
+    if "order" in columns:
+        table.add_column("order", justify="right", style="dim")
+    table.add_column("layer", overflow="ellipsis", no_wrap=True, max_width=24)
+    table.add_column("type", overflow="ellipsis", no_wrap=True, max_width=16)
+    if "output" in columns:
+        table.add_column("output", justify="right", no_wrap=True)
+    if "params" in columns:
+        table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("∇output (log)", no_wrap=True)
+    table.add_column("∇out", justify="right", no_wrap=True)
+    table.add_column("grad/w", justify="right", no_wrap=True)
     table.add_column("status", no_wrap=True)
     shown = rows if len(rows) <= MAX_ROWS else rows[: MAX_ROWS // 2] + rows[-MAX_ROWS // 2 :]
+    width = len(table.columns)
     for i, row in enumerate(shown):
         if len(rows) > MAX_ROWS and i == MAX_ROWS // 2:
-            table.add_row("", f"… {len(rows) - MAX_ROWS} more", "", "", "", "", "")
+            gap: list[RenderableType] = [""] * width
+            gap[1 if "order" in columns else 0] = f"… {count(len(rows) - MAX_ROWS, 'more layer')}"
+            table.add_row(*gap)
         s = row.stats
-        style = STATUS_STYLE[row.status]
-        table.add_row(
-            str(s.index),
-            s.name,
-            s.type,
-            GradBar(s.act_grad_norm, top, decades, style="cyan" if row.status is LayerStatus.OK else style)
+        worst = severity.get(s.name)
+        style = SEVERITY_STYLE[worst] if worst is not None and row.status is not LayerStatus.OK else ""
+        cells: list[RenderableType] = [str(s.index)] if "order" in columns else []
+        cells += [s.name, s.type]
+        if "output" in columns:
+            cells.append(_output_text(s))
+        if "params" in columns:
+            cells.append(f"{s.parameters:,}")
+        cells += [
+            GradBar(s.act_grad_norm, top, decades, style=style or "cyan")
             if s.hooked
             else Text("not measured", style="dim"),
             fmt_num(s.act_grad_norm),
             fmt_num(s.grad_weight_ratio),
-            Text(row.status.value, style=style),
-        )
+            Text(row.status.value, style=style or STATUS_STYLE[row.status]),
+        ]
+        table.add_row(*cells)
     return table
+
+
+def table_legend(report: Report) -> Text:
+    _, decades = _decades(report.layers)
+    return Text(
+        f"∇output: norm of the loss gradient at each layer's output; bar on a log scale over "
+        f"{amount(decades, 'decade')}. grad/w: gradient norm / weight norm.",
+        style="dim",
+    )
+
+
+def layer_severity(report: Report) -> dict[str, Severity]:
+    """The worst severity of the findings that name each layer (colours follow severity)."""
+    out: dict[str, Severity] = {}
+    for finding in report.findings:
+        for name in finding.layers:
+            if name not in out or finding.severity.rank > out[name].rank:
+                out[name] = finding.severity
+    return out
 
 
 def through_time_block(items: tuple[ThroughTime, ...]) -> RenderableType:
@@ -167,16 +249,12 @@ def finding_block(finding: Finding) -> Table:
     return grid
 
 
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 def summary_panel(report: Report) -> Panel:
     s = report.summary
     verdict = Text()
     verdict.append(s.status.upper(), style=VERDICT_STYLE[s.status])
     verdict.append(
-        f"  {_count(s.errors, 'error')} · {_count(s.warnings, 'warning')} · {_count(s.infos, 'info')}\n"
+        f"  {count(s.errors, 'error')} · {count(s.warnings, 'warning')} · {count(s.infos, 'info')}\n"
     )
     if not report.findings:
         verdict.append("Gradients flow through every layer within the thresholds; nothing to fix.")
@@ -228,8 +306,14 @@ def fixes_block(fixes: tuple[TriedFix, ...]) -> RenderableType:
     return Panel(Group(table, Text(""), notes), title=title, title_align="left", border_style="dim")
 
 
-def report_renderables(report: Report) -> list[RenderableType]:
-    parts: list[RenderableType] = [header(report), Text(""), layer_table(report), Text("")]
+def report_renderables(report: Report, columns: tuple[str, ...] = ()) -> list[RenderableType]:
+    parts: list[RenderableType] = [
+        header(report),
+        Text(""),
+        layer_table(report, columns),
+        table_legend(report),
+    ]
+    parts.append(Text(""))
     if report.through_time:
         parts.append(through_time_block(report.through_time))
     parts.append(summary_panel(report))
@@ -246,8 +330,8 @@ def report_renderables(report: Report) -> list[RenderableType]:
 class TerminalRenderer:
     format: ClassVar[str] = "rich"
 
-    def __init__(self, width: int = 100, color: bool = False) -> None:
-        self.width, self.color = width, color
+    def __init__(self, width: int = 100, color: bool = False, columns: tuple[str, ...] = ()) -> None:
+        self.width, self.color, self.columns = width, color, columns
 
     def render(self, report: Report) -> str:
         console = Console(
@@ -259,7 +343,7 @@ class TerminalRenderer:
             highlight=False,
             emoji=False,
         )
-        for part in report_renderables(report):
+        for part in report_renderables(report, self.columns):
             console.print(part)
         out = console.file.getvalue()  # type: ignore[attr-defined]
         return str(out)

@@ -23,6 +23,7 @@ from gradcheck_cli.repair.base import (
     replace_module,
     summarize_names,
 )
+from gradcheck_cli.text import count
 
 SATURATING = (nn.Sigmoid, nn.Tanh)
 DYING = (nn.ReLU, nn.ReLU6)
@@ -58,7 +59,7 @@ def _swap(
     new_name = type(make()).__name__
     note = (
         f"replaced {len(targets)} {'/'.join(old_names)} with {new_name}; He-initialised the "
-        f"{len(before)} layers before them"
+        f"{count(len(before), 'layer')} before {'it' if len(targets) == 1 else 'them'}"
     )
     where = summarize_names([names[id(layer)] for layer in before] or [n for n, _ in targets])
     return Change(model=model, where=where, note=note)

@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 from gradcheck_cli.findings import Finding
+from gradcheck_cli.layer_kinds import LINEAR_LAYERS
 from gradcheck_cli.stats import ProbeResult
+from gradcheck_cli.text import span
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
-WEIGHT_LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
-NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+WEIGHT_LAYERS = LINEAR_LAYERS
 
 
 class NotApplicable(Exception):
@@ -112,7 +113,7 @@ def summarize_names(names: list[str]) -> str:
     """'a, b, c' for a few names, 'first … last (n modules)' for many."""
     if len(names) <= 3:
         return ", ".join(names)
-    return f"{names[0]} … {names[-1]} ({len(names)} modules)"
+    return span(names)
 
 
 def like(new: ModuleT, reference: nn.Module) -> ModuleT:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from torch import fx, nn
 
+from gradcheck_cli.layer_kinds import NORM_LAYERS, is_conv
 from gradcheck_cli.repair.base import (
-    NORM_LAYERS,
     WEIGHT_LAYERS,
     Call,
     Change,
@@ -45,7 +45,7 @@ def norm_for(layer: nn.Module, call: Call | None, kind: str) -> nn.Module | None
             return like(nn.LayerNorm(layer.out_features), layer)
         # BatchNorm1d reads dim 1 as channels: right for (N, C) only, not (N, L, C).
         return like(nn.BatchNorm1d(layer.out_features), layer) if len(out_shape) == 2 else None
-    if isinstance(layer, nn.modules.conv._ConvNd):
+    if is_conv(layer):
         channels = int(layer.out_channels)
         if kind == "layernorm":
             # LayerNorm over (C, H, W) with a per-channel affine: GroupNorm with one group.

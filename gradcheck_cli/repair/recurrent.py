@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradcheck_cli.gates import set_gate_bias
 from gradcheck_cli.repair.base import (
     Change,
     NotApplicable,
@@ -20,7 +21,6 @@ from gradcheck_cli.repair.base import (
     replace_module,
     summarize_names,
 )
-from gradcheck_cli.zoo.rnn import set_gate_bias
 
 GATE_BIAS = 3.0
 

@@ -23,6 +23,7 @@ from gradcheck_cli.repair.base import (
     module_names,
     summarize_names,
 )
+from gradcheck_cli.text import count
 
 ROUNDS = 3
 """Measurements per boundary: the gain also moves through the activations' slopes."""
@@ -47,7 +48,7 @@ def unit_gain_init(model: nn.Module, context: RepairContext) -> Change:
         raise NotApplicable("every layer's backward gain is already near 1 at this batch")
     low, high = min(factors), max(factors)
     note = (
-        f"rescaled the weights of {len(changed)} of {len(layers)} layers by x{low:.3g} to x{high:.3g} "
+        f"rescaled the weights of {len(changed)} of {count(len(layers), 'layer')} by x{low:.3g} to x{high:.3g} "
         f"so each layer's backward gain is near 1 (measured on the first batch)"
     )
     return Change(model=model, where=summarize_names(changed), note=note)

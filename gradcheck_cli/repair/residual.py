@@ -11,8 +11,8 @@ from typing import Any
 
 from torch import nn
 
+from gradcheck_cli.layer_kinds import NORM_LAYERS
 from gradcheck_cli.repair.base import (
-    NORM_LAYERS,
     Call,
     Change,
     NotApplicable,

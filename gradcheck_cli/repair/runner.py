@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Protocol
 
 from torch import nn
@@ -147,10 +146,3 @@ def _describe(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     text = lines[0][:160] if lines else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def improvement(tried: TriedFix) -> float:
-    """after/before ratio (NaN when either is missing); > 1 means the gradient reaches further."""
-    if tried.after is None or tried.before.ratio is None or tried.after.ratio is None:
-        return math.nan
-    return tried.after.ratio / tried.before.ratio if tried.before.ratio else math.inf

@@ -36,7 +36,7 @@ class RuleSpec:
         names = [f.name for f in dataclasses.fields(self.limits_type)]
         for key in overrides:
             if key not in names:
-                from gradcheck_cli.config import did_you_mean
+                from gradcheck_cli.hints import did_you_mean
 
                 raise ConfigError(
                     f"thresholds.{self.id}: unknown threshold {key!r} (known: {', '.join(names)})",

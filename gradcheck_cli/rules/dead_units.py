@@ -10,6 +10,7 @@ from gradcheck_cli.rules.base import rule
 from gradcheck_cli.rules.profile import layer_where, sig, training_evidence
 from gradcheck_cli.rules.profile import where as where_of
 from gradcheck_cli.stats import ProbeResult
+from gradcheck_cli.text import count, verb
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +72,10 @@ def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
         layers=tuple(a.after or a.name for a in dead),
         status=LayerStatus.DEAD,
         message=(
-            f"{len(dead)} ReLU activations have most units dead (worst {worst:.0%} never active), "
-            f"starting at {first.name} ({first.type}, after {first.after})."
+            f"{count(len(dead), 'ReLU activation')} {verb('have', len(dead))} most units dead "
+            f"({'' if len(dead) == 1 else 'worst '}{worst:.0%} never active), "
+            f"{'at' if len(dead) == 1 else 'starting at'} {first.name} "
+            f"({first.type}{f', after {first.after}' if first.after else ''})."
         ),
         evidence={
             "activations": [a.name for a in dead],

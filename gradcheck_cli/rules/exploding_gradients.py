@@ -19,6 +19,7 @@ from gradcheck_cli.rules.profile import (
 )
 from gradcheck_cli.rules.profile import where as where_of
 from gradcheck_cli.stats import LayerStats, ProbeResult
+from gradcheck_cli.text import common, count, role_layers, verb
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +109,8 @@ def _check_group(group: DepthGroup, probe: ProbeResult, limits: ExplodingLimits)
         status=LayerStatus.EXPLODING,
         message=(
             f"The gradient reaching {group.layers[0].name} is {ratio:.1e}x larger than at "
-            f"{group.layers[-1].name}: it grows through the {group.key} layers"
+            f"{group.layers[-1].name}: it grows through "
+            f"{role_layers(group.key, common([x.type for x in group.layers]), len(group.layers))}"
             + (f", fastest entering {rise.name}." if rise else ".")
         ),
         evidence={
@@ -145,7 +147,8 @@ def _ceiling_finding(huge: list[LayerStats], probe: ProbeResult, limits: Explodi
     severe = max((w.grad_weight_ratio for w in huge if w.name not in invariant), default=0.0) >= error_ceiling
     worst = max(w.grad_weight_ratio for w in huge)
     message = (
-        f"{len(huge)} layers get gradients over {limits.grad_weight_ceiling:g}x the size of their weights"
+        f"{count(len(huge), 'layer')} {verb('get', len(huge))} gradients over "
+        f"{limits.grad_weight_ceiling:g}x the size of {'its' if len(huge) == 1 else 'their'} weights"
     )
     return Finding(
         id="exploding-gradients",
@@ -153,7 +156,11 @@ def _ceiling_finding(huge: list[LayerStats], probe: ProbeResult, limits: Explodi
         layers=tuple(w.name for w in huge),
         status=LayerStatus.EXPLODING,
         message=message
-        + ("." if severe else f" (worst {worst:.0f}x); BatchNorm after them keeps this trainable."),
+        + (
+            "."
+            if severe
+            else f" (worst {worst:.0f}x); normalisation after {'it' if len(huge) == 1 else 'them'} keeps this trainable."
+        ),
         evidence={
             "grad_weight_ratio": [sig(w.grad_weight_ratio) for w in huge],
             "grad_weight_ceiling": limits.grad_weight_ceiling,
@@ -183,8 +190,9 @@ def _suggestions(layers: tuple[LayerStats, ...], probe: ProbeResult, severe: boo
     where = where_of(first.source, probe)
     if not severe:
         init_text = (
-            "zero-init the last BatchNorm gain of each residual branch "
-            "(nn.init.zeros_(bn.weight)), so every block starts as the identity"
+            "in a residual network, zero-init the last BatchNorm gain of each residual branch "
+            "(nn.init.zeros_(bn.weight)) so every block starts as the identity; in a plain "
+            f"stack, shrink the initial weights from {first.name} on"
         )
         return (Suggestion(fix="init", text=init_text, where=where),)
     return (

@@ -9,6 +9,7 @@ from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.rules.base import rule
 from gradcheck_cli.rules.profile import where as where_of
 from gradcheck_cli.stats import LayerStats, ProbeResult
+from gradcheck_cli.text import count, verb
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,15 +67,18 @@ def no_gradient(probe: ProbeResult, limits: NoGradientLimits) -> Iterator[Findin
     where = where_of(named.source, probe)
     cause = []
     if never:
-        cause.append(f"{len(never)} never ran in forward")
+        cause.append(f"{len(never)} never ran in forward")  # "1 never ran" / "3 never ran"
     if cut:
-        cause.append(f"{len(cut)} ran but were cut off from the loss (detach/no_grad?)")
+        cause.append(f"{len(cut)} ran but {verb('were', len(cut))} cut off from the loss (detach/no_grad?)")
     yield Finding(
         id="no-gradient",
         severity=Severity.ERROR,
         layers=tuple(layer.name for layer in missing),
         status=LayerStatus.NO_GRAD,
-        message=f"{len(missing)} layers with trainable parameters get no gradient: {'; '.join(cause)}.",
+        message=(
+            f"{count(len(missing), 'layer')} with trainable parameters {verb('get', len(missing))} "
+            f"no gradient: {'; '.join(cause)}."
+        ),
         evidence={
             "never_called": list(never),
             "cut_off": list(cut),
@@ -98,11 +102,15 @@ def no_gradient(probe: ProbeResult, limits: NoGradientLimits) -> Iterator[Findin
 def _info(frozen: list[LayerStats], unhooked: list[LayerStats]) -> Finding:
     parts = []
     if frozen:
-        parts.append(f"{len(frozen)} layers are frozen (requires_grad=False) and left out of the verdicts")
+        parts.append(
+            f"{count(len(frozen), 'layer')} {verb('are', len(frozen))} frozen (requires_grad=False) "
+            "and left out of the verdicts"
+        )
     if unhooked:
         parts.append(
-            f"{len(unhooked)} layers got gradients but their forward hooks never fired "
-            "(parameters used outside forward, or scripted), so their output gradients are not measured"
+            f"{count(len(unhooked), 'layer')} got gradients but {'its' if len(unhooked) == 1 else 'their'} "
+            "forward hooks never fired (parameters used outside forward, or scripted), so "
+            f"{'its output gradient is' if len(unhooked) == 1 else 'their output gradients are'} not measured"
         )
     return Finding(
         id="no-gradient",

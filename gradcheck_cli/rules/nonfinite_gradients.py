@@ -10,6 +10,7 @@ from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.rules.base import rule
 from gradcheck_cli.rules.profile import where as where_of
 from gradcheck_cli.stats import ProbeResult
+from gradcheck_cli.text import count
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,7 @@ def nonfinite_gradients(probe: ProbeResult, limits: NonfiniteLimits) -> Iterator
         status=LayerStatus.NONFINITE,
         message=(
             f"Gradients turn NaN/inf at {first.name} ({first.type}), the first module in backward "
-            f"order, and reach {len(bad)} layers{op}."
+            f"order, and reach {count(len(bad), 'layer')}{op}."
         ),
         evidence={
             "first_in_backward": first.name,
@@ -95,11 +96,16 @@ def nonfinite_gradients(probe: ProbeResult, limits: NonfiniteLimits) -> Iterator
                 where=where,
             ),
             Suggestion(fix="clip", text="clip the gradient norm (clip_grad_norm_)", where=None),
-            Suggestion(
-                fix="grad-scaler", text="under float16, scale the loss with torch.amp.GradScaler", where=None
-            ),
+            *_scaler(probe),
         ),
     )
+
+
+def _scaler(probe: ProbeResult) -> tuple[Suggestion, ...]:
+    """GradScaler helps only a float16 run; advising it for float32 would mislead."""
+    if probe.model.dtype != "float16":
+        return ()
+    return (Suggestion(fix="grad-scaler", text="scale the loss with torch.amp.GradScaler", where=None),)
 
 
 def _eps_text(op: str | None, layer: str) -> str:

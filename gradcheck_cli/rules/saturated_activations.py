@@ -10,6 +10,7 @@ from gradcheck_cli.rules.base import rule
 from gradcheck_cli.rules.profile import layer_where, sig
 from gradcheck_cli.rules.profile import where as where_of
 from gradcheck_cli.stats import ProbeResult
+from gradcheck_cli.text import count, verb
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +71,10 @@ def saturated_activations(probe: ProbeResult, limits: SaturatedLimits) -> Iterat
         layers=tuple(a.after or a.name for a in hot),
         status=LayerStatus.SATURATED,
         message=(
-            f"{len(hot)} sigmoid/tanh activations are saturated, starting at {first.name} ({first.type}): "
-            f"worst {worst:.0%} of outputs in the flat tails, where they pass almost no gradient."
+            f"{count(len(hot), 'sigmoid/tanh activation')} {verb('are', len(hot))} saturated, "
+            f"{'at' if len(hot) == 1 else 'starting at'} {first.name} ({first.type}): "
+            f"{'' if len(hot) == 1 else 'worst '}{worst:.0%} of outputs in the flat tails, where "
+            f"{'it passes' if len(hot) == 1 else 'they pass'} almost no gradient."
         ),
         evidence={
             "activations": [a.name for a in hot],
@@ -93,7 +96,7 @@ def saturated_activations(probe: ProbeResult, limits: SaturatedLimits) -> Iterat
             Suggestion(fix="activation", text=f"replace {first.type} with ReLU or GELU", where=where),
             Suggestion(
                 fix="batchnorm",
-                text=f"or a BatchNorm before {first.name} in a convolutional model",
+                text=f"in a convolutional model, a BatchNorm before {first.name}",
                 where=where,
             ),
         ),

@@ -20,6 +20,7 @@ from gradcheck_cli.rules.profile import (
 )
 from gradcheck_cli.rules.profile import where as where_of
 from gradcheck_cli.stats import LayerStats, ProbeResult
+from gradcheck_cli.text import common, count, earliest_of, join, verb
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +106,9 @@ def _check_group(group: DepthGroup, probe: ProbeResult, limits: VanishingLimits)
         layers=marked,
         status=LayerStatus.VANISHING,
         message=(
-            f"The gradient reaching {group.layers[0].name} is {_orders_text(ratio)} smaller than at "
-            f"{group.layers[-1].name}: the {len(marked)} earliest {group.key} layers barely learn"
+            f"The gradient reaching {group.layers[0].name} {_smaller_text(ratio)} at {group.layers[-1].name}: "
+            f"{earliest_of(len(marked), group.key, common([x.type for x in group.layers]), len(group.layers))} "
+            f"barely {verb('learn', len(marked))}"
             + (f"; the signal drops most entering {breaks.name}." if breaks else ".")
         ),
         evidence={
@@ -142,8 +144,9 @@ def _floor_finding(stalled: list[LayerStats], probe: ProbeResult, limits: Vanish
         layers=tuple(w.name for w in stalled),
         status=LayerStatus.VANISHING,
         message=(
-            f"{len(stalled)} weight layers get gradients around {median(ratios):.1e} of their "
-            f"weights' size, too small for any usual learning rate to move them."
+            f"{count(len(stalled), 'weight layer')} {verb('get', len(stalled))} gradients around "
+            f"{median(ratios):.1e} of {'its' if len(stalled) == 1 else 'their'} weights' size, too small "
+            f"for any usual learning rate to move {'it' if len(stalled) == 1 else 'them'}."
         ),
         evidence={
             "grad_weight_ratio": [sig(r) for r in ratios],
@@ -175,9 +178,13 @@ def _suggestions(layers: tuple[LayerStats, ...], probe: ProbeResult) -> tuple[Su
         out.append(
             Suggestion(
                 fix="activation",
-                text=f"replace {', '.join(saturating)} with ReLU or GELU (their derivative is at most "
-                + ("0.25" if any(a.family == "sigmoid" for a in probe.activations) else "1")
-                + ", shrinking the gradient at every layer)",
+                text=f"replace {join(saturating)} with ReLU or GELU: "
+                + (
+                    "the sigmoid's derivative is at most 0.25"
+                    if any(a.family == "sigmoid" for a in probe.activations)
+                    else "the tanh's derivative is below 1 away from 0"
+                )
+                + ", so it shrinks the gradient at every layer, while ReLU passes it with gain 1",
                 where=where,
             )
         )
@@ -198,7 +205,7 @@ def _norm_text(layer: LayerStats) -> str:
     return f"normalise the output of {layer.name} and its peers"
 
 
-def _orders_text(ratio: float) -> str:
+def _smaller_text(ratio: float) -> str:
     if ratio == 0:
-        return "underflowing to zero, infinitely"
-    return f"{1 / ratio:.1e}x"
+        return "underflows to 0 while a gradient flows"
+    return f"is {1 / ratio:.1e}x smaller than"

@@ -130,8 +130,8 @@ def _replace_fixes(tt: ThroughTime, where: str | None) -> tuple[Suggestion, ...]
         Suggestion(
             fix="lstm",
             text=(
-                f"or nn.LSTM{cell}({sig_text}) with forget-gate bias 3: {_bias_text(tt)} "
-                "(the hidden state becomes (h, c))"
+                f"replace nn.{tt.type}({sig_text}) with nn.LSTM{cell}({sig_text}) and set the "
+                f"forget-gate bias: {_bias_text(tt)} (the hidden state becomes (h, c))"
             ),
             where=where,
         ),
@@ -141,19 +141,22 @@ def _replace_fixes(tt: ThroughTime, where: str | None) -> tuple[Suggestion, ...]
     )
 
 
-def _bias_text(tt: ThroughTime) -> str:
+def _bias_text(tt: ThroughTime, value: float = 3.0) -> str:
     cell = tt.type.endswith("Cell")  # a cell's bias has no layer suffix
     names = ["bias_ih"] if cell else [f"bias_ih_l{k}" for k in range(tt.num_layers)]
     chunk = f"[{tt.hidden_size}:{2 * tt.hidden_size}]"
-    return " and ".join(f"{name}{chunk}" for name in names) + ".data.fill_(3.0)"
+    return " and ".join(f"{name}{chunk}.data.fill_({value:g})" for name in names)
 
 
 def _gated_fix(tt: ThroughTime, where: str | None) -> tuple[Suggestion, ...]:
     gate = "update (z)" if tt.type.startswith("GRU") else "forget"
-    return (
-        Suggestion(
-            fix="init",
-            text=(f"set the {gate}-gate bias of {tt.module} to 3: {_bias_text(tt)}"),
-            where=where,
-        ),
-    )
+    if tt.gate_bias is not None and tt.gate_bias >= 2.5:
+        # Already set: a gate bias b keeps about sigmoid(b) of the state per step.
+        text = (
+            f"the {gate}-gate bias of {tt.module} is already {tt.gate_bias:.1f}; raise it to 5 "
+            f"(keeps ~0.993 of the state per step, against ~0.95 at 3): {_bias_text(tt, 5.0)}, "
+            "or train on shorter sequences (truncated backpropagation through time)"
+        )
+    else:
+        text = f"set the {gate}-gate bias of {tt.module} to 3: {_bias_text(tt)}"
+    return (Suggestion(fix="init", text=text, where=where),)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gradcheck_cli.gates import set_gate_bias
+
 CELLS: dict[str, type[nn.RNN] | type[nn.GRU] | type[nn.LSTM]] = {
     "rnn": nn.RNN,
     "gru": nn.GRU,
@@ -23,20 +25,6 @@ class SequenceClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(x)
         return self.head(out[:, -1])
-
-
-def set_gate_bias(rnn: nn.RNNBase | nn.RNNCellBase, value: float) -> None:
-    """Bias the gate that keeps memory: GRU's update gate z (h' = (1-z)n + zh), LSTM's forget gate.
-
-    Both are the second chunk of the stacked gate biases, in every layer.
-    """
-    hidden = rnn.hidden_size
-    with torch.no_grad():
-        for name, param in rnn.named_parameters():
-            if name.startswith("bias_ih"):
-                param[hidden : 2 * hidden].fill_(value)
-            elif name.startswith("bias_hh"):
-                param[hidden : 2 * hidden].zero_()
 
 
 def recurrent(

@@ -1,0 +1,130 @@
+"""LoadedModel, and building one from an object of the user's file: call the class or factory
+(with an autowired config where it takes one), and say how to call it when that fails."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from torch import nn
+
+from gradcheck_cli.autowire import config_fields, default_config, json_safe
+from gradcheck_cli.errors import TargetError
+from gradcheck_cli.importing import package_root, user_frame
+from gradcheck_cli.specs import TargetRef
+from gradcheck_cli.stats import SourceRef
+
+_EMPTY = inspect.Parameter.empty
+
+
+FoundBy = Literal["explicit", "build_model", "model-instance", "single-subclass", "builtin", "call"]
+
+
+@dataclass(slots=True, kw_only=True)
+class LoadedModel:
+    """A built model and what its file offers. Lives only in the torch tier."""
+
+    module: nn.Module
+    found_by: FoundBy
+    source: SourceRef | None
+    sample_batch: Callable[[], Any] | None = None
+    loss_fn: Callable[..., Any] | None = None
+    default_inputs: tuple[str, ...] = ()
+    """--input specs a builtin is fed unless the user gives others."""
+    init_args: dict[str, Any] = field(default_factory=dict)
+    hooks_from: str = "the model file"
+    """Where sample_batch/loss_fn came from, for the report header ("analyze()" from the API)."""
+
+
+def from_object(
+    obj: Any, name: str, found_by: FoundBy, init_args: dict[str, Any], ref: TargetRef
+) -> LoadedModel:
+    if isinstance(obj, nn.Module):
+        return LoadedModel(module=obj, found_by=found_by, source=source_of(type(obj)))
+    if not callable(obj):
+        raise TargetError(f"{name} is a {type(obj).__name__}, not a model, class or factory")
+    built, recorded = construct(obj, name, init_args, ref)
+    return LoadedModel(module=built, found_by=found_by, source=source_of(obj), init_args=recorded)
+
+
+def construct(
+    factory: Callable[..., Any], name: str, init_args: dict[str, Any], ref: TargetRef
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the model; a constructor taking one config object gets it built and --init sets its fields."""
+    config = default_config(factory, init_args)
+    if config is not None:
+        built = call_constructor(factory, name, [config], {}, ref)
+        return built, {"config": config_fields(config)}
+    built = call_constructor(factory, name, [], init_args, ref)
+    return built, {k: json_safe(v) for k, v in init_args.items()}
+
+
+def call_constructor(
+    factory: Callable[..., Any], name: str, args: list[Any], kwargs: dict[str, Any], ref: TargetRef
+) -> nn.Module:
+    try:
+        inspect.signature(factory).bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TargetError(
+            f"{name}{signature_text(factory)} cannot be called this way: {exc}",
+            f"pass its arguments as a call, {call_form(ref.location, name, factory)}, "
+            "or keyword arguments with --init KEY=VALUE",
+        ) from None
+    except ValueError:
+        pass  # no signature (a builtin): just call it
+    try:
+        built = factory(*args, **kwargs)
+    except Exception as exc:
+        frame = user_frame(exc, package_root(Path(ref.location).resolve().parent))
+        raise TargetError(
+            f"building {name}{signature_text(factory)} failed: {type(exc).__name__}: {exc}"
+            + (f" ({frame})" if frame else ""),
+            "check the constructor arguments (--init KEY=VALUE or the call form); --debug shows the traceback",
+        ) from exc
+    if not isinstance(built, nn.Module):
+        raise TargetError(f"{name}() returned {type(built).__name__}, not an nn.Module")
+    return built
+
+
+def signature_text(obj: Any) -> str:
+    try:
+        return str(inspect.signature(obj))
+    except (TypeError, ValueError):
+        return "(...)"
+
+
+def call_form(location: str, name: str, obj: Any) -> str:
+    """`file.py:NAME`, or the quoted call form with the required arguments as placeholders."""
+    required = required_names(obj) or ()
+    if not required or autowires(obj):
+        return f"{location}:{name}"
+    return f"'{location}:{name}({', '.join(required)})'"
+
+
+def required_names(obj: Any) -> tuple[str, ...] | None:
+    try:
+        params = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    return tuple(
+        p.name for p in params if p.default is _EMPTY and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    )
+
+
+def autowires(obj: Any) -> bool:
+    with contextlib.suppress(Exception):
+        return default_config(obj, {}) is not None
+    return False
+
+
+def source_of(obj: Any) -> SourceRef | None:
+    try:
+        file = inspect.getsourcefile(obj)
+        _, line = inspect.getsourcelines(obj)
+    except (TypeError, OSError):
+        return None
+    return SourceRef.at(file, line) if file else None

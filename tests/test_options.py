@@ -1,0 +1,50 @@
+"""The option table is the one declaration: --help, the config file, the template and the docs
+all come from it."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+from gradcheck_cli.config import AnalyzeConfig
+from gradcheck_cli.options import CLI_OPTIONS, OPTIONS, init_template, options_markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("gen_options", ROOT / "scripts" / "gen_options.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_analyze_help_lists_every_option(cli) -> None:  # type: ignore[no-untyped-def]
+    result = cli("analyze", "--help")
+    assert result.exit_code == 0
+    for option in CLI_OPTIONS:
+        for flag in option.flags:
+            assert flag in result.stdout, f"{flag} missing from analyze --help"
+
+
+def test_every_option_fills_a_config_field_or_is_command_line_only() -> None:
+    names = {f.name for f in dataclasses.fields(AnalyzeConfig)}
+    for option in OPTIONS:
+        assert option.field in names or (option.flags and not option.keys), option.field
+        assert option.help, option.field
+
+
+def test_template_and_docs_are_generated_from_the_table() -> None:
+    script = _script()
+    assert script.TEMPLATE.read_text() == init_template(), "run python scripts/gen_options.py"
+    doc = script.DOC.read_text()
+    assert options_markdown() in doc, "run python scripts/gen_options.py"
+    for option in OPTIONS:
+        assert all(f"`{k}`" in doc for k in (*option.flags, *option.keys))
+
+
+def test_init_writes_the_generated_template(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    assert cli("init", str(tmp_path / "gradcheck.yaml")).exit_code == 0
+    assert (tmp_path / "gradcheck.yaml").read_text() == init_template()
