@@ -138,7 +138,9 @@ def _configures_gradcheck(pyproject: Path) -> bool:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"{pyproject}:{line}: not UTF-8 text", "fix the file, or pass --config FILE") from None
+        raise ConfigError(
+            f"{pyproject}:{line}: not UTF-8 text", "fix the file, or pass --config FILE"
+        ) from None
     return bool(_tool_section(pyproject, text))
 
 

@@ -38,6 +38,8 @@ Outcome = Report | TargetFailure
 IN_PROCESS_ENV = "GRADCHECK_IN_PROCESS"
 _BOOT = "import sys; sys.path[0] = sys.argv[1]; from gradcheck_cli.worker import main; main(sys.argv[2:])"
 _TICK = 0.25
+EXIT_GRACE_SECONDS = 10.0
+"""After its last report, how long the worker may take to exit (atexit handlers) before it is stopped."""
 STARTUP_SECONDS = 120.0
 """With --timeout, how long a worker may take to start (import torch) before its first target
 starts: the target's own clock starts with its first stage."""
@@ -228,20 +230,26 @@ def _start_relay(process: subprocess.Popen[bytes]) -> None:
 def _read_until_exit(
     process: subprocess.Popen[bytes], fd: int, collector: Collector, timeout: float | None
 ) -> None:
+    """Messages until "done" or the worker's end, then a short wait for its exit (atexit handlers)."""
     buffer = bytearray()
+    pipe_open = True  # the user's code may close every descriptor: then only the process is watched
     with selectors.DefaultSelector() as selector:
         selector.register(fd, selectors.EVENT_READ)
-        while True:
+        while not collector.done and process.poll() is None:
             if timeout is not None and collector.overdue(timeout):
                 raise TimeoutError
-            if selector.select(_TICK) and not _read_into(fd, buffer):
-                break  # EOF: the worker (and anything holding the pipe) is gone
+            if pipe_open and selector.select(_TICK):
+                pipe_open = _read_into(fd, buffer)
+            elif not pipe_open:
+                time.sleep(_TICK)
             _dispatch(buffer, collector)
             collector.progress.tick()
-            if collector.done or process.poll() is not None:
-                _drain(fd, buffer, collector)
-                break
-    process.wait()
+    if pipe_open:
+        _drain(fd, buffer, collector)
+    try:
+        process.wait(timeout=EXIT_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:  # a thread of the user's that never ends: the reports are in
+        _kill(process)
 
 
 def _read_into(fd: int, buffer: bytearray) -> bool:

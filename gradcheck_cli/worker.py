@@ -116,6 +116,9 @@ def failure(config: AnalyzeConfig, stage: str, exc: BaseException) -> TargetFail
             "gradcheck runs the model's code, and the model's exits stop only the analysis: remove the "
             'exit, or move the script part under `if __name__ == "__main__":`'
         )
+    elif _out_of_memory(exc):
+        message = f"out of memory while {doing}{at}: {_first_line(exc)}"
+        hint = "make the run smaller (--input, --batch-size, --batches) or use a device with more memory"
     elif isinstance(exc, KeyboardInterrupt):
         message = f"interrupted while {doing}{at}"
         hint = "the analysis did not finish; run it again to completion"
@@ -123,6 +126,14 @@ def failure(config: AnalyzeConfig, stage: str, exc: BaseException) -> TargetFail
         message = f"unexpected {type(exc).__name__} while {doing}{at}: {_first_line(exc)}"
         hint = "re-run with --debug for the traceback; if it points into gradcheck, please report it"
     return TargetFailure(target=target, stage=stage, message=message, hint=hint, details=details)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, torch.OutOfMemoryError (a RuntimeError), or the CPU allocator's refusal."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and ("out of memory" in text.lower() or "can't allocate memory" in text)
+    )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -338,3 +338,56 @@ def test_the_supervisor_never_imports_torch_the_worker_does(folder: Path) -> Non
     )  # fmt: skip
     assert json.loads(done.stdout)["layers"], done.stderr  # the worker measured the model
     assert json.loads(done.stderr.strip().splitlines()[-1]) == {"code": 0, "torch": False}
+
+
+# --- progress when stderr is not a terminal ---------------------------------------------------------
+
+
+def test_progress_lines_name_the_stage_the_target_and_the_elapsed_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    from gradcheck_cli import progress as progress_module
+
+    clock = [100.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
+    stream = io.StringIO()
+    lines = progress_module.LineProgress(["a.py", "builtin:gru"], stream=stream, after=5.0, every=30.0)
+    lines.stage(0, "loading a.py")
+    clock[0] += 1.0
+    lines.tick()
+    assert stream.getvalue() == ""  # a short run prints nothing
+    clock[0] += 5.0
+    lines.tick()  # the same stage, now past 5 s: one line
+    lines.stage(1, "measuring batch 10 of 1000000 on cpu")  # later stages: a line each
+    clock[0] += 31.0
+    lines.tick()
+    assert stream.getvalue().splitlines() == [
+        "gradcheck [6.0s] a.py: loading a.py",
+        "gradcheck [6.0s] builtin:gru: measuring batch 10 of 1000000 on cpu",
+        "gradcheck [37.0s] still 31.0s into builtin:gru: measuring batch 10 of 1000000 on cpu",
+    ]
+
+
+def test_a_worker_that_dies_is_described_by_its_exit_code_or_signal() -> None:
+    from gradcheck_cli.supervisor import describe_exit
+
+    assert describe_exit(0) == "exit code 0"
+    assert describe_exit(-signal.SIGSEGV) == "signal SIGSEGV: a crash in native code"
+    assert "out-of-memory" in describe_exit(-signal.SIGKILL)
+
+
+def test_running_out_of_memory_is_named_as_such() -> None:
+    from gradcheck_cli.config import AnalyzeConfig
+    from gradcheck_cli.specs import parse_target
+    from gradcheck_cli.worker import failure
+
+    config = AnalyzeConfig(target=parse_target("model.py"))
+    refused = RuntimeError(
+        "DefaultCPUAllocator: can't allocate memory: you tried to allocate 80000000000 bytes"
+    )
+    for exc in (MemoryError(), refused):
+        got = failure(config, "building the inputs", exc)
+        assert got.message.startswith("out of memory while building the inputs (model.py)")
+        assert got.hint is not None and "--input" in got.hint

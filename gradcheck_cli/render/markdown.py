@@ -136,7 +136,9 @@ def overview(reports: Sequence[Report], failures: Sequence[TargetFailure] = ()) 
              ", ".join(_code(i) for i in dict.fromkeys(f.id for f in r.findings)) or "—") for r in reports]  # fmt: skip
     rows += [(_code(f.target), VERDICT["could-not-run"], "—", "—", f.message) for f in failures]
     table = _table(("target", "verdict", "errors", "warnings", "findings"), rows, "llrrl")
-    return "\n".join([f"## gradcheck: {VERDICT[worst]} ({count(len(statuses), 'target')})", "", *table]) + "\n"
+    return (
+        "\n".join([f"## gradcheck: {VERDICT[worst]} ({count(len(statuses), 'target')})", "", *table]) + "\n"
+    )
 
 
 class MarkdownRenderer:
