@@ -11,15 +11,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradcheck_cli import distributed
+from gradcheck_cli import distributed, model_state
 from gradcheck_cli.build import source_of
 from gradcheck_cli.config import AnalyzeConfig
+from gradcheck_cli.device import model_dtype
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.inputs import Batch, normalize_batch
 from gradcheck_cli.pipeline import analyze_loaded
 from gradcheck_cli.render import get_renderer
 from gradcheck_cli.render.json import to_document
 from gradcheck_cli.report import Report, exit_code
+from gradcheck_cli.session import _pick_device as pick_device
 from gradcheck_cli.specs import InputSpec, TargetRef, parse_input
 from gradcheck_cli.target import LoadedModel
 
@@ -67,8 +69,10 @@ def analyze(
     first `batches` are used), a function returning one batch, an input spec string such as
     "32x784" or "int:4x64:1000" (or a list of them), or None to infer one from the first layer.
     loss_fn: `loss_fn(output, target)` or `loss_fn(output)`; default: the CLI's `--loss auto`.
-    device: None keeps the model where it is; otherwise as `--device`. The model is moved
-    there (and to `dtype`), its gradients are cleared, and `steps` > 0 trains it in place.
+    device: None keeps the model where it is; otherwise as `--device`.
+    The model comes back exactly as it was (parameters, buffers, `.grad`, each module's
+    train/eval flag, requires_grad, hooks, and the global random states), also when the
+    analysis raises: `steps` > 0, or a device or dtype other than the model's, run on a copy.
     A DDP wrapper is looked through. Inside a torch.distributed process group the analysis
     runs in the calling process alone, unless `split_across_ranks=True`: then every rank must
     call analyze() with the same batches; each measures its share and all get the combined report.
@@ -85,20 +89,29 @@ def analyze(
         seed=seed,
         thresholds=dict(thresholds or {}),
     )
-    torch.manual_seed(seed)
-    loaded = LoadedModel(
-        module=model,
-        found_by="explicit",
-        source=source_of(type(model)),
-        loss_fn=loss_fn,
-        hooks_from="analyze()",
-    )
-    if callable(inputs) and not isinstance(inputs, nn.Module):
-        loaded.sample_batch = inputs
-    given = _given_batches(inputs, batches)
-    with contextlib.nullcontext() if split_across_ranks else distributed.local_only():
-        report = analyze_loaded(config, loaded, batches=given)
+    with model_state.preserved(model):
+        torch.manual_seed(seed)
+        loaded = LoadedModel(
+            module=_subject(model, config),
+            found_by="explicit",
+            source=source_of(type(model)),
+            loss_fn=loss_fn,
+            hooks_from="analyze()",
+        )
+        if callable(inputs) and not isinstance(inputs, nn.Module):
+            loaded.sample_batch = inputs
+        given = _given_batches(inputs, batches)
+        with contextlib.nullcontext() if split_across_ranks else distributed.local_only():
+            report = analyze_loaded(config, loaded, batches=given)
     return AnalysisReport(**{f.name: getattr(report, f.name) for f in fields(report)})
+
+
+def _subject(model: nn.Module, config: AnalyzeConfig) -> nn.Module:
+    """The model itself, or a deep copy when the analysis would train it or change its dtype or device."""
+    device = pick_device(model, config.device)
+    if model_state.needs_copy(model, device, model_dtype(config.dtype), config.steps):
+        return model_state.working_copy(model)
+    return model
 
 
 def _current_device(model: nn.Module) -> str:

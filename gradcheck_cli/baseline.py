@@ -23,7 +23,32 @@ REGRESSION_ID = "baseline-regression"
 
 
 def load_document(path: Path, target: str | None = None) -> dict[str, Any]:
-    """A gradcheck.report/1 document; from a multi-target file, the one for `target`."""
+    """A gradcheck.report/1 document; from a multi-target file, the one for `target` (never
+    silently another one: a missing or unnamed target is an error that lists them)."""
+    docs = load_documents(path)
+    if len(docs) == 1 and target is None:
+        return next(iter(docs.values()))
+    if target in docs:
+        return docs[target]
+    if len(docs) == 1 and not _is_multi(path):
+        return next(iter(docs.values()))
+    listed = ", ".join(docs)
+    raise ConfigError(
+        f"{path} holds reports of {len(docs)} targets ({listed})"
+        + (f" and none for {target!r}" if target else ""),
+        "name one with --target TARGET, e.g. --target " + next(iter(docs)),
+    )
+
+
+def _is_multi(path: Path) -> bool:
+    try:
+        return isinstance(json.loads(path.read_text()).get("reports"), list)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def load_documents(path: Path) -> dict[str, dict[str, Any]]:
+    """Every gradcheck.report/1 document in a file, by target (one for a single-target file)."""
     try:
         doc = json.loads(path.read_text())
     except FileNotFoundError:
@@ -36,13 +61,33 @@ def load_document(path: Path, target: str | None = None) -> dict[str, Any]:
         raise ConfigError(
             f"cannot read baseline {path}: {exc.strerror or exc}", "name a JSON report file"
         ) from None
-    if isinstance(doc, dict) and isinstance(doc.get("reports"), list):
-        reports = [r for r in doc["reports"] if isinstance(r, dict)]
-        matches = [r for r in reports if r.get("target") == target] or reports[:1]
-        doc = matches[0] if matches else {}
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or not _well_formed(doc):
-        raise ConfigError(f"baseline {path} is not a {SCHEMA} report", "save one with --format json")
-    return doc
+    docs = doc["reports"] if isinstance(doc, dict) and isinstance(doc.get("reports"), list) else [doc]
+    for item in docs:
+        if not isinstance(item, dict) or item.get("schema") != SCHEMA or not _well_formed(item):
+            raise ConfigError(f"baseline {path} is not a {SCHEMA} report", "save one with --format json")
+    return {str(item.get("target")): item for item in docs}
+
+
+def compare_reports(
+    old: Path, new: Path, orders: float, target: str | None
+) -> tuple[list[tuple[str, Comparison]], list[str]]:
+    """(target, comparison) for `target`, or for every target both files hold; and the targets
+    only one of them holds."""
+    if target is not None:
+        return [
+            (target, compare_documents(load_document(old, target), load_document(new, target), orders))
+        ], []
+    old_docs, new_docs = load_documents(old), load_documents(new)
+    if len(old_docs) == 1 and len(new_docs) == 1:  # two single reports: compare them, whatever their names
+        (name, before), (_, after) = next(iter(old_docs.items())), next(iter(new_docs.items()))
+        return [(name, compare_documents(before, after, orders))], []
+    both = [name for name in new_docs if name in old_docs]
+    if not both:
+        raise ConfigError(
+            f"{old} and {new} share no target", f"targets: {', '.join(old_docs)} / {', '.join(new_docs)}"
+        )
+    unmatched = [name for name in (*old_docs, *new_docs) if name not in both]
+    return [(name, compare_documents(old_docs[name], new_docs[name], orders)) for name in both], unmatched
 
 
 def _well_formed(doc: dict[str, Any]) -> bool:

@@ -37,6 +37,10 @@ def doing(what: str) -> Iterator[None]:
 
 def print_error(message: str, hint: str | None, details: str | None = None) -> None:
     """`error:` and `hint:` on stderr; `details` (a traceback) first, when given."""
+    from gradcheck_cli.render.escape import visible
+
+    # Messages quote the user's code (exception texts, names): never an escape sequence on stderr.
+    message, hint = visible(message), visible(hint) if hint else hint
     sys.stdout.flush()
     if details:
         sys.stderr.write(details if details.endswith("\n") else details + "\n")

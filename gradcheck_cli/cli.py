@@ -86,7 +86,11 @@ def analyze(**params: Any) -> None:
     Exit codes: 0 no finding at or above --fail-on, 1 findings, 2 could not run.
     """
     target, config, debug = params.pop("target"), params.pop("config"), params.pop("debug")
-    raise typer.Exit(_run_analyze(target, params, config, debug))
+    only, show = params.pop("only_target"), params.pop("show_config")
+    if show:
+        _show_config(target, params, config, only)
+        return
+    raise typer.Exit(_run_analyze(target, params, config, debug, only))
 
 
 # The signature typer reads is built from the option table: one parameter per option with a flag.
@@ -104,12 +108,24 @@ analyze.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
 app.command(name="analyze")(command_boundary("analyze")(analyze))
 
 
-def _run_analyze(target: str | None, flags: dict[str, Any], config_path: Path | None, debug: bool) -> int:
+def _show_config(
+    target: str | None, params: dict[str, Any], config_path: Path | None, only: str | None
+) -> None:
+    from gradcheck_cli.options import values_from_flags
+    from gradcheck_cli.showconfig import show_config
+
+    flags = values_from_flags(params)
+    sys.stdout.write(show_config(target, flags, config_path, Path.cwd(), only))
+
+
+def _run_analyze(
+    target: str | None, flags: dict[str, Any], config_path: Path | None, debug: bool, only: str | None
+) -> int:
     from gradcheck_cli.gate import combined_exit_code
     from gradcheck_cli.outcome import TargetFailure
 
     with doing("reading the options and the config file"):
-        configs = _load_configs(target, flags, config_path, debug)
+        configs = _load_configs(target, flags, config_path, debug, only)
     outcomes = _run_targets(configs)
     failures = [o for o in outcomes if isinstance(o, TargetFailure)]
     for failure in failures:
@@ -125,14 +141,16 @@ def _run_analyze(target: str | None, flags: dict[str, Any], config_path: Path | 
 
 
 def _load_configs(
-    target: str | None, flags: dict[str, Any], config_path: Path | None, debug: bool
+    target: str | None, flags: dict[str, Any], config_path: Path | None, debug: bool, only: str | None
 ) -> list[Any]:
     """Every option parsed and checked, and every --output checked, before any work starts."""
     from gradcheck_cli.configfile import load_configs
     from gradcheck_cli.options import values_from_flags
     from gradcheck_cli.preflight import check_configs
 
-    configs = load_configs(target, values_from_flags({**flags, "debug": debug}), config_path, Path.cwd())
+    configs = load_configs(
+        target, values_from_flags({**flags, "debug": debug}), config_path, Path.cwd(), only
+    )
     check_configs(configs)
     return configs
 
@@ -163,7 +181,10 @@ def _write_reports(results: list[Any], failures: list[Any]) -> None:
 
     several = len(results) + len(failures) > 1
     for (fmt, output), group in output_groups(results).items():
-        _write_report([report for _, report in group], fmt, output, group[0][0].fail_on, several, failures)
+        first = group[0][0]
+        _write_report(
+            [report for _, report in group], fmt, output, first.fail_on, several, failures, first.columns
+        )
 
 
 def _is_secondary_rank() -> bool:
@@ -172,7 +193,13 @@ def _is_secondary_rank() -> bool:
 
 
 def _write_report(
-    reports: list[Any], fmt: str, output: Path | None, fail_on: str, several: bool, failures: list[Any]
+    reports: list[Any],
+    fmt: str,
+    output: Path | None,
+    fail_on: str,
+    several: bool,
+    failures: list[Any],
+    columns: tuple[str, ...] = (),
 ) -> None:
     from gradcheck_cli.gate import verdict_line
     from gradcheck_cli.render import render_reports
@@ -180,7 +207,9 @@ def _write_report(
     to_terminal = output is None and _color_allowed()
     width = shutil.get_terminal_size((100, 24)).columns  # COLUMNS, else the terminal, else 100
     color = to_terminal and fmt == "rich"
-    text = render_reports(fmt, reports, width=width, color=color, fail_on=fail_on, failures=failures)
+    text = render_reports(
+        fmt, reports, width=width, color=color, fail_on=fail_on, failures=failures, columns=columns
+    )
     if output is not None:
         _write_file(output, text)
     else:
@@ -215,14 +244,22 @@ def compare(
     ] = None,
     debug: Annotated[bool, DEBUG_OPTION] = False,
 ) -> None:
-    """Compare two JSON reports layer by layer. Exit 1 on regression, 0 otherwise."""
-    from gradcheck_cli.baseline import compare_documents, load_document
-    from gradcheck_cli.render.compare import render_comparison
+    """Compare two JSON reports layer by layer (every target of multi-target reports, or the one
+    --target names). Exit 1 on regression, 0 otherwise."""
+    from gradcheck_cli.baseline import compare_reports
+    from gradcheck_cli.render.compare import render_comparisons
 
     with doing(f"comparing {old} with {new}"):
-        comparison = compare_documents(load_document(old, target), load_document(new, target), orders)
-    sys.stdout.write(render_comparison(comparison, color=_color_allowed()))
-    raise typer.Exit(1 if comparison.regressed else 0)
+        comparisons, unmatched = compare_reports(old, new, orders, target)
+    sys.stdout.write(render_comparisons(comparisons, unmatched, color=_color_allowed()))
+    raise typer.Exit(1 if any(c.regressed for _, c in comparisons) else 0)
+
+
+def _yaml_text(value: object) -> str:
+    """A default as --arch-opt reads it back (values are YAML): true/false, not True/False."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 @app.command()
@@ -240,8 +277,9 @@ def zoo(
     for name, spec in ARCHITECTURES.items():
         typer.echo(f"{'builtin:' + name:<{width}}{spec.summary}")
         if options:
-            defaults = " ".join(f"{k}={v}" for k, v in spec.options.items())
-            typer.echo(f"{'':<{width}}--arch-opt {defaults}")
+            # In the CLI's own syntax, so a line can be pasted after `gradcheck analyze builtin:NAME`.
+            defaults = " ".join(f"--arch-opt {k}={_yaml_text(v)}" for k, v in spec.options.items())
+            typer.echo(f"{'':<{width}}{defaults}")
     if options:
         typer.echo("\nRanges: " + "; ".join(f"{key} {describe_range(key)}" for key in OPTION_RANGES))
 

@@ -76,6 +76,12 @@ class AnalyzeConfig:
     """A layer regresses when its gradient ratio falls by more than this many orders of magnitude."""
     reports: tuple[tuple[str, Path], ...] = ()
     """Extra (format, file) reports written by the same run (config `reports:`)."""
+    select: tuple[str, ...] = ()
+    """Only these finding ids are reported (--select); empty: all."""
+    columns: tuple[str, ...] = ()
+    """Extra columns of the terminal table (--columns)."""
+    name: str | None = None
+    """A configured target's `name:` (for --target NAME)."""
     timeout: float | None = None
     """Seconds a target's analysis may take before its worker is stopped (exit 2)."""
 

@@ -7,13 +7,15 @@ closest valid key as the hint, so a typo in CI is a one-line fix.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from gradcheck_cli import config_guard
 from gradcheck_cli.config import AnalyzeConfig, build_config
 from gradcheck_cli.errors import ConfigError, GradcheckError
 from gradcheck_cli.hints import did_you_mean
@@ -28,6 +30,7 @@ from gradcheck_cli.options import (
     merge,
     values_from_file,
 )
+from gradcheck_cli.specs import TargetRef, parse_target
 
 KeyPath = tuple[str | int, ...]
 
@@ -44,8 +47,20 @@ class ConfigSource:
         """`file:line` of a key, falling back to its parent's line."""
         for end in range(len(keypath), 0, -1):
             if keypath[:end] in self.lines:
-                return f"{self.path}:{self.lines[keypath[:end]]}"
-        return str(self.path)
+                return f"{shown_path(self.path)}:{self.lines[keypath[:end]]}"
+        return shown_path(self.path)
+
+
+def shown_path(path: Path) -> str:
+    """A path as messages print it: relative to the working directory."""
+    if not path.is_absolute():
+        return str(path)
+    try:
+        relative = os.path.relpath(path, Path.cwd())  # where files are opened and printed from
+    except ValueError:  # another drive on Windows
+        return str(path)
+    # A sibling folder reads well as ../x; a path far outside the working directory reads better whole.
+    return relative if not relative.startswith(os.path.join("..", "..", "..")) else str(path)
 
 
 # --- reading, with line numbers ------------------------------------------------------------------
@@ -54,7 +69,7 @@ class ConfigSource:
 def read_source(path: Path) -> ConfigSource:
     if not path.is_file():
         raise ConfigError(f"config file {path} not found", "check the path given to --config")
-    text = path.read_text()
+    text = config_guard.read_text(path)
     if path.name == "pyproject.toml":
         return _pyproject_source(path, text)
     return _yaml_source(path, text)
@@ -64,12 +79,20 @@ def _yaml_source(path: Path, text: str) -> ConfigSource:
     import yaml
 
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                config_guard.check_aliases(node, path)  # before anything walks the data
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise config_guard.yaml_error(path, exc) from None
+    except RecursionError:
+        raise ConfigError(
+            f"{path}: the YAML is nested too deeply", "a gradcheck config is a few options"
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -110,7 +133,7 @@ def _tool_section(path: Path, text: str) -> dict[str, Any]:
     try:
         section = tomllib.loads(text).get("tool", {}).get("gradcheck", {})
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise config_guard.toml_error(path, exc) from None
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: [tool.gradcheck] must be a table of options")
     return section
@@ -122,26 +145,12 @@ def find_default_config(cwd: Path) -> Path | None:
         if (cwd / name).is_file():
             return cwd / name
     pyproject = cwd / "pyproject.toml"
-    if pyproject.is_file() and _configures_gradcheck(pyproject):
+    # A pyproject.toml without our section is not ours to judge: a broken one of another tool's
+    # must not break every analyze, so it is not even parsed.
+    ours = pyproject.is_file() and b"tool.gradcheck" in pyproject.read_bytes()
+    if ours and _tool_section(pyproject, config_guard.read_text(pyproject)):
         return pyproject
     return None
-
-
-def _configures_gradcheck(pyproject: Path) -> bool:
-    """Whether pyproject.toml has [tool.gradcheck]. A broken pyproject.toml that never mentions
-    tool.gradcheck is another tool's business and must not stop `gradcheck analyze`; one that
-    does is an error naming the file, since its settings cannot be read."""
-    raw = pyproject.read_bytes()
-    if b"tool.gradcheck" not in raw:
-        return False
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError(
-            f"{pyproject}:{line}: not UTF-8 text", "fix the file, or pass --config FILE"
-        ) from None
-    return bool(_tool_section(pyproject, text))
 
 
 def _toml_key_lines(text: str, data: Mapping[str, Any]) -> dict[KeyPath, int]:
@@ -210,7 +219,7 @@ def _check_rules(source: ConfigSource, rules: Mapping[str, Any], keypath: KeyPat
     for rule_id, severity in rules.items():
         path = (*keypath, str(rule_id))
         _check_rule_id(source, str(rule_id), path)
-        if severity not in SEVERITY_CHOICES:
+        if severity is not False and severity not in SEVERITY_CHOICES:  # YAML reads `off` as false
             raise ConfigError(
                 f"{source.at(path)}: {_dotted(path)!r} must be one of {', '.join(SEVERITY_CHOICES)}, "
                 f"got {severity!r}",
@@ -221,6 +230,9 @@ def _check_rules(source: ConfigSource, rules: Mapping[str, Any], keypath: KeyPat
 def _check_ignores(source: ConfigSource, entries: Sequence[Any], keypath: KeyPath) -> None:
     for index, entry in enumerate(entries):
         path = (*keypath, index)
+        if isinstance(entry, str):
+            _check_rule_id(source, entry, path)
+            continue
         if not isinstance(entry, dict) or "id" not in entry:
             raise ConfigError(
                 f"{source.at(path)}: {_dotted(path)!r} must be a mapping with an 'id' (and optional 'layers')",
@@ -282,25 +294,99 @@ def _option_value(source: ConfigSource, key: str, value: Any, path: KeyPath) -> 
 
 
 def load_configs(
-    target: str | None, flags: Mapping[str, Any], config_path: Path | None, cwd: Path
+    target: str | None,
+    flags: Mapping[str, Any],
+    config_path: Path | None,
+    cwd: Path,
+    only: str | None = None,
 ) -> list[AnalyzeConfig]:
-    """One AnalyzeConfig per target: a TARGET argument, else the file's `targets:` list, else
-    its `target:`. Flags win over the file, the file over the defaults."""
+    """One AnalyzeConfig per target: a TARGET argument, else the file's `targets:` list (or the one
+    `--target NAME` picks), else its `target:`. Flags win over the file, the file over the defaults.
+
+    Paths in a config file are relative to the file's folder. An ad-hoc TARGET takes the settings
+    of a configured target with the same file, but never writes the configured report files."""
     path = config_path or find_default_config(cwd)
     if path is None:
+        if only is not None:
+            raise ConfigError(
+                f"--target {only}: no config file here",
+                "put a gradcheck.yaml with `targets:` next to the models",
+            )
         return [build_config(target, flags, {})]
     source = read_source(path)
+    top, entries = scoped_values(source, cwd)
+    if target is not None:
+        ref = parse_target(target)
+        same = [values for values in entries if _same_target(values.get("target"), ref, cwd)]
+        values = {k: v for k, v in (same[0] if same else top).items() if k not in ("reports", "output")}
+        return [build_config(target, flags, values)]
+    if only is not None:
+        entries = [pick_target(source, entries or [top], only)]
+    if not entries:
+        return [build_config(None, flags, top)]
+    return [build_config(None, flags, values) for values in entries]
+
+
+def scoped_values(source: ConfigSource, cwd: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The file's top-level values and, for each `targets:` entry, the top merged with the entry;
+    relative paths resolved from the file's folder."""
+    base = source.path.parent
     shared = {k: v for k, v in source.data.items() if k != "targets"}
-    top = file_values(source, shared, ())
-    entries = source.data.get("targets")
-    if target is not None or not entries:
-        return [build_config(target, flags, top)]
-    if not isinstance(entries, list):
+    top = rebase(file_values(source, shared, ()), base, cwd)
+    raw = source.data.get("targets") or []
+    if not isinstance(raw, list):
         raise ConfigError(f"{source.at(('targets',))}: 'targets' must be a list of mappings")
-    configs = []
-    for index, entry in enumerate(entries):
+    entries = []
+    for index, entry in enumerate(raw):
         entry = {"target": entry} if isinstance(entry, str) else entry
         if not isinstance(entry, dict):
             raise ConfigError(f"{source.at(('targets', index))}: 'targets[{index}]' must be a mapping")
-        configs.append(build_config(None, flags, merge(top, file_values(source, entry, ("targets", index)))))
-    return configs
+        entries.append(merge(top, rebase(file_values(source, entry, ("targets", index)), base, cwd)))
+    return top, entries
+
+
+def pick_target(source: ConfigSource, entries: list[dict[str, Any]], only: str) -> dict[str, Any]:
+    """The configured target `--target NAME` names: by `name:`, by its target, or by file name."""
+    for values in entries:
+        ref = values.get("target")
+        names = {values.get("name"), getattr(ref, "raw", None), getattr(ref, "location", None)}
+        if ref is not None and ref.kind == "file":
+            names.add(Path(ref.location).stem)
+        if only in names:
+            return values
+    known = [str(v.get("name") or getattr(v.get("target"), "raw", "?")) for v in entries]
+    raise ConfigError(
+        f"--target {only}: {shown_path(source.path)} configures no such target",
+        did_you_mean(only, known) or f"configured: {', '.join(known) or 'none'}",
+    )
+
+
+def _same_target(ref: TargetRef | None, given: TargetRef, cwd: Path) -> bool:
+    if ref is None or ref.kind != given.kind:
+        return False
+    if ref.kind != "file":
+        return ref.location == given.location
+    return (cwd / ref.location).resolve() == (cwd / given.location).resolve()
+
+
+def rebase(values: dict[str, Any], base: Path, cwd: Path) -> dict[str, Any]:
+    """File-relative paths (target file, output, baseline, reports) as paths from `cwd`."""
+    out = dict(values)
+    for name in ("output", "baseline"):
+        if isinstance(out.get(name), Path):
+            out[name] = _from_base(out[name], base, cwd)
+    if "reports" in out:
+        out["reports"] = tuple((fmt, _from_base(file, base, cwd)) for fmt, file in out["reports"])
+    ref = out.get("target")
+    if isinstance(ref, TargetRef) and ref.kind == "file" and not Path(ref.location).is_absolute():
+        location = str(_from_base(Path(ref.location), base, cwd))
+        if location != ref.location:
+            raw = location + ref.raw.strip()[len(ref.location) :]
+            out["target"] = replace(ref, raw=raw, location=location)
+    return out
+
+
+def _from_base(path: Path, base: Path, cwd: Path) -> Path:
+    """`base / path` as a path relative to `cwd` when it lies below it, else absolute."""
+    full = (base / path).resolve()
+    return Path(shown_path(full))

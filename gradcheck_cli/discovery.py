@@ -62,10 +62,21 @@ def find_candidates(module: ModuleType) -> list[Candidate]:
     return out
 
 
-def by_convention(module: ModuleType, ref: TargetRef, init_args: dict[str, Any]) -> LoadedModel:
+def by_convention(
+    module: ModuleType,
+    ref: TargetRef,
+    init_args: dict[str, Any],
+    check_call: Callable[[Any, str], None] | None = None,
+) -> LoadedModel:
+    """build_model() and friends, a module-level `model`, else the one buildable model class.
+
+    `check_call(factory, name)` raises when a factory may not be called (target.trust's rule:
+    `from subprocess import getoutput as build_model` is not the user's code)."""
     for name in FACTORY_NAMES:
         factory = getattr(module, name, None)
         if callable(factory):
+            if check_call is not None:
+                check_call(factory, name)
             return from_object(factory, name, "build_model", init_args, ref)
     instance = getattr(module, "model", None)
     if isinstance(instance, nn.Module):

@@ -65,3 +65,13 @@ class Finding:
     suggestions: tuple[Suggestion, ...] = ()
     status: LayerStatus | None = None
     """The status this finding gives its layers (None: it marks no layer)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ignored:
+    """A finding (or the part of it on some layers) that the repository's policy suppressed."""
+
+    finding: Finding
+    reason: str
+    """Which setting suppressed it: `rules: off`, `ignore:`, `--ignore`, `--select`, or an
+    inline `# gradcheck: ignore[...]` comment (with its file:line)."""

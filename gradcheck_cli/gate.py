@@ -59,7 +59,9 @@ def verdict_line(report: Report, output: Path | None, name_target: bool = False)
     s = report.summary
     ids = list(dict.fromkeys(f.id for f in report.findings))
     return (
-        f"gradcheck{' ' + report.target if name_target else ''}: {s.status} ({count(s.errors, 'error')}, {count(s.warnings, 'warning')})"
+        f"gradcheck{' ' + report.target if name_target else ''}: {s.status} ({count(s.errors, 'error')}, {count(s.warnings, 'warning')}"
+        + (f", {s.ignored} ignored" if s.ignored else "")
+        + ")"
         + (f": {', '.join(ids)}" if ids else "")
         + (f"; report written to {output}" if output else "")
     )

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from gradcheck_cli.errors import InputError
+from gradcheck_cli.forward_error import describe_failure
 from gradcheck_cli.specs import InputSpec, parse_input
 
 DEFAULT_BATCH = 16
@@ -222,9 +223,12 @@ def _nothing_fits(model: nn.Module, tried: list[tuple[InputPlan, Exception]]) ->
     hint += "or define sample_batch() in the model file"
     if "Double" in first:
         hint = "the model computes in float64: pass --dtype float64; or " + hint
+    user, layer = describe_failure(error, model)
+    head = f"{user.function} ({user.where}): {user.call} raised" if user else "the model's forward raised"
     return InputError(
-        f"the model's forward raised {type(error).__name__}: {first}"
-        f"\n  inputs tried ({plan.origin.split(';')[0]}): {shapes}",
+        f"{head} {type(error).__name__}: {first}"
+        + (f"\n  in {layer}" if layer else "")
+        + f"\n  inputs tried ({plan.origin.split(';')[0]}): {shapes}",
         hint,
     )
 

@@ -29,6 +29,8 @@ FAIL_ON = ("error", "warning", "info", "never")
 LAYOUTS = ("batch-first", "seq-first")
 OPTIMIZERS = ("sgd", "adam")
 SEVERITY_CHOICES = ("error", "warning", "info", "off")
+COLUMNS = ("order", "params", "output")
+"""Extra columns of the terminal table (--columns): forward order, parameter count, output size."""
 
 FileCheck = tuple[str, Callable[[Any], bool]]
 """What a config-file value must be (for the message) and the test it must pass."""
@@ -159,6 +161,48 @@ def _true_or_false(value: Any) -> None:
 
 def _keep(value: Any) -> Any:
     return value
+
+
+def _id_list(value: Any) -> tuple[str, ...]:
+    """`a,b`, `["a", "b"]` or repeated flags -> ("a", "b")."""
+    items = [value] if isinstance(value, str) else list(value or ())
+    return tuple(part.strip() for item in items for part in str(item).split(",") if part.strip())
+
+
+def _known_ids(option: str) -> Callable[[Any], None]:
+    def check(value: Any) -> None:
+        from gradcheck_cli.rules import all_rules
+
+        ids = [r.id for r in all_rules()]
+        ids += [alias for r in all_rules() for alias in r.aliases]
+        names = list(value) if isinstance(value, (list, tuple)) else []
+        for name in names:
+            rule_id = name[0] if isinstance(name, tuple) else name
+            if rule_id not in ids:
+                hint = did_you_mean(str(rule_id), ids) or "`gradcheck explain` lists the finding ids"
+                raise ConfigError(f"{option}: unknown finding id {rule_id!r}", hint)
+
+    return check
+
+
+def _ignore_flag(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    return tuple((rule_id, ()) for rule_id in _id_list(value))
+
+
+def _severities(value: Mapping[str, Any]) -> dict[str, str]:
+    """`rules:` values; YAML reads an unquoted `off` as false, so false means off too."""
+    return {str(k): "off" if v is False else str(v) for k, v in value.items()}
+
+
+def _columns(value: Any) -> tuple[str, ...]:
+    return _id_list(value)
+
+
+def _column_check(value: Any) -> None:
+    for name in value or ():
+        if name not in COLUMNS:
+            hint = did_you_mean(str(name), COLUMNS) or f"choose from {', '.join(COLUMNS)}"
+            raise ConfigError(f"--columns: unknown column {name!r}", hint)
 
 
 # --- the table -----------------------------------------------------------------------------------
@@ -395,7 +439,7 @@ OPTIONS: tuple[Option, ...] = (
         field="severity",
         keys=("rules",),
         file_check=MAPPING,
-        from_file=dict,
+        from_file=_severities,
         merge="dict",
         help="Per finding id: error, warning, info, or off to drop it.",
         template="# Per-rule severity (error, warning, info, or off to drop it), and findings to ignore by layer glob:\n"
@@ -403,13 +447,63 @@ OPTIONS: tuple[Option, ...] = (
         "#   saturated-activations: warning",
     ),
     Option(
+        field="select",
+        flags=("--select",),
+        keys=("select",),
+        cli_type=list[str],
+        file_check=STR_OR_LIST,
+        from_flag=_id_list,
+        from_file=_id_list,
+        check=_known_ids("--select"),
+        metavar="ID[,ID]",
+        help="Report only these finding ids (the others are listed as ignored).",
+    ),
+    Option(
         field="ignore",
+        flags=("--ignore",),
         keys=("ignore",),
-        file_check=("a list of {id, layers} entries", lambda v: isinstance(v, list)),
+        cli_type=list[str],
+        file_check=("a list of finding ids or {id, layers} entries", lambda v: isinstance(v, list)),
+        from_flag=_ignore_flag,
         from_file=lambda entries: tuple(_ignore_entry(e) for e in entries),
+        check=_known_ids("--ignore"),
         merge="concat",
-        help="Findings to drop: a list of {id, layers} (layer globs; no layers drops the finding).",
+        metavar="ID[,ID]",
+        help="Ignore these finding ids (still counted and listed as ignored). In the config file: a "
+        "list of ids or {id, layers} (layer globs).",
         template='# ignore:\n#   - {id: no-gradient, layers: "teacher.*"}',
+    ),
+    Option(
+        field="columns",
+        flags=("--columns",),
+        keys=("columns",),
+        cli_type=list[str],
+        file_check=STR_OR_LIST,
+        from_flag=_columns,
+        from_file=_columns,
+        check=_column_check,
+        metavar="COL[,COL]",
+        help="Extra columns of the terminal table: order (forward order), params (parameter count), "
+        "output (output size per sample).",
+    ),
+    Option(
+        field="name",
+        keys=("name",),
+        file_check=STR,
+        help="A name for a target in `targets:`, for `--target NAME`.",
+    ),
+    Option(
+        field="only_target",
+        flags=("--target",),
+        metavar="NAME",
+        help="Run only this configured target (its `name:`, its target, or its file name) with its "
+        "settings and reports.",
+    ),
+    Option(
+        field="show_config",
+        flags=("--show-config",),
+        cli_type=bool,
+        help="Print the merged configuration, with the file and line each value came from, and exit.",
     ),
     Option(
         field="baseline",
@@ -467,7 +561,9 @@ TOP_LEVEL_ONLY = ("targets",)
 """Config keys that are not options: `targets:` lists one option set per model."""
 
 
-def _ignore_entry(entry: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
+def _ignore_entry(entry: Any) -> tuple[str, tuple[str, ...]]:
+    if not isinstance(entry, Mapping):
+        return str(entry), ()
     layers = entry.get("layers", ())
     return str(entry["id"]), (layers,) if isinstance(layers, str) else tuple(layers)
 

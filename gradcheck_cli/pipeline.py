@@ -77,7 +77,7 @@ def analyze_loaded(
     progress("diagnosing")
     diagnosis = diagnose(result, config.thresholds)
     report = build_report(config.target.raw, result, diagnosis.findings, diagnosis.layer_status)
-    report = apply_policy(report, config.severity, config.ignore)
+    report = apply_policy(report, config.severity, config.ignore, config.select)
     if config.try_fixes:
         progress("trying the suggested fixes on copies of the model")
         report = _with_tried_fixes(report, session, result, pristine)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from gradcheck_cli import __version__
 from gradcheck_cli.comparison import BaselineComparison
-from gradcheck_cli.findings import Finding, LayerStatus, Severity
+from gradcheck_cli.findings import Finding, Ignored, LayerStatus, Severity
 from gradcheck_cli.repair.records import TriedFix
 from gradcheck_cli.stats import (
     ActivationStats,
@@ -34,6 +34,8 @@ class Summary:
     errors: int
     warnings: int
     infos: int
+    ignored: int = 0
+    """Findings the policy suppressed (listed in Report.ignored)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,11 +54,13 @@ class Report:
     """--try-fixes: each fix tried on a copy of the model (None when not asked for)."""
     baseline: BaselineComparison | None = None
     """--baseline: this run compared with the saved report."""
+    ignored: tuple[Ignored, ...] = ()
+    """Findings suppressed by `rules: off`, `ignore:`, --select/--ignore or an inline comment."""
     schema: str = SCHEMA
     tool_version: str = __version__
 
 
-def summarize(findings: tuple[Finding, ...]) -> Summary:
+def summarize(findings: tuple[Finding, ...], ignored: int = 0) -> Summary:
     counts = {s: sum(1 for f in findings if f.severity is s) for s in Severity}
     if counts[Severity.ERROR]:
         status = "error"
@@ -69,6 +73,7 @@ def summarize(findings: tuple[Finding, ...]) -> Summary:
         errors=counts[Severity.ERROR],
         warnings=counts[Severity.WARNING],
         infos=counts[Severity.INFO],
+        ignored=ignored,
     )
 
 

@@ -23,6 +23,7 @@ from gradcheck_cli.device import (
     resolve_device,
 )
 from gradcheck_cli.errors import InputError, TargetError
+from gradcheck_cli.forward_error import forward_failure
 from gradcheck_cli.functional import FunctionalActivations
 from gradcheck_cli.inputs import (
     Batch,
@@ -201,14 +202,12 @@ def forward(session: Session, batch: Batch, dtype: str | None = None) -> Any:
         try:
             return session.loaded.module(*batch.args, **batch.kwargs)
         except Exception as exc:
+            inputs = (*batch.args, *([batch.kwargs] if batch.kwargs else []))
+            message, hint = forward_failure(exc, session.loaded.module, session.plan.origin, inputs)
+            first, _, rest = message.partition("\n")
             raise InputError(
-                f"the model's forward raised {type(exc).__name__}: {_first_line(exc)}"
-                f"{_under_autocast(session.device, dtype)}"
-                f"\n  inputs tried ({session.plan.origin}): {describe(batch.args) if batch.args else ''}"
-                f"{describe(batch.kwargs) if batch.kwargs else ''}",
-                _autocast_hint(session.device, dtype)
-                + "pass the input shape with --input (e.g. --input 16x3x32x32, int:8x128:50257), "
-                "or define sample_batch() in the model file",
+                f"{first}{_under_autocast(session.device, dtype)}\n{rest}",
+                _autocast_hint(session.device, dtype) + hint,
             ) from exc
 
 

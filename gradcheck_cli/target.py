@@ -1,16 +1,19 @@
 """load(TargetRef) -> LoadedModel: dispatch on the kind of TARGET (file, module, builtin) and
-the call form 'model.py:Net(3, depth=4)'. Finding a model by convention is `discovery`;
-building one (and autowiring its config) is `build` and `autowire`."""
+the call form 'model.py:Net(3, depth=4)', read as data by `safe_eval` under the `trust` rule.
+Finding a model by convention is `discovery`; building one (and autowiring its config) is `build`
+and `autowire`."""
 
 from __future__ import annotations
 
-import ast
 import importlib
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from torch import nn
+
+from gradcheck_cli import safe_eval, trust
 from gradcheck_cli.autowire import json_safe
 from gradcheck_cli.build import FoundBy, LoadedModel, call_constructor, from_object, source_of
 from gradcheck_cli.discovery import BATCH_HOOKS, by_convention, find_candidates, optional_hook
@@ -30,9 +33,13 @@ __all__ = ["FoundBy", "LoadedModel", "load", "package_root", "redirect_stdout_to
 def load(ref: TargetRef, init_args: Mapping[str, Any], arch_opts: Mapping[str, Any]) -> LoadedModel:
     if ref.kind == "builtin":
         return _load_builtin(ref.location, arch_opts)
+    if ref.kind == "module":
+        trust.refuse_stdlib_target(ref.location)  # before the import: `os:system`, `antigravity:x`
     module = import_file(Path(ref.location)) if ref.kind == "file" else import_module(ref.location)
+    root = package_root(Path(ref.location).resolve().parent) if ref.kind == "file" else None
+    project = trust.project_of(module, root)
     with redirect_stdout_to_stderr():
-        loaded = _find_model(module, ref, dict(init_args))
+        loaded = _find_model(module, ref, dict(init_args), project)
     loaded.sample_batch = optional_hook(module, BATCH_HOOKS)
     loaded.loss_fn = optional_hook(module, ("loss_fn",))
     return loaded
@@ -56,18 +63,35 @@ def _load_builtin(name: str, arch_opts: Mapping[str, Any]) -> LoadedModel:
     )
 
 
-def _find_model(module: ModuleType, ref: TargetRef, init_args: dict[str, Any]) -> LoadedModel:
+def _find_model(
+    module: ModuleType, ref: TargetRef, init_args: dict[str, Any], project: trust.Project
+) -> LoadedModel:
     if ref.call:
-        return _from_call(module, ref, init_args)
+        return _from_call(module, ref, init_args, project)
     if ref.name:
         obj = _attr(module, ref.name, ref)
+        _check_callable(obj, ref.name, project)
         return from_object(obj, ref.name, "explicit", init_args, ref)
-    return by_convention(module, ref, init_args)
+    return by_convention(module, ref, init_args, lambda obj, name: _check_callable(obj, name, project))
+
+
+def _check_callable(obj: Any, name: str, project: trust.Project) -> None:
+    """An instance is taken as it is; anything to be called must pass the trust rule first."""
+    if isinstance(obj, nn.Module) or not callable(obj):
+        return
+    reason = trust.refuse_call(obj, project)
+    if reason is not None:
+        raise TargetError(f"refusing to call {name} ({reason})", trust.RULE_HINT)
 
 
 def _attr(module: ModuleType, dotted: str, ref: TargetRef) -> Any:
     obj: Any = module
     for part in dotted.split("."):
+        if part.startswith("__") or (part.startswith("_") and obj is not module):
+            raise TargetError(
+                f"{dotted!r} in TARGET {ref.raw!r}: names starting with '_' are not model attributes",
+                "name the model class, factory or instance itself",
+            )
         if not hasattr(obj, part):
             names = [c.name for c in find_candidates(module)]
             from gradcheck_cli.hints import did_you_mean
@@ -78,30 +102,35 @@ def _attr(module: ModuleType, dotted: str, ref: TargetRef) -> Any:
     return obj
 
 
-def _from_call(module: ModuleType, ref: TargetRef, init_args: dict[str, Any]) -> LoadedModel:
-    """Evaluate 'Net(3, depth=4)' against the file; --init adds keyword arguments to the call."""
+def _from_call(
+    module: ModuleType, ref: TargetRef, init_args: dict[str, Any], project: trust.Project
+) -> LoadedModel:
+    """Evaluate 'Net(3, depth=4)' as data (safe_eval); --init adds keyword arguments to the call."""
     assert ref.call is not None
+    policy = safe_eval.Policy(
+        lookup=lambda name: _module_name(module, name),
+        refuse_call=lambda obj: trust.refuse_call(obj, project),
+        refuse_value=trust.refuse_value,
+        call_hint=trust.RULE_HINT,
+    )
     try:
-        tree = ast.parse(ref.call.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise TargetError(
-            f"cannot read the call {ref.call!r}: {exc.msg}", "e.g. 'model.py:Net(10, depth=4)'"
-        ) from None
-    if not isinstance(tree.body, ast.Call):
-        raise TargetError(f"{ref.call!r} is not a call", "e.g. 'model.py:Net(10, depth=4)'")
-    namespace = dict(vars(module))
-    call = tree.body
-    try:
-        func = _eval_node(call.func, namespace)
-        args = [_eval_node(a, namespace) for a in call.args]
-        kwargs = {k.arg: _eval_node(k.value, namespace) for k in call.keywords if k.arg}
+        parts = safe_eval.evaluate_call(ref.call, policy)
+    except TargetError:
+        raise
     except Exception as exc:
-        raise TargetError(f"evaluating {ref.call!r} failed: {type(exc).__name__}: {exc}") from None
-    name = ast.unparse(call.func)
-    built = call_constructor(func, name, args, {**kwargs, **init_args}, ref)
+        raise TargetError(f"evaluating {ref.call!r} failed: {type(exc).__name__}: {exc}") from exc
+    _check_callable(parts.func, parts.name, project)
+    built = call_constructor(parts.func, parts.name, parts.args, {**parts.kwargs, **init_args}, ref)
     recorded = {"call": ref.call.strip(), **{k: json_safe(v) for k, v in init_args.items()}}
     return LoadedModel(module=built, found_by="call", source=source_of(type(built)), init_args=recorded)
 
 
-def _eval_node(node: ast.expr, namespace: dict[str, Any]) -> Any:
-    return eval(compile(ast.Expression(node), "<TARGET>", "eval"), namespace)  # the user's own expression
+def _module_name(module: ModuleType, name: str) -> Any:
+    """A name of the model file (a module-level __getattr__ answers too); KeyError when absent."""
+    namespace = vars(module)
+    if name in namespace:
+        return namespace[name]
+    try:
+        return getattr(module, name)
+    except AttributeError:
+        raise KeyError(name) from None

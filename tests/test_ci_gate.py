@@ -61,7 +61,7 @@ def test_junit_file_holds_exactly_one_failure(repo_run) -> None:
     repo, _ = repo_run
     suites = list(junitparser.JUnitXml.fromfile(str(repo / "reports" / "gradcheck.xml")))
     assert [s.name for s in suites] == ["builtin:residual-mlp", "builtin:sigmoid-mlp"]
-    failures = [(s.name, case.name) for s in suites for case in s if not case.is_passed]
+    failures = [(s.name, case.name) for s in suites for case in s if case.is_failure]
     assert failures == [("builtin:sigmoid-mlp", "vanishing-gradients")]
 
 

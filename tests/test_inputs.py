@@ -179,7 +179,7 @@ def test_forward_raises_shows_shapes_tried_and_input_hint(cli, monkeypatch) -> N
     monkeypatch.chdir(WILD)
     result = cli("analyze", "wrong_shape.py", *JSON)
     assert result.exit_code == 2 and result.stdout == "" and "Traceback" not in result.stderr
-    assert "forward raised RuntimeError" in result.stderr
+    assert "Reshaper.forward (wrong_shape.py:13): self.fc(x).view(...) raised RuntimeError" in result.stderr
     assert "inputs tried (inferred from fc (Linear)): float:4x192" in result.stderr
     assert "hint: pass the input shape with --input" in result.stderr
 

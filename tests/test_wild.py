@@ -104,7 +104,7 @@ def test_constructor_arguments_go_into_the_report(cli, monkeypatch) -> None:
 def test_model_key_in_yaml_config_sets_init_args(cli, monkeypatch, tmp_path) -> None:
     monkeypatch.chdir(WILD)
     config = tmp_path / "gradcheck.yaml"
-    config.write_text("target: mingpt_style.py:GPT\nmodel:\n  vocab_size: 32\n  block_size: 8\n")
+    config.write_text(f"target: {WILD / 'mingpt_style.py'}:GPT\nmodel:\n  vocab_size: 32\n  block_size: 8\n")
     result = cli("analyze", "--config", str(config), *FAST)
     assert result.exit_code in (0, 1), result
     report = json.loads(result.stdout)

@@ -19,13 +19,18 @@ class Format(str, Enum):
 
 
 def get_renderer(
-    fmt: Format | str, *, width: int = 100, color: bool = False, fail_on: str = "error"
+    fmt: Format | str,
+    *,
+    width: int = 100,
+    color: bool = False,
+    fail_on: str = "error",
+    columns: tuple[str, ...] = (),
 ) -> Renderer:
     fmt = Format(fmt)
     if fmt is Format.RICH:
         from gradcheck_cli.render.terminal import TerminalRenderer
 
-        return TerminalRenderer(width=width, color=color)
+        return TerminalRenderer(width=width, color=color, columns=columns)
     if fmt is Format.JSON:
         from gradcheck_cli.render.json import JsonRenderer
 
@@ -54,10 +59,11 @@ def render_reports(
     color: bool = False,
     fail_on: str = "error",
     failures: Sequence[TargetFailure] = (),
+    columns: tuple[str, ...] = (),
 ) -> str:
     """One document for one or several targets (a config file's `targets:`); targets that could
     not be analysed are listed in it (JSON `errors`, a JUnit <error>, a Markdown row)."""
-    renderer = get_renderer(fmt, width=width, color=color, fail_on=fail_on)
+    renderer = get_renderer(fmt, width=width, color=color, fail_on=fail_on, columns=columns)
     if len(reports) == 1 and not failures:
         return renderer.render(reports[0])
     if Format(fmt) is Format.JSON:
@@ -74,7 +80,9 @@ def render_reports(
     if render_many is not None:
         return str(render_many(reports, failures) if failures else render_many(reports))
     text = "\n".join(renderer.render(r) for r in reports)
-    return text + "".join(f"\ngradcheck {f.target}: could not run: {f.message}\n" for f in failures)
+    from gradcheck_cli.render.escape import visible
+
+    return text + "".join(visible(f"\ngradcheck {f.target}: could not run: {f.message}\n") for f in failures)
 
 
 def _failure_json(failure: TargetFailure) -> dict[str, object]:

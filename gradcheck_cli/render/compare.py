@@ -11,6 +11,7 @@ from rich.text import Text
 
 from gradcheck_cli.comparison import Comparison, LayerChange
 from gradcheck_cli.render.base import fmt_num
+from gradcheck_cli.render.escape import visible
 from gradcheck_cli.text import amount
 
 
@@ -36,11 +37,11 @@ def comparison_table(comparison: Comparison) -> Table:
             else f"{change.old_status} → {change.new_status}"
         )
         table.add_row(
-            change.name,
+            Text(visible(change.name)),  # names come from the report files: never markup
             fmt_num(change.old_ratio) if change.old_ratio is not None else "—",
             fmt_num(change.new_ratio) if change.new_ratio is not None else "—",
             _orders_cell(change),
-            status,
+            Text(visible(status)),
             Text("REGRESSED", style="bold red") if change.regressed else Text("ok", style="green"),
         )
     return table
@@ -74,5 +75,17 @@ def render_comparison(comparison: Comparison, width: int = 100, color: bool = Fa
     )
     console.print(comparison_table(comparison))
     for line in _summary_lines(comparison):
-        console.print(line, highlight=False)
+        console.print(Text(visible(line)), highlight=False)
     return str(console.file.getvalue())  # type: ignore[attr-defined]
+
+
+def render_comparisons(
+    comparisons: list[tuple[str, Comparison]], unmatched: list[str], width: int = 100, color: bool = False
+) -> str:
+    """One comparison, or one per target with the target named above it."""
+    if len(comparisons) == 1 and not unmatched:
+        return render_comparison(comparisons[0][1], width, color)
+    parts = [f"target {name}\n{render_comparison(c, width, color)}" for name, c in comparisons]
+    if unmatched:
+        parts.append(f"only in one of the files (not compared): {', '.join(unmatched)}\n")
+    return "\n".join(parts)

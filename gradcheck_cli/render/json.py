@@ -111,6 +111,7 @@ def to_document(report: Report) -> dict[str, Any]:
             "errors": report.summary.errors,
             "warnings": report.summary.warnings,
             "infos": report.summary.infos,
+            "ignored": report.summary.ignored,
         },
     }
     if report.through_time:
@@ -129,6 +130,8 @@ def _optional_sections(report: Report) -> dict[str, Any]:
         out["fixes"] = _clean([tried_fix(t) for t in report.fixes])
     if report.baseline is not None:
         out["baseline"] = _clean(baseline_section(report.baseline))
+    if report.ignored:
+        out["ignored"] = [{**_finding(i.finding), "reason": i.reason} for i in report.ignored]
     return out
 
 

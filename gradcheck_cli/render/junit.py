@@ -1,5 +1,6 @@
-"""--format junit: one test suite per target, one test case per rule, one failure per finding at
-or above --fail-on, so CI systems show gradient problems in their test tabs."""
+"""--format junit, as pytest writes it: one test suite per target, one test case per rule; a
+failure per finding at or above --fail-on, skipped (with the reason) for a rule that could not
+apply to the run or whose finding was ignored, passed otherwise."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ from typing import ClassVar
 
 from gradcheck_cli.findings import Finding
 from gradcheck_cli.outcome import TargetFailure
+from gradcheck_cli.render.applicable import not_applicable
+from gradcheck_cli.render.escape import xml_safe
 from gradcheck_cli.report import FAIL_ON_RANK, Report
 
 
 def _rule_ids(report: Report) -> list[str]:
-    """Every registered rule (a passing case each), then ids only findings carry (baseline)."""
+    """Every registered rule (a case each), then ids only findings carry."""
     from gradcheck_cli.rules import all_rules
 
     ids = [spec.id for spec in all_rules()]
-    return ids + [f.id for f in report.findings if f.id not in ids]
+    extra = [f.id for f in (*report.findings, *(i.finding for i in report.ignored)) if f.id not in ids]
+    return ids + list(dict.fromkeys(extra))
 
 
 def _fails(finding: Finding, fail_on: str) -> bool:
@@ -31,7 +35,9 @@ def _details(finding: Finding) -> str:
     return "\n".join(lines)
 
 
-def _testcase(suite: ET.Element, report: Report, rule_id: str, fail_on: str) -> int:
+def _testcase(suite: ET.Element, report: Report, rule_id: str, fail_on: str) -> tuple[int, int]:
+    """One rule as pytest writes a test: failed, skipped (with the reason) or passed.
+    Returns (failures, skipped)."""
     case = ET.SubElement(suite, "testcase", classname=f"gradcheck.{report.target}", name=rule_id)
     failures, notes = 0, []
     for finding in (f for f in report.findings if f.id == rule_id):
@@ -43,9 +49,17 @@ def _testcase(suite: ET.Element, report: Report, rule_id: str, fail_on: str) -> 
             failures += 1
         else:
             notes.append(f"{finding.severity.value} (below --fail-on {fail_on}): {_details(finding)}")
+    ignored = [i for i in report.ignored if i.finding.id == rule_id]
+    notes += [f"ignored ({i.reason}): {_details(i.finding)}" for i in ignored]
+    skipped = 0
+    if not failures and not any(f.id == rule_id for f in report.findings):
+        reason = f"ignored: {ignored[0].reason}" if ignored else not_applicable(report, rule_id)
+        if reason:
+            ET.SubElement(case, "skipped", type="gradcheck.skip", message=reason).text = reason
+            skipped = 1
     if notes:
         ET.SubElement(case, "system-out").text = "\n\n".join(notes)
-    return failures
+    return failures, skipped
 
 
 def testsuite(report: Report, fail_on: str) -> ET.Element:
@@ -56,11 +70,11 @@ def testsuite(report: Report, fail_on: str) -> ET.Element:
                         ("seed", str(report.run.seed)), ("status", report.summary.status)):  # fmt: skip
         ET.SubElement(properties, "property", name=name, value=value)
     ids = _rule_ids(report)
-    failures = sum(_testcase(suite, report, rule_id, fail_on) for rule_id in ids)
+    counts = [_testcase(suite, report, rule_id, fail_on) for rule_id in ids]
     suite.set("tests", str(len(ids)))
-    suite.set("failures", str(failures))
+    suite.set("failures", str(sum(f for f, _ in counts)))
     suite.set("errors", "0")
-    suite.set("skipped", "0")
+    suite.set("skipped", str(sum(s for _, s in counts)))
     suite.set("time", f"{report.run.seconds:.3f}")
     return suite
 
@@ -80,10 +94,11 @@ def document(reports: Sequence[Report], fail_on: str, failures: Sequence[TargetF
     root = ET.Element("testsuites", name="gradcheck")
     suites = [testsuite(r, fail_on) for r in reports] + [failure_suite(f) for f in failures]
     root.extend(suites)
-    for key in ("tests", "failures", "errors"):
+    for key in ("tests", "failures", "errors", "skipped"):
         root.set(key, str(sum(int(s.get(key, "0")) for s in suites)))
     ET.indent(root)
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    # Control characters from module names would make the file unparseable: shown escaped instead.
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + xml_safe(ET.tostring(root, encoding="unicode")) + "\n"
 
 
 class JunitRenderer:

@@ -8,6 +8,7 @@ from typing import ClassVar
 from gradcheck_cli.findings import Finding
 from gradcheck_cli.outcome import TargetFailure
 from gradcheck_cli.render.base import fmt_num
+from gradcheck_cli.render.escape import clean_report, md_code, md_text
 from gradcheck_cli.render.sections import FIX_HEADERS, baseline_lines, fix_rows, training_line
 from gradcheck_cli.report import Report
 from gradcheck_cli.text import count
@@ -28,7 +29,7 @@ def _cell(text: str) -> str:
 
 
 def _code(text: str) -> str:
-    return f"`{text}`" if "`" not in text else text
+    return md_code(text)
 
 
 def _row(*cells: str) -> str:
@@ -48,7 +49,9 @@ def _layers_text(finding: Finding) -> str:
 
 def _counts(report: Report) -> str:
     s = report.summary
-    return f"{count(s.errors, 'error')}, {count(s.warnings, 'warning')}"
+    return f"{count(s.errors, 'error')}, {count(s.warnings, 'warning')}" + (
+        f", {s.ignored} ignored" if s.ignored else ""
+    )
 
 
 def heading(report: Report, level: str = "##") -> str:
@@ -60,28 +63,45 @@ def model_line(report: Report) -> str:
     steps = f" · {count(r.steps, 'step')}" if r.steps else ""
     return (
         f"{_code(m.class_name)} · {m.parameters:,} parameters ({m.trainable:,} trainable) · {m.device} {m.dtype} · "
-        f"inputs {', '.join(r.inputs) or '—'} · loss {r.loss} · {count(r.batches, 'batch')} · seed {r.seed}{steps}"
+        f"inputs {md_text(', '.join(r.inputs)) or '—'} · loss {md_text(r.loss)} · {count(r.batches, 'batch')} · seed {r.seed}{steps}"
     )
 
 
 def findings_section(report: Report) -> list[str]:
     if not report.findings:
-        return ["Gradients flow through every layer within the thresholds; nothing to fix."]
-    rows = [(f.severity.value, _code(f.id), _layers_text(f), f.message) for f in report.findings]
+        return [_nothing(report), *ignored_section(report)]
+    rows = [(f.severity.value, _code(f.id), _layers_text(f), md_text(f.message)) for f in report.findings]
     lines = _table(("severity", "finding", "layers", "message"), rows)
     suggestions = [
-        f"- {_code(f.id)} → **{s.fix}**: {s.text}" + (f" ({_code(s.where)})" if s.where else "")
+        f"- {_code(f.id)} → **{s.fix}**: {md_text(s.text)}" + (f" ({_code(s.where)})" if s.where else "")
         for f in report.findings
         for s in f.suggestions
     ]
     if suggestions:
         lines += ["", "**What to change**", "", *suggestions]
-    return lines
+    return lines + ignored_section(report)
+
+
+def _nothing(report: Report) -> str:
+    if report.ignored:
+        return f"No findings apart from {count(len(report.ignored), 'ignored finding')} (below)."
+    return "Gradients flow through every layer within the thresholds; nothing to fix."
+
+
+def ignored_section(report: Report) -> list[str]:
+    """Suppressed findings, with the setting that suppressed each."""
+    if not report.ignored:
+        return []
+    rows = [
+        (i.finding.severity.value, _code(i.finding.id), _layers_text(i.finding), md_text(i.reason))
+        for i in report.ignored
+    ]
+    return ["", "**Ignored**", "", *_table(("severity", "finding", "layers", "ignored by"), rows)]
 
 
 def layers_section(report: Report) -> list[str]:
     rows = [
-        (str(r.stats.index), _code(r.stats.name), r.stats.type, fmt_num(r.stats.act_grad_norm),
+        (str(r.stats.index), _code(r.stats.name), md_text(r.stats.type), fmt_num(r.stats.act_grad_norm),
          fmt_num(r.stats.grad_weight_ratio), r.status.value)
         for r in report.layers[:MAX_TABLE_ROWS]
     ]  # fmt: skip
@@ -100,7 +120,7 @@ def layers_section(report: Report) -> list[str]:
 
 def through_time_section(report: Report) -> list[str]:
     rows = [
-        (_code(tt.module), tt.type, str(tt.steps), f"{tt.per_step_factor:.3f}", str(tt.horizon))
+        (_code(tt.module), md_text(tt.type), str(tt.steps), f"{tt.per_step_factor:.3f}", str(tt.horizon))
         for tt in report.through_time
     ]
     return _table(("recurrent module", "type", "steps", "factor per step", "horizon (steps)"), rows, "lllrr")
@@ -119,11 +139,11 @@ def later_stages_section(report: Report) -> list[str]:
     """--steps, --baseline and --try-fixes, where they ran."""
     lines: list[str] = []
     if report.training is not None:
-        lines += [f"**Training**: {training_line(report.training)}", ""]
+        lines += [f"**Training**: {md_text(training_line(report.training))}", ""]
     if report.baseline is not None:
-        lines += ["**Baseline**", "", *(f"- {line}" for line in baseline_lines(report.baseline)), ""]
+        lines += ["**Baseline**", "", *(f"- {md_text(line)}" for line in baseline_lines(report.baseline)), ""]
     if report.fixes is not None:
-        rows = [(_code(r[0]), *(r[1:])) for r in fix_rows(report.fixes)]
+        rows = [(_code(r[0]), *(md_text(c) for c in r[1:])) for r in fix_rows(report.fixes)]
         body = _table(FIX_HEADERS, rows, "llllrl") if rows else ["tried nothing: no error findings"]
         lines += ["**Tried fixes** (each on a copy of the model, same inputs and seed)", "", *body, ""]
     return lines
@@ -133,19 +153,20 @@ def overview(reports: Sequence[Report], failures: Sequence[TargetFailure] = ()) 
     statuses = [r.summary.status for r in reports] + ["could-not-run"] * len(failures)
     worst = max(statuses, key=("healthy", "warning", "error", "could-not-run").index)
     rows = [(_code(r.target), VERDICT[r.summary.status], str(r.summary.errors), str(r.summary.warnings),
+             str(r.summary.ignored),
              ", ".join(_code(i) for i in dict.fromkeys(f.id for f in r.findings)) or "—") for r in reports]  # fmt: skip
-    rows += [(_code(f.target), VERDICT["could-not-run"], "—", "—", f.message) for f in failures]
-    table = _table(("target", "verdict", "errors", "warnings", "findings"), rows, "llrrl")
-    return (
-        "\n".join([f"## gradcheck: {VERDICT[worst]} ({count(len(statuses), 'target')})", "", *table]) + "\n"
-    )
+    rows += [(_code(f.target), VERDICT["could-not-run"], "—", "—", "—", md_text(f.message)) for f in failures]
+    table = _table(("target", "verdict", "errors", "warnings", "ignored", "findings"), rows, "llrrrl")
+    title = f"## gradcheck: {VERDICT[worst]} ({count(len(statuses), 'target')})"
+    return "\n".join([title, "", *table]) + "\n"
 
 
 class MarkdownRenderer:
     format: ClassVar[str] = "markdown"
 
     def render(self, report: Report) -> str:
-        return report_section(report)
+        return report_section(clean_report(report))
 
     def render_many(self, reports: Sequence[Report], failures: Sequence[TargetFailure] = ()) -> str:
+        reports = [clean_report(r) for r in reports]
         return "\n".join([overview(reports, failures), *(report_section(r, "###") for r in reports)])

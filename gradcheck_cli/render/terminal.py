@@ -15,11 +15,12 @@ from rich.text import Text
 
 from gradcheck_cli.findings import Finding, LayerStatus, Severity
 from gradcheck_cli.render.base import fmt_num
+from gradcheck_cli.render.escape import clean_report
 from gradcheck_cli.render.sections import baseline_lines, training_line
 from gradcheck_cli.repair.records import Measured, TriedFix
 from gradcheck_cli.report import LayerRow, Report
 from gradcheck_cli.stats import LayerStats, ThroughTime
-from gradcheck_cli.text import amount, count, plural
+from gradcheck_cli.text import amount, count, plural, span
 
 STATUS_STYLE = {
     LayerStatus.OK: "green",
@@ -178,7 +179,7 @@ def layer_table(report: Report, columns: tuple[str, ...] = ()) -> Table:
         worst = severity.get(s.name)
         style = SEVERITY_STYLE[worst] if worst is not None and row.status is not LayerStatus.OK else ""
         cells: list[RenderableType] = [str(s.index)] if "order" in columns else []
-        cells += [s.name, s.type]
+        cells += [Text(s.name), Text(s.type)]  # Text, not markup: "[bold]x" prints as it is
         if "output" in columns:
             cells.append(_output_text(s))
         if "params" in columns:
@@ -202,6 +203,27 @@ def table_legend(report: Report) -> Text:
         f"{amount(decades, 'decade')}. grad/w: gradient norm / weight norm.",
         style="dim",
     )
+
+
+def nothing_text(report: Report) -> str:
+    if report.ignored:
+        return f"No findings apart from {count(len(report.ignored), 'ignored finding')} (below)."
+    return "Gradients flow through every layer within the thresholds; nothing to fix."
+
+
+def ignored_block(report: Report) -> Table:
+    """Suppressed findings, dim: what was ignored, where, and by which setting."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True, min_width=9)
+    grid.add_column(ratio=1)
+    for item in report.ignored:
+        f = item.finding
+        text = Text(f"{f.id} ({f.severity.value})", style="bold")
+        if f.layers:
+            text.append(f" on {span(f.layers)}")
+        text.append(f": {item.reason}", style="dim")
+        grid.add_row(Text("IGNORED", style="dim"), text)
+    return grid
 
 
 def layer_severity(report: Report) -> dict[str, Severity]:
@@ -254,16 +276,19 @@ def summary_panel(report: Report) -> Panel:
     verdict = Text()
     verdict.append(s.status.upper(), style=VERDICT_STYLE[s.status])
     verdict.append(
-        f"  {count(s.errors, 'error')} · {count(s.warnings, 'warning')} · {count(s.infos, 'info')}\n"
+        f"  {count(s.errors, 'error')} · {count(s.warnings, 'warning')} · {count(s.infos, 'info')}"
+        + (f" · {s.ignored} ignored" if s.ignored else "")
+        + "\n"
     )
     if not report.findings:
-        verdict.append("Gradients flow through every layer within the thresholds; nothing to fix.")
+        verdict.append(nothing_text(report))
     verdict.rstrip()
-    verdict.append("\n")
     blocks: list[RenderableType] = []
     for finding in report.findings:
-        blocks += [finding_block(finding), Text("")]
-    body = Group(verdict, *blocks[:-1])
+        blocks += [Text(""), finding_block(finding)]
+    if report.ignored:
+        blocks += [Text(""), ignored_block(report)]
+    body = Group(verdict, *blocks)
     return Panel(body, title="verdict", title_align="left", border_style=VERDICT_STYLE[s.status].split()[-1])
 
 
@@ -295,9 +320,9 @@ def fixes_block(fixes: tuple[TriedFix, ...]) -> RenderableType:
         cleared = ", ".join(tried.cleared)
         table.add_row(
             Text(tried.fix, style="bold green" if cleared else ("" if tried.applied else "dim")),
-            PurePath(tried.where or "").name,  # file:line; the notes say which modules
+            Text(PurePath(tried.where or "").name),  # file:line; the notes say which modules
             f"{_ratio_text(tried.before)} → {_ratio_text(tried.after)}",
-            cleared or _not_cleared(tried),
+            Text(cleared or _not_cleared(tried)),
             f"{tried.parameters_delta:+,}",
         )
         notes.append(f"  {tried.fix}: ", style="bold")
@@ -343,7 +368,7 @@ class TerminalRenderer:
             highlight=False,
             emoji=False,
         )
-        for part in report_renderables(report, self.columns):
+        for part in report_renderables(clean_report(report), self.columns):
             console.print(part)
         out = console.file.getvalue()  # type: ignore[attr-defined]
         return str(out)

@@ -61,4 +61,4 @@ class CopyMeasurer:
             stages.train_steps(session)
         result = stages.probe(session, time.perf_counter())
         findings = diagnose(result, config.thresholds).findings
-        return result, policy_findings(findings, config.severity, config.ignore)
+        return result, policy_findings(findings, config.severity, config.ignore, config.select)

@@ -23,7 +23,7 @@ def test_junit_golden(vanishing_report, golden) -> None:
 def test_one_case_per_rule_and_a_failure_per_finding_at_fail_on(vanishing_report, tmp_path) -> None:
     cases = _cases(JunitRenderer(fail_on="error").render(vanishing_report), tmp_path)
     assert [c.name for c in cases] == [r.id for r in all_rules()]
-    failed = {c.name: c.result for c in cases if not c.is_passed}
+    failed = {c.name: c.result for c in cases if c.is_failure}
     assert list(failed) == ["vanishing-gradients"]
     assert isinstance(failed["vanishing-gradients"][0], junitparser.Failure)
     assert "model.py:12" in failed["vanishing-gradients"][0].text
@@ -32,11 +32,11 @@ def test_one_case_per_rule_and_a_failure_per_finding_at_fail_on(vanishing_report
 def test_fail_on_warning_fails_the_warning_too_and_never_fails_nothing(vanishing_report, tmp_path) -> None:
     warning = _cases(JunitRenderer(fail_on="warning").render(vanishing_report), tmp_path)
     never = _cases(JunitRenderer(fail_on="never").render(vanishing_report), tmp_path)
-    assert sorted(c.name for c in warning if not c.is_passed) == [
+    assert sorted(c.name for c in warning if c.is_failure) == [
         "saturated-activations",
         "vanishing-gradients",
     ]
-    assert all(c.is_passed for c in never)
+    assert not any(c.is_failure for c in never)
 
 
 def test_several_targets_give_one_suite_each(vanishing_report, healthy_report, tmp_path) -> None:
@@ -45,3 +45,17 @@ def test_several_targets_give_one_suite_each(vanishing_report, healthy_report, t
     suites = list(junitparser.JUnitXml.fromfile(str(path)))
     assert [s.name for s in suites] == ["model.py", "builtin:residual-mlp"]
     assert [s.failures for s in suites] == [1, 0]
+
+
+def test_rules_that_could_not_apply_and_ignored_findings_are_skipped_with_the_reason(
+    vanishing_report, tmp_path
+) -> None:
+    from gradcheck_cli.policy import apply_policy
+
+    report = apply_policy(vanishing_report, {"saturated-activations": "off"}, [])
+    cases = {c.name: c for c in _cases(JunitRenderer(fail_on="warning").render(report), tmp_path)}
+    skipped = {name: c.result[0].message for name, c in cases.items() if c.is_skipped}
+    assert skipped["fp16-underflow"] == "a float32 run, not float16"
+    assert skipped["saturated-activations"] == "ignored: rules: saturated-activations: off"
+    assert "vanishing-through-time" in skipped and cases["vanishing-gradients"].is_failure
+    assert cases["no-gradient"].is_passed
