@@ -93,7 +93,7 @@ def variant_steps(name: str, device: str) -> dict[str, Step]:
 
     steps["params"] = params
     probe_model = copy.deepcopy(model)
-    probe = GradientProbe(probe_model).__enter__()  # left attached: this copy is only for the probe
+    probe = GradientProbe(probe_model).attach()  # left attached: this copy is only for the probe
     functional = FunctionalActivations(lambda: probe.last_layer)
     probe_step = training_step(probe_model, batch, loss_fn, functional.watch)
 
@@ -186,7 +186,7 @@ def variant_steps_single(name: str, variant: str, device: str) -> Step:
     inputs = inputs.to(device)
     step = training_step(model, (inputs, target.to(device)), loss_fn)
     groups = [g for g in (list(m.parameters(recurse=False)) for m in model.modules()) if g]
-    probe = GradientProbe(model).__enter__() if variant == "probe" else None
+    probe = GradientProbe(model).attach() if variant == "probe" else None
     if probe is not None:
         functional = FunctionalActivations(lambda: probe.last_layer)
         step = training_step(model, (inputs, target.to(device)), loss_fn, functional.watch)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gradcheck_cli.findings import Finding, Severity
 from gradcheck_cli.report import Report
+from gradcheck_cli.source import relative_path
 
 COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 
@@ -40,14 +41,6 @@ def _split_where(where: str) -> tuple[str, int | None]:
     return where, None
 
 
-def _relative(file: str, cwd: Path) -> str:
-    """Annotations need paths from the repository root, which is the working directory in CI."""
-    try:
-        return Path(file).resolve().relative_to(cwd.resolve()).as_posix()
-    except ValueError:
-        return file
-
-
 def _escape_data(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
@@ -60,7 +53,7 @@ def annotation(report: Report, finding: Finding, cwd: Path) -> str:
     properties = {"title": f"gradcheck {finding.id} ({report.target})"}
     location = finding_location(report, finding)
     if location is not None:
-        properties["file"] = _relative(location[0], cwd)
+        properties["file"] = relative_path(location[0], cwd) or location[0]
         if location[1]:
             properties["line"] = str(location[1])
     props = ",".join(f"{k}={_escape_property(v)}" for k, v in properties.items())

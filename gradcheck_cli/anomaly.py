@@ -17,17 +17,14 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
 
+from gradcheck_cli.source import frame_owner, relative, user_caller
 from gradcheck_cli.stats import SourceRef
-
-_TORCH_ROOT = str(Path(torch.__file__).resolve().parent)
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,16 +65,9 @@ def _nonfinite(value: Any) -> bool:
 
 
 def _caller(frame: FrameType | None) -> SourceRef | None:
-    while frame is not None:
-        file = frame.f_code.co_filename
-        if not file.startswith(_TORCH_ROOT):
-            return (
-                None
-                if file.startswith(_PACKAGE_ROOT)
-                else _relative(SourceRef(file=file, line=frame.f_lineno))
-            )
-        frame = frame.f_back
-    return None
+    """The user's line that called the op (None when gradcheck's own code did: the loss it computed)."""
+    user = user_caller(frame, within=("torch", "torch.nn"))
+    return relative(SourceRef(file=user.f_code.co_filename, line=user.f_lineno)) if user else None
 
 
 def find_origin(run_loss: Callable[[], torch.Tensor]) -> NonfiniteOrigin | None:
@@ -156,9 +146,9 @@ def _user_frame(node: torch.autograd.graph.Node) -> SourceRef | None:
     for text in reversed([str(f) for f in frames]):
         ref = _parse_frame(text)
         # This module's own frames appear when the forward ran under the watching mode.
-        if ref is None or ref.file.startswith(_TORCH_ROOT) or ref.file == __file__:
+        if ref is None or frame_owner(ref.file) in ("torch", "torch.nn") or ref.file == __file__:
             continue
-        return None if ref.file.startswith(_PACKAGE_ROOT) else _relative(ref)
+        return None if frame_owner(ref.file) == "gradcheck" else relative(ref)
     return None
 
 
@@ -171,11 +161,3 @@ def _parse_frame(text: str) -> SourceRef | None:
             number = rest.split(",", 1)[0]
             return SourceRef(file=file, line=int(number) if number.isdigit() else None)
     return None
-
-
-def _relative(ref: SourceRef) -> SourceRef:
-    path = Path(ref.file).resolve()
-    try:
-        return SourceRef(file=str(path.relative_to(Path.cwd().resolve())), line=ref.line)
-    except ValueError:
-        return ref

@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from gradcheck_cli import distributed, model_state
-from gradcheck_cli.build import source_of
 from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.device import model_dtype
 from gradcheck_cli.errors import InputError
@@ -22,6 +21,7 @@ from gradcheck_cli.render import get_renderer
 from gradcheck_cli.render.json import to_document
 from gradcheck_cli.report import Report, exit_code
 from gradcheck_cli.session import _pick_device as pick_device
+from gradcheck_cli.source import source_of
 from gradcheck_cli.specs import InputSpec, TargetRef, parse_input
 from gradcheck_cli.target import LoadedModel
 

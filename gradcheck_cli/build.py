@@ -14,7 +14,8 @@ from torch import nn
 
 from gradcheck_cli.autowire import config_fields, default_config, json_safe
 from gradcheck_cli.errors import TargetError
-from gradcheck_cli.importing import package_root, user_frame
+from gradcheck_cli.importing import package_root
+from gradcheck_cli.source import source_of, user_frame
 from gradcheck_cli.specs import TargetRef
 from gradcheck_cli.stats import SourceRef
 
@@ -38,6 +39,8 @@ class LoadedModel:
     init_args: dict[str, Any] = field(default_factory=dict)
     hooks_from: str = "the model file"
     """Where sample_batch/loss_fn came from, for the report header ("analyze()" from the API)."""
+    optimizer_hook: Callable[..., Any] | None = None
+    """configure_optimizers/build_optimizer/optimizer from the model file, for --steps."""
 
 
 def from_object(
@@ -119,12 +122,3 @@ def autowires(obj: Any) -> bool:
     with contextlib.suppress(Exception):
         return default_config(obj, {}) is not None
     return False
-
-
-def source_of(obj: Any) -> SourceRef | None:
-    try:
-        file = inspect.getsourcefile(obj)
-        _, line = inspect.getsourcelines(obj)
-    except (TypeError, OSError):
-        return None
-    return SourceRef.at(file, line) if file else None

@@ -53,7 +53,8 @@ class AnalyzeConfig:
     dtype: str = "float32"
     loss: str = "auto"
     steps: int = 0
-    lr: float = 0.01
+    lr: float | None = None
+    """None: 0.01 for --optimizer, else the rate of the user's own optimizer (configure_optimizers)."""
     optimizer: str = "sgd"
     seed: int = 0
     format: str | None = None
@@ -76,6 +77,14 @@ class AnalyzeConfig:
     """A layer regresses when its gradient ratio falls by more than this many orders of magnitude."""
     reports: tuple[tuple[str, Path], ...] = ()
     """Extra (format, file) reports written by the same run (config `reports:`)."""
+    weights: Path | None = None
+    """A trained checkpoint loaded into the model before anything is measured."""
+    weights_partial: bool = False
+    """Accept a checkpoint that fits only in part (the rest stays at init)."""
+    versus: str | None = None
+    """'init' or a second checkpoint: measured with the same batches and shown side by side."""
+    clip: float | None = None
+    """--steps: clip the total gradient norm at this value (clip_grad_norm_) before each step."""
     select: tuple[str, ...] = ()
     """Only these finding ids are reported (--select); empty: all."""
     columns: tuple[str, ...] = ()

@@ -27,10 +27,10 @@ import torch.distributed as dist
 from torch import nn
 
 from gradcheck_cli.errors import ConfigError
-from gradcheck_cli.probe import ROW_FIELDS, GradientProbe
+from gradcheck_cli.probe import GradientProbe
 
-_COLUMN = {name: i for i, name in enumerate(ROW_FIELDS)}
-_PARAM_COLUMNS = [_COLUMN[c] for c in ("grad_sq", "zero_count", "grad_numel", "has_grad")]
+PARAMETER_SUMS = ("grad_sq", "zero_count", "grad_numel", "has_grad")
+"""BatchSums fields of parameter gradients: already averaged over ranks by DDP (or made global)."""
 
 
 def launched_by_torchrun() -> bool:
@@ -132,11 +132,11 @@ def combine_batches(probe: GradientProbe, mine: list[int], total: int) -> None:
     """Give every rank the raw sums of all `total` batches (each rank measured those in `mine`)."""
     if not active():
         return
-    own = probe.batch_sums()
-    every = torch.zeros(total, *own.shape[1:], dtype=torch.float64)
-    every[mine] = own
-    reduce_sum(every)
-    probe.replace_batch_sums(every)
+    every = {}
+    for name, own in probe.batch_sums().items():
+        every[name] = torch.zeros(total, *own.shape[1:], dtype=torch.float64)
+        every[name][mine] = own
+    probe.replace_batch_sums(_summed(every))
     probe.sum_counters(reduce_sum)
 
 
@@ -145,16 +145,22 @@ def combine_step(probe: GradientProbe) -> None:
     if not active():
         return
     world = world_size()
-    sums = probe.batch_sums()
-    reduce_sum(sums)
-    sums[..., _PARAM_COLUMNS] /= world
-    sums[..., _COLUMN["act_sq"]] /= world * world
+    sums = _summed(probe.batch_sums())
+    for name in PARAMETER_SUMS:
+        sums[name] /= world
+    sums["act_sq"] /= world * world
     finite = torch.isfinite
-    sums[..., _COLUMN["nonfinite"]] = (~finite(sums[..., _COLUMN["grad_sq"]])).double() + (
-        ~finite(sums[..., _COLUMN["act_sq"]])
-    ).double()
+    sums["nonfinite"] = (~finite(sums["grad_sq"])).double() + (~finite(sums["act_sq"])).double()
     probe.replace_batch_sums(sums)
     probe.sum_counters(reduce_sum)
+
+
+def _summed(sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each named sum added up over ranks, with one collective for all of them."""
+    names = sorted(sums)
+    packed = torch.stack([sums[name] for name in names])
+    reduce_sum(packed)
+    return dict(zip(names, packed.unbind(0), strict=True))
 
 
 def gather_floats(values: list[float]) -> list[float]:

@@ -24,6 +24,8 @@ FixId = Literal[
     "grad-scaler",
     "eps",
     "graph",
+    "warmup",
+    "weight-decay",
 ]
 
 

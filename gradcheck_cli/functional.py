@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-# Same definition of saturation as the module probe: derivative under 5% of its maximum.
-from gradcheck_cli.probe import tail_count, unit_peaks
+# Same definitions as the module probe: dead units, saturation (derivative under 5% of its maximum).
+from gradcheck_cli.activations import activation_record, dead_units, tail_count, unit_dim, unit_peaks
+from gradcheck_cli.source import ref_at, user_caller
 from gradcheck_cli.stats import ActivationStats, SourceRef
 
 FAMILIES: dict[Any, tuple[str, str]] = {
@@ -37,9 +38,6 @@ FAMILIES: dict[Any, tuple[str, str]] = {
     F.tanh: ("tanh", "F.tanh"),
     torch.Tensor.tanh: ("tanh", "Tensor.tanh"),
 }
-_TORCH_ROOT = str(Path(torch.__file__).resolve().parent)
-_NN_MODULES = str(Path(torch.nn.modules.__file__).resolve().parent)
-_HERE = str(Path(__file__).resolve().parent)
 
 
 @dataclass(slots=True)
@@ -85,7 +83,7 @@ class FunctionalActivations(TorchFunctionMode):
         out = func(*args, **(kwargs or {}))
         family = FAMILIES.get(func)
         if family is not None and isinstance(out, torch.Tensor) and out.dim() > 0:
-            caller = _user_caller(sys._getframe(1))
+            caller = user_caller(sys._getframe(1), within=("torch", "gradcheck"))
             if caller is not None:
                 _accumulate(self._site(family, caller, out), out.detach())
         return out
@@ -96,7 +94,7 @@ class FunctionalActivations(TorchFunctionMode):
         file, line, after = caller.f_code.co_filename, caller.f_lineno, self._last_layer()
         key = (file, line, family[1], after, _unit_shape(out))
         if key not in self._sites:
-            ref = SourceRef.at(file, line)
+            ref = ref_at(file, line)
             self._sites[key] = _Site(
                 name=f"{after}:{family[1]}" if after else f"{family[1]}@{Path(file).name}:{line}",
                 function=family[1],
@@ -110,25 +108,8 @@ class FunctionalActivations(TorchFunctionMode):
         return tuple(_to_stats(site) for site in self._sites.values())
 
 
-def _user_caller(frame: FrameType | None) -> FrameType | None:
-    """The first frame outside torch and gradcheck; None when a torch.nn module made the call."""
-    while frame is not None:
-        file = frame.f_code.co_filename
-        if file.startswith(_NN_MODULES):
-            return None
-        if not file.startswith(_TORCH_ROOT) and not file.startswith(_HERE):
-            return frame
-        frame = frame.f_back
-    return None
-
-
-def _unit_dim(out: torch.Tensor) -> int:
-    """Units: channels of an image-like tensor (N, C, H, W), else the last dimension."""
-    return 1 if out.dim() >= 4 else out.dim() - 1
-
-
 def _unit_shape(out: torch.Tensor) -> int:
-    return out.shape[_unit_dim(out)]
+    return out.shape[unit_dim(out)]
 
 
 def _accumulate(site: _Site, out: torch.Tensor) -> None:
@@ -142,19 +123,12 @@ def _accumulate(site: _Site, out: torch.Tensor) -> None:
 
 
 def _to_stats(site: _Site) -> ActivationStats:
-    units, dead, saturated = 0, 0.0, 0.0
+    units = site.peak.numel() if site.peak is not None else 0
     if site.peak is not None:
-        units = site.peak.numel()
-        dead = float((site.peak <= 0).float().mean())  # NaN is not <= 0: a NaN unit is not dead
-    if site.tail is not None and site.total:
-        saturated = float(site.tail) / site.total
-    return ActivationStats(
-        name=site.name,
-        type=site.function,
-        family=site.family,
-        after=site.after,
-        units=units,
-        dead_fraction=dead,
-        saturated_fraction=saturated,
-        source=site.source,
-    )
+        count = float(dead_units([site.peak]))
+    else:
+        count = float(site.tail) if site.tail is not None else 0.0
+    return activation_record(
+        name=site.name, type=site.function, family=site.family, after=site.after,
+        units=units, count=count, total=site.total, source=site.source,
+    )  # fmt: skip

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 from gradcheck_cli.errors import TargetError
+from gradcheck_cli.source import user_frame, user_location
 
 _counter = itertools.count()
 
@@ -147,7 +148,7 @@ _SCRIPT_HINT = (
 
 
 def _script_message(path: Path, exc: SystemExit, root: Path) -> str:
-    where = _user_location(exc, root)
+    where = user_location(exc, root)
     if where is None:
         return f"{path.name}: this file runs a script at import time (it exited with code {exc.code})"
     file, line = where
@@ -157,34 +158,3 @@ def _script_message(path: Path, exc: SystemExit, root: Path) -> str:
         f"{path.name}: this file runs a script at import time ({call} at line {line} of {Path(file).name}, "
         f"exit code {exc.code})"
     )
-
-
-def _user_location(exc: BaseException, root: Path) -> tuple[str, int] | None:
-    """(file, line) of the innermost traceback frame in the user's project (under `root`)."""
-    tb = exc.__traceback__
-    found = None
-    while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
-        if _is_user_file(filename, root):
-            found = (filename, tb.tb_lineno)
-        tb = tb.tb_next
-    return found
-
-
-def _is_user_file(filename: str, root: Path) -> bool:
-    if "site-packages" in filename or filename.startswith("<"):
-        return False
-    with contextlib.suppress(ValueError, OSError):
-        Path(filename).resolve().relative_to(root.resolve())
-        return True
-    return False
-
-
-def user_frame(exc: BaseException, root: Path) -> str | None:
-    """'file.py:12: the source line' of the innermost frame in the user's project."""
-    where = _user_location(exc, root)
-    if where is None:
-        return None
-    file, line = where
-    text = linecache.getline(file, line).strip()
-    return f"{Path(file).name}:{line}" + (f": {text}" if text else "")

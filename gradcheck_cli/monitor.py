@@ -23,10 +23,10 @@ from gradcheck_cli import distributed
 from gradcheck_cli.diagnose import check_threshold_ids, diagnose
 from gradcheck_cli.findings import Finding
 from gradcheck_cli.layer_kinds import has_normalization
-from gradcheck_cli.locate import locate_modules
 from gradcheck_cli.probe import GradientProbe
 from gradcheck_cli.render.json import to_document
 from gradcheck_cli.report import Report, build_report
+from gradcheck_cli.source import locate_modules
 from gradcheck_cli.stats import ModelInfo, ProbeResult, RunInfo
 
 FindingsCallback = Callable[[int, tuple[Finding, ...]], None]
@@ -122,18 +122,13 @@ class GradientMonitor:
     def _arm(self) -> None:
         if self._probe is not None:
             return
-        modes = _training_modes(self.model)
-        probe = GradientProbe(self.model, self._sources)
-        probe.__enter__()
-        _restore_modes(modes)  # the probe puts the model in train mode; the user's modes stand
-        self._probe = probe
+        # train=False: the user's train/eval modes stand while the hooks are attached
+        self._probe = GradientProbe(self.model, self._sources).attach(train=False)
 
     def _disarm(self) -> None:
         if self._probe is None:
             return
-        modes = _training_modes(self.model)
-        self._probe.__exit__(None, None, None)
-        _restore_modes(modes)
+        self._probe.detach()
         self._probe = None
 
     # -- one measured step -----------------------------------------------------------------------
@@ -180,16 +175,6 @@ class GradientMonitor:
             self._jsonl.flush()
         if self.callback is not None and record.new_findings:
             self.callback(record.step, record.new_findings)
-
-
-def _training_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
-    return [(m, m.training) for m in model.modules()]
-
-
-def _restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
-    for module, training in modes:
-        if module.training != training:  # nn.Module.__setattr__ is slow: touch only what changed
-            module.training = training
 
 
 def _model_info(model: nn.Module) -> ModelInfo:

@@ -154,6 +154,23 @@ def _seed(value: Any) -> None:
         )
 
 
+def _optional_positive(option: str) -> Callable[[Any], None]:
+    def check(value: Any) -> None:
+        if value is not None and (
+            not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0
+        ):
+            raise ConfigError(f"{option} must be a positive number, got {value!r}")
+
+    return check
+
+
+def _versus(value: Any) -> None:
+    if value is not None and value != "init" and not Path(str(value)).exists():
+        raise ConfigError(
+            f"--versus {value}: no such file or folder", "use --versus init or a checkpoint path"
+        )
+
+
 def _true_or_false(value: Any) -> None:
     if not isinstance(value, bool):
         raise ConfigError(f"try-fixes (fixes:) must be true or false, got {value!r}")
@@ -362,7 +379,8 @@ OPTIONS: tuple[Option, ...] = (
         cli_type=float,
         file_check=NUMBER,
         check=_positive_number("--lr"),
-        help="Learning rate of the --steps optimizer (default: 0.01).",
+        help="Learning rate of the --steps optimizer (default: 0.01, or the rate of the model file's own "
+        "configure_optimizers()/build_optimizer() or of the --weights checkpoint's optimizer, which --lr overrides).",
     ),
     Option(
         field="optimizer",
@@ -370,7 +388,19 @@ OPTIONS: tuple[Option, ...] = (
         keys=("optimizer",),
         file_check=one_of(OPTIMIZERS),
         check=_choice("--optimizer", OPTIMIZERS),
-        help="sgd or adam, for --steps (default: sgd).",
+        help="sgd or adam, for --steps when the model file defines no configure_optimizers()/build_optimizer() "
+        "and --weights holds no optimizer state (default: sgd).",
+    ),
+    Option(
+        field="clip",
+        flags=("--clip",),
+        keys=("clip",),
+        cli_type=float,
+        file_check=NUMBER,
+        check=_optional_positive("--clip"),
+        metavar="MAX_NORM",
+        help="With --steps: clip the total gradient norm at MAX_NORM before each step, as your training loop does.",
+        template="# clip: 1.0          # --steps clips the gradient norm as your loop does",
     ),
     Option(
         field="seed",
@@ -527,6 +557,37 @@ OPTIONS: tuple[Option, ...] = (
         help="With --baseline: a layer regresses when its gradient/weight ratio falls by more "
         "than this many orders of magnitude [default: 1].",
         template="# baseline-orders: 1.0   # how many orders of magnitude a layer's gradient ratio may fall",
+    ),
+    Option(
+        field="weights",
+        flags=("--weights",),
+        keys=("weights",),
+        cli_type=Path,
+        file_check=STR,
+        from_file=_path,
+        metavar="PATH",
+        help="Load trained weights first: a torch.save'd state_dict or training checkpoint, a Lightning .ckpt, "
+        "a .safetensors file or a Hugging Face-style folder. Never runs code from the file.",
+        template="# Analyse a trained checkpoint instead of the model at init:\n# weights: runs/last.ckpt",
+    ),
+    Option(
+        field="weights_partial",
+        flags=("--weights-partial",),
+        keys=("weights-partial",),
+        cli_type=bool,
+        file_check=BOOL,
+        help="Accept a checkpoint that fits the model only in part; the rest stays at init (listed in the report).",
+    ),
+    Option(
+        field="versus",
+        flags=("--versus",),
+        keys=("versus",),
+        file_check=STR,
+        check=_versus,
+        metavar="init|PATH",
+        help="Also measure the model at init (or another checkpoint) with the same batches and seed, "
+        "and show both states side by side.",
+        template="# versus: init       # compare the trained state with the model as built",
     ),
     Option(
         field="thresholds",

@@ -22,6 +22,7 @@ from gradcheck_cli.report import Report, build_report
 from gradcheck_cli.session import (
     Session,
     forward,
+    load_checkpoint,
     loss_of,
     measure_precision,
     prepare,
@@ -65,6 +66,9 @@ def analyze_loaded(
     progress("building the inputs")
     session = prepare(config, loaded, batches)
     session.progress = progress
+    if config.weights is not None:
+        progress(f"loading weights from {config.weights}")
+        load_checkpoint(session)
     pristine = _snapshot_for_fixes(session) if config.try_fixes and config.steps else None
     if config.steps:
         progress(f"training {count(config.steps, 'step')}")

@@ -17,6 +17,7 @@ from gradcheck_cli.stats import (
     ThroughTime,
     TrainingHistory,
 )
+from gradcheck_cli.trained import CheckpointInfo, Versus
 
 SCHEMA = "gradcheck.report/1"
 
@@ -54,6 +55,10 @@ class Report:
     """--try-fixes: each fix tried on a copy of the model (None when not asked for)."""
     baseline: BaselineComparison | None = None
     """--baseline: this run compared with the saved report."""
+    checkpoint: CheckpointInfo | None = None
+    """--weights: the checkpoint loaded and how its keys were mapped."""
+    versus: Versus | None = None
+    """--versus: the reference state measured with the same batches, layer by layer."""
     ignored: tuple[Ignored, ...] = ()
     """Findings suppressed by `rules: off`, `ignore:`, --select/--ignore or an inline comment."""
     schema: str = SCHEMA
@@ -96,6 +101,7 @@ def build_report(
         activations=probe.activations,
         through_time=probe.through_time,
         training=probe.training,
+        checkpoint=probe.checkpoint,
     )
 
 

@@ -5,7 +5,6 @@ The pipeline runs these in its order; `repair` runs them again on changed copies
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,11 +38,12 @@ from gradcheck_cli.inputs import (
     token_targets,
 )
 from gradcheck_cli.layer_kinds import has_normalization
-from gradcheck_cli.locate import locate_modules
 from gradcheck_cli.losses import LossChoice, compute_loss, require_grad
 from gradcheck_cli.probe import GradientProbe
+from gradcheck_cli.source import locate_modules
 from gradcheck_cli.stats import Fp16Underflow, LayerStats, ModelInfo, ProbeResult, RunInfo, TrainingHistory
 from gradcheck_cli.target import LoadedModel, redirect_stdout_to_stderr
+from gradcheck_cli.trained import CheckpointInfo
 from gradcheck_cli.underflow import measure_fp16_underflow
 
 
@@ -61,6 +61,10 @@ class Session:
     """float16 only: the GradScaler-style scale the probe's backward runs under (then unscaled)."""
     fp16_underflow: Fp16Underflow | None = None
     training: TrainingHistory | None = None
+    checkpoint: CheckpointInfo | None = None
+    """--weights: what was loaded."""
+    optimizer_state: Any = None
+    """--weights: the optimizer state the checkpoint holds, for --steps."""
     progress: Callable[[str], None] | None = None
     """Told, every PROGRESS_SECONDS, how far a long measurement or training has got."""
 
@@ -239,55 +243,38 @@ def loss_of(session: Session, batch: Batch, output: Any, index: int) -> LossChoi
 
 
 def train_steps(session: Session) -> None:
-    model = session.loaded.module
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer: torch.optim.Optimizer
-    if session.config.optimizer == "adam":
-        optimizer = torch.optim.Adam(params, lr=session.config.lr)
-    else:
-        optimizer = torch.optim.SGD(params, lr=session.config.lr)
-    # float16 trains as a script would: with a GradScaler (a pass-through for other dtypes).
-    scaler = torch.amp.GradScaler(session.device.split(":")[0], enabled=session.config.dtype == "float16")
-    model.train()
-    owners = [(name, list(m.parameters(recurse=False))) for name, m in model.named_modules()]
-    owners = [(name, ps) for name, ps in owners if any(p.requires_grad for p in ps)]
-    losses, norms = [], []
-    counter = _Counter(session, "training: step", session.config.steps)
-    for step in range(session.config.steps):
-        counter(step)
-        batch = session.batches[step % len(session.batches)]
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_of(session, batch, forward(session, batch), step % len(session.batches)).value
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)  # the history and the step see the true gradients
-        losses.append(loss.detach().float())
-        norms.append(_layer_grad_norms(owners, loss.device))
-        scaler.step(optimizer)
-        scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    session.training = _history(session, [name for name, _ in owners], losses, norms)
+    """--steps: the user's optimizer (or --optimizer), clipping and float16 scaling as configured."""
+    from gradcheck_cli import training
+    from gradcheck_cli.optimizers import choose_optimizer
 
-
-def _history(
-    session: Session, names: list[str], losses: list[torch.Tensor], norms: list[torch.Tensor]
-) -> TrainingHistory:
-    # One host transfer for the whole history.
-    host = torch.stack([torch.stack(losses), *torch.stack(norms).T]).tolist() if losses else []
-    return TrainingHistory(
-        optimizer=session.config.optimizer,
-        lr=session.config.lr,
-        loss=tuple(host[0]) if host else (),
-        grad_norms={name: tuple(row) for name, row in zip(names, host[1:], strict=True)},
+    config, model = session.config, session.loaded.module
+    chosen = choose_optimizer(
+        model, session.loaded.optimizer_hook, session.optimizer_state, config.optimizer, config.lr
     )
+    # float16 trains as a script would: with a GradScaler (a pass-through for other dtypes).
+    scaler = torch.amp.GradScaler(session.device.split(":")[0], enabled=config.dtype == "float16")
+
+    counter = _Counter(session, "training: step", config.steps)
+
+    def step_loss(step: int) -> torch.Tensor:
+        counter(step)
+        index = step % len(session.batches)
+        batch = session.batches[index]
+        return loss_of(session, batch, forward(session, batch), index).value
+
+    records = training.train(model, chosen, step_loss, config.steps, config.clip, scaler)
+    session.training = training.history(chosen, training.owners_of(model), records, config.clip, config.steps)
 
 
-def _layer_grad_norms(owners: list[tuple[str, list[nn.Parameter]]], device: torch.device) -> torch.Tensor:
-    """Each module's own parameter-gradient L2 norm (NaN when none got a gradient), on the device."""
-    out = []
-    for _, params in owners:
-        grads = [p.grad.detach().float().square().sum() for p in params if p.grad is not None]
-        out.append(torch.stack(grads).sum().sqrt() if grads else torch.tensor(math.nan, device=device))
-    return torch.stack(out) if out else torch.zeros(0, device=device)
+def load_checkpoint(session: Session) -> None:
+    """--weights: copy the checkpoint into the model (on the analysis device), keep its optimizer state."""
+    from gradcheck_cli.weights import load_weights
+
+    assert session.config.weights is not None
+    info, raw = load_weights(
+        session.loaded.module, session.config.weights, session.device, session.config.weights_partial
+    )
+    session.checkpoint, session.optimizer_state = info, raw.optimizer_state
 
 
 def probe(session: Session, started: float) -> ProbeResult:
@@ -329,6 +316,7 @@ def probe(session: Session, started: float) -> ProbeResult:
         loss_value=sum(loss_values) / len(loss_values) if loss_values else float("nan"),
         fp16_underflow=session.fp16_underflow,
         training=session.training,
+        checkpoint=session.checkpoint,
         nonfinite_op=origin.op if origin else None,
         nonfinite_source=origin.source if origin else None,
     )

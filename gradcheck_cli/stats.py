@@ -7,7 +7,8 @@ turns them into null.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from gradcheck_cli.trained import CheckpointInfo
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -19,16 +20,6 @@ class SourceRef:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}" if self.line else self.file
-
-    @classmethod
-    def at(cls, file: str, line: int | None = None) -> SourceRef:
-        """A reference to `file`, shown relative to the working directory when it lies below it."""
-        path = Path(file).resolve()
-        try:
-            shown = str(path.relative_to(Path.cwd().resolve()))
-        except ValueError:
-            shown = str(path)
-        return cls(file=shown, line=line)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,6 +162,21 @@ class Fp16Underflow:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Divergence:
+    """The first --steps step at which the loss, an output, a gradient or a weight went non-finite."""
+
+    step: int
+    """1-based: the step that went non-finite (training stopped there; weights are those before it)."""
+    loss: float
+    forward_layer: str | None = None
+    """The first module (in forward order) whose output was non-finite at that step."""
+    gradient_layers: tuple[str, ...] = ()
+    """Modules whose parameter gradient was non-finite at that step (module order)."""
+    weight_layers: tuple[str, ...] = ()
+    """Modules whose weights the update made non-finite at that step."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TrainingHistory:
     """What --steps K did: the loss and each layer's gradient norm at every optimizer step."""
 
@@ -179,6 +185,18 @@ class TrainingHistory:
     loss: tuple[float, ...]
     grad_norms: dict[str, tuple[float, ...]]
     """Layer name -> L2 norm of its own parameters' gradient at each step (NaN: no gradient)."""
+    update_ratios: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    """Layer name -> ||weight change|| / ||weight before|| at each step."""
+    total_grad_norm: tuple[float, ...] = ()
+    """The whole model's gradient norm at each step, before clipping."""
+    optimizer_source: str = ""
+    """Where the optimizer came from: configure_optimizers(), the checkpoint, or --optimizer."""
+    optimizer_state: str = ""
+    """What happened to a checkpoint's optimizer state (loaded, or why not)."""
+    clip: float | None = None
+    steps_planned: int = 0
+    divergence: Divergence | None = None
+    """Set when a step went non-finite; the finite steps before it are the ones recorded."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,3 +217,5 @@ class ProbeResult:
     """Where the user's code called that operation."""
     training: TrainingHistory | None = None
     """Set when --steps trained the model before the measured passes."""
+    checkpoint: CheckpointInfo | None = None
+    """Set when --weights loaded a checkpoint before anything was measured."""

@@ -42,6 +42,7 @@ def load(ref: TargetRef, init_args: Mapping[str, Any], arch_opts: Mapping[str, A
         loaded = _find_model(module, ref, dict(init_args), project)
     loaded.sample_batch = optional_hook(module, BATCH_HOOKS)
     loaded.loss_fn = optional_hook(module, ("loss_fn",))
+    loaded.optimizer_hook = optional_hook(module, ("configure_optimizers", "build_optimizer", "optimizer"))
     return loaded
 
 

@@ -145,7 +145,8 @@ def _user_frame(config: AnalyzeConfig, exc: BaseException) -> str | None:
     """`model.py:12: source line` of the innermost frame in the user's file's project, if any."""
     if config.target.kind != "file":
         return None
-    from gradcheck_cli.importing import package_root, user_frame
+    from gradcheck_cli.importing import package_root
+    from gradcheck_cli.source import user_frame
 
     return user_frame(exc, package_root(Path(config.target.location).resolve().parent))
 

@@ -15,6 +15,7 @@ from typing import ClassVar
 from gradcheck_cli.findings import Finding, LayerStatus
 from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.render.sections import FIX_HEADERS, baseline_lines, fix_rows, training_line
+from gradcheck_cli.render.trained import html_parts
 from gradcheck_cli.report import Report
 from gradcheck_cli.stats import ThroughTime
 from gradcheck_cli.text import count
@@ -173,6 +174,7 @@ def report_section(report: Report) -> str:
         f"({count(s.errors, 'error')}, {count(s.warnings, 'warning')})</h1>",
         f'<p class="meta">{escape(m.class_name)} · {m.parameters:,} parameters · {escape(m.device)} {escape(m.dtype)} · '
         f"inputs {escape(', '.join(r.inputs))} · loss {escape(r.loss)} · {count(r.batches, 'batch')} · seed {r.seed}</p>",
+        *html_parts(report),
         "<h2>Gradient flow per layer</h2>",
         flow_chart(report),
     ]

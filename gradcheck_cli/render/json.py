@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from gradcheck_cli.comparison import BaselineComparison
 from gradcheck_cli.findings import Finding
+from gradcheck_cli.render.trained import json_sections, training_extension
 from gradcheck_cli.repair.records import Measured, TriedFix
 from gradcheck_cli.report import LayerRow, Report
 from gradcheck_cli.stats import ThroughTime, TrainingHistory
@@ -130,6 +131,7 @@ def _optional_sections(report: Report) -> dict[str, Any]:
         out["fixes"] = _clean([tried_fix(t) for t in report.fixes])
     if report.baseline is not None:
         out["baseline"] = _clean(baseline_section(report.baseline))
+    out.update(json_sections(report))
     if report.ignored:
         out["ignored"] = [{**_finding(i.finding), "reason": i.reason} for i in report.ignored]
     return out
@@ -142,6 +144,7 @@ def training_section(history: TrainingHistory) -> dict[str, Any]:
         "lr": history.lr,
         "loss": list(history.loss),
         "grad_norms": {name: list(values) for name, values in history.grad_norms.items()},
+        **training_extension(history),
     }
 
 

@@ -10,6 +10,7 @@ from gradcheck_cli.outcome import TargetFailure
 from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.render.escape import clean_report, md_code, md_text
 from gradcheck_cli.render.sections import FIX_HEADERS, baseline_lines, fix_rows, training_line
+from gradcheck_cli.render.trained import markdown_lines
 from gradcheck_cli.report import Report
 from gradcheck_cli.text import count
 
@@ -127,7 +128,8 @@ def through_time_section(report: Report) -> list[str]:
 
 
 def report_section(report: Report, level: str = "##") -> str:
-    lines = [heading(report, level), "", model_line(report), "", *findings_section(report), ""]
+    lines = [heading(report, level), "", model_line(report), "", *markdown_lines(report)]
+    lines += [*findings_section(report), ""]
     if report.through_time:
         lines += [*through_time_section(report), ""]
     lines += later_stages_section(report)

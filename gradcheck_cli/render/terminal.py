@@ -17,6 +17,7 @@ from gradcheck_cli.findings import Finding, LayerStatus, Severity
 from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.render.escape import clean_report
 from gradcheck_cli.render.sections import baseline_lines, training_line
+from gradcheck_cli.render.trained import terminal_parts
 from gradcheck_cli.repair.records import Measured, TriedFix
 from gradcheck_cli.report import LayerRow, Report
 from gradcheck_cli.stats import LayerStats, ThroughTime
@@ -334,6 +335,7 @@ def fixes_block(fixes: tuple[TriedFix, ...]) -> RenderableType:
 def report_renderables(report: Report, columns: tuple[str, ...] = ()) -> list[RenderableType]:
     parts: list[RenderableType] = [
         header(report),
+        *terminal_parts(report),
         Text(""),
         layer_table(report, columns),
         table_legend(report),

@@ -11,6 +11,7 @@ from gradcheck_cli.rules import (  # noqa: F401  (imported to register)
     no_gradient,
     nonfinite_gradients,
     saturated_activations,
+    training_divergence,
     vanishing_gradients,
     vanishing_through_time,
 )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.rules.base import rule
 from gradcheck_cli.rules.profile import where as where_of
+from gradcheck_cli.rules.training import diverged_in_training
 from gradcheck_cli.stats import ProbeResult
 from gradcheck_cli.text import count
 
@@ -37,6 +38,9 @@ def nonfinite_gradients(probe: ProbeResult, limits: NonfiniteLimits) -> Iterator
     else, under anomaly detection, the op whose backward first turned finite gradients
     into NaN/inf (`sqrt` at zero), with the line of the model's code that called it.
 
+    When `--steps` made the model diverge, `training-divergence` reports it instead (the
+    cause is the step size, and epsilons would not help).
+
     ## Why it matters
     One NaN poisons every weight it reaches in the next optimizer step; the run is lost.
 
@@ -60,7 +64,7 @@ def nonfinite_gradients(probe: ProbeResult, limits: NonfiniteLimits) -> Iterator
     (`tests/fixtures/faults/nonfinite_sqrt.py`).
     """
     bad = [layer for layer in probe.layers if layer.nonfinite > limits.max_count]
-    if not bad:
+    if not bad or diverged_in_training(probe.training):  # training-divergence says why
         return
     first = max(bad, key=lambda layer: layer.index)
     op_where = str(probe.nonfinite_source) if probe.nonfinite_source else None
