@@ -52,8 +52,12 @@ def _escape_property(text: str) -> str:
 def annotation(report: Report, finding: Finding, cwd: Path) -> str:
     properties = {"title": f"gradcheck {finding.id} ({report.target})"}
     location = finding_location(report, finding)
-    if location is not None:
-        properties["file"] = relative_path(location[0], cwd) or location[0]
+    # Only a file inside the repository (the working directory in CI) can carry an annotation; an
+    # installed builtin's source cannot.
+    path = cwd / location[0] if location is not None else None
+    file = relative_path(str(path), cwd) if path is not None and path.is_file() else None
+    if location is not None and file is not None:
+        properties["file"] = file
         if location[1]:
             properties["line"] = str(location[1])
     props = ",".join(f"{k}={_escape_property(v)}" for k, v in properties.items())

@@ -86,3 +86,16 @@ def command_boundary(command: str) -> Callable[[F], F]:
 
 def _traceback() -> str:
     return traceback.format_exc()
+
+
+class BoundedTyper(typer.Typer):
+    """A Typer app whose every command, including any added later, ends in the error boundary."""
+
+    def command(self, name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
+        register = super().command(name, **kwargs)
+
+        def decorate(func: F) -> F:
+            register(command_boundary(name or func.__name__.replace("_", "-"))(func))
+            return func
+
+        return decorate

@@ -12,10 +12,11 @@ from typing import Any, Literal
 
 from torch import nn
 
-from gradcheck_cli.autowire import config_fields, default_config, json_safe
+from gradcheck_cli.autowire import ConfigRaised, config_fields, config_wiring, default_config, json_safe
+from gradcheck_cli.downloads import is_network_error, offline_hint
 from gradcheck_cli.errors import TargetError
 from gradcheck_cli.importing import package_root
-from gradcheck_cli.source import source_of, user_frame
+from gradcheck_cli.source import raise_site, source_of
 from gradcheck_cli.specs import TargetRef
 from gradcheck_cli.stats import SourceRef
 
@@ -57,11 +58,18 @@ def from_object(
 def construct(
     factory: Callable[..., Any], name: str, init_args: dict[str, Any], ref: TargetRef
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Build the model; a constructor taking one config object gets it built and --init sets its fields."""
-    config = default_config(factory, init_args)
-    if config is not None:
-        built = call_constructor(factory, name, [config], {}, ref)
-        return built, {"config": config_fields(config)}
+    """Build the model; a constructor taking one config object gets it built and --init sets its fields.
+
+    --init keys the config does not declare but the constructor accepts go to the constructor.
+    """
+    try:
+        wiring = config_wiring(factory, init_args)
+    except ConfigRaised as exc:
+        raise build_failed(f"building the config {exc.call}", exc.factory, exc.error, ref) from exc.error
+    if wiring is not None:
+        config, keywords = wiring
+        built = call_constructor(factory, name, [config], keywords, ref)
+        return built, {"config": config_fields(config), **{k: json_safe(v) for k, v in keywords.items()}}
     built = call_constructor(factory, name, [], init_args, ref)
     return built, {k: json_safe(v) for k, v in init_args.items()}
 
@@ -81,16 +89,20 @@ def call_constructor(
         pass  # no signature (a builtin): just call it
     try:
         built = factory(*args, **kwargs)
-    except Exception as exc:
-        frame = user_frame(exc, package_root(Path(ref.location).resolve().parent))
-        raise TargetError(
-            f"building {name}{signature_text(factory)} failed: {type(exc).__name__}: {exc}"
-            + (f" ({frame})" if frame else ""),
-            "check the constructor arguments (--init KEY=VALUE or the call form); --debug shows the traceback",
-        ) from exc
+    except (Exception, SystemExit) as exc:
+        raise build_failed(f"building {name}{signature_text(factory)}", factory, exc, ref) from exc
     if not isinstance(built, nn.Module):
         raise TargetError(f"{name}() returned {type(built).__name__}, not an nn.Module")
     return built
+
+
+def build_failed(what: str, factory: Any, exc: BaseException, ref: TargetRef) -> TargetError:
+    """One exit-2 error for a constructor or config validator that raised: what, where, and a hint."""
+    where = raise_site(exc, package_root(Path(ref.location).resolve().parent))
+    hint = "check the constructor arguments (--init KEY=VALUE or the call form); --debug shows the traceback"
+    if is_network_error(exc):
+        hint = offline_hint(factory)
+    return TargetError(f"{what} failed: {type(exc).__name__}: {exc}" + (f" ({where})" if where else ""), hint)
 
 
 def signature_text(obj: Any) -> str:
@@ -101,11 +113,13 @@ def signature_text(obj: Any) -> str:
 
 
 def call_form(location: str, name: str, obj: Any) -> str:
-    """`file.py:NAME`, or the quoted call form with the required arguments as placeholders."""
+    """`file.py:NAME`, or the quoted call form with the required arguments as CAPITALS
+    placeholders for the user's values (`'model.py:Net(IN_DIM)'`): a lower-case name would read
+    as a runnable command and fail with NameError."""
     required = required_names(obj) or ()
     if not required or autowires(obj):
         return f"{location}:{name}"
-    return f"'{location}:{name}({', '.join(required)})'"
+    return f"'{location}:{name}({', '.join(r.upper() for r in required)})'"
 
 
 def required_names(obj: Any) -> tuple[str, ...] | None:

@@ -13,11 +13,37 @@ from typing import Annotated, Any
 import typer
 
 from gradcheck_cli import __version__
-from gradcheck_cli.boundary import command_boundary, doing, print_error
+from gradcheck_cli.boundary import BoundedTyper, doing, print_error
 from gradcheck_cli.errors import GradcheckError
 from gradcheck_cli.options import CLI_OPTIONS, Option
 
-app = typer.Typer(
+
+def _plain_help_metavars() -> None:
+    """typer 0.2x marks flags `<bool>` and required arguments `{ID}` in --help; show them as click
+    and ruff do (a flag alone, an argument as ID), so usage lines read as commands to type."""
+    from typer import core
+
+    option = getattr(core, "TyperOption", None)
+    if option is not None and hasattr(option, "display_type_rich"):
+        shown = option.display_type_rich
+
+        def display_type_rich(self: Any, ctx: Any) -> Any:
+            return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+        option.display_type_rich = display_type_rich
+    argument = getattr(core, "TyperArgument", None)
+    if argument is not None and hasattr(argument, "_usage_display_name"):
+
+        def usage_name(self: Any) -> str:
+            name = str(self.display_name_raw) + ("..." if self.nargs != 1 else "")
+            return name if self.required else f"[{name}]"
+
+        argument._usage_display_name = usage_name
+
+
+_plain_help_metavars()
+
+app = BoundedTyper(
     name="gradcheck",
     no_args_is_help=True,
     rich_markup_mode="rich",
@@ -60,6 +86,7 @@ DEBUG_OPTION = typer.Option("--debug", help="Show tracebacks (the exit code stay
 
 
 TARGET_ARGUMENT = typer.Argument(
+    metavar="TARGET",
     help="model.py, model.py:NAME, 'model.py:Net(3, depth=4)', pkg.module:NAME or builtin:NAME "
     "(see `gradcheck zoo`). May come from the config file instead.",
     show_default=False,
@@ -105,7 +132,7 @@ analyze.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         *(_parameter(option) for option in CLI_OPTIONS),
     ]
 )
-app.command(name="analyze")(command_boundary("analyze")(analyze))
+app.command(name="analyze")(analyze)
 
 
 def _show_config(
@@ -231,16 +258,26 @@ def _write_file(output: Path, text: str) -> None:
 
 
 @app.command()
-@command_boundary("compare")
 def compare(
-    old: Annotated[Path, typer.Argument(help="The baseline JSON report (--format json).")],
-    new: Annotated[Path, typer.Argument(help="The new JSON report.")],
+    old: Annotated[
+        Path,
+        typer.Argument(metavar="OLD", help="The baseline JSON report (--format json).", show_default=False),
+    ],
+    new: Annotated[Path, typer.Argument(metavar="NEW", help="The new JSON report.", show_default=False)],
     orders: Annotated[
-        float, typer.Option("--orders", help="Orders of magnitude a layer's gradient ratio may fall.")
+        float,
+        typer.Option(
+            "--orders", metavar="ORDERS", help="Orders of magnitude a layer's gradient ratio may fall."
+        ),
     ] = 1.0,
     target: Annotated[
         str | None,
-        typer.Option("--target", help="Which target, in multi-target reports.", show_default=False),
+        typer.Option(
+            "--target",
+            metavar="TARGET",
+            help="Compare only this target of multi-target reports (default: every target in both).",
+            show_default=False,
+        ),
     ] = None,
     debug: Annotated[bool, DEBUG_OPTION] = False,
 ) -> None:
@@ -263,7 +300,6 @@ def _yaml_text(value: object) -> str:
 
 
 @app.command()
-@command_boundary("zoo")
 def zoo(
     options: Annotated[
         bool, typer.Option("--options", help="Also list each builtin's --arch-opt options and defaults.")
@@ -285,27 +321,76 @@ def zoo(
 
 
 @app.command()
-@command_boundary("explain")
 def explain(
-    rule_id: Annotated[str, typer.Argument(metavar="ID", help="A finding id, e.g. vanishing-gradients.")],
+    rule_id: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="ID", help="A finding id, e.g. vanishing-gradients (none: list them).", show_default=False
+        ),
+    ] = None,
     debug: Annotated[bool, DEBUG_OPTION] = False,
 ) -> None:
-    """Print the documentation of one finding id."""
+    """Print the documentation of one finding id, or list the ids."""
     from gradcheck_cli.hints import did_you_mean
     from gradcheck_cli.rules import every_rule, get_rule
 
+    if rule_id is None:
+        _list_rules()
+        return
     spec = get_rule(rule_id)
     if spec is None:
         ids = [r.id for r in every_rule()]
         raise GradcheckError(
             f"no finding id {rule_id!r}", did_you_mean(rule_id, ids) or f"known: {', '.join(ids)}"
         )
-    typer.echo(f"{spec.id} (default severity: {spec.severity.value}; fixes: {', '.join(spec.fixes)})\n")
-    typer.echo(spec.doc)
+
+    header = (
+        f"# {spec.id}\n\nDefault severity: **{spec.severity.value}**; fixes: {', '.join(spec.fixes)}.\n\n"
+    )
+    _print_markdown(header + _doc_markdown(inspect.cleandoc(spec.doc)))
+
+
+def _doc_markdown(doc: str) -> str:
+    """A rule docstring as Markdown: its `Fixes` lines ("fix: what to do") become a list."""
+    out, in_fixes = [], False
+    for line in doc.splitlines():
+        if line.startswith("## "):
+            in_fixes = line.strip() == "## Fixes"
+        elif in_fixes and line.strip() and not line.startswith(" "):
+            line = "- " + line
+        out.append(line)
+    return "\n".join(out)
+
+
+def _print_markdown(text: str) -> None:
+    """Markdown through rich at the terminal's width up to 100 (80 when piped), no trailing blanks."""
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    width = min(100, shutil.get_terminal_size((80, 24)).columns)
+    color = _color_allowed()
+    console = Console(file=StringIO(), width=width, force_terminal=color, no_color=not color, highlight=False)
+    console.print(Markdown(text))
+    rendered = console.file.getvalue()  # type: ignore[attr-defined]
+    sys.stdout.write("\n".join(line.rstrip() for line in rendered.splitlines()) + "\n")
+
+
+def _list_rules() -> None:
+    from gradcheck_cli.rules import every_rule
+
+    rules = sorted(every_rule(), key=lambda r: r.id)
+    width = max(len(r.id) for r in rules) + 2
+    for spec in rules:
+        summary = inspect.cleandoc(spec.doc).splitlines()[0] if spec.doc else ""
+        typer.echo(f"{spec.id:<{width}}{spec.severity.value:<9}{summary}")
+    typer.echo(
+        "\nrun `gradcheck explain ID` for what one means, its evidence, thresholds and fixes", err=True
+    )
 
 
 @app.command()
-@command_boundary("init")
 def init(
     path: Annotated[Path, typer.Argument(help="Where to write the template.")] = Path("gradcheck.yaml"),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,

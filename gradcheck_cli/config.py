@@ -64,6 +64,8 @@ class AnalyzeConfig:
     arch_opts: Mapping[str, Any] = field(default_factory=dict)
     init_args: Mapping[str, Any] = field(default_factory=dict)
     target_arg: str | None = None
+    labels: InputSpec | None = None
+    """--labels SPEC: integer labels (or float targets) generated beside the inputs, e.g. int:16:10."""
     layout: str | None = None
     thresholds: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     try_fixes: bool = False

@@ -121,7 +121,9 @@ def _no_single_model(ref: TargetRef, candidates: list[Candidate], several: bool)
     example = call_form(ref.location, usable.name, usable.obj) if usable else f"{ref.location}:NAME"
     return TargetError(
         f"{ref.location}: found {problem}, and no build_model() or module-level `model`. Candidates:\n{listing}",
-        f"name one: gradcheck analyze {example}; set constructor keyword arguments with --init KEY=VALUE",
+        f"name one: gradcheck analyze {example}"
+        + ("" if "(" not in example else " (put your values for the CAPITALS)")
+        + "; set constructor keyword arguments with --init KEY=VALUE",
     )
 
 

@@ -26,7 +26,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from gradcheck_cli.aggregate import SUM_FIELDS, BatchSums
 from gradcheck_cli.errors import ConfigError
+from gradcheck_cli.grads import to_host
 from gradcheck_cli.probe import GradientProbe
 
 PARAMETER_SUMS = ("grad_sq", "zero_count", "grad_numel", "has_grad")
@@ -133,11 +135,11 @@ def combine_batches(probe: GradientProbe, mine: list[int], total: int) -> None:
     if not active():
         return
     every = {}
-    for name, own in probe.batch_sums().items():
+    for name, own in batch_sums(probe).items():
         every[name] = torch.zeros(total, *own.shape[1:], dtype=torch.float64)
         every[name][mine] = own
-    probe.replace_batch_sums(_summed(every))
-    probe.sum_counters(reduce_sum)
+    replace_batch_sums(probe, _summed(every))
+    sum_counters(probe)
 
 
 def combine_step(probe: GradientProbe) -> None:
@@ -145,14 +147,59 @@ def combine_step(probe: GradientProbe) -> None:
     if not active():
         return
     world = world_size()
-    sums = _summed(probe.batch_sums())
+    sums = _summed(batch_sums(probe))
     for name in PARAMETER_SUMS:
         sums[name] /= world
     sums["act_sq"] /= world * world
     finite = torch.isfinite
     sums["nonfinite"] = (~finite(sums["grad_sq"])).double() + (~finite(sums["act_sq"])).double()
-    probe.replace_batch_sums(sums)
-    probe.sum_counters(reduce_sum)
+    replace_batch_sums(probe, sums)
+    sum_counters(probe)
+
+
+def batch_sums(probe: GradientProbe) -> dict[str, torch.Tensor]:
+    """Per BatchSums field, float64 [batches, layers]: each collected batch's raw sums."""
+    batches = len(probe.layers[0].rows) if probe.layers else 0
+    return {
+        name: torch.tensor(
+            [[getattr(layer.rows[b], name) for layer in probe.layers] for b in range(batches)],
+            dtype=torch.float64,
+        ).reshape(batches, len(probe.layers))
+        for name in SUM_FIELDS
+    }
+
+
+def replace_batch_sums(probe: GradientProbe, sums: dict[str, torch.Tensor]) -> None:
+    """Install combined raw sums (the layout of batch_sums, any number of batches)."""
+    host = {name: sums[name].double().tolist() for name in SUM_FIELDS}
+    batches = len(host[SUM_FIELDS[0]])
+    for i, layer in enumerate(probe.layers):
+        layer.rows = [BatchSums(**{name: host[name][b][i] for name in SUM_FIELDS}) for b in range(batches)]
+
+
+def sum_counters(probe: GradientProbe) -> None:
+    """Sum call counts and activation counters over processes.
+
+    Every process must have run at least one forward (the ReLU unit masks need their size)."""
+    counts = [float(probe.forwards)] + [float(layer.calls) for layer in probe.layers]
+    tails = to_host(
+        [act.count() if act.tails else torch.zeros((), dtype=torch.int64) for act in probe.activations]
+    )
+    for act, tail in zip(probe.activations, tails, strict=True):
+        counts += [float(act.total), tail]
+    summed = torch.tensor(counts, dtype=torch.float64)
+    reduce_sum(summed)
+    values = summed.tolist()
+    probe.forwards = int(values[0])
+    for i, layer in enumerate(probe.layers, start=1):
+        layer.calls = int(values[i])
+    for i, act in enumerate(probe.activations):
+        act.total, tail = int(values[1 + len(probe.layers) + 2 * i]), values[2 + len(probe.layers) + 2 * i]
+        act.tails = [torch.tensor(tail)] if act.family != "relu" else []
+        for call in sorted(act.peaks):  # every process ran the same calls, in the same order
+            alive = (act.peaks[call] > 0).to(torch.float64)
+            reduce_sum(alive)
+            act.peaks[call] = alive  # > 0 where any process saw the unit positive
 
 
 def _summed(sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

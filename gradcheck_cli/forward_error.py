@@ -3,11 +3,11 @@
     Net.forward (model.py:18): self.fc(...) raised RuntimeError: mat1 and mat2 shapes cannot be
     multiplied (4x512 and 256x10)
       in fc: Linear(256 -> 10), got 512 features (float32[4x512])
-      inputs (sample_batch() in model.py): (float32[4x3x32x32])
+      inputs tried (sample_batch() in the model file): (float32[4x3x32x32])
 
-The user's frame is the innermost traceback frame in the user's code (not torch, not an installed
-package, not the standard library, not gradcheck); the module is the innermost nn.Module of the
-model whose forward was running when it raised, and the tensor it got is read from that frame.
+The user's frame is the innermost traceback frame in the user's code (`source.is_user_frame`);
+the module is the innermost nn.Module of the model whose forward was running when it raised, and
+the tensor it got is read from that frame.
 The hint fits where the inputs came from: given inputs (sample_batch(), --input, analyze()) point
 at a bug in the model; inputs gradcheck inferred point at --input.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import linecache
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -26,8 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-_NOT_USER = ("torch", "gradcheck_cli", "typer", "click", "rich", "numpy", "_pytest", "pluggy")
-_INSTALLED = ("site-packages", "dist-packages")
+from gradcheck_cli.source import is_user_frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +55,7 @@ def describe_failure(exc: BaseException, model: nn.Module) -> tuple[UserFrame | 
 
 def _failure(exc: BaseException, model: nn.Module) -> tuple[UserFrame | None, RaisingModule | None]:
     frames = list(_frames(exc.__traceback__))
-    user = next((_user_frame(f, lasti) for f, lasti in reversed(frames) if _is_user(f)), None)
+    user = next((_user_frame(f, lasti) for f, lasti in reversed(frames) if is_user_frame(f)), None)
     return user, _raising_module(frames, model)
 
 
@@ -71,15 +69,6 @@ def _frames(tb: TracebackType | None) -> list[tuple[FrameType, int]]:
         out.append((tb.tb_frame, tb.tb_lasti))
         tb = tb.tb_next
     return out
-
-
-def _is_user(frame: FrameType) -> bool:
-    module = str(frame.f_globals.get("__name__", ""))
-    filename = frame.f_code.co_filename
-    top = module.partition(".")[0]
-    if top in _NOT_USER or top in sys.stdlib_module_names or filename.startswith("<"):
-        return False
-    return not any(part in _INSTALLED for part in Path(filename).parts)
 
 
 def _user_frame(frame: FrameType, lasti: int) -> UserFrame:

@@ -28,6 +28,34 @@ class Batch:
     target: Any = None
 
 
+STREAMS = {"targets": 1, "labels": 2}
+"""Random draws besides the inputs, each from its own generator: a loss's random targets never
+repeat the inputs (for a model whose output equals its input that would make every gradient 0)."""
+
+
+def stream(seed: int, purpose: str, index: int = 0) -> torch.Generator:
+    """The generator for `purpose` ('targets', 'labels') on batch `index`, independent of the inputs'.
+
+    The inputs draw from a generator seeded with `seed` itself; these seeds are a 64-bit mix of
+    (seed, purpose, index) (splitmix64's finaliser), so they never coincide with a small seed.
+    """
+    value = (seed * 0x9E3779B97F4A7C15 + STREAMS[purpose] * 0xBF58476D1CE4E5B9 + index) & _MASK64
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return torch.Generator().manual_seed(value ^ (value >> 31))
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def reference_input(batch: Batch) -> torch.Tensor | None:
+    """The batch's first float tensor (positional first): what a reconstruction loss gives back."""
+    for value in (*batch.args, *batch.kwargs.values()):
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            return value
+    return None
+
+
 def generate(spec: InputSpec, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
     if spec.kind == "int":
         high = int(spec.high or 2)
@@ -317,6 +345,30 @@ def describe_extra_args(plan: InputPlan) -> tuple[str, ...]:
         f"model.init_hidden({plan.batch_size})" if kind == "init_hidden" else "None"
         for kind in plan.extra_args
     )
+
+
+def labels_from_spec(spec: InputSpec, seed: int, index: int) -> torch.Tensor:
+    """--labels SPEC for batch `index`: integer class labels (or float targets), from the labels stream."""
+    return generate(spec, stream(seed, "labels", index), torch.float32)
+
+
+def labels_for_head(output: Any, batch_size: int) -> InputSpec | None:
+    """Labels shaped for the head that consumes them, read off the output of a forward without them.
+
+    (B, C) logits: one class per sample, int:B:C; (B, T, V): one per position, int:BxT:V; (B, 1)
+    or (B,): a regression, float:B. None when the output does not say.
+    """
+    from gradcheck_cli.outputs import split_output
+
+    head = split_output(output).main
+    if head is None or not head.tensor.is_floating_point() or head.tensor.dim() == 0:
+        return None
+    shape = tuple(head.tensor.shape)
+    if shape[0] != batch_size:
+        return None
+    if len(shape) == 1 or (len(shape) == 2 and shape[1] == 1):
+        return InputSpec(shape=(batch_size,))
+    return InputSpec(shape=shape[:-1], kind="int", low=0, high=shape[-1])
 
 
 def token_targets(spec: InputSpec, generator: torch.Generator) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from gradcheck_cli.errors import LossError
+from gradcheck_cli.outputs import Head, split_output
 
 
 @dataclass(slots=True)
@@ -19,25 +20,17 @@ class LossChoice:
     value: torch.Tensor
     name: str
     reason: str
+    left_out: tuple[Head, ...] = ()
+    """Float outputs the loss does not use (their feeders get no gradient by the loss's choice)."""
 
 
-def first_tensor(output: Any) -> torch.Tensor | None:
-    """The main tensor of an output: itself, logits of a dict/ModelOutput, or the first of a tuple."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, dict) or hasattr(output, "logits"):
-        for key in ("logits", "output", "out", "prediction", "recon"):
-            value = output.get(key) if isinstance(output, dict) else getattr(output, key, None)
-            if isinstance(value, torch.Tensor):
-                return value
-        values = output.values() if isinstance(output, dict) else ()
-        return next((v for v in values if isinstance(v, torch.Tensor) and v.is_floating_point()), None)
-    if isinstance(output, (tuple, list)):
-        for item in output:
-            found = first_tensor(item)
-            if found is not None:
-                return found
-    return None
+@dataclass(frozen=True, slots=True)
+class Criterion:
+    """A loss with its labels or targets drawn once, applied to the main output and each aux head."""
+
+    name: str
+    reason: str
+    apply: Callable[[torch.Tensor], torch.Tensor]
 
 
 def own_loss(output: Any) -> torch.Tensor | None:
@@ -61,7 +54,13 @@ def compute_loss(
     loss_fn: Callable[..., Any] | None,
     generator: torch.Generator,
     loss_fn_origin: str = "loss_fn() in the model file",
+    reference: torch.Tensor | None = None,
 ) -> LossChoice:
+    """The loss a training script would take on `output`.
+
+    `generator` draws random labels or targets (its own stream, never the inputs'); `reference`
+    is the batch's first float input, the goal of a reconstruction loss.
+    """
     if mode in ("auto", "output"):
         loss = own_loss(output)
         if loss is not None:
@@ -73,21 +72,31 @@ def compute_loss(
             )
     if mode == "auto" and loss_fn is not None:
         return _user_loss(loss_fn, output, target, loss_fn_origin)
-    tensor = first_tensor(output)
-    if tensor is None or not tensor.is_floating_point():
+    parts = split_output(output)
+    if parts.main is None or not parts.main.tensor.is_floating_point():
         raise LossError(
             f"the model's output ({type(output).__name__}) holds no floating-point tensor to take a loss from",
             "define loss_fn(output, target) in the file, or return a tensor",
         )
-    require_grad(tensor, "the model's output")
-    tensor = tensor.float()
+    require_grad(parts.main.tensor, "the model's output")
+    tensor = parts.main.tensor.float()
+    criterion = _criterion(tensor, mode, target, generator, reference)
+    value = criterion.apply(tensor)
+    for head in parts.aux:
+        value = value + head.weight * criterion.apply(head.tensor.float())
+    return LossChoice(value, criterion.name, criterion.reason + parts.describe_aux(), parts.left_out)
+
+
+def _criterion(
+    tensor: torch.Tensor, mode: str, target: Any, generator: torch.Generator, reference: Any
+) -> Criterion:
     if mode == "sum":
-        return LossChoice(tensor.sum(), "sum", "--loss sum: the sum of the output")
+        return Criterion("sum", "--loss sum: the sum of the output", lambda t: t.sum())
     if mode == "mse":
         return _mse(tensor, target, generator, "--loss mse")
     if mode == "ce":
         return _cross_entropy(tensor, target, generator, "--loss ce")
-    return _auto(tensor, target, generator)
+    return _auto(tensor, target, generator, reference)
 
 
 def require_grad(value: torch.Tensor, what: str) -> None:
@@ -119,24 +128,57 @@ def _call_loose(loss_fn: Callable[..., Any], output: Any) -> Any:
         return loss_fn(output, None)
 
 
-def _auto(tensor: torch.Tensor, target: Any, generator: torch.Generator) -> LossChoice:
+def _auto(tensor: torch.Tensor, target: Any, generator: torch.Generator, reference: Any) -> Criterion:
     if isinstance(target, torch.Tensor):
         if target.is_floating_point():
             return _mse(tensor, target, generator, "float target: MSE")
         return _cross_entropy(tensor, target, generator, "integer target: cross-entropy")
+    reconstruction = _reconstruction(tensor, reference)
+    if reconstruction is not None:
+        return reconstruction
     if tensor.dim() >= 2 and tensor.shape[_class_dim(tensor)] > 1:
         if _is_log_probs(tensor):
             return _nll(tensor, generator)
         return _cross_entropy(
             tensor, None, generator, "logits over classes: cross-entropy with random labels"
         )
-    if tensor.dim() <= 2 and tensor.numel() and bool(((tensor >= 0) & (tensor <= 1)).all()):
-        probs = tensor.reshape(tensor.shape[0], -1)[:, 0].clamp(1e-7, 1 - 1e-7)
-        labels = torch.randint(0, 2, probs.shape, generator=generator).to(probs)
-        return LossChoice(
-            F.binary_cross_entropy(probs, labels), "bce", "a probability per sample: binary cross-entropy"
+    if tensor.dim() <= 2 and tensor.numel() and _in_unit_interval(tensor):
+        labels = torch.randint(0, 2, (tensor.shape[0],), generator=generator).to(tensor)
+        return Criterion(
+            "bce",
+            "a probability per sample: binary cross-entropy",
+            lambda t: F.binary_cross_entropy(_per_sample(t).clamp(1e-7, 1 - 1e-7), labels),
         )
     return _mse(tensor, None, generator, "regression output: MSE against random targets")
+
+
+def _per_sample(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.reshape(tensor.shape[0], -1)[:, 0]
+
+
+def _reconstruction(tensor: torch.Tensor, reference: Any) -> Criterion | None:
+    """An output of the input's shape (autoencoder, VAE, denoiser) is trained to give the input back."""
+    if not isinstance(reference, torch.Tensor) or not reference.is_floating_point():
+        return None
+    if tensor.dim() < 2 or reference.shape != tensor.shape:
+        return None
+    goal = reference.detach().to(tensor)
+    with torch.no_grad():
+        if bool(torch.equal(tensor, goal)):
+            return None  # an identity map: the reconstruction loss would be exactly 0
+    shape = "x".join(map(str, tensor.shape))
+    why = f"the output has the input's shape ({shape}): reconstruction {{}} against the input"
+    hint = " (--loss ce if its channels are classes)" if tensor.dim() == 4 else ""
+    if _in_unit_interval(tensor) and _in_unit_interval(goal):
+        return Criterion(
+            "bce", why.format("BCE") + hint, lambda t: F.binary_cross_entropy(t.clamp(1e-7, 1 - 1e-7), goal)
+        )
+    return Criterion("mse", why.format("MSE") + hint, lambda t: F.mse_loss(t, goal))
+
+
+def _in_unit_interval(tensor: torch.Tensor) -> bool:
+    with torch.no_grad():
+        return bool(((tensor >= 0) & (tensor <= 1)).all())
 
 
 def _class_dim(tensor: torch.Tensor) -> int:
@@ -164,29 +206,35 @@ def _move_class_last(tensor: torch.Tensor) -> torch.Tensor:
     return moved.reshape(-1, tensor.shape[dim])
 
 
-def _cross_entropy(tensor: torch.Tensor, target: Any, generator: torch.Generator, reason: str) -> LossChoice:
+def _cross_entropy(tensor: torch.Tensor, target: Any, generator: torch.Generator, reason: str) -> Criterion:
     if tensor.dim() < 2:
         raise LossError(
             f"cross-entropy needs logits of shape (batch, classes); the output is {tuple(tensor.shape)}"
         )
     labels = target if isinstance(target, torch.Tensor) else _labels(tensor, generator)
-    logits = _move_class_last(tensor)
-    try:
-        loss = F.cross_entropy(logits, labels.reshape(-1).long())
-    except (RuntimeError, IndexError) as exc:
-        raise LossError(f"cross-entropy failed on output {tuple(tensor.shape)}: {exc}") from None
-    return LossChoice(loss, "ce", reason)
+    flat = labels.reshape(-1).long().to(tensor.device)
+
+    def apply(t: torch.Tensor) -> torch.Tensor:
+        try:
+            return F.cross_entropy(_move_class_last(t), flat)
+        except (RuntimeError, IndexError) as exc:
+            raise LossError(f"cross-entropy failed on output {tuple(t.shape)}: {exc}") from None
+
+    return Criterion("ce", reason, apply)
 
 
-def _nll(tensor: torch.Tensor, generator: torch.Generator) -> LossChoice:
-    logits = _move_class_last(tensor)
-    loss = F.nll_loss(logits, _labels(tensor, generator).reshape(-1))
-    return LossChoice(loss, "nll", "rows log-sum-exp to 0 (log-probabilities): NLL with random labels")
+def _nll(tensor: torch.Tensor, generator: torch.Generator) -> Criterion:
+    flat = _labels(tensor, generator).reshape(-1)
+    return Criterion(
+        "nll",
+        "rows log-sum-exp to 0 (log-probabilities): NLL with random labels",
+        lambda t: F.nll_loss(_move_class_last(t), flat),
+    )
 
 
-def _mse(tensor: torch.Tensor, target: Any, generator: torch.Generator, reason: str) -> LossChoice:
+def _mse(tensor: torch.Tensor, target: Any, generator: torch.Generator, reason: str) -> Criterion:
     if isinstance(target, torch.Tensor) and target.shape == tensor.shape:
         goal = target.to(tensor)
     else:
         goal = torch.randn(tensor.shape, generator=generator).to(tensor)
-    return LossChoice(F.mse_loss(tensor, goal), "mse", reason)
+    return Criterion("mse", reason, lambda t: F.mse_loss(t, goal))

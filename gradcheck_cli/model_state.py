@@ -110,15 +110,18 @@ class ModelState:
     def detach_grads(self) -> None:
         """The analysis starts from no gradient, so backward never accumulates into the caller's."""
         for state in self.params:
-            state.param.grad = None
+            if state.grad is not None:
+                state.param.grad = None
 
     def restore(self) -> None:
         with torch.no_grad():
             for state in self.modules:
                 _restore_module(state)
             for p in self.params:
-                p.param.requires_grad_(p.requires_grad)
-                p.param.grad = p.grad
+                if p.param.requires_grad != p.requires_grad:
+                    p.param.requires_grad_(p.requires_grad)
+                if p.param.grad is not p.grad:
+                    p.param.grad = p.grad
         for name, saved in self.global_hooks.items():
             live = getattr(nn.modules.module, name)
             live.clear()
@@ -174,9 +177,12 @@ def preserved(model: nn.Module) -> Iterator[None]:
 
 
 def needs_copy(model: nn.Module, device: str, dtype: torch.dtype, steps: int) -> bool:
-    """Training steps, or a dtype or device other than the model's own, change it: work on a copy."""
+    """Training steps, lazy modules, or a dtype or device other than the model's own, change it:
+    work on a copy."""
     if steps > 0:
         return True
+    if any(nn.parameter.is_lazy(p) for p in model.parameters()):
+        return True  # the first forward materialises LazyLinear & co. and changes their class
     wanted = torch.device(device)
     for tensor in (*model.parameters(), *model.buffers()):
         if tensor.device.type != wanted.type or wanted.index not in (None, tensor.device.index):

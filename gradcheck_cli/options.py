@@ -88,6 +88,12 @@ def _inputs(value: Any) -> tuple[Any, ...]:
     return tuple(parse_input(str(v)) for v in items)
 
 
+def _labels(value: Any) -> Any:
+    from gradcheck_cli.specs import parse_labels
+
+    return parse_labels(str(value))
+
+
 def _target(value: Any) -> Any:
     from gradcheck_cli.specs import parse_target
 
@@ -270,6 +276,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="inputs",
         flags=("--input", "-i"),
+        metavar="SHAPE",
         keys=("input", "inputs"),
         cli_type=list[str],
         file_check=STR_OR_LIST,
@@ -284,6 +291,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="arch_opts",
         flags=("--arch-opt", "-a"),
+        metavar="KEY=VALUE",
         keys=("arch-opt",),
         cli_type=list[str],
         file_check=MAPPING,
@@ -295,6 +303,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="init_args",
         flags=("--init",),
+        metavar="KEY=VALUE",
         keys=("init", "model"),
         cli_type=list[str],
         file_check=MAPPING,
@@ -306,13 +315,25 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="target_arg",
         flags=("--target-arg",),
+        metavar="NAME",
         keys=("target-arg",),
         file_check=STR,
         help="Pass the generated target to forward as this keyword (models that compute their own loss).",
     ),
     Option(
+        field="labels",
+        flags=("--labels",),
+        keys=("labels",),
+        file_check=STR,
+        from_flag=_labels,
+        from_file=_labels,
+        help="Integer labels beside float inputs, as each batch's target (or the --target-arg): "
+        "int:16:10 (16 labels below 10), int:16x32:50257 (one per token), float:16 (regression targets).",
+    ),
+    Option(
         field="layout",
         flags=("--layout",),
+        metavar="LAYOUT",
         keys=("layout",),
         file_check=one_of(LAYOUTS),
         check=_choice("--layout", LAYOUTS),
@@ -321,6 +342,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="batches",
         flags=("--batches", "-b"),
+        metavar="N",
         keys=("batches",),
         cli_type=int,
         file_check=INT,
@@ -331,6 +353,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="batch_size",
         flags=("--batch-size",),
+        metavar="N",
         keys=("batch-size",),
         cli_type=int,
         file_check=INT,
@@ -340,6 +363,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="device",
         flags=("--device", "-d"),
+        metavar="DEVICE",
         keys=("device",),
         file_check=STR,
         help="auto, cpu, cuda, cuda:N or mps (default: auto: cuda, then mps, then cpu).",
@@ -348,6 +372,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="dtype",
         flags=("--dtype",),
+        metavar="DTYPE",
         keys=("dtype",),
         file_check=one_of(DTYPES),
         check=_choice("--dtype", DTYPES),
@@ -357,6 +382,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="loss",
         flags=("--loss",),
+        metavar="LOSS",
         keys=("loss",),
         file_check=one_of(LOSSES),
         check=_choice("--loss", LOSSES),
@@ -366,6 +392,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="steps",
         flags=("--steps",),
+        metavar="K",
         keys=("steps",),
         cli_type=int,
         file_check=INT,
@@ -375,6 +402,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="lr",
         flags=("--lr",),
+        metavar="LR",
         keys=("lr",),
         cli_type=float,
         file_check=NUMBER,
@@ -385,6 +413,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="optimizer",
         flags=("--optimizer",),
+        metavar="NAME",
         keys=("optimizer",),
         file_check=one_of(OPTIMIZERS),
         check=_choice("--optimizer", OPTIMIZERS),
@@ -405,6 +434,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="seed",
         flags=("--seed",),
+        metavar="N",
         keys=("seed",),
         cli_type=int,
         file_check=INT,
@@ -415,6 +445,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="config",
         flags=("--config", "-c"),
+        metavar="FILE",
         cli_type=Path,
         help="A YAML file of these options; flags win. Default: ./gradcheck.yaml, then \\[tool.gradcheck] "
         "in pyproject.toml.",
@@ -422,6 +453,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="format",
         flags=("--format", "-f"),
+        metavar="FORMAT",
         keys=("format",),
         file_check=one_of(FORMATS),
         check=_choice("--format", FORMATS),
@@ -430,6 +462,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="output",
         flags=("--output", "-o"),
+        metavar="FILE",
         keys=("output",),
         cli_type=Path,
         file_check=STR,
@@ -439,11 +472,12 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="fail_on",
         flags=("--fail-on",),
+        metavar="LEVEL",
         keys=("fail-on",),
         file_check=one_of(FAIL_ON),
         check=_choice("--fail-on", FAIL_ON),
-        help="Exit 1 on findings at or above: error, warning or never (default: error).",
-        template="fail-on: error      # error, warning, never: the CI gate",
+        help="Exit 1 on findings at or above: error, warning, info or never (default: error).",
+        template="fail-on: error      # error, warning, info, never: the CI gate",
     ),
     Option(
         field="try_fixes",
@@ -538,6 +572,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="baseline",
         flags=("--baseline",),
+        metavar="FILE",
         keys=("baseline",),
         cli_type=Path,
         file_check=STR,
@@ -549,13 +584,14 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         field="baseline_orders",
         flags=("--baseline-orders",),
+        metavar="ORDERS",
         keys=("baseline-orders",),
         cli_type=float,
         file_check=NUMBER,
         from_file=float,
         check=_positive_number("--baseline-orders"),
         help="With --baseline: a layer regresses when its gradient/weight ratio falls by more "
-        "than this many orders of magnitude [default: 1].",
+        "than this many orders of magnitude (default: 1).",
         template="# baseline-orders: 1.0   # how many orders of magnitude a layer's gradient ratio may fall",
     ),
     Option(

@@ -32,6 +32,7 @@ from gradcheck_cli.session import (
 from gradcheck_cli.stats import ProbeResult
 from gradcheck_cli.target import LoadedModel, load
 from gradcheck_cli.text import count
+from gradcheck_cli.versus import measure_versus, snapshot
 
 __all__ = ["Session", "analyze", "analyze_loaded", "forward", "loss_of", "prepare", "probe", "train_steps"]
 
@@ -66,6 +67,7 @@ def analyze_loaded(
     progress("building the inputs")
     session = prepare(config, loaded, batches)
     session.progress = progress
+    init_state = snapshot(session.loaded.module) if config.versus == "init" else None
     if config.weights is not None:
         progress(f"loading weights from {config.weights}")
         load_checkpoint(session)
@@ -77,7 +79,12 @@ def analyze_loaded(
         progress("measuring float16 underflow with and without loss scaling")
         measure_precision(session)
     progress(f"measuring {count(len(session.batches), 'batch')} on {session.device}")
+    if config.versus is not None:
+        seed_everything(config.seed)  # both states see the same random draws (dropout)
     result = probe(session, started)
+    if config.versus is not None:
+        progress(f"measuring the reference state ({config.versus}) on the same batches")
+        result = measure_versus(session, result, init_state, started)
     progress("diagnosing")
     diagnosis = diagnose(result, config.thresholds)
     report = build_report(config.target.raw, result, diagnosis.findings, diagnosis.layer_status)

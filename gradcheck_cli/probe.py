@@ -29,25 +29,14 @@ from gradcheck_cli.activations import (
     ModuleActivation,
     family_of,
     first_tensor_out,
-    tail_count,
-    unit_peaks,
 )
-from gradcheck_cli.aggregate import SUM_FIELDS, BatchSums, LayerRecord, layer_stats, role_of
+from gradcheck_cli.aggregate import BatchSums, LayerRecord, layer_stats
 from gradcheck_cli.compat import foreach_norm
 from gradcheck_cli.grads import ParameterGrads, dense, to_host
-from gradcheck_cli.layer_kinds import has_normalization, is_conv, kind_of
+from gradcheck_cli.layer_kinds import is_conv, kind_of
 from gradcheck_cli.stats import ActivationStats, LayerStats, SourceRef
 
-__all__ = [
-    "GradientProbe",
-    "ParameterGrads",
-    "dense",
-    "first_tensor_out",
-    "has_normalization",
-    "role_of",
-    "tail_count",
-    "unit_peaks",
-]
+__all__ = ["GradientProbe", "ParameterGrads"]
 
 
 def direct_params(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -98,7 +87,8 @@ class GradientProbe:
         self._last_layer: str | None = None
         self._was_training = model.training
         self._restore_mode = True
-        self._forwards = 0
+        self.forwards = 0
+        """Forward passes of the whole model seen while attached."""
         self._act_sq: list[torch.Tensor] = []
         self._act_owner: list[int] = []
         self._index: dict[str, int] = {}
@@ -163,7 +153,7 @@ class GradientProbe:
 
     # -- hooks ------------------------------------------------------------------------------
     def _on_model_forward(self, module: nn.Module, args: Any) -> None:
-        self._forwards += 1
+        self.forwards += 1
 
     def _layer_hook(self, layer: _Layer) -> Callable[..., None]:
         # Runs on every forward of every layer: the tensor hook is built once, not per call.
@@ -214,7 +204,7 @@ class GradientProbe:
                 return
             # detach() is enough to keep these reductions off the graph; a no_grad() block
             # would cost half as much again as the reductions themselves on small outputs.
-            act.observe(out.detach(), self._forwards)
+            act.observe(out.detach(), self.forwards)
 
         return hook
 
@@ -224,7 +214,8 @@ class GradientProbe:
         A training-loop monitor measuring every step re-uses one attached probe this way;
         attaching hooks to every module again would cost more than the step itself.
         """
-        self._forwards = 0
+        self.forwards = 0
+        """Forward passes of the whole model seen while attached."""
         self._act_sq.clear()
         self._act_owner.clear()
         for layer in self.layers:
@@ -264,51 +255,6 @@ class GradientProbe:
         self._act_sq.clear()
         self._act_owner.clear()
 
-    # -- combining processes (torch.distributed) ----------------------------------------------
-    def batch_sums(self) -> dict[str, torch.Tensor]:
-        """Per BatchSums field, float64 [batches, layers]: each collected batch's raw sums."""
-        batches = len(self.layers[0].rows) if self.layers else 0
-        return {
-            name: torch.tensor(
-                [[getattr(layer.rows[b], name) for layer in self.layers] for b in range(batches)],
-                dtype=torch.float64,
-            ).reshape(batches, len(self.layers))
-            for name in SUM_FIELDS
-        }
-
-    def replace_batch_sums(self, sums: dict[str, torch.Tensor]) -> None:
-        """Install combined raw sums (the layout of batch_sums, any number of batches)."""
-        host = {name: sums[name].double().tolist() for name in SUM_FIELDS}
-        batches = len(host[SUM_FIELDS[0]])
-        for i, layer in enumerate(self.layers):
-            layer.rows = [
-                BatchSums(**{name: host[name][b][i] for name in SUM_FIELDS}) for b in range(batches)
-            ]
-
-    def sum_counters(self, reduce_sum: Callable[[torch.Tensor], None]) -> None:
-        """Sum call counts and activation counters over processes; `reduce_sum` sums a tensor in place.
-
-        Every process must have run at least one forward (the ReLU unit masks need their size)."""
-        counts = [float(self._forwards)] + [float(layer.calls) for layer in self.layers]
-        tails = to_host(
-            [act.count() if act.tails else torch.zeros((), dtype=torch.int64) for act in self.activations]
-        )
-        for act, tail in zip(self.activations, tails, strict=True):
-            counts += [float(act.total), tail]
-        summed = torch.tensor(counts, dtype=torch.float64)
-        reduce_sum(summed)
-        values = summed.tolist()
-        self._forwards = int(values[0])
-        for i, layer in enumerate(self.layers, start=1):
-            layer.calls = int(values[i])
-        for i, act in enumerate(self.activations):
-            act.total, tail = int(values[1 + len(self.layers) + 2 * i]), values[2 + len(self.layers) + 2 * i]
-            act.tails = [torch.tensor(tail)] if act.family != "relu" else []
-            for call in sorted(act.peaks):  # every process ran the same calls, in the same order
-                alive = (act.peaks[call] > 0).to(torch.float64)
-                reduce_sum(alive)
-                act.peaks[call] = alive  # > 0 where any process saw the unit positive
-
     # -- results ------------------------------------------------------------------------------
     def layer_stats(self) -> tuple[LayerStats, ...]:
         """Per-layer statistics, in forward execution order (never-called layers last)."""
@@ -316,7 +262,7 @@ class GradientProbe:
         ordered = sorted(self.layers, key=lambda layer: (layer.order < 0, layer.order))
         return tuple(
             layer_stats(
-                layer.record(self.sources.get(layer.name)), layer.rows, i, weights[layer.name], self._forwards
+                layer.record(self.sources.get(layer.name)), layer.rows, i, weights[layer.name], self.forwards
             )
             for i, layer in enumerate(ordered)
         )

@@ -102,6 +102,7 @@ def build_report(
         through_time=probe.through_time,
         training=probe.training,
         checkpoint=probe.checkpoint,
+        versus=probe.versus,
     )
 
 

@@ -5,6 +5,8 @@ The pipeline runs these in its order; `repair` runs them again on changed copies
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,11 +18,7 @@ from torch import nn
 from gradcheck_cli import distributed, through_time
 from gradcheck_cli.anomaly import NonfiniteOrigin, find_origin
 from gradcheck_cli.config import AnalyzeConfig
-from gradcheck_cli.device import (
-    autocast,
-    model_dtype,
-    resolve_device,
-)
+from gradcheck_cli.device import autocast, model_dtype, resolve_device
 from gradcheck_cli.errors import InputError, TargetError
 from gradcheck_cli.forward_error import forward_failure
 from gradcheck_cli.functional import FunctionalActivations
@@ -32,16 +30,31 @@ from gradcheck_cli.inputs import (
     describe,
     describe_extra_args,
     fill_extra_args,
+    generate,
+    labels_for_head,
+    labels_from_spec,
     move,
     plan_inputs,
+    reference_input,
     search_inputs,
+    stream,
     token_targets,
 )
 from gradcheck_cli.layer_kinds import has_normalization
 from gradcheck_cli.losses import LossChoice, compute_loss, require_grad
+from gradcheck_cli.outputs import left_out_feeders
 from gradcheck_cli.probe import GradientProbe
 from gradcheck_cli.source import locate_modules
-from gradcheck_cli.stats import Fp16Underflow, LayerStats, ModelInfo, ProbeResult, RunInfo, TrainingHistory
+from gradcheck_cli.specs import InputSpec
+from gradcheck_cli.stats import (
+    Fp16Underflow,
+    LayerStats,
+    LeftOutOutputs,
+    ModelInfo,
+    ProbeResult,
+    RunInfo,
+    TrainingHistory,
+)
 from gradcheck_cli.target import LoadedModel, redirect_stdout_to_stderr
 from gradcheck_cli.trained import CheckpointInfo
 from gradcheck_cli.underflow import measure_fp16_underflow
@@ -155,29 +168,96 @@ def _finish_batches(
         )
         for b in batches
     ]
-    return _with_target_arg(config, fill_extra_args(model, moved, plan), plan, device)
+    labelled = _with_labels(config, fill_extra_args(model, moved, plan), plan, device)
+    return _with_target_arg(config, model, labelled, plan, device)
+
+
+def _with_labels(config: AnalyzeConfig, batches: list[Batch], plan: InputPlan, device: str) -> list[Batch]:
+    """--labels SPEC: integer labels (or float targets) beside the inputs, as each batch's target."""
+    spec = config.labels
+    if spec is None:
+        return batches
+    if plan.specs and spec.shape[0] != plan.batch_size:
+        raise InputError(
+            f"--labels {spec} has batch size {spec.shape[0]}, the inputs have {plan.batch_size}",
+            f"give the labels the inputs' batch size, e.g. --labels {_with_batch(spec, plan.batch_size)}",
+        )
+    out = []
+    for index, batch in enumerate(batches):
+        target = batch.target
+        if target is None:
+            target = labels_from_spec(spec, config.seed, index).to(device)
+        out.append(Batch(args=batch.args, kwargs=batch.kwargs, target=target))
+    return out
+
+
+def _with_batch(spec: InputSpec, size: int) -> InputSpec:
+    return dataclasses.replace(spec, shape=(size, *spec.shape[1:]))
 
 
 def _with_target_arg(
-    config: AnalyzeConfig, batches: list[Batch], plan: InputPlan, device: str
+    config: AnalyzeConfig, model: nn.Module, batches: list[Batch], plan: InputPlan, device: str
 ) -> list[Batch]:
-    """Models that compute their own loss take targets in forward: pass the target as that keyword."""
+    """Models that compute their own loss take targets in forward: pass the target as that keyword.
+
+    Without a target of its own, a batch gets labels shaped for the model's head (a sequence
+    classifier's (B,), a language model's (B, T)), else next-token targets of the input's shape.
+    """
     name = config.target_arg
     if not name:
         return batches
-    generator = torch.Generator().manual_seed(config.seed + 7919)
+    _check_forward_takes(model, name)
+    generator = stream(config.seed, "labels")
+    head = _head_labels(model, batches[0], config, device) if any(b.target is None for b in batches) else None
     out = []
     for batch in batches:
         target = batch.target
+        if target is None and head is not None:
+            target = generate(head, generator, torch.float32)
         if target is None and plan.specs and plan.specs[0].kind == "int":
-            target = token_targets(plan.specs[0], generator).to(device)
+            target = token_targets(plan.specs[0], generator)
         if target is None:
             raise InputError(
-                f"--target-arg {name}: no target to pass (the input is not integer tokens)",
-                "define sample_batch() returning (inputs, target) in the model file",
+                f"--target-arg {name}: no target to pass (the input is not integer tokens, and a forward "
+                "without it does not show the head's shape)",
+                "give labels with --labels SPEC (e.g. --labels int:16:10), or define sample_batch() "
+                "returning (inputs, target) in the model file",
             )
-        out.append(Batch(args=batch.args, kwargs={**batch.kwargs, name: target}, target=None))
+        out.append(Batch(args=batch.args, kwargs={**batch.kwargs, name: target.to(device)}, target=None))
     return out
+
+
+def _check_forward_takes(model: nn.Module, name: str) -> None:
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return
+    if name in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    raise InputError(
+        f"--target-arg {name}: {type(model).__name__}.forward() has no parameter {name!r} "
+        f"(it takes {', '.join(params) or 'nothing'})",
+        "name the forward parameter that takes the targets, or define sample_batch() returning "
+        "(inputs, target) in the model file",
+    )
+
+
+def _head_labels(model: nn.Module, batch: Batch, config: AnalyzeConfig, device: str) -> InputSpec | None:
+    """The labels the head takes, from one forward without them; None when that forward does not run."""
+    size = _batch_size_of(batch)
+    if size is None:
+        return None
+    try:
+        with torch.no_grad(), redirect_stdout_to_stderr(), autocast(device, config.dtype):
+            output = model(*batch.args, **batch.kwargs)
+    except Exception:  # the model needs its labels to run: fall back to the input's shape
+        return None
+    return labels_for_head(output, size)
+
+
+def _batch_size_of(batch: Batch) -> int | None:
+    first = next((v for v in (*batch.args, *batch.kwargs.values()) if isinstance(v, torch.Tensor)), None)
+    return int(first.shape[0]) if first is not None and first.dim() > 0 else None
 
 
 def _pick_device(model: nn.Module, requested: str) -> str:
@@ -227,17 +307,15 @@ def _autocast_hint(device: str, dtype: str) -> str:
     return f"an op may have no {dtype} kernel on {device}: try --dtype {other}; otherwise "
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def loss_of(session: Session, batch: Batch, output: Any, index: int) -> LossChoice:
-    generator = torch.Generator().manual_seed(session.config.seed * 1000 + index)
+    generator = stream(session.config.seed, "targets", index)
     loaded = session.loaded
     where = "passed to" if loaded.hooks_from == "analyze()" else "in"
     origin = f"{_hook_name(loaded.loss_fn)} {where} {loaded.hooks_from}"
-    choice = compute_loss(output, session.config.loss, batch.target, loaded.loss_fn, generator, origin)
+    reference = reference_input(batch)
+    choice = compute_loss(
+        output, session.config.loss, batch.target, loaded.loss_fn, generator, origin, reference=reference
+    )
     require_grad(choice.value, f"the loss ({choice.reason})")
     return choice
 
@@ -281,6 +359,7 @@ def probe(session: Session, started: float) -> ProbeResult:
     model = session.loaded.module
     sources = locate_modules(model)
     losses: list[float] = []
+    left_out: LeftOutOutputs | None = None
     # Under torchrun each rank measures its share of the batches; the raw sums are combined below.
     mine = distributed.my_batches(len(session.batches))
     with GradientProbe(model, sources) as gradient_probe:
@@ -293,6 +372,7 @@ def probe(session: Session, started: float) -> ProbeResult:
             with functional_calls.watch():  # the model's forward only, not the loss
                 output = forward(session, batch)
             choice = loss_of(session, batch, output, index)
+            left_out = left_out or left_out_feeders(model, choice.value, choice.left_out)
             (choice.value * session.loss_scale).backward()
             gradient_probe.collect(unscale=session.loss_scale)
             losses.append(choice.value.detach())  # type: ignore[arg-type]
@@ -319,6 +399,7 @@ def probe(session: Session, started: float) -> ProbeResult:
         checkpoint=session.checkpoint,
         nonfinite_op=origin.op if origin else None,
         nonfinite_source=origin.source if origin else None,
+        left_out=left_out,
     )
 
 

@@ -18,6 +18,7 @@ import functools
 import importlib.util
 import inspect
 import linecache
+import sys
 import textwrap
 from pathlib import Path
 from types import FrameType
@@ -44,8 +45,11 @@ def relative_path(file: str, cwd: Path | None = None) -> str | None:
 
 
 def ref_at(file: str, line: int | None = None) -> SourceRef:
-    """A reference to `file`, shown relative to the working directory when it lies below it."""
-    return SourceRef(file=relative_path(file) or str(Path(file).resolve()), line=line)
+    """A reference to `file` as reports print it: gradcheck's own files relative to the folder that
+    holds the installed package (`gradcheck_cli/zoo/mlp.py`), others relative to the working
+    directory when they lie below it (else whole: they are the user's own paths)."""
+    shown = relative_path(file, Path(PACKAGE_ROOT).parent) if frame_owner(file) == "gradcheck" else None
+    return SourceRef(file=shown or relative_path(file) or str(Path(file).resolve()), line=line)
 
 
 def relative(ref: SourceRef) -> SourceRef:
@@ -61,7 +65,9 @@ def source_of(obj: Any) -> SourceRef | None:
         _, line = inspect.getsourcelines(obj)
     except (TypeError, OSError):
         return None
-    return ref_at(file, line) if file else None
+    if not file or frame_owner(str(Path(file).resolve())) in ("torch", "torch.nn"):
+        return None  # a bare nn.Sequential is defined in torch, not where the user wrote it
+    return ref_at(file, line)
 
 
 # -- frames -------------------------------------------------------------------------------------
@@ -103,6 +109,18 @@ def user_caller(frame: FrameType | None, *, within: tuple[Owner, ...]) -> FrameT
     return None
 
 
+def is_user_frame(frame: FrameType) -> bool:
+    """A frame of the user's own code: not torch, not gradcheck, not an installed package, not the
+    standard library (a forward's `raise` is named by the innermost such frame)."""
+    filename = frame.f_code.co_filename
+    if frame_owner(filename) != "user" or filename.startswith("<"):
+        return False
+    top = str(frame.f_globals.get("__name__", "")).partition(".")[0]
+    if top in sys.stdlib_module_names or top in ("typer", "click", "rich", "_pytest", "pluggy"):
+        return False
+    return not any(part in ("site-packages", "dist-packages") for part in Path(filename).parts)
+
+
 def user_frame(exc: BaseException, root: Path) -> str | None:
     """'file.py:12: the source line' of the innermost frame in the user's project."""
     where = user_location(exc, root)
@@ -123,6 +141,22 @@ def user_location(exc: BaseException, root: Path) -> tuple[str, int] | None:
             found = (filename, tb.tb_lineno)
         tb = tb.tb_next
     return found
+
+
+def raise_site(exc: BaseException, root: Path) -> str | None:
+    """Where `exc` was raised: the innermost frame in the user's project, else the innermost frame
+    (a config validator or constructor inside an installed library still gets its file:line)."""
+    found = user_frame(exc, root)
+    if found is not None:
+        return found
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return None
+    file, line = tb.tb_frame.f_code.co_filename, tb.tb_lineno
+    text = linecache.getline(file, line).strip()
+    return f"{file}:{line}" + (f": {text}" if text else "")
 
 
 def _in_project(filename: str, root: Path) -> bool:

@@ -119,6 +119,14 @@ def parse_input(raw: str) -> InputSpec:
     return InputSpec(shape=shape, kind="float")
 
 
+def parse_labels(raw: str) -> InputSpec:
+    """--labels SPEC: the --input syntax (int:16:10, int:16x32:50257, float:16), named as --labels."""
+    try:
+        return parse_input(raw)
+    except InputError as exc:
+        raise InputError(exc.message.replace("--input", "--labels"), exc.hint) from None
+
+
 def _parse_shape(text: str, raw: str) -> tuple[int, ...]:
     dims = text.lower().replace("*", "x").split("x")
     if not all(d.strip().isdigit() and int(d) > 0 for d in dims):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gradcheck_cli.trained import CheckpointInfo
+from gradcheck_cli.trained import CheckpointInfo, Versus
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -200,6 +200,16 @@ class TrainingHistory:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LeftOutOutputs:
+    """Float outputs the loss does not use, and the modules that feed only them (read off the graph)."""
+
+    outputs: tuple[str, ...]
+    """Their names in the output: 'aux', 'output[1]'."""
+    modules: tuple[str, ...]
+    """Modules whose parameters reach those outputs and not the loss: no gradient, by the loss's choice."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProbeResult:
     model: ModelInfo
     run: RunInfo
@@ -219,3 +229,7 @@ class ProbeResult:
     """Set when --steps trained the model before the measured passes."""
     checkpoint: CheckpointInfo | None = None
     """Set when --weights loaded a checkpoint before anything was measured."""
+    versus: Versus | None = None
+    """Set under --versus: the reference state measured with the same batches, paired layer by layer."""
+    left_out: LeftOutOutputs | None = None
+    """Set when the output holds float tensors the loss leaves out."""

@@ -111,3 +111,9 @@ def earliest_of(n: int, key: str, kind: str, total: int) -> str:
         return f"{head} of {total} {words} {plural('layer', total)}{at}"
     head = "the earliest" if n == 1 else f"the {n} earliest"
     return f"{head} of the {total} {words} {plural('layer', total)}{at}"
+
+
+def named(name: str) -> str:
+    """A module name inside a sentence: `layer 0` for a bare Sequential's index (a lone "0" reads
+    as a number), the name itself otherwise."""
+    return f"layer {name}" if name.isdigit() else name

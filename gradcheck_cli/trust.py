@@ -11,7 +11,8 @@ call, before anything else is checked:
    it annotated to return an nn.Module (torchvision.models:resnet18 is `-> ResNet`).
 
 Nothing from the standard library or builtins is ever called (a standard-library module cannot be
-a TARGET at all), and neither a module nor a standard-library function can be passed as a value.
+a TARGET at all), and neither a module nor a standard-library callable (function or class, plain
+builtin types such as int excepted) can be passed as a value.
 `functools.partial` is looked through. What a call returns is checked by the caller: an nn.Module,
 or exit 2 before the analysis.
 """
@@ -32,7 +33,8 @@ from gradcheck_cli.errors import TargetError
 _INSTALLED = ("site-packages", "dist-packages")
 RULE_HINT = (
     "a TARGET may call nn.Module classes, functions and classes defined in your project, and "
-    "functions of an installed package annotated to return an nn.Module; never the standard library"
+    "functions of an installed package annotated to return an nn.Module; never the standard library. "
+    "To build a model any other way, do it in a build_model() in your own model file"
 )
 
 
@@ -97,10 +99,11 @@ def refuse_value(obj: Any) -> str | None:
     if inspect.ismodule(obj):
         return f"passing the module {obj.__name__!r}"
     target = _unwrap(obj)
-    if callable(target) and not inspect.isclass(target):
-        home = _home_module(target)
-        if home is None or is_stdlib(home):
-            return f"passing {_describe(obj)}, a standard-library function,"
+    if not callable(target) or (inspect.isclass(target) and target.__module__ == "builtins"):
+        return None  # data, or a plain type such as int or float
+    home = _home_module(target)
+    if home is None or is_stdlib(home):
+        return f"passing {_describe(obj)} (from the standard library)"
     return None
 
 

@@ -137,6 +137,14 @@ def test_version(cli) -> None:
 
 def test_explain_prints_rule_doc_and_rejects_unknown_ids(cli) -> None:
     result = cli("explain", "vanishing-gradients")
-    assert result.exit_code == 0 and "## Why it matters" in result.stdout
+    assert result.exit_code == 0 and "Why it matters" in result.stdout and "## " not in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80  # rendered with rich, piped width
+    assert "• residual: add skip connections" in result.stdout  # the Fixes lines as a list
+    listing = cli("explain")
+    assert listing.exit_code == 0
+    assert [line.split()[0] for line in listing.stdout.splitlines()][:2] == [
+        "baseline-regression",
+        "dead-units",
+    ]
     bad = cli("explain", "vanishing-gradient")
     assert bad.exit_code == 2 and "did you mean 'vanishing-gradients'" in bad.stderr

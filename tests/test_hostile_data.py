@@ -102,12 +102,15 @@ CONFIGS = {
     "input": (f'target: net.py:Net\ninput: "{PYTHON}"', 2, "cannot read"),
     "device": (f'target: net.py:Net\ndevice: "{SHELL}"', 2, "device"),
     "loss": (f'target: net.py:Net\nloss: "{PYTHON}"', 2, "loss"),
-    "target-arg": (f'target: net.py:Net\ntarget-arg: "{PYTHON}"', 2, "unexpected keyword argument"),
+    "target-arg": (f'target: net.py:Net\ntarget-arg: "{PYTHON}"', 2, "forward() has no parameter"),
     "baseline": (f'target: net.py:Net\nbaseline: "{SHELL}"', 2, "baseline"),
     "thresholds": (f'target: net.py:Net\nthresholds: {{"{PYTHON}": {{orders: 1}}}}', 2, "unknown finding id"),
     "rules": (f'target: net.py:Net\nrules: {{vanishing-gradients: "{PYTHON}"}}', 2, "must be one of"),
     "ignore": (f'target: net.py:Net\nignore: [{{id: "{PYTHON}"}}]', 2, "unknown finding id"),
     "targets": (f'targets: ["net.py:Net({PYTHON})"]', 2, "not allowed"),
+    "format": (f'target: net.py:Net\nformat: "{SHELL}"', 2, "format"),
+    "layout": (f'target: net.py:Net\nlayout: "{PYTHON}"', 2, "layout"),
+    "yaml-python-tag": ('target: !!python/object/apply:os.system ["touch MARK"]', 2, "not valid YAML"),
 }
 
 
@@ -124,6 +127,35 @@ def test_config_strings_never_run_code(cli, project: Path, case: str) -> None:
     json_or_empty(result.stdout)
     after = files(project)
     assert {k: v for k, v in after.items() if "__pycache__" not in k} == before
+
+
+def test_pyproject_and_command_line_strings_never_run_code(cli, project: Path) -> None:
+    (project / "pyproject.toml").write_text(
+        f'[tool.gradcheck]\ntarget = "net.py:Net({PYTHON})"\n'.replace("MARK", str(project / "MARK"))
+    )
+    result = cli("analyze", *JSON_ARGS)
+    assert result.exit_code == 2 and "the name '__import__' is not allowed" in result.stderr
+    marker = str(project / "MARK")
+    result = cli(
+        "analyze", "net.py:Net", "--init", f"x=!!python/object/apply:os.system [touch {marker}]", *JSON_ARGS
+    )
+    assert result.exit_code == 2 and "cannot read the value in --init" in result.stderr
+    result = cli("analyze", f"net.py:Net(os.system('touch {marker}'))", *JSON_ARGS)
+    assert result.exit_code == 2 and "calling os.system" in result.stderr and result.stdout == ""
+    assert not (project / "MARK").exists()
+
+
+def test_error_lines_show_escape_sequences_from_user_code(cli, project: Path) -> None:
+    (project / "loud.py").write_text(
+        NET.replace(
+            "return self.head(",
+            'raise ValueError("\\x1b]0;pwned\\x07\\x1b[2J bad")\n        return self.head(',
+        )
+    )
+    result = cli("analyze", "loud.py:Net", *JSON_ARGS)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+    assert "raised ValueError: \\x1b]0;pwned\\x07\\x1b[2J bad" in result.stderr
 
 
 def test_output_paths_are_paths_never_commands(cli, project: Path) -> None:
@@ -231,6 +263,36 @@ def test_call_form_refusals_name_the_offending_part(call: str, message: str) -> 
     )
     with pytest.raises(TargetError, match=re.escape(message)):
         safe_eval.evaluate_call(call, policy)
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("net.py:Net(os.system)", "passing system (from the standard library)"),
+        ("net.py:Net(subprocess.Popen)", "passing Popen (from the standard library)"),
+        ("net.py:Net(os)", "passing the module 'os'"),
+        ("net.py:Net(*[os.system])", "passing system"),
+        ("net.py:Net(getoutput('touch MARK'))", "calling getoutput (from the standard library"),
+        ("net.py:Net(functools.partial(os.system, 'touch MARK')())", "calling functools.partial"),
+        ("net.py:Net(torch.load('x.pt'))", "calling torch.load (from torch.serialization"),
+        ("net.py:__builtins__", "names starting with '_' are not model attributes"),
+    ],
+)
+def test_call_form_never_calls_or_passes_the_standard_library(
+    project: Path, target: str, message: str
+) -> None:
+    with pytest.raises(TargetError, match=re.escape(message)):
+        load(parse_target(target.replace("MARK", str(project / "MARK"))), {}, {})
+    assert not (project / "MARK").exists()
+
+
+def test_call_form_passes_plain_types_and_project_objects(project: Path) -> None:
+    model = load(
+        parse_target("net.py:Net(8, nn.ReLU(), torch.float64, make_list, -2.5, b'x', {1, 2})"), {}, {}
+    ).module
+    assert model.fc.out_features == 8
+    assert isinstance(model.extra[0], nn.ReLU) and model.extra[1] is torch.float64
+    assert model.extra[3:] == (-2.5, b"x", {1, 2})
 
 
 def test_installed_module_class_is_allowed_and_result_checked(cli, project: Path) -> None:
@@ -447,3 +509,10 @@ def test_api_leaves_the_model_as_found_when_it_fails(trained: Trained, failure: 
     assert not isinstance(raised.value, AssertionError)
     trained.calls, trained.fail_at = 0, 0
     assert_same(before, fingerprint(trained))
+
+
+def test_api_leaves_lazy_modules_unmaterialised() -> None:
+    model = nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.Linear(8, 2))
+    gradcheck_cli.analyze(model, inputs="4x6", batches=1)
+    assert type(model[0]) is nn.LazyLinear and nn.parameter.is_lazy(model[0].weight)
+    assert model(torch.randn(4, 5)).shape == (4, 2)  # still lazy: any input width works

@@ -26,9 +26,10 @@ def test_license_and_changelog_ship() -> None:
 
 
 def test_pre_commit_hook_runs_gradcheck_analyze() -> None:
-    (hook,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
-    assert hook["id"] == "gradcheck" and hook["language"] == "python"
-    assert hook["entry"].startswith("gradcheck analyze ") and hook["pass_filenames"] is False
+    hook, isolated = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    assert hook["id"] == "gradcheck" and hook["language"] == "system"  # the repo's own environment
+    assert isolated["id"] == "gradcheck-isolated" and isolated["language"] == "python"
+    assert hook["entry"] == "gradcheck analyze" and hook["pass_filenames"] is False
 
 
 def test_ci_examples_are_valid_and_run_gradcheck() -> None:
@@ -41,8 +42,10 @@ def test_ci_examples_are_valid_and_run_gradcheck() -> None:
 
 def test_example_config_loads(tmp_path: Path) -> None:
     configs = load_configs(None, {}, ROOT / "examples" / "ci" / "gradcheck.yaml", tmp_path)
-    assert [c.target.raw for c in configs] == ["builtin:residual-mlp", "builtin:sigmoid-mlp"]
+    assert [c.target.raw for c in configs] == ["builtin:residual-mlp", "builtin:gru"]
     assert configs[1].ignore == (("no-gradient", ("teacher.*",)),)
+    failing = load_configs(None, {}, ROOT / "examples" / "ci" / "failing" / "gradcheck.yaml", tmp_path)
+    assert [c.target.raw for c in failing] == ["builtin:residual-mlp", "builtin:sigmoid-mlp"]
 
 
 def test_template_with_every_block_uncommented_loads(tmp_path: Path) -> None:

@@ -70,8 +70,8 @@ def test_classes_needing_arguments_and_factories_are_listed(cli, monkeypatch) ->
     monkeypatch.chdir(WILD)
     fails_cleanly(
         cli("analyze", "resnet_cifar.py", *JSON),
-        "'resnet_cifar.py:ResNet(block, num_blocks)'",
-        "'resnet_cifar.py:BasicBlock(in_planes, planes)'",
+        "'resnet_cifar.py:ResNet(BLOCK, NUM_BLOCKS)'",
+        "'resnet_cifar.py:BasicBlock(IN_PLANES, PLANES)'",
         "resnet_cifar.py:ResNet18",
         "gradcheck analyze resnet_cifar.py:ResNet18",
     )
@@ -83,7 +83,7 @@ def test_constructor_needs_arguments_shows_signature_and_call_form(cli, monkeypa
         cli("analyze", "vgg_switch.py:VGG", *JSON),
         "VGG(vgg_name)",
         "missing a required argument: 'vgg_name'",
-        "'vgg_switch.py:VGG(vgg_name)'",
+        "'vgg_switch.py:VGG(VGG_NAME)'",
         "--init",
     )
 

@@ -32,6 +32,9 @@ _CONDITIONS: dict[str, Callable[[Report], str | None]] = {
     "saturated-activations": _no_activation("sigmoid", "sigmoid or tanh"),
     "baseline-regression": lambda r: None if r.baseline is not None else "no --baseline given",
     "training-divergence": lambda r: None if r.run.steps else "no training steps (--steps 0)",
+    "update-ratio": lambda r: None if r.run.steps else "no training steps (--steps 0)",
+    "units-died-in-training": lambda r: None if r.versus is not None else "no reference state (--versus)",
+    "weight-norm-change": lambda r: None if r.versus is not None else "no reference state (--versus)",
 }
 
 

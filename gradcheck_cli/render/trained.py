@@ -178,12 +178,12 @@ def terminal_parts(report: Report) -> list[RenderableType]:
         parts.append(Text("\n".join(checkpoint_lines(report.checkpoint)), style="dim"))
     if report.versus is not None:
         versus = report.versus
-        table = Table(title=versus_title(versus), title_justify="left", show_edge=False, pad_edge=False)
+        table = Table(show_edge=False, pad_edge=False)
         for i, name in enumerate(versus_headers(versus)):
             table.add_column(name, justify="left" if i == 0 else "right", no_wrap=i == 0)
         for row in versus_rows(versus):
             table.add_row(*row)
-        parts += [Text(""), table]
+        parts += [Text(""), Text(versus_title(versus), style="bold"), table]
         if versus.activations:
             acts = Table(show_edge=False, pad_edge=False)
             for i, name in enumerate(versus_activation_headers(versus)):

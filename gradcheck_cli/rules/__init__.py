@@ -12,8 +12,11 @@ from gradcheck_cli.rules import (  # noqa: F401  (imported to register)
     nonfinite_gradients,
     saturated_activations,
     training_divergence,
+    units_died_in_training,
+    update_ratio,
     vanishing_gradients,
     vanishing_through_time,
+    weight_norm_change,
 )
 from gradcheck_cli.rules.base import RuleSpec, registry
 

@@ -19,7 +19,7 @@ from gradcheck_cli.rules.profile import (
 )
 from gradcheck_cli.rules.profile import where as where_of
 from gradcheck_cli.stats import LayerStats, ProbeResult
-from gradcheck_cli.text import common, count, role_layers, verb
+from gradcheck_cli.text import common, count, named, role_layers, verb
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +108,10 @@ def _check_group(group: DepthGroup, probe: ProbeResult, limits: ExplodingLimits)
         layers=marked,
         status=LayerStatus.EXPLODING,
         message=(
-            f"The gradient reaching {group.layers[0].name} is {ratio:.1e}x larger than at "
-            f"{group.layers[-1].name}: it grows through "
+            f"The gradient reaching {named(group.layers[0].name)} is {ratio:.1e}x larger than at "
+            f"{named(group.layers[-1].name)}: it grows through "
             f"{role_layers(group.key, common([x.type for x in group.layers]), len(group.layers))}"
-            + (f", fastest entering {rise.name}." if rise else ".")
+            + (f", fastest entering {named(rise.name)}." if rise else ".")
         ),
         evidence={
             "first_to_last": sig(ratio),
@@ -181,7 +181,7 @@ def _ceiling_suggestions(huge: list[LayerStats], where: str | None) -> tuple[Sug
         Suggestion(
             fix="lr", text="lower the learning rate until grad/weight steps are below ~1e-2", where=where
         ),
-        Suggestion(fix="init", text=f"shrink the initial weights of {huge[0].name}", where=where),
+        Suggestion(fix="init", text=f"shrink the initial weights of {named(huge[0].name)}", where=where),
     )
 
 
@@ -192,17 +192,19 @@ def _suggestions(layers: tuple[LayerStats, ...], probe: ProbeResult, severe: boo
         init_text = (
             "in a residual network, zero-init the last BatchNorm gain of each residual branch "
             "(nn.init.zeros_(bn.weight)) so every block starts as the identity; in a plain "
-            f"stack, shrink the initial weights from {first.name} on"
+            f"stack, shrink the initial weights from {named(first.name)} on"
         )
         return (Suggestion(fix="init", text=init_text, where=where),)
     return (
         Suggestion(
-            fix="init", text=f"shrink the initial weights from {first.name} on (He/Xavier scale)", where=where
+            fix="init",
+            text=f"shrink the initial weights from {named(first.name)} on (He/Xavier scale)",
+            where=where,
         ),
         Suggestion(fix="clip", text=_clip_text(list(layers)), where=None),
         Suggestion(
             fix="batchnorm" if first.type.startswith("Conv") else "layernorm",
-            text=f"normalise after {first.name} and its peers so each layer's gain stays near 1",
+            text=f"normalise after {named(first.name)} and its peers so each layer's gain stays near 1",
             where=where,
         ),
         Suggestion(fix="lr", text="lower the learning rate", where=None),

@@ -40,6 +40,9 @@ def no_gradient(probe: ProbeResult, limits: NoGradientLimits) -> Iterator[Findin
     `never_called` (modules whose forward hook never fired), `cut_off` (ran, but no
     gradient reached them), `parameters` (how many trainable parameters are affected),
     `threshold`; on the info finding `frozen`, `frozen_parameters` and `not_measured`.
+    Layers that feed only outputs the loss leaves out (a second head the auto loss does not
+    use, found by walking the autograd graph) get an info of their own with
+    `left_out_outputs` and `layers`, not this error: the loss chose not to train them.
 
     ## Thresholds
     `max_layers` = 0: any such layer is an error.
@@ -53,11 +56,16 @@ def no_gradient(probe: ProbeResult, limits: NoGradientLimits) -> Iterator[Findin
     lists a layer defined but never called separately
     (`tests/fixtures/faults/no_gradient.py`). A frozen backbone gets only the info.
     """
-    missing = [layer for layer in probe.layers if layer.trainable and not layer.has_grad]
+    left_out = set(probe.left_out.modules) if probe.left_out else set()
+    without = [layer for layer in probe.layers if layer.trainable and not layer.has_grad]
+    missing = [layer for layer in without if layer.name not in left_out]
+    by_choice = [layer for layer in without if layer.name in left_out]
     frozen = [layer for layer in probe.layers if not layer.trainable and layer.shared_with is None]
     unhooked = [layer for layer in probe.layers if not layer.hooked and layer.has_grad and layer.trainable]
     if frozen or unhooked:
         yield _info(frozen, unhooked)
+    if by_choice and probe.left_out:
+        yield _left_out_info(by_choice, probe.left_out.outputs)
     if len(missing) <= limits.max_layers:
         return
     never = [layer.name for layer in missing if not layer.hooked]
@@ -96,6 +104,21 @@ def no_gradient(probe: ProbeResult, limits: NoGradientLimits) -> Iterator[Findin
                 where=where,
             ),
         ),
+    )
+
+
+def _left_out_info(layers: list[LayerStats], outputs: tuple[str, ...]) -> Finding:
+    names = ", ".join(outputs)
+    return Finding(
+        id="no-gradient",
+        severity=Severity.INFO,
+        layers=tuple(layer.name for layer in layers),
+        status=LayerStatus.NO_GRAD,
+        message=(
+            f"{len(layers)} layers feed only outputs the loss leaves out ({names}), so they get no "
+            "gradient here; define loss_fn(output, target) in the file to include those outputs."
+        ),
+        evidence={"left_out_outputs": list(outputs), "layers": [layer.name for layer in layers]},
     )
 
 

@@ -20,7 +20,7 @@ from gradcheck_cli.rules.profile import (
 )
 from gradcheck_cli.rules.profile import where as where_of
 from gradcheck_cli.stats import LayerStats, ProbeResult
-from gradcheck_cli.text import common, count, earliest_of, join, verb
+from gradcheck_cli.text import common, count, earliest_of, join, named, verb
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +106,10 @@ def _check_group(group: DepthGroup, probe: ProbeResult, limits: VanishingLimits)
         layers=marked,
         status=LayerStatus.VANISHING,
         message=(
-            f"The gradient reaching {group.layers[0].name} {_smaller_text(ratio)} at {group.layers[-1].name}: "
+            f"The gradient reaching {named(group.layers[0].name)} {_smaller_text(ratio)} at {named(group.layers[-1].name)}: "
             f"{earliest_of(len(marked), group.key, common([x.type for x in group.layers]), len(group.layers))} "
             f"barely {verb('learn', len(marked))}"
-            + (f"; the signal drops most entering {breaks.name}." if breaks else ".")
+            + (f"; the signal drops most entering {named(breaks.name)}." if breaks else ".")
         ),
         evidence={
             "first_to_last": sig(ratio),
@@ -165,7 +165,7 @@ def _suggestions(layers: tuple[LayerStats, ...], probe: ProbeResult) -> tuple[Su
     out = [
         Suggestion(
             fix="residual",
-            text=f"add skip connections (x = x + block(x)) around the blocks from {first.name} on",
+            text=f"add skip connections (x = x + block(x)) around the blocks from {named(first.name)} on",
             where=where,
         ),
         Suggestion(
@@ -198,11 +198,11 @@ def _suggestions(layers: tuple[LayerStats, ...], probe: ProbeResult) -> tuple[Su
 
 def _norm_text(layer: LayerStats) -> str:
     if layer.type == "Linear":
-        return f"insert nn.LayerNorm({layer.width}) after {layer.name} and its peers"
+        return f"insert nn.LayerNorm({layer.width}) after {named(layer.name)} and its peers"
     if layer.type.startswith("Conv"):
         channels = layer.width // max(1, math.prod(layer.spatial)) if layer.spatial else layer.width
-        return f"insert nn.BatchNorm{len(layer.spatial) or 2}d({channels}) after {layer.name} and its peers"
-    return f"normalise the output of {layer.name} and its peers"
+        return f"insert nn.BatchNorm{len(layer.spatial) or 2}d({channels}) after {named(layer.name)} and its peers"
+    return f"normalise the output of {named(layer.name)} and its peers"
 
 
 def _smaller_text(ratio: float) -> str:

@@ -38,7 +38,7 @@ def test_zoo_table_is_present_and_measured() -> None:
 def test_explain_prints_the_docstring(cli) -> None:  # type: ignore[no-untyped-def]
     result = cli("explain", "dead-units")
     assert result.exit_code == 0
-    assert "## What it detects" in result.stdout
+    assert "What it detects" in result.stdout
     assert "F.relu" in result.stdout
 
 
@@ -56,4 +56,4 @@ def test_rules_and_diagnose_stay_torch_free() -> None:
 def test_explain_serves_baseline_regression(cli) -> None:  # type: ignore[no-untyped-def]
     result = cli("explain", "baseline-regression")
     assert result.exit_code == 0
-    assert "## What it detects" in result.stdout and "--baseline-orders" in result.stdout
+    assert "What it detects" in result.stdout and "--baseline-orders" in result.stdout

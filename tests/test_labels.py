@@ -1,0 +1,81 @@
+"""--labels SPEC beside float inputs, and labels shaped for the head that consumes them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from gradcheck_cli.config import build_config
+from gradcheck_cli.inputs import labels_for_head, stream
+from gradcheck_cli.session import prepare
+from gradcheck_cli.specs import InputSpec, parse_labels
+from gradcheck_cli.target import load
+
+HEADS = Path(__file__).parent / "fixtures" / "loaders" / "heads.py"
+JSON = ("--format", "json", "--device", "cpu", "--batches", "2")
+
+
+def ran(result) -> dict:
+    assert result.exit_code == 0, result
+    return json.loads(result.stdout)
+
+
+def test_labels_beside_float_inputs_are_the_cross_entropy_target(cli) -> None:
+    args = ("analyze", f"{HEADS}:ImageClassifier", "--input", "8x3x8x8", "--labels", "int:8:10", *JSON)
+    report = ran(cli(*args))
+    assert report["run"]["loss"] == "ce" and report["run"]["loss_reason"] == "integer target: cross-entropy"
+
+
+def test_labels_are_drawn_from_their_own_stream_and_used_as_given() -> None:
+    config = build_config(
+        f"{HEADS}:ImageClassifier",
+        {"inputs": (InputSpec(shape=(8, 3, 8, 8)),), "labels": parse_labels("int:8:10"), "device": "cpu"},
+        {},
+    )
+    loaded = load(config.target, {}, {})
+    session = prepare(config, loaded)
+    for index, batch in enumerate(session.batches):
+        expected = torch.randint(0, 10, (8,), generator=stream(0, "labels", index))
+        assert torch.equal(batch.target, expected)
+        logits = loaded.module(*batch.args)
+        assert torch.isfinite(F.cross_entropy(logits, batch.target))
+
+
+def test_labels_passed_as_the_target_arg(cli) -> None:
+    args = ("analyze", f"{HEADS}:ImageClassifier", "--input", "4x3x8x8", "--labels", "int:4:10")
+    report = ran(cli(*args, "--target-arg", "labels", *JSON))
+    assert report["run"]["loss"] == "output"
+
+
+def test_labels_with_another_batch_size_is_exit_2(cli) -> None:
+    result = cli("analyze", f"{HEADS}:ImageClassifier", "--input", "8x3x8x8", "--labels", "int:4:10", *JSON)
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert "has batch size 4, the inputs have 8" in result.stderr and "--labels int:8:10" in result.stderr
+
+
+def test_unreadable_labels_name_the_option(cli) -> None:
+    result = cli("analyze", f"{HEADS}:ImageClassifier", "--labels", "int:8", *JSON)
+    assert result.exit_code == 2 and "--labels 'int:8'" in result.stderr and "--input" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("target", "shape"),
+    [("SequenceClassifier", "(B,)"), ("TokenTagger", "(B, T)")],
+)
+def test_target_arg_labels_fit_the_head(cli, target: str, shape: str) -> None:
+    """A sequence classifier gets (B,) labels, a token tagger (B, T): the model asserts the shape."""
+    report = ran(
+        cli("analyze", f"{HEADS}:{target}", "--input", "int:4x12:100", "--target-arg", "labels", *JSON)
+    )
+    assert report["run"]["loss"] == "output", shape
+
+
+def test_labels_for_head_shapes() -> None:
+    assert labels_for_head(torch.zeros(4, 3), 4) == InputSpec(shape=(4,), kind="int", low=0, high=3)
+    assert labels_for_head(torch.zeros(4, 7, 50), 4) == InputSpec(shape=(4, 7), kind="int", low=0, high=50)
+    assert labels_for_head(torch.zeros(4, 1), 4) == InputSpec(shape=(4,))
+    assert labels_for_head(torch.zeros(3, 4), 4) is None
