@@ -219,8 +219,7 @@ def test_ctrl_c_is_exit_2_and_stops_the_worker(folder: Path) -> None:
 
 def test_sys_exit_in_build_model_is_exit_2_naming_the_line(tmp_path: Path) -> None:
     (tmp_path / "model.py").write_text("import sys\n\ndef build_model():\n    sys.exit(0)\n")
-    line = assert_could_not_run(gradcheck("analyze", "model.py", cwd=tmp_path), "sys.exit(0)", "model.py:4")
-    assert "loading model.py" in line
+    assert_could_not_run(gradcheck("analyze", "model.py", cwd=tmp_path), "sys.exit(0)", "model.py:4")
 
 
 # One worker analyses every target of a config file in turn: each raising case is one target.
