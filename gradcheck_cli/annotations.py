@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from gradcheck_cli.findings import Finding, Severity
+from gradcheck_cli.render.escape import visible
 from gradcheck_cli.report import Report
 from gradcheck_cli.source import relative_path
 
@@ -42,7 +43,10 @@ def _split_where(where: str) -> tuple[str, int | None]:
 
 
 def _escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    """Workflow-command data: %, CR and LF encoded; other control characters shown as escapes so a
+    module name cannot colour or rewrite the CI log."""
+    encoded = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return visible(encoded)
 
 
 def _escape_property(text: str) -> str:

@@ -17,10 +17,10 @@ from gradcheck_cli.device import model_dtype
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.inputs import Batch, normalize_batch
 from gradcheck_cli.pipeline import analyze_loaded
+from gradcheck_cli.preparation import _pick_device as pick_device
 from gradcheck_cli.render import get_renderer
 from gradcheck_cli.render.json import to_document
 from gradcheck_cli.report import Report, exit_code
-from gradcheck_cli.session import _pick_device as pick_device
 from gradcheck_cli.source import source_of
 from gradcheck_cli.specs import InputSpec, TargetRef, parse_input
 from gradcheck_cli.target import LoadedModel

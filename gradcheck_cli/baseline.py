@@ -50,22 +50,50 @@ def _is_multi(path: Path) -> bool:
 def load_documents(path: Path) -> dict[str, dict[str, Any]]:
     """Every gradcheck.report/1 document in a file, by target (one for a single-target file)."""
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"baseline {path} not found", "save one with --format json --output FILE") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"baseline {path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"baseline {path} is a folder", "name the JSON report file") from None
     except UnicodeDecodeError:
         raise ConfigError(f"baseline {path} is not UTF-8 text", "save one with --format json") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"baseline {path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
     except OSError as exc:  # a folder, a permission, a device
         raise ConfigError(
             f"cannot read baseline {path}: {exc.strerror or exc}", "name a JSON report file"
         ) from None
     docs = doc["reports"] if isinstance(doc, dict) and isinstance(doc.get("reports"), list) else [doc]
     for item in docs:
-        if not isinstance(item, dict) or item.get("schema") != SCHEMA or not _well_formed(item):
+        if not isinstance(item, dict) or item.get("schema") != SCHEMA:
             raise ConfigError(f"baseline {path} is not a {SCHEMA} report", "save one with --format json")
+        _check_shape(item, path)
     return {str(item.get("target")): item for item in docs}
+
+
+def _check_shape(doc: dict[str, Any], path: Path) -> None:
+    """The parts a comparison reads have the contract's types (a hand-edited file may not)."""
+    layers, findings = doc.get("layers", []), doc.get("findings", [])
+    problem = None
+    if not isinstance(layers, list) or not all(
+        isinstance(layer, dict)
+        and isinstance(layer.get("name"), str)
+        and _is_ratio(layer.get("grad_weight_ratio"))
+        for layer in layers
+    ):
+        problem = "'layers' must be a list of {name, grad_weight_ratio, ...} objects"
+    elif not isinstance(findings, list) or not all(
+        isinstance(f, dict) and isinstance(f.get("id"), str) for f in findings
+    ):
+        problem = "'findings' must be a list of {id, ...} objects"
+    if problem is not None:
+        raise ConfigError(
+            f"baseline {path}: {problem}", "save the baseline with --format json; do not edit it"
+        )
+
+
+def _is_ratio(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
 def compare_reports(
@@ -88,17 +116,6 @@ def compare_reports(
         )
     unmatched = [name for name in (*old_docs, *new_docs) if name not in both]
     return [(name, compare_documents(old_docs[name], new_docs[name], orders)) for name in both], unmatched
-
-
-def _well_formed(doc: dict[str, Any]) -> bool:
-    """The parts a comparison reads: a list of layers with names, a list of findings with ids."""
-    layers, findings = doc.get("layers", []), doc.get("findings", [])
-    return (
-        isinstance(layers, list)
-        and all(isinstance(layer, dict) and isinstance(layer.get("name"), str) for layer in layers)
-        and isinstance(findings, list)
-        and all(isinstance(finding, dict) and isinstance(finding.get("id"), str) for finding in findings)
-    )
 
 
 def compare_documents(old: dict[str, Any], new: dict[str, Any], orders: float = 1.0) -> Comparison:

@@ -300,6 +300,40 @@ def _yaml_text(value: object) -> str:
 
 
 @app.command()
+def report(
+    path: Annotated[Path, typer.Argument(metavar="RUN.jsonl", help="A monitor's JSON-lines file (jsonl=).")],
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="rich (sparklines), markdown, html (small multiples) or json.",
+            show_default=True,
+        ),
+    ] = "rich",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the report there.", show_default=False)
+    ] = None,
+    fail_on: Annotated[
+        str, typer.Option("--fail-on", help="error, warning, info or never: the exit-1 threshold.")
+    ] = "error",
+) -> None:
+    """Render a training run's history (GradientMonitor jsonl=) with trend findings; exit 1 on findings."""
+    from gradcheck_cli.report_command import report_run
+
+    if format not in ("rich", "markdown", "html", "json"):
+        raise typer.BadParameter(
+            f"{format!r} is not one of rich, markdown, html, json", param_hint="--format"
+        )
+    if fail_on not in ("error", "warning", "info", "never"):
+        raise typer.BadParameter(
+            f"{fail_on!r} is not one of error, warning, info, never", param_hint="--fail-on"
+        )
+    width = shutil.get_terminal_size((100, 24)).columns
+    raise typer.Exit(report_run(path, format, output, fail_on, width=width, color=_color_allowed()))
+
+
+@app.command()
 def zoo(
     options: Annotated[
         bool, typer.Option("--options", help="Also list each builtin's --arch-opt options and defaults.")

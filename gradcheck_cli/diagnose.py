@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from gradcheck_cli.errors import ConfigError
 from gradcheck_cli.findings import Finding, LayerStatus
-from gradcheck_cli.rules import all_rules, get_rule
+from gradcheck_cli.rules import all_rules, get_rule, trend_rules
 from gradcheck_cli.stats import ProbeResult
 
 # When several findings mark one layer, the most fundamental one names its status.
@@ -40,7 +40,8 @@ def diagnose(probe: ProbeResult, thresholds: Mapping[str, Mapping[str, float]] |
     thresholds = thresholds or {}
     check_threshold_ids(thresholds)
     findings: list[Finding] = []
-    for spec in all_rules():
+    rules = all_rules() + (trend_rules() if probe.history is not None else [])
+    for spec in rules:
         limits = spec.limits(thresholds.get(spec.id))
         findings.extend(spec.check(probe, limits))
     findings.sort(key=lambda f: -f.severity.rank)

@@ -6,7 +6,7 @@ What the analysis itself may touch is saved before and put back after, in a `fin
 - each module's own `training` flag (a Dropout left in eval inside a model in train stays in eval);
 - each parameter's `.grad` (the same tensor object, or None) and `requires_grad`;
 - the global random states: torch CPU, every initialised CUDA device, Python `random`, and
-  numpy's when numpy is loaded.
+  numpy's when numpy is loaded; grad mode, anomaly detection and the default dtype.
 Parameter values are never written by the analysis: options that change them or their dtype or
 device (steps, dtype, device) run on a deep copy (`working_copy`).
 """
@@ -29,6 +29,7 @@ from gradcheck_cli.errors import GradcheckError
 _MODULE_DICTS = (
     "_buffers",
     "_parameters",
+    "_modules",
     "_forward_hooks",
     "_forward_hooks_with_kwargs",
     "_forward_hooks_always_called",
@@ -99,13 +100,15 @@ class ModelState:
     params: list[_ParamState]
     random_state: _RandomState
     global_hooks: dict[str, dict[Any, Any]]
-    grad_enabled: bool
+    switches: tuple[bool, bool, torch.dtype]
+    """Grad mode, anomaly detection and the default dtype."""
 
     @classmethod
     def capture(cls, model: nn.Module) -> ModelState:
         modules = [_capture_module(m) for m in model.modules()]
         params = [_ParamState(p, p.grad, p.requires_grad) for p in _unique_params(model)]
-        return cls(modules, params, _RandomState.capture(), _global_hooks(), torch.is_grad_enabled())
+        switches = (torch.is_grad_enabled(), torch.is_anomaly_enabled(), torch.get_default_dtype())
+        return cls(modules, params, _RandomState.capture(), _global_hooks(), switches)
 
     def detach_grads(self) -> None:
         """The analysis starts from no gradient, so backward never accumulates into the caller's."""
@@ -127,7 +130,10 @@ class ModelState:
             live.clear()
             live.update(saved)
         self.random_state.restore()
-        torch.set_grad_enabled(self.grad_enabled)
+        grad_enabled, anomaly, default_dtype = self.switches
+        torch.set_grad_enabled(grad_enabled)
+        torch.set_anomaly_enabled(anomaly)
+        torch.set_default_dtype(default_dtype)
 
 
 def _capture_module(module: nn.Module) -> _ModuleState:

@@ -8,13 +8,12 @@ hooks only read gradients (they return None), so training is unchanged.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import torch
 from torch import nn
@@ -22,12 +21,14 @@ from torch import nn
 from gradcheck_cli import distributed
 from gradcheck_cli.diagnose import check_threshold_ids, diagnose
 from gradcheck_cli.findings import Finding
+from gradcheck_cli.history import History, LayerPoint, StepStats, UnitPoint
 from gradcheck_cli.layer_kinds import has_normalization
 from gradcheck_cli.probe import GradientProbe
-from gradcheck_cli.render.json import to_document
 from gradcheck_cli.report import Report, build_report
+from gradcheck_cli.sinks import Sink
+from gradcheck_cli.sinks.jsonl import JsonLinesSink
 from gradcheck_cli.source import locate_modules
-from gradcheck_cli.stats import ModelInfo, ProbeResult, RunInfo
+from gradcheck_cli.stats import ActivationStats, LayerStats, ModelInfo, ProbeResult, RunInfo
 
 FindingsCallback = Callable[[int, tuple[Finding, ...]], None]
 
@@ -42,6 +43,8 @@ class MonitorRecord:
     """The per-layer statistics of this step and the findings the rules drew from them."""
     new_findings: tuple[Finding, ...]
     """Findings whose id the previous measured step did not have."""
+    stats: StepStats
+    """The step's numbers as the trend rules and the sinks see them."""
 
 
 def warn_on_stderr(step: int, findings: tuple[Finding, ...]) -> None:
@@ -69,6 +72,8 @@ class GradientMonitor:
         jsonl: str | Path | None = None,
         history: int = 100,
         thresholds: Mapping[str, Mapping[str, float]] | None = None,
+        sinks: Sequence[Sink] = (),
+        trend_history: int = 1000,
     ) -> None:
         if every < 1:
             raise ValueError(f"every must be at least 1, got {every}")
@@ -78,15 +83,18 @@ class GradientMonitor:
         self.thresholds = dict(thresholds or {})
         check_threshold_ids(self.thresholds)
         self.history: deque[MonitorRecord] = deque(maxlen=history)
+        self.trend: deque[StepStats] = deque(maxlen=trend_history)
+        """The numbers of the last `trend_history` measured steps: what the trend rules judge."""
         self.steps = 0
         self._sources = locate_modules(self.model)
         self._has_norm = has_normalization(self.model)
         self._probe: GradientProbe | None = None
         self._closed = False
+        self._resume_armed = False
         self._info: ModelInfo | None = None
-        self._jsonl: IO[str] | None = None
+        self.sinks: list[Sink] = list(sinks) if distributed.is_reporting_rank() else []
         if jsonl is not None and distributed.is_reporting_rank():
-            self._jsonl = Path(jsonl).open("a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+            self.sinks.append(JsonLinesSink(jsonl))
         self._arm()
 
     # -- the training-loop interface -----------------------------------------------------------
@@ -100,17 +108,30 @@ class GradientMonitor:
             self._arm()
         return findings
 
+    def pause(self) -> None:
+        """Detach the hooks until resume(): forward passes that are not training steps (evaluation)
+        then run bare and do not count towards the next measured step."""
+        self._resume_armed = self._resume_armed or self._probe is not None
+        self._disarm()
+
+    def resume(self) -> None:
+        """Re-attach the hooks pause() removed, if the next step is a measured one."""
+        if self._resume_armed and not self._closed:
+            self._arm()
+        self._resume_armed = False
+
     @property
     def last(self) -> MonitorRecord | None:
         return self.history[-1] if self.history else None
 
     def close(self) -> None:
-        """Remove every hook and close the JSON-lines file. The model is left as it was."""
+        """Remove every hook and close the sinks (the JSON-lines file). The model is left as it was."""
+        if self._closed:
+            return
         self._closed = True
         self._disarm()
-        if self._jsonl is not None:
-            self._jsonl.close()
-            self._jsonl = None
+        for sink in self.sinks:
+            sink.close()
 
     def __enter__(self) -> GradientMonitor:
         return self
@@ -145,19 +166,26 @@ class GradientMonitor:
             else:
                 self._disarm()
         self._info = self._info or _model_info(self.model)
+        loss_value = _loss_value(loss)
+        stats = _step_stats(self.steps, layers, activations, None if loss is None else loss_value)
         result = ProbeResult(
             model=self._info,
             run=RunInfo(batches=1, steps=self.steps, seed=0, loss="training loop", inputs=("training",)),
             layers=layers,
             activations=activations,
             has_normalization=self._has_norm,
-            loss_value=_loss_value(loss),
+            loss_value=loss_value,
+            history=History(steps=(*self.trend, stats)),
         )
         diagnosis = diagnose(result, self.thresholds)
         report = build_report(type(self.model).__name__, result, diagnosis.findings, diagnosis.layer_status)
-        record = MonitorRecord(step=self.steps, report=report, new_findings=self._new(report.findings))
+        stats = dataclasses.replace(stats, seconds=time.perf_counter() - started)
+        self.trend.append(stats)
+        record = MonitorRecord(
+            step=self.steps, report=report, new_findings=self._new(report.findings), stats=stats
+        )
         self.history.append(record)
-        self._publish(record, time.perf_counter() - started)
+        self._publish(record)
         return record
 
     def _new(self, findings: tuple[Finding, ...]) -> tuple[Finding, ...]:
@@ -166,15 +194,53 @@ class GradientMonitor:
         before = {f.id for f in self.last.report.findings} if self.last else set()
         return tuple(f for f in findings if f.id not in before)
 
-    def _publish(self, record: MonitorRecord, seconds: float) -> None:
+    def _publish(self, record: MonitorRecord) -> None:
         if not distributed.is_reporting_rank():
             return
-        if self._jsonl is not None:
-            line = {"step": record.step, "seconds": round(seconds, 6), **to_document(record.report)}
-            self._jsonl.write(json.dumps(line, allow_nan=False) + "\n")
-            self._jsonl.flush()
+        stats = record.stats
+        if any(getattr(sink, "needs_document", False) for sink in self.sinks):
+            from gradcheck_cli.render.json import to_document
+
+            stats = dataclasses.replace(stats, document=to_document(record.report))
+        for sink in self.sinks:
+            sink.write(record.step, stats, record.report.findings)
         if self.callback is not None and record.new_findings:
             self.callback(record.step, record.new_findings)
+
+
+def _step_stats(
+    step: int,
+    layers: Iterable[LayerStats],
+    activations: Iterable[ActivationStats],
+    loss: float | None,
+    seconds: float = 0.0,
+) -> StepStats:
+    """The numbers of one measured step (trainable layers only: a frozen layer has no trend)."""
+    points = tuple(
+        LayerPoint(
+            name=s.name,
+            type=s.type,
+            index=s.index,
+            grad_norm=s.grad_norm,
+            weight_norm=s.weight_norm,
+            grad_weight_ratio=s.grad_weight_ratio,
+            zero_grad_fraction=s.zero_grad_fraction,
+            nonfinite=s.nonfinite,
+        )
+        for s in layers
+        if s.trainable
+    )
+    units = tuple(
+        UnitPoint(
+            name=a.name,
+            family=a.family,
+            after=a.after,
+            dead_fraction=a.dead_fraction,
+            saturated_fraction=a.saturated_fraction,
+        )
+        for a in activations
+    )
+    return StepStats(step=step, loss=loss, seconds=seconds, layers=points, units=units)
 
 
 def _model_info(model: nn.Module) -> ModelInfo:

@@ -13,11 +13,13 @@ from collections.abc import Callable
 from torch import nn
 
 from gradcheck_cli import distributed
+from gradcheck_cli.collect import probe
 from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.device import seed_everything
 from gradcheck_cli.diagnose import check_threshold_ids, diagnose
 from gradcheck_cli.inputs import Batch
 from gradcheck_cli.policy import apply_policy
+from gradcheck_cli.preparation import prepare
 from gradcheck_cli.report import Report, build_report
 from gradcheck_cli.session import (
     Session,
@@ -25,8 +27,6 @@ from gradcheck_cli.session import (
     load_checkpoint,
     loss_of,
     measure_precision,
-    prepare,
-    probe,
     train_steps,
 )
 from gradcheck_cli.stats import ProbeResult

@@ -7,8 +7,12 @@ turns them into null.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gradcheck_cli.trained import CheckpointInfo, Versus
+
+if TYPE_CHECKING:
+    from gradcheck_cli.history import History
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -227,6 +231,10 @@ class ProbeResult:
     """Where the user's code called that operation."""
     training: TrainingHistory | None = None
     """Set when --steps trained the model before the measured passes."""
+    history: History | None = None
+    """The measured steps of a training run up to and including this one (GradientMonitor and
+    the integrations set it; `gradcheck report` reads it from a file). The trend rules need it;
+    a single analysis has none, so they stay silent there."""
     checkpoint: CheckpointInfo | None = None
     """Set when --weights loaded a checkpoint before anything was measured."""
     versus: Versus | None = None

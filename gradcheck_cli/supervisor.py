@@ -22,21 +22,19 @@ import os
 import selectors
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.outcome import TargetFailure
 from gradcheck_cli.report import Report
-from gradcheck_cli.worker import HEADER, Job, pack
+from gradcheck_cli.spawn import kill, worker_process
+from gradcheck_cli.worker import HEADER, Job
 
 Outcome = Report | TargetFailure
 IN_PROCESS_ENV = "GRADCHECK_IN_PROCESS"
-_BOOT = "import sys; sys.path[0] = sys.argv[1]; from gradcheck_cli.worker import main; main(sys.argv[2:])"
 _TICK = 0.25
 EXIT_GRACE_SECONDS = 10.0
 """After its last report, how long the worker may take to exit (atexit handlers) before it is stopped."""
@@ -136,17 +134,17 @@ def _run_worker(job: Job, collector: Collector, timeout: float | None) -> bool:
     """One worker over the job's targets; False when the user interrupted it."""
     collector.since, collector.stage, collector.done = time.monotonic(), "starting", False
     collector.stage_index = None
-    with _worker_process(job) as (process, messages):
+    with worker_process(job) as (process, messages):
         try:
             with _sigterm_raises():
                 _read_until_exit(process, messages, collector, timeout)
         except (KeyboardInterrupt, _Stopped) as exc:
-            _kill(process)
+            kill(process)
             what = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else "stopped (SIGTERM)"
             collector.fail_current(what, "the analysis did not finish")
             return False
         except TimeoutError:
-            _kill(process)
+            kill(process)
             collector.fail_current(
                 f"timed out after {timeout:g} s",
                 "raise --timeout, or make the run smaller (--batches, --steps, --input)",
@@ -173,60 +171,6 @@ def describe_exit(returncode: int) -> str:
     return f"signal {name}{why}"
 
 
-@contextlib.contextmanager
-def _worker_process(job: Job) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    job_read, job_write = os.pipe()
-    message_read, message_write = os.pipe()
-    package_parent = str(Path(__file__).resolve().parent.parent)
-    output, relay = _worker_output()
-    sys.stderr.flush()
-    process = subprocess.Popen(
-        [sys.executable, "-c", _BOOT, package_parent, str(job_read), str(message_write)],
-        stdin=subprocess.DEVNULL,
-        stdout=output,
-        stderr=subprocess.STDOUT,
-        pass_fds=(job_read, message_write),
-        **_own_process_group(),
-    )
-    os.close(job_read)
-    os.close(message_write)
-    if relay is not None:
-        relay(process)
-    try:
-        with contextlib.suppress(BrokenPipeError):
-            os.write(job_write, pack(job))  # small (the configs); the worker reads it first thing
-        yield process, message_read
-    finally:
-        os.close(job_write)  # the worker's watchdog sees EOF and exits, should it still run
-        os.close(message_read)
-        _kill_group_if_running(process)
-        process.wait()
-
-
-def _own_process_group() -> dict[str, Any]:
-    """The worker and whatever it starts (DataLoader workers) form one group, killed together."""
-    if sys.version_info >= (3, 11):
-        return {"process_group": 0}
-    return {"preexec_fn": os.setpgrp}  # pragma: no cover (Python 3.10)
-
-
-def _worker_output() -> tuple[int, Any]:
-    """The worker writes to our stderr's file descriptor, or through a relay where there is none."""
-    try:
-        return sys.stderr.fileno(), None
-    except (AttributeError, OSError, ValueError):  # e.g. a test runner's in-memory stderr
-        return subprocess.PIPE, _start_relay
-
-
-def _start_relay(process: subprocess.Popen[bytes]) -> None:
-    def copy(stream: IO[bytes]) -> None:
-        for line in iter(stream.readline, b""):
-            sys.stderr.write(line.decode(errors="replace"))
-
-    assert process.stdout is not None
-    threading.Thread(target=copy, args=(process.stdout,), daemon=True).start()
-
-
 def _read_until_exit(
     process: subprocess.Popen[bytes], fd: int, collector: Collector, timeout: float | None
 ) -> None:
@@ -249,7 +193,7 @@ def _read_until_exit(
     try:
         process.wait(timeout=EXIT_GRACE_SECONDS)
     except subprocess.TimeoutExpired:  # a thread of the user's that never ends: the reports are in
-        _kill(process)
+        kill(process)
 
 
 def _read_into(fd: int, buffer: bytearray) -> bool:
@@ -277,17 +221,6 @@ def _dispatch(buffer: bytearray, collector: Collector) -> None:
         message = pickle.loads(bytes(buffer[HEADER.size : HEADER.size + size]))
         del buffer[: HEADER.size + size]
         collector.handle(message)
-
-
-def _kill(process: subprocess.Popen[bytes]) -> None:
-    _kill_group_if_running(process)
-    process.wait()
-
-
-def _kill_group_if_running(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager

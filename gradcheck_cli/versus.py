@@ -52,7 +52,7 @@ def measure_versus(
     session: Session, now: ProbeResult, init_state: State | None, started: float
 ) -> ProbeResult:
     """`now` with its `versus` filled: the reference state measured by the same probe, same batches."""
-    from gradcheck_cli.session import probe
+    from gradcheck_cli.collect import probe
 
     config, model = session.config, session.loaded.module
     assert config.versus is not None

@@ -21,8 +21,8 @@ from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.device import Availability, resolve_device
 from gradcheck_cli.errors import DeviceError
 from gradcheck_cli.inputs import move
+from gradcheck_cli.preparation import _pick_device, prepare
 from gradcheck_cli.probe import GradientProbe
-from gradcheck_cli.session import _pick_device, prepare
 from gradcheck_cli.specs import parse_target
 from gradcheck_cli.target import LoadedModel
 

@@ -356,7 +356,7 @@ def test_json_keeps_names_exactly(evil_report) -> None:
 
 def test_html_escapes_names(evil_report) -> None:
     text = render_reports("html", [evil_report])
-    assert "<img src=x" not in text and "&lt;img src=x" in text
+    assert "<img src=x" not in text and "&lt;img src=x" in text and "\x1b" not in text
 
 
 def test_compare_prints_names_from_report_files_as_text(evil_report, tmp_path: Path) -> None:
@@ -365,6 +365,40 @@ def test_compare_prints_names_from_report_files_as_text(evil_report, tmp_path: P
     doc = json.loads(render_reports("json", [evil_report]))
     text = render_comparison(compare_documents(doc, doc), width=400)
     assert "\x1b" not in text and "[bold]B[/bold]" in text
+
+
+def test_github_annotations_cannot_inject_commands_or_escapes(evil_report, tmp_path: Path) -> None:
+    from gradcheck_cli.annotations import github_annotations
+
+    lines = github_annotations(evil_report, tmp_path)
+    assert lines and all("\n" not in line and "\x1b" not in line and "\x07" not in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"[1, 2]", "is not a gradcheck.report/1 report"),
+        (
+            b'{"schema": "gradcheck.report/1", "layers": [{"name": 1}], "findings": "x"}',
+            "'layers' must be a list",
+        ),
+        (b'{"schema": "gradcheck.report/1", "layers": [], "findings": [3]}', "'findings' must be a list"),
+        (b"\xff\xfe{}", "is not UTF-8 text"),
+        (b'{"schema": ', "base.json:1: not valid JSON"),
+    ],
+)
+def test_baseline_of_the_wrong_shape_is_exit_2(cli, project: Path, content: bytes, message: str) -> None:
+    (project / "base.json").write_bytes(content)
+    result = cli("analyze", "net.py:Net", "--baseline", "base.json", *JSON_ARGS)
+    assert result.exit_code == 2 and result.stdout == "", result
+    assert message in result.stderr and "Traceback" not in result.stderr
+    result = cli("compare", "base.json", "base.json")
+    assert result.exit_code == 2 and message in result.stderr, result
+
+
+def test_compare_of_folders_is_exit_2(cli, project: Path) -> None:
+    result = cli("compare", str(project), str(project))
+    assert result.exit_code == 2 and "is a folder" in result.stderr, result
 
 
 def test_markdown_helpers_survive_backticks_and_html() -> None:

@@ -31,12 +31,52 @@ def run_in_fresh_interpreter(*argv: str) -> dict[str, object]:
 
 @pytest.mark.parametrize(
     "argv",
-    [("--help",), ("--version",), ("zoo",), ("explain", "vanishing-gradients"), ("analyze", "--help")],
+    [
+        ("--help",),
+        ("--version",),
+        ("zoo",),
+        ("explain", "vanishing-gradients"),
+        ("explain", "gradient-trend"),
+        ("analyze", "--help"),
+        ("report", "--help"),
+    ],
 )
 def test_fast_commands_leave_torch_unimported(argv: tuple[str, ...]) -> None:
     result = run_in_fresh_interpreter(*argv)
     assert result["code"] == 0
     assert result["stdout"], "the command printed nothing"
+    assert "torch" not in result["heavy"]  # type: ignore[operator]
+
+
+MONITOR_LINE = {
+    "step": 0,
+    "seconds": 0.01,
+    "model": {"class": "Net"},
+    "layers": [
+        {
+            "name": "fc",
+            "type": "Linear",
+            "index": 0,
+            "grad_norm": 0.1,
+            "weight_norm": 1.0,
+            "grad_weight_ratio": 0.1,
+            "zero_grad_fraction": 0.0,
+            "nonfinite": 0,
+            "status": "ok",
+        }
+    ],
+    "findings": [],
+    "loss": 1.0,
+    "activations": [],
+}
+
+
+@pytest.mark.parametrize("fmt", ["rich", "markdown", "html", "json"])
+def test_report_renders_a_run_without_torch(fmt: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    run = tmp_path / "run.jsonl"
+    run.write_text("\n".join(json.dumps({**MONITOR_LINE, "step": s}) for s in range(0, 50, 10)) + "\n")
+    result = run_in_fresh_interpreter("report", str(run), "--format", fmt)
+    assert result["code"] == 0 and "fc" in str(result["stdout"])
     assert "torch" not in result["heavy"]  # type: ignore[operator]
 
 

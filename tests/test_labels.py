@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from gradcheck_cli.config import build_config
 from gradcheck_cli.inputs import labels_for_head, stream
-from gradcheck_cli.session import prepare
+from gradcheck_cli.preparation import prepare
 from gradcheck_cli.specs import InputSpec, parse_labels
 from gradcheck_cli.target import load
 

@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from gradcheck_cli.findings import Finding, LayerStatus
 from gradcheck_cli.render.base import fmt_num
+from gradcheck_cli.render.escape import clean_report
 from gradcheck_cli.render.sections import FIX_HEADERS, baseline_lines, fix_rows, training_line
 from gradcheck_cli.render.trained import html_parts
 from gradcheck_cli.report import Report
@@ -221,7 +222,7 @@ class HtmlRenderer:
     format: ClassVar[str] = "html"
 
     def render(self, report: Report) -> str:
-        return page([report])
+        return page([clean_report(report)])
 
     def render_many(self, reports: Sequence[Report]) -> str:
-        return page(reports)
+        return page([clean_report(r) for r in reports])

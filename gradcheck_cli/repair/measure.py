@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from gradcheck_cli import collect
 from gradcheck_cli import session as stages
 from gradcheck_cli.device import model_dtype, seed_everything
 from gradcheck_cli.diagnose import diagnose
@@ -59,6 +60,6 @@ class CopyMeasurer:
         seed_everything(config.seed)
         if config.steps:
             stages.train_steps(session)
-        result = stages.probe(session, time.perf_counter())
+        result = collect.probe(session, time.perf_counter())
         findings = diagnose(result, config.thresholds).findings
         return result, policy_findings(findings, config.severity, config.ignore, config.select)

@@ -12,6 +12,7 @@ from gradcheck_cli.rules import (  # noqa: F401  (imported to register)
     nonfinite_gradients,
     saturated_activations,
     training_divergence,
+    trends,
     units_died_in_training,
     update_ratio,
     vanishing_gradients,
@@ -22,13 +23,18 @@ from gradcheck_cli.rules.base import RuleSpec, registry
 
 
 def all_rules() -> list[RuleSpec]:
-    """The rules diagnosis runs on every probe result."""
-    return [spec for spec in registry().values() if spec.stage is None]
+    """The rules diagnosis runs on every probe result (the trend rules only join with a history)."""
+    return [spec for spec in registry().values() if spec.stage is None and not spec.needs_history]
 
 
 def every_rule() -> list[RuleSpec]:
     """All documented finding ids, including those a later stage makes (baseline-regression)."""
     return list(registry().values())
+
+
+def trend_rules() -> list[RuleSpec]:
+    """The rules that judge a training run's history (GradientMonitor, `gradcheck report`)."""
+    return [spec for spec in registry().values() if spec.needs_history]
 
 
 def get_rule(rule_id: str) -> RuleSpec | None:

@@ -28,6 +28,9 @@ class RuleSpec:
     aliases: tuple[str, ...] = ()
     stage: str | None = None
     """The later stage that makes this finding (e.g. "baseline"); None: diagnosis runs `check`."""
+    needs_history: bool = False
+    """A trend rule: it reads ProbeResult.history (a training run's measured steps) and finds
+    nothing in a single analysis."""
 
     def limits(self, overrides: Mapping[str, float] | None = None) -> Any:
         """The rule's thresholds, with config overrides applied (unknown keys are an error)."""
@@ -56,6 +59,7 @@ def rule(
     limits: type,
     aliases: tuple[str, ...] = (),
     stage: str | None = None,
+    needs_history: bool = False,
 ) -> Callable[[Check], Check]:
     """Register a check function as the rule for finding `id`."""
     valid = set(get_args(FixId))
@@ -75,6 +79,7 @@ def rule(
             doc=(check.__doc__ or "").strip(),
             aliases=aliases,
             stage=stage,
+            needs_history=needs_history,
         )
         return check
 
