@@ -8,6 +8,7 @@ layer's sums into its statistics (medians over batches, ratios, fractions).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, fields
 
 from gradcheck_cli.stats import LayerStats, SourceRef
@@ -31,6 +32,9 @@ class BatchSums:
     """1 per non-finite sum above (parameter and output gradient)."""
     has_grad: float = 0.0
     """1 when any parameter of the layer got a gradient."""
+    missed: float = 0.0
+    """1 when output-gradient hooks were set but none fired while the parameters got a gradient:
+    the output gradient was not measured (never read as 0)."""
 
 
 SUM_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(BatchSums))
@@ -54,14 +58,16 @@ class LayerRecord:
     spatial: tuple[int, ...]
     kind: str
     source: SourceRef | None
+    features: int = 0
+    init_scale: float = math.nan
 
 
 def layer_stats(
     record: LayerRecord, sums: list[BatchSums], index: int, weight_norm: float, forwards: int
 ) -> LayerStats:
     rows = sums or [BatchSums()]
-    act_norms = [math.sqrt(r.act_sq) if r.act_numel else math.nan for r in rows]
-    act_rms = [math.sqrt(r.act_sq / r.act_numel) if r.act_numel else math.nan for r in rows]
+    act_norms = [math.sqrt(r.act_sq) if r.act_numel and not r.missed else math.nan for r in rows]
+    act_rms = [math.sqrt(r.act_sq / r.act_numel) if r.act_numel and not r.missed else math.nan for r in rows]
     grad_norms = [math.sqrt(r.grad_sq) for r in rows]
     zero = sum(r.zero_count for r in rows) / max(1.0, sum(r.grad_numel for r in rows))
     has_grad = any(r.has_grad for r in rows)
@@ -87,14 +93,34 @@ def layer_stats(
         shared_with=record.shared_with,
         has_grad=has_grad or not record.owns_parameters,
         hooked=record.hooked,
+        measured=not all(r.missed for r in rows),
+        features=record.features,
+        init_scale=record.init_scale,
         batch_act_grad_norm=tuple(act_norms),
         source=record.source,
     )
 
 
+_INDEXED = re.compile(r"^(\d+|.*[A-Za-z_](\d+))$")
+
+
 def role_of(name: str) -> str:
-    """The name with block indices replaced: blocks.3.mlp.fc1 -> blocks.#.mlp.fc1."""
-    return ".".join("#" if part.isdigit() else part for part in name.split("."))
+    """The name with block indices replaced by '#': what the layer does, not where it sits.
+
+    Any index-like part counts (`blocks.3`, `layer_3`, `block3`, `encoder_layer_11`, `h.0`,
+    `fc7`): its digits become '#', so `encoder_layer_#` and `decoder_layer_#` stay apart. The
+    layer's own last part is kept as it is when an earlier part is already an index: inside a
+    repeated block it names a position (`blocks.#.mlp.0` and `blocks.#.mlp.3` are two different
+    Linears, `layer#.#.conv1` and `layer#.#.conv2` two different convolutions), while in a plain
+    stack (`features.7`, `fc7`) it is the depth index itself.
+    """
+    parts = name.split(".")
+    indexed = [bool(_INDEXED.match(part)) for part in parts]
+    out = []
+    for i, part in enumerate(parts):
+        keep = i == len(parts) - 1 and any(indexed[:i])
+        out.append(part if keep or not indexed[i] else re.sub(r"\d+$", "#", part))
+    return ".".join(out)
 
 
 def median(values: list[float]) -> float:

@@ -9,12 +9,13 @@ from collections.abc import Callable
 
 import torch
 
-from gradcheck_cli import distributed, through_time
+from gradcheck_cli import distributed, observe, structure, through_time, zero_gates
 from gradcheck_cli.anomaly import NonfiniteOrigin, find_origin
 from gradcheck_cli.functional import FunctionalActivations
 from gradcheck_cli.inputs import Batch, describe, describe_extra_args
 from gradcheck_cli.layer_kinds import has_normalization
 from gradcheck_cli.outputs import left_out_feeders
+from gradcheck_cli.preparation import more_batches
 from gradcheck_cli.probe import GradientProbe
 from gradcheck_cli.session import Counter, Session, forward, loss_of
 from gradcheck_cli.source import locate_modules
@@ -28,6 +29,7 @@ def probe(session: Session, started: float) -> ProbeResult:
     left_out: LeftOutOutputs | None = None
     # Under torchrun each rank measures its share of the batches; the raw sums are combined below.
     mine = distributed.my_batches(len(session.batches))
+    residual: bool | None = None
     with GradientProbe(model, sources) as gradient_probe:
         functional_calls = FunctionalActivations(lambda: gradient_probe.last_layer)
         counter = Counter(session, "measuring batch", len(session.batches))
@@ -38,6 +40,8 @@ def probe(session: Session, started: float) -> ProbeResult:
             with functional_calls.watch():  # the model's forward only, not the loss
                 output = forward(session, batch)
             choice = loss_of(session, batch, output, index)
+            if residual is None:
+                residual = structure.has_residual_add(choice.value)
             left_out = left_out or left_out_feeders(model, choice.value, choice.left_out)
             (choice.value * session.loss_scale).backward()
             gradient_probe.collect(unscale=session.loss_scale)
@@ -47,7 +51,18 @@ def probe(session: Session, started: float) -> ProbeResult:
         layers = gradient_probe.layer_stats()
         activations = gradient_probe.activation_stats() + functional_calls.stats()
     model.zero_grad(set_to_none=True)
+    activations, session.extra_samples = observe.top_up(
+        model,
+        activations,
+        session.batches,
+        lambda count: more_batches(session, count),
+        lambda batch: forward(session, batch),
+        _batch_size(session.batches[0]),
+    )
     first = session.batches[0]
+    layers, found_gates = zero_gates.measure(
+        model, _backward_runner(session, first), layers, session.config.seed, session.loss_scale
+    )
     recurrent = through_time.measure(model, lambda: forward(session, first), session.config.seed, sources)
     origin = _nonfinite_origin(session, layers)
     loss_values = torch.stack(losses).float().tolist() if losses else []  # type: ignore[arg-type]
@@ -66,6 +81,8 @@ def probe(session: Session, started: float) -> ProbeResult:
         nonfinite_op=origin.op if origin else None,
         nonfinite_source=origin.source if origin else None,
         left_out=left_out,
+        gates=found_gates,
+        has_residual=residual,
     )
 
 
@@ -80,6 +97,19 @@ def _nonfinite_origin(session: Session, layers: tuple[LayerStats, ...]) -> Nonfi
             break
     session.loaded.module.zero_grad(set_to_none=True)
     return origin
+
+
+def _batch_size(batch: Batch) -> int:
+    first = next((t for t in (*batch.args, *batch.kwargs.values()) if isinstance(t, torch.Tensor)), None)
+    return int(first.shape[0]) if first is not None and first.dim() > 0 else 0
+
+
+def _backward_runner(session: Session, batch: Batch) -> Callable[[], None]:
+    def run() -> None:
+        loss = loss_of(session, batch, forward(session, batch), 0).value
+        (loss * session.loss_scale).backward()
+
+    return run
 
 
 def _loss_runner(session: Session, batch: Batch, index: int) -> Callable[[], torch.Tensor]:

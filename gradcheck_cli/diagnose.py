@@ -60,4 +60,9 @@ def layer_status(probe: ProbeResult, findings: list[Finding]) -> dict[str, Layer
         if name in status:
             continue
         status[name] = next(s for s in STATUS_PRIORITY if s in found)
+    for layer in probe.layers:  # measured facts, for layers no finding marked
+        if layer.name not in status and layer.gated_by is not None:
+            status[layer.name] = LayerStatus.GATED
+        elif layer.name not in status and not layer.measured:
+            status[layer.name] = LayerStatus.NOT_MEASURED
     return status

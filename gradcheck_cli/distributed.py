@@ -182,11 +182,11 @@ def sum_counters(probe: GradientProbe) -> None:
 
     Every process must have run at least one forward (the ReLU unit masks need their size)."""
     counts = [float(probe.forwards)] + [float(layer.calls) for layer in probe.layers]
-    tails = to_host(
-        [act.count() if act.tails else torch.zeros((), dtype=torch.int64) for act in probe.activations]
-    )
-    for act, tail in zip(probe.activations, tails, strict=True):
-        counts += [float(act.total), tail]
+    measured = [act.counts() for act in probe.activations]
+    sums = to_host([m[0] for m in measured], [m[2] for m in measured])
+    n = len(probe.activations)
+    for i, act in enumerate(probe.activations):
+        counts += [float(act.total), sums[i] if act.tails else 0.0, sums[n + i]]
     summed = torch.tensor(counts, dtype=torch.float64)
     reduce_sum(summed)
     values = summed.tolist()
@@ -194,12 +194,17 @@ def sum_counters(probe: GradientProbe) -> None:
     for i, layer in enumerate(probe.layers, start=1):
         layer.calls = int(values[i])
     for i, act in enumerate(probe.activations):
-        act.total, tail = int(values[1 + len(probe.layers) + 2 * i]), values[2 + len(probe.layers) + 2 * i]
+        total, tail, centred_sq = values[1 + len(probe.layers) + 3 * i : 4 + len(probe.layers) + 3 * i]
+        act.total = int(total)
         act.tails = [torch.tensor(tail)] if act.family != "relu" else []
+        act.norms = [torch.tensor(centred_sq).sqrt()] if act.family != "relu" else []
         for call in sorted(act.peaks):  # every process ran the same calls, in the same order
             alive = (act.peaks[call] > 0).to(torch.float64)
+            varied = (act.peaks[call] > act.lows[call]).to(torch.float64)
             reduce_sum(alive)
+            reduce_sum(varied)
             act.peaks[call] = alive  # > 0 where any process saw the unit positive
+            act.lows[call] = -(varied > 0).to(torch.float64)  # under the peak where any varied
 
 
 def _summed(sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -48,6 +48,11 @@ class LayerStatus(str, Enum):
     NONFINITE = "nonfinite"
     NO_GRAD = "no-grad"
     FROZEN = "frozen"
+    GATED = "gated"
+    """Its output gradient is zero at init only because a zero-initialised parameter downstream,
+    which gets a gradient, closes the path: a design (zero-init residual gains, zero heads)."""
+    NOT_MEASURED = "not-measured"
+    """Its output-gradient hook did not fire although its parameters got a gradient."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -20,7 +20,16 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 # Same definitions as the module probe: dead units, saturation (derivative under 5% of its maximum).
-from gradcheck_cli.activations import activation_record, dead_units, tail_count, unit_dim, unit_peaks
+from gradcheck_cli.activations import (
+    activation_record,
+    dead_units,
+    mean_gain,
+    tail_and_norm,
+    unit_dim,
+    unit_lows,
+    unit_peaks,
+    unobserved_units,
+)
 from gradcheck_cli.source import ref_at, user_caller
 from gradcheck_cli.stats import ActivationStats, SourceRef
 
@@ -50,8 +59,11 @@ class _Site:
     source: SourceRef
     after: str | None
     peak: torch.Tensor | None = None
-    """Per unit, the largest value seen (dead when never above 0)."""
+    """Per unit, the largest input seen (dead when never above 0)."""
+    low: torch.Tensor | None = None
+    """Per unit, the smallest input seen (fed a constant, not dead, when it equals the peak)."""
     tail: torch.Tensor | None = None
+    centred_sq: torch.Tensor | None = None
     total: int = 0
 
 
@@ -80,12 +92,20 @@ class FunctionalActivations(TorchFunctionMode):
         return self
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
         family = FAMILIES.get(func)
+        inp = args[0] if family and args and isinstance(args[0], torch.Tensor) else None
+        # A ReLU is measured on its input (positive exactly when the output is), taken before
+        # the call: relu_ overwrites it. Reduced only when the call comes from user code.
+        relu_input = inp.detach() if family and family[0] == "relu" and inp is not None else None
+        out = func(*args, **(kwargs or {}))
         if family is not None and isinstance(out, torch.Tensor) and out.dim() > 0:
             caller = user_caller(sys._getframe(1), within=("torch", "gradcheck"))
             if caller is not None:
-                _accumulate(self._site(family, caller, out), out.detach())
+                site = self._site(family, caller, out)
+                if relu_input is not None and relu_input.shape == out.shape:
+                    _accumulate(site, relu_input)
+                elif family[0] != "relu":
+                    _accumulate(site, out.detach())
         return out
 
     def _site(self, family: tuple[str, str], caller: FrameType, out: torch.Tensor) -> _Site:
@@ -112,23 +132,31 @@ def _unit_shape(out: torch.Tensor) -> int:
     return out.shape[unit_dim(out)]
 
 
-def _accumulate(site: _Site, out: torch.Tensor) -> None:
-    site.total += out.numel()
+def _accumulate(site: _Site, value: torch.Tensor) -> None:
+    site.total += value.numel()
     if site.family == "relu":
-        peak = unit_peaks(out)
+        peak, low = unit_peaks(value), unit_lows(value)
         site.peak = peak if site.peak is None else torch.maximum(site.peak, peak)
+        site.low = low if site.low is None else torch.minimum(site.low, low)
         return
-    tail = tail_count(out, site.family)
+    tail, norm = tail_and_norm(value, site.family)
     site.tail = tail if site.tail is None else site.tail + tail
+    square = norm.square()
+    site.centred_sq = square if site.centred_sq is None else site.centred_sq + square
 
 
 def _to_stats(site: _Site) -> ActivationStats:
     units = site.peak.numel() if site.peak is not None else 0
-    if site.peak is not None:
-        count = float(dead_units([site.peak]))
+    unobserved, gain = 0.0, float("nan")
+    if site.peak is not None and site.low is not None:
+        count = float(dead_units([site.peak], [site.low]))
+        unobserved = float(unobserved_units([site.peak], [site.low]))
     else:
         count = float(site.tail) if site.tail is not None else 0.0
+        centred = float(site.centred_sq) if site.centred_sq is not None else 0.0
+        gain = mean_gain(site.family, False, site.total, count, centred)
     return activation_record(
         name=site.name, type=site.function, family=site.family, after=site.after,
         units=units, count=count, total=site.total, source=site.source,
+        observations=site.total // units if units else 0, unobserved=unobserved, gain=gain,
     )  # fmt: skip

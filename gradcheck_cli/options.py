@@ -228,6 +228,25 @@ def _column_check(value: Any) -> None:
             raise ConfigError(f"--columns: unknown column {name!r}", hint)
 
 
+def _threshold_flags(items: Any) -> dict[str, dict[str, float]]:
+    """`ID.NAME=VALUE`, repeatable -> {ID: {NAME: VALUE}} (ids and names are checked by the rules)."""
+    out: dict[str, dict[str, float]] = {}
+    for item in items:
+        key, sep, text = str(item).partition("=")
+        rule_id, dot, name = key.strip().rpartition(".")
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (sep and dot and rule_id and name) or math.isnan(value):
+            raise ConfigError(
+                f"cannot read --threshold {item!r}",
+                "write it as ID.NAME=VALUE, e.g. --threshold vanishing-gradients.orders=4",
+            )
+        out.setdefault(rule_id, {})[name] = value
+    return out
+
+
 # --- the table -----------------------------------------------------------------------------------
 
 
@@ -247,7 +266,8 @@ class Option:
     check: Callable[[Any], None] | None = None
     """Final check of the merged value (flags and file alike)."""
     merge: str | None = None
-    """How a value combines with an outer one: "dict" (keys merged) or "concat" (lists joined)."""
+    """How a value combines with an outer one: "dict" (keys merged), "nested" (a mapping of mappings,
+    merged two levels deep) or "concat" (lists joined)."""
     metavar: str | None = None
     help: str = ""
     template: str | None = None
@@ -627,11 +647,16 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         field="thresholds",
+        flags=("--threshold", "-t"),
         keys=("thresholds",),
+        cli_type=list[str],
         file_check=MAPPING,
+        from_flag=_threshold_flags,
         from_file=dict,
-        merge="dict",
-        help="Per finding id, threshold overrides (see `gradcheck explain ID`).",
+        merge="nested",
+        metavar="ID.NAME=VALUE",
+        help="Override one threshold of a rule, repeatable: --threshold vanishing-gradients.orders=4 "
+        "(`gradcheck explain ID` lists them). In the config file: `thresholds:` per finding id.",
         template="# Override a rule's thresholds (see `gradcheck explain ID`):\n"
         "# thresholds:\n"
         "#   vanishing-gradients: {orders: 3.0}",
@@ -710,6 +735,8 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
                 value = {**out[name], **value}
             elif how == "concat":
                 value = (*out[name], *value)
+            elif how == "nested":
+                value = {**out[name], **{k: {**out[name].get(k, {}), **v} for k, v in value.items()}}
         out[name] = value
     return out
 

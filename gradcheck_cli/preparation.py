@@ -64,6 +64,20 @@ def _require_trainable(model: nn.Module) -> None:
         )
 
 
+def more_batches(session: Session, count: int) -> list[Batch]:
+    """More batches like the measured ones (new random draws), for statistics that need more
+    samples (observe.py); none when the batches were handed over as they are."""
+    config, loaded, plan = session.config, session.loaded, session.plan
+    seed = config.seed + 104729
+    if plan.specs:
+        more = batches_from_specs(plan.specs, count, seed, model_dtype(config.dtype))
+    elif loaded.sample_batch is not None and not config.inputs and "analyze()" not in plan.origin:
+        more = batches_from_hook(loaded.sample_batch, count, seed)
+    else:
+        return []
+    return _finish_batches(config, loaded.module, plan, more, session.device)
+
+
 def _plan(config: AnalyzeConfig, loaded: LoadedModel, device: str) -> InputPlan:
     """--input or a builtin's inputs as given; else search by trying forward passes on candidate inputs."""
     model = loaded.module

@@ -29,9 +29,11 @@ from gradcheck_cli.activations import (
     ModuleActivation,
     family_of,
     first_tensor_out,
+    is_hard,
+    unit_dim,
 )
 from gradcheck_cli.aggregate import BatchSums, LayerRecord, layer_stats
-from gradcheck_cli.compat import foreach_norm
+from gradcheck_cli.compat import ConvNd, NormBase, foreach_norm
 from gradcheck_cli.grads import ParameterGrads, dense, to_host
 from gradcheck_cli.layer_kinds import is_conv, kind_of
 from gradcheck_cli.stats import ActivationStats, LayerStats, SourceRef
@@ -53,11 +55,14 @@ class _Layer:
     calls: int = 0
     width: int = 0
     spatial: tuple[int, ...] = ()
+    features: int = 0
     act_numel: int = 0
+    hooks_set: int = 0
+    """Output-gradient hooks registered this batch (compared with those that fired: a miss is never 0)."""
     rows: list[BatchSums] = field(default_factory=list)
     """Per batch, the raw sums."""
 
-    def record(self, source: SourceRef | None) -> LayerRecord:
+    def record(self, source: SourceRef | None, scale: float = math.nan) -> LayerRecord:
         return LayerRecord(
             name=self.name,
             type=type(self.module).__name__,
@@ -71,6 +76,8 @@ class _Layer:
             spatial=self.spatial,
             kind=kind_of(self.module),
             source=source,
+            features=self.features,
+            init_scale=scale,
         )
 
 
@@ -147,9 +154,12 @@ class GradientProbe:
             self._handles.append(module.register_forward_hook(self._layer_hook(layer)))
         family = family_of(module)
         if family:
-            act = ModuleActivation(name=name, module=module, family=family)
+            act = ModuleActivation(name=name, module=module, family=family, hard=is_hard(module))
             self.activations.append(act)
-            self._handles.append(module.register_forward_hook(self._activation_hook(act)))
+            if family == "relu":  # its input, before an in-place ReLU overwrites it
+                self._handles.append(module.register_forward_pre_hook(self._activation_hook(act)))
+            else:
+                self._handles.append(module.register_forward_hook(self._activation_hook(act)))
 
     # -- hooks ------------------------------------------------------------------------------
     def _on_model_forward(self, module: nn.Module, args: Any) -> None:
@@ -171,13 +181,15 @@ class GradientProbe:
             if not layer.width and out.dim() > 0:
                 self._record_shape(layer, module, out)
             layer.act_numel += out.numel()
-            out.register_hook(grad_hook)
+            layer.hooks_set += 1
+            hook_target(out, args).register_hook(grad_hook)
 
         return hook
 
     @staticmethod
     def _record_shape(layer: _Layer, module: nn.Module, out: torch.Tensor) -> None:
         layer.width = out[0].numel() if out.dim() > 1 else 1
+        layer.features = out.shape[feature_dim(module, out)]
         if is_conv(module):
             layer.spatial = tuple(out.shape[2:])
 
@@ -185,7 +197,9 @@ class GradientProbe:
         index = self._index[layer.name]
         norms, owners = self._act_sq, self._act_owner  # cleared in place by collect(), never rebound
 
-        def hook(grad: torch.Tensor) -> None:
+        def hook(grad: torch.Tensor | None) -> None:
+            if grad is None:  # autograd passes None for an output that did not reach the loss
+                return
             # vector_norm refuses dtype=float32 for a float64 grad ("narrowing"): keep float64 there
             if grad.dtype == torch.float64:
                 norms.append(torch.linalg.vector_norm(grad))
@@ -196,15 +210,25 @@ class GradientProbe:
         return hook
 
     def _activation_hook(self, act: ModuleActivation) -> Callable[..., None]:
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
+        def observe(value: torch.Tensor | None) -> None:
             if act.after is None:
                 act.after = self._last_layer
-            out = output if type(output) is torch.Tensor else first_tensor_out(output)
-            if out is None or out.dim() == 0:
+            if value is None or value.dim() == 0:
                 return
             # detach() is enough to keep these reductions off the graph; a no_grad() block
             # would cost half as much again as the reductions themselves on small outputs.
-            act.observe(out.detach(), self.forwards)
+            act.observe(value.detach(), self.forwards)
+
+        if act.family == "relu":
+            # A ReLU unit is positive exactly when its input is; the input's range also tells
+            # a unit fed a constant (0 behind a closed gate) from a dead one.
+            def pre_hook(module: nn.Module, args: Any) -> None:
+                observe(args[0] if args and isinstance(args[0], torch.Tensor) else None)
+
+            return pre_hook
+
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            observe(output if type(output) is torch.Tensor else first_tensor_out(output))
 
         return hook
 
@@ -238,8 +262,11 @@ class GradientProbe:
         act_sq = [0.0] * len(self.layers)
         for owner, norm in zip(self._act_owner, host[len(host) - act_count :], strict=True):
             act_sq[owner] += (norm / unscale) ** 2  # squared on the host in double: no float32 overflow
+        fired = set(self._act_owner)
         for i, layer in enumerate(self.layers):
             nonfinite = int(not math.isfinite(grad_sq[i])) + int(not math.isfinite(act_sq[i]))
+            # A hook that never fired while the parameters got a gradient is a miss, not a 0.
+            missed = layer.hooks_set > 0 and i not in fired and grad_sq[i] > 0
             layer.rows.append(
                 BatchSums(
                     act_sq=act_sq[i],
@@ -249,9 +276,10 @@ class GradientProbe:
                     grad_numel=float(grads.numel[i]),
                     nonfinite=float(nonfinite),
                     has_grad=float(grads.has_grad[i]),
+                    missed=float(missed),
                 )
             )
-            layer.act_numel = 0
+            layer.act_numel = layer.hooks_set = 0
         self._act_sq.clear()
         self._act_owner.clear()
 
@@ -262,28 +290,76 @@ class GradientProbe:
         ordered = sorted(self.layers, key=lambda layer: (layer.order < 0, layer.order))
         return tuple(
             layer_stats(
-                layer.record(self.sources.get(layer.name)), layer.rows, i, weights[layer.name], self.forwards
+                layer.record(self.sources.get(layer.name), weights[layer.name][1]),
+                layer.rows,
+                i,
+                weights[layer.name][0],
+                self.forwards,
             )
             for i, layer in enumerate(ordered)
         )
 
-    def _weight_norms(self) -> dict[str, float]:
+    def _weight_norms(self) -> dict[str, tuple[float, float]]:
+        """Per layer, its parameters' L2 norm and its init_scale, from one host transfer."""
         params = [p for layer in self.layers for p in layer.params]
         if not params:
-            return {layer.name: 0.0 for layer in self.layers}
+            return {layer.name: (0.0, math.nan) for layer in self.layers}
         with torch.no_grad():
             stacked = torch.stack([dense(n).double() for n in foreach_norm([p.detach() for p in params])])
             squares: list[float] = stacked.square().tolist()
-        out: dict[str, float] = {}
+        out: dict[str, tuple[float, float]] = {}
         it = iter(squares)
         for layer in self.layers:
-            out[layer.name] = math.sqrt(sum(next(it) for _ in layer.params))
+            own = [next(it) for _ in layer.params]
+            out[layer.name] = (math.sqrt(sum(own)), init_scale(layer.params, own))
         return out
 
     def activation_stats(self) -> tuple[ActivationStats, ...]:
-        # One host transfer for all activations: per activation, dead units or tail count.
-        counts = to_host([act.count() for act in self.activations])
+        # One host transfer for all activations: per activation, dead units or tail count,
+        # units fed a constant, and the centred norms for the mean derivative.
+        measured = [act.counts() for act in self.activations]
+        host = to_host(*([m[k] for m in measured] for k in range(3)))
+        n = len(self.activations)
         return tuple(
-            act.stats(count, self.sources.get(act.name))
-            for act, count in zip(self.activations, counts, strict=True)
+            act.stats(host[i], self.sources.get(act.name), host[n + i], host[2 * n + i])
+            for i, act in enumerate(self.activations)
         )
+
+
+CHANNEL_FIRST = (ConvNd, NormBase, nn.GroupNorm)
+CHANNEL_LAST = (nn.Linear, nn.Embedding, nn.LayerNorm, nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase)
+
+
+def feature_dim(module: nn.Module, out: torch.Tensor) -> int:
+    """The dimension holding a layer's features: channels (dim 1) for convolutions and
+    BatchNorm/GroupNorm, the last dimension for Linear/LayerNorm/attention/recurrent layers
+    (whatever the rank: a Linear on (B, T, C) has C features, not T*C)."""
+    if isinstance(module, CHANNEL_FIRST) and out.dim() > 1:
+        return 1
+    if isinstance(module, CHANNEL_LAST):
+        return out.dim() - 1
+    return unit_dim(out)
+
+
+def hook_target(out: torch.Tensor, args: Any) -> torch.Tensor:
+    """The tensor whose gradient is dL/d(out): `out`, or the base it is a whole view of.
+
+    nn.Linear on a 3-D or 4-D input returns a view of a 2-D result. An in-place op on that
+    view (nn.ReLU(inplace=True)) rewrites the view's history, and a hook on the view never
+    fires; a hook on the base, registered before the in-place op, does, with the same values.
+    """
+    base = out._base
+    if base is None or base.numel() != out.numel() or base.grad_fn is None:
+        return out
+    if any(base is a for a in args if isinstance(a, torch.Tensor)):
+        return out  # a view of the module's own input: its base has other uses
+    return base
+
+
+def init_scale(params: list[nn.Parameter], squares: list[float]) -> float:
+    """RMS of the first matrix-shaped parameter times sqrt(its fan-in), from its squared norm:
+    about 0.58 at PyTorch's default init, 1.4 at He init; far below when small by design."""
+    for param, square in zip(params, squares, strict=True):
+        if param.dim() >= 2 and param.numel():
+            return math.sqrt(square / param.numel() * math.prod(param.shape[1:]))
+    return math.nan

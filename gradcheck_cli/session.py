@@ -46,6 +46,8 @@ class Session:
     """float16 only: the GradScaler-style scale the probe's backward runs under (then unscaled)."""
     fp16_underflow: Fp16Underflow | None = None
     training: TrainingHistory | None = None
+    extra_samples: int = 0
+    """Samples run forward only so that every ReLU unit was observed often enough (observe.py)."""
     checkpoint: CheckpointInfo | None = None
     """--weights: what was loaded."""
     optimizer_state: Any = None

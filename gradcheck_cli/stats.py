@@ -93,6 +93,18 @@ class LayerStats:
     """False when trainable parameters got no gradient (grad stayed None)."""
     hooked: bool = True
     """False when the module never ran in forward (its hooks never fired)."""
+    measured: bool = True
+    """False when the output-gradient hook never fired although the parameters got a gradient:
+    act_grad_norm is then NaN ("not-measured"), never 0."""
+    features: int = 0
+    """Size of the output's feature dimension (out_features / out_channels; the last dimension)."""
+    init_scale: float = float("nan")
+    """RMS of the weight times sqrt(fan-in): ~0.58 at PyTorch's default init, ~1.4 at He init."""
+    gated_by: str | None = None
+    """The zero-initialised parameter downstream whose value closes this layer's gradient path."""
+    open_act_grad_norm: float = float("nan")
+    """For a gated layer: dL/d(output) norm per unit of learning rate once its gate takes its first
+    SGD step (after one step at lr η the output gradient is about η times this)."""
     batch_act_grad_norm: tuple[float, ...] = ()
     """act_grad_norm per batch, for spread."""
     source: SourceRef | None = None
@@ -113,6 +125,13 @@ class ActivationStats:
     """Fraction of units never positive on any sample of any batch (ReLU family)."""
     saturated_fraction: float
     """Fraction of outputs whose local derivative is below the saturation threshold."""
+    observations: int = 0
+    """Values each unit was observed on (samples x positions, all batches; the fewest over calls)."""
+    unobserved_fraction: float = 0.0
+    """Fraction of units whose input never varied (e.g. exactly 0 behind a closed gate): not dead."""
+    mean_gain: float = float("nan")
+    """Saturating family: mean local derivative relative to its maximum (the factor by which the
+    activation scales the gradient passing through it; 1 at the linear point)."""
     source: SourceRef | None = None
 
 
@@ -204,6 +223,22 @@ class TrainingHistory:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GateStats:
+    """A zero-initialised (or tiny) parameter that closes the gradient path of the layers behind it."""
+
+    name: str
+    """The parameter, e.g. layer1.0.bn2.weight."""
+    module: str
+    value: float
+    """Its largest absolute value."""
+    grad_norm: float
+    """Its own gradient's L2 norm at init: > 0, the first step opens it; 0, it is stuck."""
+    stuck: bool
+    layers: tuple[str, ...] = ()
+    """The layers whose output gradient it closes."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LeftOutOutputs:
     """Float outputs the loss does not use, and the modules that feed only them (read off the graph)."""
 
@@ -231,6 +266,10 @@ class ProbeResult:
     """Where the user's code called that operation."""
     training: TrainingHistory | None = None
     """Set when --steps trained the model before the measured passes."""
+    gates: tuple[GateStats, ...] = ()
+    """Zero-initialised parameters closing gradient paths (see gradcheck_cli/zero_gates.py)."""
+    has_residual: bool | None = None
+    """The autograd graph holds a skip connection (x + f(x)); None when not looked at."""
     history: History | None = None
     """The measured steps of a training run up to and including this one (GradientMonitor and
     the integrations set it; `gradcheck report` reads it from a file). The trend rules need it;

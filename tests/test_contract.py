@@ -59,6 +59,8 @@ def test_statuses_match_the_contract() -> None:
         "nonfinite",
         "no-grad",
         "frozen",
+        "gated",
+        "not-measured",
     }
 
 

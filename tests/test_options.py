@@ -48,3 +48,45 @@ def test_template_and_docs_are_generated_from_the_table() -> None:
 def test_init_writes_the_generated_template(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
     assert cli("init", str(tmp_path / "gradcheck.yaml")).exit_code == 0
     assert (tmp_path / "gradcheck.yaml").read_text() == init_template()
+
+
+def test_threshold_flag_sets_one_threshold_over_the_files() -> None:
+    import pytest
+
+    from gradcheck_cli.config import build_config
+    from gradcheck_cli.errors import ConfigError
+    from gradcheck_cli.options import values_from_flags
+
+    flags = values_from_flags({"thresholds": ["vanishing-gradients.orders=4", "dead-units.min_fraction=0.2"]})
+    assert flags["thresholds"] == {
+        "vanishing-gradients": {"orders": 4.0},
+        "dead-units": {"min_fraction": 0.2},
+    }
+    file_values = {"thresholds": {"vanishing-gradients": {"orders": 2.0, "layer_orders": 1.5}}}
+    config = build_config("builtin:sigmoid-mlp", flags, file_values)
+    assert config.thresholds["vanishing-gradients"] == {"orders": 4.0, "layer_orders": 1.5}
+    with pytest.raises(ConfigError, match="cannot read --threshold"):
+        values_from_flags({"thresholds": ["vanishing-gradients=4"]})
+
+
+def test_threshold_flag_changes_the_verdict(cli) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    base = (
+        "analyze",
+        "builtin:sigmoid-mlp",
+        "-a",
+        "depth=6",
+        "-a",
+        "width=16",
+        "-b",
+        "1",
+        "--format",
+        "json",
+    )
+    default = json.loads(cli(*base).stdout)
+    assert [(f["id"], f["evidence"]["threshold"]) for f in default["findings"]] == [
+        ("vanishing-gradients", 3.0)
+    ]
+    relaxed = cli(*base, "--threshold", "vanishing-gradients.orders=12")
+    assert relaxed.exit_code == 0 and json.loads(relaxed.stdout)["findings"] == []

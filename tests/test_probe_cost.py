@@ -94,9 +94,10 @@ def test_probe_work_grows_linearly_with_depth() -> None:
         extra[depth] = per_batch.kernels() - count_bare(depth, batches=1).kernels()
     per_layer = (extra[100] - extra[10]) / 90
     constant = extra[10] - 10 * per_layer
-    # Per block (Linear, ReLU, LayerNorm, Tanh): 2 register_hook, 2 detach, 1 amax for the
-    # ReLU, abs/gt_/sum for the tanh, 4 count_nonzero (one per parameter).
-    assert per_layer == 12
+    # Per block (Linear, ReLU, LayerNorm, Tanh): 2 register_hook, 2 detach, amax and amin of
+    # the ReLU's input (alive, and fed a constant), abs/gt_/sum and one vector_norm for the
+    # tanh (tails, mean derivative), 4 count_nonzero (one per parameter).
+    assert per_layer == 14
     assert constant <= 10  # foreach norm, stack, cat, one tolist: not per layer
 
 

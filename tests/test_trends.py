@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -72,30 +70,24 @@ def test_report_reads_the_file_and_finds_the_same_slope(growing_run) -> None:  #
     )
 
 
-def run_report(*argv: str) -> subprocess.CompletedProcess[str]:
-    code = "import sys; from gradcheck_cli.cli import main; sys.argv = ['gradcheck', *sys.argv[1:]]; main()"
-    return subprocess.run(
-        [sys.executable, "-c", code, "report", *argv], capture_output=True, text=True, timeout=60
-    )
-
-
-def test_report_command_formats_and_exit_codes(growing_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_report_command_formats_and_exit_codes(growing_run, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
     _, path = growing_run
-    done = run_report(str(path))
-    assert done.returncode == 0, done.stderr  # a warning trend does not fail at --fail-on error
+    done = cli("report", str(path))
+    assert done.exit_code == 0, done.stderr  # a warning trend does not fail at --fail-on error
     assert "gradient-trend" in done.stdout and "enc" in done.stdout and "+6.0" in done.stdout
-    assert run_report(str(path), "--fail-on", "warning").returncode == 1
+    assert cli("report", str(path), "--fail-on", "warning").exit_code == 1
     html = tmp_path / "run.html"
-    done = run_report(str(path), "--format", "html", "--output", str(html))
-    assert done.returncode == 0 and "<svg" in html.read_text() and "wrote" in done.stderr
-    markdown = run_report(str(path), "--format", "markdown").stdout
+    done = cli("report", str(path), "--format", "html", "--output", str(html))
+    assert done.exit_code == 0 and "<svg" in html.read_text() and "wrote" in done.stderr
+    markdown = cli("report", str(path), "--format", "markdown").stdout
     assert "| `enc` |" in markdown and "### Trend findings" in markdown
 
 
-def test_report_on_a_bad_file_exits_2_naming_the_line(tmp_path: Path) -> None:
+def test_report_on_a_bad_file_exits_2_naming_the_line(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"step": 0, "layers": []}\nnot json\n')
-    done = run_report(str(bad))
-    assert done.returncode == 2
-    assert f"{bad}:2:" in done.stderr and "hint:" in done.stderr and "Traceback" not in done.stderr
-    assert run_report(str(tmp_path / "missing.jsonl")).returncode == 2
+    done = cli("report", str(bad))
+    assert done.exit_code == 2 and done.exception is None
+    assert f"{bad}:2:" in done.stderr and "hint:" in done.stderr
+    assert cli("report", str(tmp_path / "missing.jsonl")).exit_code == 2
+    assert cli("report", str(bad), "--format", "pdf").exit_code == 2

@@ -21,7 +21,18 @@ LAYER_KEYS = {
     "nonfinite",
     "status",
 }
-STATUSES = {"ok", "vanishing", "exploding", "dead", "saturated", "nonfinite", "no-grad", "frozen"}
+STATUSES = {
+    "ok",
+    "vanishing",
+    "exploding",
+    "dead",
+    "saturated",
+    "nonfinite",
+    "no-grad",
+    "frozen",
+    "gated",
+    "not-measured",
+}
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))

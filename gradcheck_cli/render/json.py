@@ -52,6 +52,9 @@ def _layer(row: LayerRow) -> dict[str, Any]:
     }
     if s.shared_with:
         out["shared_with"] = s.shared_with
+    if s.gated_by is not None:
+        out["gated_by"] = s.gated_by
+        out["open_act_grad_norm"] = _num(s.open_act_grad_norm)
     if s.source:
         out["source"] = str(s.source)
     return out

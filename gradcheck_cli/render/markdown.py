@@ -102,12 +102,12 @@ def ignored_section(report: Report) -> list[str]:
 
 def layers_section(report: Report) -> list[str]:
     rows = [
-        (str(r.stats.index), _code(r.stats.name), md_text(r.stats.type), fmt_num(r.stats.act_grad_norm),
+        (_code(r.stats.name), md_text(r.stats.type), fmt_num(r.stats.act_grad_norm),
          fmt_num(r.stats.grad_weight_ratio), r.status.value)
         for r in report.layers[:MAX_TABLE_ROWS]
     ]  # fmt: skip
     more = len(report.layers) - MAX_TABLE_ROWS
-    table = _table(("#", "layer", "type", "∇output", "grad/weight", "status"), rows, align="rllrrl")
+    table = _table(("layer", "type", "∇output", "grad/weight", "status"), rows, align="llrrl")
     note = ["", f"… and {count(more, 'more layer')} (see `--format json`)."] if more > 0 else []
     return [
         f"<details><summary>{count(len(report.layers), 'layer')}</summary>",

@@ -20,7 +20,7 @@ from gradcheck_cli.render.sections import baseline_lines, training_line
 from gradcheck_cli.render.trained import terminal_parts
 from gradcheck_cli.repair.records import Measured, TriedFix
 from gradcheck_cli.report import LayerRow, Report
-from gradcheck_cli.stats import LayerStats, ThroughTime
+from gradcheck_cli.stats import LayerStats, ThroughTime, TrainingHistory
 from gradcheck_cli.text import amount, count, plural, span
 
 STATUS_STYLE = {
@@ -32,6 +32,8 @@ STATUS_STYLE = {
     LayerStatus.NONFINITE: "bold red",
     LayerStatus.NO_GRAD: "bold red",
     LayerStatus.FROZEN: "dim",
+    LayerStatus.GATED: "cyan",
+    LayerStatus.NOT_MEASURED: "dim",
 }
 SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 VERDICT_STYLE = {"healthy": "bold green", "warning": "bold yellow", "error": "bold red"}
@@ -104,6 +106,42 @@ class Phrases:
                 line.append(gap + phrase, style=style)
                 used += len(gap) + len(phrase)
             yield line
+
+
+def trend(values: tuple[float, ...] | list[float], width: int = 40) -> str:
+    """A sparkline of a series on a log scale between its own smallest and largest value;
+    a non-finite step shows as '×'."""
+    good = [v for v in values if v > 0 and math.isfinite(v)]
+    if not values:
+        return ""
+    low, high = (math.log10(min(good)), math.log10(max(good))) if good else (0.0, 0.0)
+    count_ = min(width, len(values))
+    picks = [round(i * (len(values) - 1) / max(1, count_ - 1)) for i in range(count_)]
+    out = []
+    for i in picks:
+        v = values[i]
+        if not math.isfinite(v):
+            out.append("×")
+        elif not v > 0:
+            out.append("·")
+        else:
+            level = (math.log10(v) - low) / (high - low) if high > low else 0.5
+            out.append(SPARKS[round(level * (len(SPARKS) - 1))])
+    return "".join(out)
+
+
+def training_sparks(history: TrainingHistory) -> Text:
+    """--steps: the loss and the whole model's gradient norm per step, as sparklines."""
+    text = Text(style="dim")
+    rows = [("loss", history.loss)]
+    if history.total_grad_norm:
+        rows.append(("‖∇‖", history.total_grad_norm))
+    for label, values in rows:
+        finite = [v for v in values if math.isfinite(v)]
+        span = f"{fmt_num(min(finite))}…{fmt_num(max(finite))}" if finite else "non-finite"
+        text.append(f"  {label:<5}{trend(list(values))}  {span} over {count(len(values), 'step')} (log)\n")
+    text.rstrip()
+    return text
 
 
 def header(report: Report) -> Phrases:
@@ -346,6 +384,7 @@ def report_renderables(report: Report, columns: tuple[str, ...] = ()) -> list[Re
     parts.append(summary_panel(report))
     if report.training is not None:
         parts.append(Text(f"training: {training_line(report.training)}", style="dim"))
+        parts.append(training_sparks(report.training))
     if report.baseline is not None:
         lines = baseline_lines(report.baseline)
         parts.append(Text("baseline: " + "\n  ".join(lines), style="dim"))

@@ -13,6 +13,7 @@ from gradcheck_cli.rules.profile import (
     comparable,
     depth_groups,
     feeds_norm,
+    flow,
     orders,
     sig,
     training_evidence,
@@ -88,9 +89,28 @@ def exploding_gradients(probe: ProbeResult, limits: ExplodingLimits) -> Iterator
         if finding:
             yield finding
             return
-    huge = [w for w in comparable(probe.layers) if w.grad_weight_ratio > limits.grad_weight_ceiling]
+    invariant = feeds_norm(probe.layers)
+    huge = [
+        w
+        for w in comparable(probe.layers)
+        if w.gated_by is None and w.name not in invariant and natural_ratio(w) > limits.grad_weight_ceiling
+    ]
     if huge:
         yield _ceiling_finding(huge, probe, limits)
+
+
+DEFAULT_INIT_SCALE = 3**-0.5
+"""init_scale (weight RMS x sqrt(fan-in)) of PyTorch's default Linear/Conv init, U(+-1/sqrt(fan-in))."""
+
+
+def natural_ratio(layer: LayerStats) -> float:
+    """grad/weight, with a weight deliberately smaller than PyTorch's default init scale counted at
+    that scale: a head initialised at 1e-3 of it has grad/weight ~1000 because the weight is
+    small, not because the gradient is large, and its first step brings it to a normal size."""
+    scale = layer.init_scale
+    if not math.isfinite(scale) or scale >= DEFAULT_INIT_SCALE:
+        return layer.grad_weight_ratio
+    return layer.grad_weight_ratio * scale / DEFAULT_INIT_SCALE
 
 
 def _check_group(group: DepthGroup, probe: ProbeResult, limits: ExplodingLimits) -> Finding | None:
@@ -99,7 +119,7 @@ def _check_group(group: DepthGroup, probe: ProbeResult, limits: ExplodingLimits)
     if math.isnan(ratio) or grown < limits.orders:
         return None
     bar = group.norms[-1] * 10**limits.layer_orders
-    marked = tuple(layer.name for layer in group.layers if layer.act_grad_norm > bar)
+    marked = tuple(layer.name for layer in group.layers if flow(layer) > bar)
     severe = not probe.has_normalization or grown >= limits.normalized_error_orders
     rise = group.steepest_rise()
     return Finding(
@@ -136,16 +156,13 @@ def _check_group(group: DepthGroup, probe: ProbeResult, limits: ExplodingLimits)
 
 def _ceiling_finding(huge: list[LayerStats], probe: ProbeResult, limits: ExplodingLimits) -> Finding:
     where = where_of(huge[0].source, probe)
-    # A weight followed by BatchNorm is scale-invariant: a large step grows the weight and
-    # so shrinks its own effective learning rate, so for those layers the ceiling is only a
-    # warning. Elsewhere, with normalisation in the model, the ceiling is an error only when
-    # crossed by the same margin as the depth rule's.
+    # With normalisation in the model, the ceiling is an error only when crossed by the same
+    # margin as the depth rule's.
     error_ceiling = limits.grad_weight_ceiling
     if probe.has_normalization:
         error_ceiling *= 10 ** (limits.normalized_error_orders - limits.orders)
-    invariant = feeds_norm(probe.layers)
-    severe = max((w.grad_weight_ratio for w in huge if w.name not in invariant), default=0.0) >= error_ceiling
-    worst = max(w.grad_weight_ratio for w in huge)
+    severe = max(natural_ratio(w) for w in huge) >= error_ceiling
+    worst = max(natural_ratio(w) for w in huge)
     message = (
         f"{count(len(huge), 'layer')} {verb('get', len(huge))} gradients over "
         f"{limits.grad_weight_ceiling:g}x the size of {'its' if len(huge) == 1 else 'their'} weights"
@@ -159,15 +176,17 @@ def _ceiling_finding(huge: list[LayerStats], probe: ProbeResult, limits: Explodi
         + (
             "."
             if severe
-            else f" (worst {worst:.0f}x); normalisation after {'it' if len(huge) == 1 else 'them'} keeps this trainable."
+            else f" (worst {worst:.0f}x), under the error ceiling of {error_ceiling:g}x for a normalised model."
         ),
         evidence={
             "grad_weight_ratio": [sig(w.grad_weight_ratio) for w in huge],
+            "init_scale": [sig(w.init_scale) for w in huge],
+            "default_init_scale": sig(DEFAULT_INIT_SCALE),
             "grad_weight_ceiling": limits.grad_weight_ceiling,
             "threshold": limits.grad_weight_ceiling,
             "error_threshold": error_ceiling,
             "normalized": probe.has_normalization,
-            "scale_invariant": [w.name for w in huge if w.name in invariant],
+            "scale_invariant_left_out": sorted(feeds_norm(probe.layers)),
         },
         suggestions=_ceiling_suggestions(huge, where)
         if severe
@@ -181,7 +200,11 @@ def _ceiling_suggestions(huge: list[LayerStats], where: str | None) -> tuple[Sug
         Suggestion(
             fix="lr", text="lower the learning rate until grad/weight steps are below ~1e-2", where=where
         ),
-        Suggestion(fix="init", text=f"shrink the initial weights of {named(huge[0].name)}", where=where),
+        Suggestion(
+            fix="init",
+            text=f"check the init of the layers after {named(huge[0].name)}: they set the size of the gradient it receives",
+            where=where,
+        ),
     )
 
 
@@ -189,12 +212,7 @@ def _suggestions(layers: tuple[LayerStats, ...], probe: ProbeResult, severe: boo
     first = layers[0]
     where = where_of(first.source, probe)
     if not severe:
-        init_text = (
-            "in a residual network, zero-init the last BatchNorm gain of each residual branch "
-            "(nn.init.zeros_(bn.weight)) so every block starts as the identity; in a plain "
-            f"stack, shrink the initial weights from {named(first.name)} on"
-        )
-        return (Suggestion(fix="init", text=init_text, where=where),)
+        return (Suggestion(fix="init", text=_init_text(probe.has_residual, named(first.name)), where=where),)
     return (
         Suggestion(
             fix="init",
@@ -209,6 +227,18 @@ def _suggestions(layers: tuple[LayerStats, ...], probe: ProbeResult, severe: boo
         ),
         Suggestion(fix="lr", text="lower the learning rate", where=None),
     )
+
+
+def _init_text(residual: bool | None, first: str) -> str:
+    """Zero-init advice only for a network that has residual branches (seen in its graph)."""
+    zero_init = (
+        "zero-init the last BatchNorm gain of each residual branch (nn.init.zeros_(bn.weight)) "
+        "so every block starts as the identity"
+    )
+    plain = f"shrink the initial weights from {first} on"
+    if residual is None:
+        return f"in a residual network, {zero_init}; in a plain stack, {plain}"
+    return zero_init if residual else f"{plain} (He/Xavier scale)"
 
 
 def _clip_text(layers: list[LayerStats]) -> str:

@@ -26,7 +26,12 @@ class DepthGroup:
 
     @property
     def norms(self) -> list[float]:
-        return [layer.act_grad_norm for layer in self.layers]
+        return [flow(layer) for layer in self.layers]
+
+    @property
+    def gated(self) -> bool:
+        """Layers behind zero-initialised gates, compared on the flow once the gates open."""
+        return self.layers[0].gated_by is not None
 
     @property
     def first_to_last(self) -> float:
@@ -43,7 +48,7 @@ class DepthGroup:
     def batch_ratios(self) -> list[float]:
         """first/last for each batch (empty when the per-batch norms are not recorded)."""
         first, last = self.layers[0].batch_act_grad_norm, self.layers[-1].batch_act_grad_norm
-        if not first or len(first) != len(last):
+        if self.gated or not first or len(first) != len(last):
             return []
         return [_ratio(a, b) for a, b in zip(first, last, strict=True)]
 
@@ -72,9 +77,16 @@ class DepthGroup:
         return self.layers[worst]
 
 
+def flow(layer: LayerStats) -> float:
+    """The output-gradient norm a depth comparison uses: behind a gate, the flow once it opens."""
+    return layer.open_act_grad_norm if layer.gated_by is not None else layer.act_grad_norm
+
+
 def _ratio(first: float, last: float) -> float:
-    if last == 0 or not math.isfinite(first) or not math.isfinite(last):
-        return math.nan if last == 0 and first == 0 else (0.0 if last > 0 else math.inf)
+    """first/last; NaN (no verdict) when either is zero or not finite: a zero norm is explained
+    by a gate, a dead unit or a missed hook, never by an infinite ratio."""
+    if not (first > 0 and last > 0 and math.isfinite(first) and math.isfinite(last)):
+        return math.nan
     return first / last
 
 
@@ -96,23 +108,27 @@ def _db(a: float, b: float) -> float:
 
 
 def comparable(layers: Iterable[LayerStats], cut_by_dead: frozenset[str] = frozenset()) -> list[LayerStats]:
-    """Weight layers measured and trained, counted once; `cut_by_dead` left out (see dead_cut)."""
+    """Weight layers measured and trained, counted once, with a positive finite output-gradient
+    norm (a zero is a gate, a dead unit or a stuck path, judged by its own finding);
+    `cut_by_dead` left out (see dead_cut)."""
     return [
         layer
         for layer in layers
         if layer.kind == "weight"
         and layer.name not in cut_by_dead
         and layer.hooked
+        and layer.measured
         and layer.shared_with is None
         and layer.trainable
         and layer.has_grad
-        and math.isfinite(layer.act_grad_norm)
+        and flow(layer) > 0
+        and math.isfinite(flow(layer))
     ]
 
 
-def group_key(layer: LayerStats, use_roles: bool) -> str:
+def group_key(layer: LayerStats) -> str:
     spatial = f"@{'x'.join(map(str, layer.spatial))}" if layer.spatial else ""
-    return (layer.role if use_roles else layer.type) + spatial
+    return layer.role + spatial + (" (behind gates)" if layer.gated_by is not None else "")
 
 
 def dead_cut(probe: ProbeResult, fraction: float = 0.5) -> frozenset[str]:
@@ -132,22 +148,18 @@ def depth_groups(
 ) -> list[DepthGroup]:
     """Groups of at least `min_layers` comparable layers, by role (and resolution).
 
-    When no role repeats often enough (a hand-written stack `fc1 ... fc9`), layers are
-    grouped by type and resolution instead.
+    Never by type across roles: an encoder's attention projections and a decoder's
+    feed-forward output are not the same signal at two depths. A role with fewer members
+    gives no depth verdict. Layers behind gates are grouped apart from open ones.
     """
-    chosen = comparable(layers, cut_by_dead)
-    for use_roles in (True, False):
-        groups: dict[str, list[LayerStats]] = {}
-        for layer in chosen:
-            groups.setdefault(group_key(layer, use_roles), []).append(layer)
-        found = [
-            DepthGroup(key=key, layers=tuple(sorted(members, key=lambda s: s.index)))
-            for key, members in groups.items()
-            if len(members) >= min_layers
-        ]
-        if found:
-            return found
-    return []
+    groups: dict[str, list[LayerStats]] = {}
+    for layer in comparable(layers, cut_by_dead):
+        groups.setdefault(group_key(layer), []).append(layer)
+    return [
+        DepthGroup(key=key, layers=tuple(sorted(members, key=lambda s: s.index)))
+        for key, members in groups.items()
+        if len(members) >= min_layers
+    ]
 
 
 def orders(ratio: float) -> float:

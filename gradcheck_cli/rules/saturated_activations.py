@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ class SaturatedLimits:
     fraction: float = 0.5
     """Warn when more than this fraction of outputs sit in the flat tails."""
     error_fraction: float = 0.9
+    error_attenuation: float = 0.1
+    """An error when the saturated activations together pass at most this share of the gradient."""
 
 
 @rule(
@@ -41,10 +44,21 @@ def saturated_activations(probe: ProbeResult, limits: SaturatedLimits) -> Iterat
     units still learn badly, so it is measured on its own.
 
     ## Evidence
-    `saturated_fraction` per activation, `activations`, `threshold`, `error_threshold`.
+    `saturated_fraction` per activation, `activations`, `threshold`, `error_threshold`,
+    `mean_gain` per activation (its mean local derivative relative to the maximum: the share
+    of the gradient it passes), `attenuation` (their product over the saturated activations),
+    `error_attenuation`, `coverage` (saturated / all sigmoid-tanh activations).
 
     ## Thresholds
-    `fraction` = 0.5 (a warning); `error_fraction` = 0.9 (an error).
+    `fraction` = 0.5 (a warning). Severity follows the measured effect, not one layer's
+    fraction: an error when one activation passes 90% (`error_fraction`), or when the
+    saturated activations together pass at most a tenth of the gradient they would pass at
+    their linear point (`error_attenuation` = 0.1, 20 dB), the product of their mean relative
+    derivatives. Algebra: a sigmoid whose inputs sit 85% in the tails passes about
+    0.15 x 0.5 ~ 0.08 of the gradient (an error: the first layer of a regressor fed raw,
+    unstandardised features, tests/fixtures/patterns/sigmoid_regressor.py); one layer 55-60%
+    in the tails passes ~0.3 (a warning); every layer of a tanh stack 60-80% in the tails
+    multiplies ~0.3 per layer (an error, tests/fixtures/patterns/tanh_saturated_stack.py).
 
     ## Fixes
     batchnorm / layernorm: normalise the pre-activations so they stay in the linear range.
@@ -63,24 +77,33 @@ def saturated_activations(probe: ProbeResult, limits: SaturatedLimits) -> Iterat
     if not hot:
         return
     worst = max(a.saturated_fraction for a in hot)
+    gains = [a.mean_gain for a in hot if math.isfinite(a.mean_gain)]
+    attenuation = math.prod(gains) if gains else math.nan
+    severe = worst > limits.error_fraction or attenuation <= limits.error_attenuation
+    squashing = [a for a in probe.activations if a.family in ("sigmoid", "tanh")]
     first = hot[0]
     where = where_of(first.source, probe)
     yield Finding(
         id="saturated-activations",
-        severity=Severity.ERROR if worst > limits.error_fraction else Severity.WARNING,
+        severity=Severity.ERROR if severe else Severity.WARNING,
         layers=tuple(a.after or a.name for a in hot),
         status=LayerStatus.SATURATED,
         message=(
             f"{count(len(hot), 'sigmoid/tanh activation')} {verb('are', len(hot))} saturated, "
             f"{'at' if len(hot) == 1 else 'starting at'} {first.name} ({first.type}): "
             f"{'' if len(hot) == 1 else 'worst '}{worst:.0%} of outputs in the flat tails, where "
-            f"{'it passes' if len(hot) == 1 else 'they pass'} almost no gradient."
+            f"{'it passes' if len(hot) == 1 else 'they pass'} almost no gradient"
+            + (f" ({_share(attenuation)} of it gets through)." if math.isfinite(attenuation) else ".")
         ),
         evidence={
             "activations": [a.name for a in hot],
             "saturated_fraction": [sig(a.saturated_fraction) for a in hot],
             "threshold": limits.fraction,
             "error_threshold": limits.error_fraction,
+            "mean_gain": [sig(a.mean_gain) for a in hot],
+            "attenuation": sig(attenuation),
+            "error_attenuation": limits.error_attenuation,
+            "coverage": sig(len(hot) / len(squashing)),
         },
         suggestions=(
             Suggestion(
@@ -101,3 +124,7 @@ def saturated_activations(probe: ProbeResult, limits: SaturatedLimits) -> Iterat
             ),
         ),
     )
+
+
+def _share(attenuation: float) -> str:
+    return f"{attenuation:.0%}" if attenuation >= 0.01 else f"{attenuation:.1e}"

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 
 from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.rules.base import rule
+from gradcheck_cli.rules.gated import stuck_gates_finding
 from gradcheck_cli.rules.profile import (
     DepthGroup,
     comparable,
     dead_cut,
     depth_groups,
+    flow,
     median,
     orders,
     sig,
@@ -61,12 +63,23 @@ def vanishing_gradients(probe: ProbeResult, limits: VanishingLimits) -> Iterator
     layer, backward, in dB), `first_to_last_per_batch` and `spread_orders` (the verdict
     uses the median over batches; the spread shows how far single batches differ), `breaks_at` (the layer with the steepest drop),
     `grad_weight_ratio` (median over weight layers) and `grad_weight_floor`.
+    Behind zero-initialised gates (see `gradcheck_cli/zero_gates.py`) the group is marked
+    `behind_gates` and compared on `open_act_grad_norm`, the flow one SGD step ahead. A stuck
+    gate (zero value, zero gradient) gives `stuck_gates`, `gate_value`, `gate_grad_norm` and
+    `layers_behind`.
 
     ## Thresholds
     `orders` = 3.0: a 1000x drop is far outside what healthy networks show (they stay
     within about 10x across a role). `layer_orders` = 2.0 marks individual layers.
     Layers whose output gradient is exactly zero because a mostly dead ReLU follows them
-    are left out: that is `dead-units`, not vanishing.
+    are left out: that is `dead-units`, not vanishing. A zero norm never yields a ratio
+    ("infinitely smaller" is impossible): a layer whose output gradient is exactly zero
+    because a zero-initialised gain or weight downstream gates it is `gated` when that
+    parameter's own gradient is non-zero (the first step opens it; the layers behind it are
+    compared with each other on the flow once it opens, and left out of the absolute floor),
+    and an error here when that gradient is zero too (a zero gain behind a zero weight: the
+    gate never opens, the layers behind it never learn). Roles with fewer than `min_layers`
+    members give no depth verdict; layers are never grouped across roles by type.
     `grad_weight_floor` = 1e-7: at lr 1, SGD would move such weights by 1e-7 of their
     size per step, and Adam's default eps (1e-8) swamps gradients this small.
 
@@ -81,6 +94,10 @@ def vanishing_gradients(probe: ProbeResult, limits: VanishingLimits) -> Iterator
     `gradcheck analyze builtin:sigmoid-mlp` fires; `builtin:residual-mlp` is its
     healthy twin.
     """
+    stuck = [gate for gate in probe.gates if gate.stuck]
+    if stuck:
+        yield stuck_gates_finding(stuck, probe)
+        return
     for group in depth_groups(probe.layers, limits.min_layers, dead_cut(probe)):
         finding = _check_group(group, probe, limits)
         if finding:
@@ -97,7 +114,7 @@ def _check_group(group: DepthGroup, probe: ProbeResult, limits: VanishingLimits)
         return None
     last = group.norms[-1]
     bar = last * 10 ** (-limits.layer_orders)
-    marked = tuple(layer.name for layer in group.layers if layer.act_grad_norm < bar)
+    marked = tuple(layer.name for layer in group.layers if flow(layer) < bar)
     breaks = group.steepest_drop()
     weights = comparable(probe.layers)
     return Finding(
@@ -106,7 +123,8 @@ def _check_group(group: DepthGroup, probe: ProbeResult, limits: VanishingLimits)
         layers=marked,
         status=LayerStatus.VANISHING,
         message=(
-            f"The gradient reaching {named(group.layers[0].name)} {_smaller_text(ratio)} at {named(group.layers[-1].name)}: "
+            f"{_gated_text(group)}The gradient reaching {named(group.layers[0].name)} is {1 / ratio:.1e}x "
+            f"smaller than at {named(group.layers[-1].name)}: "
             f"{earliest_of(len(marked), group.key, common([x.type for x in group.layers]), len(group.layers))} "
             f"barely {verb('learn', len(marked))}"
             + (f"; the signal drops most entering {named(breaks.name)}." if breaks else ".")
@@ -124,6 +142,7 @@ def _check_group(group: DepthGroup, probe: ProbeResult, limits: VanishingLimits)
             "breaks_at": breaks.name if breaks else None,
             "grad_weight_ratio": sig(median([w.grad_weight_ratio for w in weights])),
             "grad_weight_floor": limits.grad_weight_floor,
+            "behind_gates": group.gated,
             **training_evidence(probe, group.layers[0].name),
         },
         suggestions=_suggestions(group.layers, probe),
@@ -131,7 +150,8 @@ def _check_group(group: DepthGroup, probe: ProbeResult, limits: VanishingLimits)
 
 
 def _stalled(layers: tuple[LayerStats, ...], floor: float) -> list[LayerStats]:
-    weights = [w for w in comparable(layers) if w.type != "Embedding"]
+    # Behind an open gate a zero gradient is the design: its flow is judged by depth instead.
+    weights = [w for w in comparable(layers) if w.type != "Embedding" and w.gated_by is None]
     stalled = [w for w in weights if w.grad_weight_ratio < floor]
     return stalled if weights and len(stalled) * 2 > len(weights) else []
 
@@ -197,15 +217,19 @@ def _suggestions(layers: tuple[LayerStats, ...], probe: ProbeResult) -> tuple[Su
 
 
 def _norm_text(layer: LayerStats) -> str:
+    # features: out_features / out_channels (the last dimension), never the per-sample numel
+    # (a Linear on 16 tokens of 256 features normalises over 256, not 4096)
     if layer.type == "Linear":
-        return f"insert nn.LayerNorm({layer.width}) after {named(layer.name)} and its peers"
+        return f"insert nn.LayerNorm({layer.features or layer.width}) after {named(layer.name)} and its peers"
     if layer.type.startswith("Conv"):
-        channels = layer.width // max(1, math.prod(layer.spatial)) if layer.spatial else layer.width
+        channels = layer.features or (
+            layer.width // max(1, math.prod(layer.spatial)) if layer.spatial else layer.width
+        )
         return f"insert nn.BatchNorm{len(layer.spatial) or 2}d({channels}) after {named(layer.name)} and its peers"
     return f"normalise the output of {named(layer.name)} and its peers"
 
 
-def _smaller_text(ratio: float) -> str:
-    if ratio == 0:
-        return "underflows to 0 while a gradient flows"
-    return f"is {1 / ratio:.1e}x smaller than"
+def _gated_text(group: DepthGroup) -> str:
+    if not group.gated:
+        return ""
+    return "Once the zero-initialised gates open (measured one SGD step ahead): "

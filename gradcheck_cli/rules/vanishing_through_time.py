@@ -145,7 +145,7 @@ def _bias_text(tt: ThroughTime, value: float = 3.0) -> str:
     cell = tt.type.endswith("Cell")  # a cell's bias has no layer suffix
     names = ["bias_ih"] if cell else [f"bias_ih_l{k}" for k in range(tt.num_layers)]
     chunk = f"[{tt.hidden_size}:{2 * tt.hidden_size}]"
-    return " and ".join(f"{name}{chunk}.data.fill_({value:g})" for name in names)
+    return " and ".join(f"self.{tt.module}.{name}{chunk}.data.fill_({value:g})" for name in names)
 
 
 def _gated_fix(tt: ThroughTime, where: str | None) -> tuple[Suggestion, ...]:

@@ -59,3 +59,32 @@ def test_chromium_draws_the_chart(vanishing_report, tmp_path: Path) -> None:
         [CHROMIUM, *CHROMIUM_FLAGS, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=60
     ).stdout
     assert "<title>drawn:4:true</title>" in dom
+
+
+def test_colours_follow_severity_and_missing_values_are_not_drawn(vanishing_report) -> None:
+    from dataclasses import replace
+
+    rows = list(vanishing_report.layers)
+    rows[3] = replace(
+        rows[3], stats=replace(rows[3].stats, act_grad_norm=float("nan"), grad_weight_ratio=float("nan"))
+    )
+    page = HtmlRenderer().render(replace(vanishing_report, layers=tuple(rows)))
+    fills = re.findall(r'<rect class="bar"[^>]*fill="(#[0-9a-f]+)"', page)
+    assert fills == [
+        "#dc2626",
+        "#dc2626",
+        "#94a3b8",
+    ]  # error red, error red, neutral; the NaN layer has no bar
+    assert page.count('<polyline class="ratio"') == 1  # the line stops at the missing value
+
+
+def test_multi_target_page_starts_with_a_summary_table(vanishing_report, healthy_report) -> None:
+    page = render_reports("html", [vanishing_report, healthy_report])
+    head = page[: page.index("<section")]
+    assert 'class="summary"' in head and 'href="#target-model-py"' in head and "(2 targets)" in head
+
+
+def test_through_time_has_steps_horizon_and_underflow(recurrent_report) -> None:
+    page = HtmlRenderer().render(recurrent_report)
+    svg = page[page.index('<svg class="through-time"') :]
+    assert 'class="horizon"' in svg and "time step (the loss is on the last)" in svg
