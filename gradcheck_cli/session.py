@@ -6,7 +6,7 @@ The pipeline runs these in its order; `repair` runs them again on changed copies
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,18 +59,16 @@ class Session:
 PROGRESS_SECONDS = 10.0
 
 
-class Counter:
-    """`measuring batch 1200 of 1000000 on cpu` for long loops, at most every PROGRESS_SECONDS."""
-
-    def __init__(self, session: Session, what: str, total: int) -> None:
-        self.session, self.what, self.total = session, what, total
-        self.last = time.perf_counter()
-
-    def __call__(self, done: int) -> None:
+def counted(session: Session, what: str, items: Iterable[int], total: int) -> Iterator[int]:
+    """`items`, telling `session.progress` "measuring batch 1200 of 1000000 on cpu" at most every
+    PROGRESS_SECONDS, so a long loop shows how far it has got."""
+    last = time.perf_counter()
+    for done, item in enumerate(items):
         now = time.perf_counter()
-        if self.session.progress is not None and now - self.last >= PROGRESS_SECONDS:
-            self.last = now
-            self.session.progress(f"{self.what} {done} of {self.total} on {self.session.device}")
+        if session.progress is not None and now - last >= PROGRESS_SECONDS:
+            last = now
+            session.progress(f"{what} {done} of {total} on {session.device}")
+        yield item
 
 
 def hook_name(hook: Any) -> str:
@@ -143,10 +141,10 @@ def train_steps(session: Session) -> None:
     # float16 trains as a script would: with a GradScaler (a pass-through for other dtypes).
     scaler = torch.amp.GradScaler(session.device.split(":")[0], enabled=config.dtype == "float16")
 
-    counter = Counter(session, "training: step", config.steps)
+    steps = counted(session, "training: step", range(config.steps), config.steps)
 
     def step_loss(step: int) -> torch.Tensor:
-        counter(step)
+        next(steps, None)
         index = step % len(session.batches)
         batch = session.batches[index]
         return loss_of(session, batch, forward(session, batch), index).value
