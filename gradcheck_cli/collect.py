@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from gradcheck_cli import distributed, observe, structure, through_time, zero_gates
 from gradcheck_cli.anomaly import NonfiniteOrigin, find_origin
+from gradcheck_cli.attention import measure_attention
 from gradcheck_cli.functional import FunctionalActivations
+from gradcheck_cli.gate_saturation import measure_gates
 from gradcheck_cli.inputs import Batch, describe, describe_extra_args
 from gradcheck_cli.layer_kinds import has_normalization
 from gradcheck_cli.outputs import left_out_feeders
@@ -76,12 +79,21 @@ def probe(session: Session, started: float) -> ProbeResult:
         fp16_underflow=session.fp16_underflow,
         training=session.training,
         checkpoint=session.checkpoint,
+        **_recomputed(model, lambda: forward(session, first)),
         nonfinite_op=origin.op if origin else None,
         nonfinite_source=origin.source if origin else None,
         left_out=left_out,
         gates=found_gates,
         has_residual=residual,
     )
+
+
+def _recomputed(model: torch.nn.Module, run_forward: Callable[[], object]) -> dict[str, Any]:
+    """LSTM/GRU gate saturation and attention probabilities, recomputed from one forward's inputs."""
+    return {
+        "gate_saturation": measure_gates(model, run_forward),
+        "attention": measure_attention(model, run_forward),
+    }
 
 
 def _nonfinite_origin(session: Session, layers: tuple[LayerStats, ...]) -> NonfiniteOrigin | None:

@@ -41,8 +41,9 @@ def shown_path(path: Path) -> str:
         relative = os.path.relpath(path, Path.cwd())  # where files are opened and printed from
     except ValueError:  # another drive on Windows
         return str(path)
-    # A sibling folder reads well as ../x; a path far outside the working directory reads better whole.
-    return relative if not relative.startswith(os.path.join("..", "..", "..")) else str(path)
+    # Below the working directory a path reads best relative; outside it, whole (a `../..` form
+    # would depend on where the command happened to run, and so would every message naming it).
+    return str(path) if relative == os.pardir or relative.startswith(os.pardir + os.sep) else relative
 
 
 def read_source(path: Path) -> ConfigSource:

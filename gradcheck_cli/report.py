@@ -10,6 +10,8 @@ from gradcheck_cli.findings import Finding, Ignored, LayerStatus, Severity
 from gradcheck_cli.repair.records import TriedFix
 from gradcheck_cli.stats import (
     ActivationStats,
+    AttentionStats,
+    GateSaturation,
     LayerStats,
     ModelInfo,
     ProbeResult,
@@ -59,6 +61,10 @@ class Report:
     """--weights: the checkpoint loaded and how its keys were mapped."""
     versus: Versus | None = None
     """--versus: the reference state measured with the same batches, layer by layer."""
+    attention: tuple[AttentionStats, ...] = ()
+    """Attention entropy, collapse and largest logit per site (first batch)."""
+    gate_saturation: tuple[GateSaturation, ...] = ()
+    """Gate saturation of each nn.LSTM/nn.GRU (first batch)."""
     ignored: tuple[Ignored, ...] = ()
     """Findings suppressed by `rules: off`, `ignore:`, --select/--ignore or an inline comment."""
     schema: str = SCHEMA
@@ -103,6 +109,8 @@ def build_report(
         training=probe.training,
         checkpoint=probe.checkpoint,
         versus=probe.versus,
+        gate_saturation=probe.gate_saturation,
+        attention=probe.attention,
     )
 
 

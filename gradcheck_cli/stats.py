@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gradcheck_cli.trained import CheckpointInfo, Versus
+from gradcheck_cli.trained import AttentionStats, CheckpointInfo, GateSaturation, Versus
 
 if TYPE_CHECKING:
     from gradcheck_cli.history import History
@@ -276,6 +276,10 @@ class ProbeResult:
     a single analysis has none, so they stay silent there."""
     checkpoint: CheckpointInfo | None = None
     """Set when --weights loaded a checkpoint before anything was measured."""
+    gate_saturation: tuple[GateSaturation, ...] = ()
+    """Gate saturation of each nn.LSTM/nn.GRU, recomputed from its weights on the first batch."""
+    attention: tuple[AttentionStats, ...] = ()
+    """Attention probabilities per site on the first batch (MultiheadAttention, scaled_dot_product_attention)."""
     versus: Versus | None = None
     """Set under --versus: the reference state measured with the same batches, paired layer by layer."""
     left_out: LeftOutOutputs | None = None

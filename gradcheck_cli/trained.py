@@ -88,6 +88,13 @@ class HorizonVersus:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GateVersus:
+    module: str
+    gate: str
+    saturated_fraction: tuple[float, float]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Versus:
     """--versus: the same batches and seed measured on a reference state ('init' or another file)."""
 
@@ -96,4 +103,31 @@ class Versus:
     layers: tuple[LayerVersus, ...] = ()
     activations: tuple[ActivationVersus, ...] = ()
     through_time: tuple[HorizonVersus, ...] = ()
+    gates: tuple[GateVersus, ...] = ()
     loss: tuple[float, float] = (float("nan"), float("nan"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GateSaturation:
+    """Gates of one nn.LSTM/nn.GRU on the first batch: the fraction of gate values in a flat tail."""
+
+    module: str
+    type: str
+    layers: int
+    gates: dict[str, float]
+    """Gate name (input/forget/cell/output, or reset/update/new) -> saturated fraction, all layers."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttentionStats:
+    """Attention probabilities at one site (an nn.MultiheadAttention or an F.scaled_dot_product_attention call)."""
+
+    name: str
+    """The module name, or '<module>:sdpa' for a functional call inside that module."""
+    entropy: float
+    """Mean over queries of the entropy over the keys each may see, divided by its maximum (1 uniform)."""
+    collapsed_fraction: float
+    """Fraction of queries putting more than 99% of their attention on one key."""
+    max_logit: float
+    """Largest |q·k·scale| among allowed keys."""
+    queries: int = 0

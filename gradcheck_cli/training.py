@@ -2,8 +2,9 @@
 
 Per step: the loss, each layer's gradient norm and update/weight ratio, the total gradient
 norm before clipping, and the first step at which the loss, a layer's output, a gradient or
-a weight went non-finite. Training stops at that step and the weights are put back to the
-last finite state, so the measured passes that follow show the model on the brink.
+a weight went non-finite. Training stops at that step and the weights are put back to
+their state before the first step: a half-diverged model (dead units, zero gradients) would
+only add findings about the wreck, so the measured passes describe the model as loaded.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def train(
     owners = owners_of(model)
     records = StepRecords()
     optimizer = chosen.optimizer
+    start = [[p.detach().clone() for p in ps] for _, ps in owners]
     model.train()
     with _ForwardWatch(model) as watch:
         for step in range(steps):
@@ -70,7 +72,7 @@ def train(
             skipped = scale is not None and scaler.get_scale() < scale  # GradScaler skipped an overflow
             records.divergence = _divergence(step, host, owners, watch.first_nonfinite(), skipped)
             if records.divergence is not None:
-                _restore(owners, before)
+                _restore(owners, start)
                 break
             _append(records, host, len(owners))
             if chosen.scheduler is not None:

@@ -17,7 +17,7 @@ from torch import nn
 
 from gradcheck_cli.device import seed_everything
 from gradcheck_cli.stats import ProbeResult
-from gradcheck_cli.trained import ActivationVersus, HorizonVersus, LayerVersus, Versus
+from gradcheck_cli.trained import ActivationVersus, GateVersus, HorizonVersus, LayerVersus, Versus
 
 if TYPE_CHECKING:
     from gradcheck_cli.session import Session
@@ -75,6 +75,7 @@ def compare(now: ProbeResult, then: ProbeResult, reference: str) -> Versus:
         layers=_layers(now, then),
         activations=_activations(now, then),
         through_time=_horizons(now, then),
+        gates=_gates(now, then),
         loss=(now.loss_value, then.loss_value),
     )
 
@@ -128,3 +129,15 @@ def _horizons(now: ProbeResult, then: ProbeResult) -> tuple[HorizonVersus, ...]:
                 )
             )
     return tuple(out)
+
+
+def _gates(now: ProbeResult, then: ProbeResult) -> tuple[GateVersus, ...]:
+    earlier = {g.module: g.gates for g in then.gate_saturation}
+    return tuple(
+        GateVersus(
+            module=g.module, gate=gate, saturated_fraction=(value, earlier[g.module].get(gate, math.nan))
+        )
+        for g in now.gate_saturation
+        if g.module in earlier
+        for gate, value in g.gates.items()
+    )

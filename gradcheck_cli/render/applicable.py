@@ -32,6 +32,10 @@ _CONDITIONS: dict[str, Callable[[Report], str | None]] = {
     "saturated-activations": _no_activation("sigmoid", "sigmoid or tanh"),
     "baseline-regression": lambda r: None if r.baseline is not None else "no --baseline given",
     "training-divergence": lambda r: None if r.run.steps else "no training steps (--steps 0)",
+    "attention-collapse": lambda r: (
+        None if r.attention else "no attention (MultiheadAttention, scaled_dot_product_attention)"
+    ),
+    "saturated-gates": lambda r: None if r.gate_saturation else "no nn.LSTM or nn.GRU in the model",
     "update-ratio": lambda r: None if r.run.steps else "no training steps (--steps 0)",
     "units-died-in-training": lambda r: None if r.versus is not None else "no reference state (--versus)",
     "weight-norm-change": lambda r: None if r.versus is not None else "no reference state (--versus)",

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from gradcheck_cli.comparison import BaselineComparison
 from gradcheck_cli.findings import Finding
-from gradcheck_cli.render.trained import json_sections, training_extension
+from gradcheck_cli.render.trained_json import json_sections, training_extension
 from gradcheck_cli.repair.records import Measured, TriedFix
 from gradcheck_cli.report import LayerRow, Report
 from gradcheck_cli.stats import ThroughTime, TrainingHistory

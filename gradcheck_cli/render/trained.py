@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 from html import escape
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.report import Report
-from gradcheck_cli.stats import TrainingHistory
 from gradcheck_cli.trained import CheckpointInfo, Versus
 
 if TYPE_CHECKING:
@@ -44,63 +43,6 @@ def checkpoint_lines(info: CheckpointInfo) -> list[str]:
     if info.ignored:
         lines.append(f"outside the stripped prefix (not loaded): {_names(info.ignored)}")
     return lines
-
-
-def checkpoint_section(info: CheckpointInfo) -> dict[str, Any]:
-    return {
-        "path": info.path,
-        "format": info.format,
-        "container_key": info.container_key,
-        "stripped_prefixes": list(info.stripped_prefixes),
-        "added_prefix": info.added_prefix,
-        "loaded": info.loaded,
-        "model_tensors": info.model_tensors,
-        "at_init": list(info.at_init),
-        "unexpected": list(info.unexpected),
-        "shape_mismatched": list(info.shape_mismatched),
-        "ignored": list(info.ignored),
-        "step": info.step,
-        "epoch": info.epoch,
-        "optimizer_state": info.optimizer_state,
-        "seconds": round(info.seconds, 3),
-    }
-
-
-def _num(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def _pair(pair: tuple[float, float]) -> list[float | None]:
-    return [_num(pair[0]), _num(pair[1])]
-
-
-def versus_section(versus: Versus) -> dict[str, Any]:
-    """Each pair is [this state, reference state]."""
-    return {
-        "reference": versus.reference,
-        "loss": _pair(versus.loss),
-        "layers": [
-            {
-                "name": layer.name,
-                "grad_norm": _pair(layer.grad_norm),
-                "grad_weight_ratio": _pair(layer.grad_weight_ratio),
-                "weight_norm": _pair(layer.weight_norm),
-            }
-            for layer in versus.layers
-        ],
-        "activations": [
-            {
-                "name": a.name,
-                "dead_fraction": _pair(a.dead_fraction),
-                "saturated_fraction": _pair(a.saturated_fraction),
-            }
-            for a in versus.activations
-        ],
-        "through_time": [
-            {"module": t.module, "horizon": list(t.horizon), "per_step_factor": _pair(t.per_step_factor)}
-            for t in versus.through_time
-        ],
-    }
 
 
 def _change(now: float, then: float) -> str:
@@ -154,7 +96,16 @@ def versus_activation_headers(versus: Versus) -> list[str]:
 
 
 def versus_horizon_lines(versus: Versus) -> list[str]:
+    """One line per recurrent module: its gradient horizon, then its gates' saturation, in both states."""
+    gates: dict[str, list[str]] = {}
+    for g in versus.gates:
+        gates.setdefault(g.module, []).append(
+            f"{g.gate} {_fraction(g.saturated_fraction[0])} ({_fraction(g.saturated_fraction[1])})"
+        )
     return [
+        f"{module} saturated gates (at {versus.reference}): {', '.join(parts)}"
+        for module, parts in gates.items()
+    ] + [
         f"{t.module}: gradient horizon {t.horizon[0]} steps (at {versus.reference}: {t.horizon[1]}), "
         f"per-step factor {fmt_num(t.per_step_factor[0])} (at {versus.reference}: {fmt_num(t.per_step_factor[1])})"
         for t in versus.through_time
@@ -192,7 +143,6 @@ def terminal_parts(report: Report) -> list[RenderableType]:
                 acts.add_row(*row)
             parts += [Text(""), acts]
         parts += [Text(line) for line in versus_horizon_lines(versus)]
-        parts.append(Text(""))
     return parts
 
 
@@ -243,34 +193,3 @@ def html_parts(report: Report) -> list[str]:
             parts.append(_html_table(versus_activation_headers(versus), versus_activation_rows(versus)))
         parts += [f"<p>{escape(line)}</p>" for line in versus_horizon_lines(versus)]
     return parts
-
-
-def training_extension(history: TrainingHistory) -> dict[str, Any]:
-    """What issue 16 adds to the `training` section: the optimizer's origin, updates, divergence."""
-    d = history.divergence
-    return {
-        "optimizer_source": history.optimizer_source,
-        "optimizer_state": history.optimizer_state or None,
-        "clip": history.clip,
-        "steps_planned": history.steps_planned,
-        "total_grad_norm": [_num(v) for v in history.total_grad_norm],
-        "update_ratios": {name: [_num(v) for v in values] for name, values in history.update_ratios.items()},
-        "divergence": None
-        if d is None
-        else {
-            "step": d.step,
-            "loss": _num(d.loss),
-            "forward_layer": d.forward_layer,
-            "gradient_layers": list(d.gradient_layers),
-            "weight_layers": list(d.weight_layers),
-        },
-    }
-
-
-def json_sections(report: Report) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if report.checkpoint is not None:
-        out["checkpoint"] = checkpoint_section(report.checkpoint)
-    if report.versus is not None:
-        out["versus"] = versus_section(report.versus)
-    return out

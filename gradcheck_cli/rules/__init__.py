@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gradcheck_cli.rules import (  # noqa: F401  (imported to register)
+    attention_collapse,
     baseline_regression,
     dead_units,
     exploding_gradients,
@@ -11,6 +12,7 @@ from gradcheck_cli.rules import (  # noqa: F401  (imported to register)
     no_gradient,
     nonfinite_gradients,
     saturated_activations,
+    saturated_gates,
     training_divergence,
     trends,
     units_died_in_training,

@@ -34,8 +34,8 @@ def training_divergence(probe: ProbeResult, limits: DivergenceLimits) -> Iterato
     Under `--steps K`, the first step at which the loss, the output of a layer, a layer's
     parameter gradient, or (after the update) a layer's weights stopped being finite, when the
     first forward/backward on the loaded weights was finite: the optimizer made it diverge.
-    Training stops at that step and the weights go back to the last finite state, so the
-    measured passes show the model on the brink.
+    Training stops at that step and the weights go back to their state before `--steps`,
+    so the other findings describe the model as loaded, not the wreck.
 
     ## Why it matters
     A diverged run is lost from that step on, and the cause is the step size, not the model's
@@ -80,7 +80,7 @@ def training_divergence(probe: ProbeResult, limits: DivergenceLimits) -> Iterato
         id="training-divergence",
         severity=Severity.ERROR,
         layers=(layer,),
-        status=LayerStatus.EXPLODING,  # the weights shown are the last finite ones
+        status=LayerStatus.EXPLODING,  # the layer whose values blew up during the steps
         message=(
             f"Training diverged at step {d.step} of {history.steps_planned}: {_what(d, layer)}"
             f"{_before_text(history, before)}."
