@@ -1,5 +1,6 @@
-"""What a config file must be before it is read as options: UTF-8 text, valid YAML or TOML, and
-no YAML alias that expands into more values than a config could hold (a "billion laughs").
+"""What a config file must be before it is read as options: UTF-8 text, valid YAML or TOML, not
+nested absurdly deep, and no YAML alias that expands into more values than a config could hold
+(a "billion laughs").
 
 Every refusal is a ConfigError naming the file and the line. The alias check walks PyYAML's
 composed node graph once, memoising each node's expanded size, so it costs O(size of the file)
@@ -30,6 +31,28 @@ def read_text(path: Path) -> str:
             f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {column})",
             "save the file as UTF-8",
         ) from None
+
+
+MAX_FLOW_DEPTH = 64
+"""`[`/`{` nesting a YAML config may have: PyYAML's scanner is quadratic in it (a 40 kB file of
+brackets takes seconds), and no config needs more than a few levels."""
+_COMMENT = re.compile(r"(^|\s)#.*$")
+
+
+def check_flow_depth(text: str, path: Path) -> None:
+    """Refuse deeply nested `[[[...` before PyYAML sees it; comments do not count."""
+    depth = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        for char in _COMMENT.sub("", line):
+            if char in "[{":
+                depth += 1
+                if depth > MAX_FLOW_DEPTH:
+                    raise ConfigError(
+                        f"{path}:{number}: nested more than {MAX_FLOW_DEPTH} levels deep",
+                        "a gradcheck config is a few options",
+                    )
+            elif char in "]}":
+                depth = max(0, depth - 1)
 
 
 def toml_error(path: Path, exc: Exception) -> ConfigError:

@@ -58,6 +58,7 @@ def read_source(path: Path) -> ConfigSource:
 def _yaml_source(path: Path, text: str) -> ConfigSource:
     import yaml
 
+    config_guard.check_flow_depth(text, path)
     try:
         loader = yaml.SafeLoader(text)
         try:
@@ -114,6 +115,10 @@ def _tool_section(path: Path, text: str) -> dict[str, Any]:
         section = tomllib.loads(text).get("tool", {}).get("gradcheck", {})
     except tomllib.TOMLDecodeError as exc:
         raise config_guard.toml_error(path, exc) from None
+    except RecursionError:
+        raise ConfigError(
+            f"{path}: the TOML is nested too deeply", "a gradcheck config is a few options"
+        ) from None
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: [tool.gradcheck] must be a table of options")
     return section

@@ -15,13 +15,14 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import numpy
 import pytest
 import torch
 from torch import nn
 
 import gradcheck_cli
 from gradcheck_cli import safe_eval
-from gradcheck_cli.errors import TargetError
+from gradcheck_cli.errors import ConfigError, TargetError
 from gradcheck_cli.render import render_reports
 from gradcheck_cli.render.compare import render_comparison
 from gradcheck_cli.render.escape import md_code, md_text, visible
@@ -185,13 +186,22 @@ def billion_laughs(levels: int = 9) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_seconds(path: Path) -> float:
+    """How long the config reader takes to refuse `path` (the CLI around it is timed elsewhere)."""
+    from gradcheck_cli.configfile import read_source
+
+    started = time.perf_counter()
+    with pytest.raises(ConfigError):
+        read_source(path)
+    return time.perf_counter() - started
+
+
 def test_alias_bomb_is_refused_fast(cli, project: Path) -> None:
     text = billion_laughs()
     assert len(text) < 700
     (project / "bomb.yaml").write_text(text)
-    started = time.perf_counter()
+    assert read_seconds(project / "bomb.yaml") < 1.0
     result = cli("analyze", "--config", "bomb.yaml", *JSON_ARGS)
-    assert time.perf_counter() - started < 1.0
     assert result.exit_code == 2 and result.stdout == ""
     assert "bomb.yaml:8: YAML aliases (*name) here expand to more than 100,000 values" in result.stderr
 
@@ -201,6 +211,27 @@ def test_recursive_alias_is_refused(cli, project: Path) -> None:
     result = cli("analyze", "--config", "rec.yaml", *JSON_ARGS)
     assert result.exit_code == 2 and result.stdout == ""
     assert "rec.yaml:2: a YAML alias refers to the value that contains it" in result.stderr
+
+
+def test_deep_nesting_is_refused_fast(cli, project: Path) -> None:
+    (project / "deep.yaml").write_text("target: " + "[" * 20000 + "]" * 20000 + "\n")
+    assert read_seconds(project / "deep.yaml") < 1.0
+    result = cli("analyze", "--config", "deep.yaml", *JSON_ARGS)
+    assert result.exit_code == 2 and "deep.yaml:1: nested more than 64 levels deep" in result.stderr
+    (project / "pyproject.toml").write_text("[tool.gradcheck]\nx = " + "[" * 20000 + "]" * 20000 + "\n")
+    result = cli("analyze", *JSON_ARGS)
+    assert result.exit_code == 2 and "the TOML is nested too deeply" in result.stderr, result
+
+
+def test_ordinary_anchors_and_merge_keys_still_work(project: Path) -> None:
+    from gradcheck_cli.configfile import load_configs
+
+    (project / "gradcheck.yaml").write_text(
+        "targets:\n  - &common {batches: 1, device: cpu, target: net.py:Net}\n"
+        "  - <<: *common\n    target: builtin:sigmoid-mlp\n"
+    )
+    configs = load_configs(None, {}, None, project)
+    assert [c.batches for c in configs] == [1, 1] and configs[1].target.location == "sigmoid-mlp"
 
 
 def test_non_utf8_config_names_file_and_line(cli, project: Path) -> None:
@@ -233,6 +264,14 @@ def test_broken_pyproject_of_another_tool_does_not_break_analyze(cli, project: P
 
 
 # --- the call form: data, evaluated by safe_eval ----------------------------------------------------
+
+
+def test_module_level_getattr_names_resolve(project: Path) -> None:
+    (project / "lazy.py").write_text(
+        NET
+        + "\n\ndef __getattr__(name):\n    if name == 'Lazy':\n        return Net\n    raise AttributeError(name)\n"
+    )
+    assert load(parse_target("lazy.py:Lazy(5)"), {}, {}).module.fc.out_features == 5
 
 
 def test_starred_arguments_are_expanded_not_dropped(project: Path) -> None:
@@ -307,6 +346,7 @@ def test_installed_module_class_is_allowed_and_result_checked(cli, project: Path
 # --- names that try to drive the terminal, break XML or inject HTML ----------------------------------
 
 EVIL = "a\x00b\x1b[31mred\x1b]8;;http://x\x07[bold]B[/bold]<img src=x onerror=alert(1)>`t`[l](http://e)|p\x01"
+EVIL += "".join(map(chr, range(32))) + "\x7f\x9b"  # every C0 control, DEL and the C1 CSI
 
 
 class EvilNames(nn.Module):
@@ -476,6 +516,8 @@ class Trained(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
+        random.random()  # user code drawing from every global stream (stochastic depth, augmentation)
+        numpy.random.rand()
         h = self.drop(torch.relu(self.bn(self.fc1(x))))
         if self.fail_at and self.calls >= self.fail_at:  # after BatchNorm has moved its statistics
             raise self.fail_with("boom")
@@ -490,7 +532,7 @@ def fingerprint(model: nn.Module) -> dict[str, Any]:
         out[name] = (t.detach().clone(), t.dtype, t.device, t.requires_grad, id(t), grad)
     out["training"] = [(n, m.training) for n, m in model.named_modules()]
     out["hooks"] = [(n, len(m._forward_hooks), len(m._forward_pre_hooks)) for n, m in model.named_modules()]
-    out["rng"] = (torch.get_rng_state(), random.getstate())
+    out["rng"] = (torch.get_rng_state(), random.getstate(), numpy.random.get_state()[1].tolist())
     return out
 
 
@@ -498,7 +540,7 @@ def assert_same(before: dict[str, Any], after: dict[str, Any]) -> None:
     assert before.keys() == after.keys()
     for key, (old, new) in ((k, (before[k], after[k])) for k in before):
         if key == "rng":
-            assert torch.equal(old[0], new[0]) and old[1] == new[1], "RNG state changed"
+            assert torch.equal(old[0], new[0]) and old[1:] == new[1:], "RNG state changed"
         elif key in ("training", "hooks"):
             assert old == new, key
         else:
