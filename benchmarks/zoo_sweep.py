@@ -39,8 +39,38 @@ DOC = ROOT / "docs" / "zoo-sweep.md"
 BATCH_SIZES = (2, 16)
 HEALTHY = "healthy"
 
+IMAGES = ("3x32x32",)
 PATTERNS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    # file stem: (pattern, per-sample inputs, expected) for pattern fixtures without constants
+    # tests/fixtures/patterns/ (issue 13's design patterns): file stem -> (pattern, inputs, expected),
+    # read off each file's docstring ("Healthy: must exit 0", "Must exit 1 (...)", "Input: ...").
+    "cnn_lstm": (
+        "CNN per frame + nn.LSTM stepped in a Python loop (hooks called with None)",
+        ("8x3x16x16",),
+        HEALTHY,
+    ),
+    "convnext_layerscale": ("ConvNeXt blocks with layer-scale gamma 1e-6", IMAGES, HEALTHY),
+    "encoder_decoder": (
+        "encoder_layer_N / decoder_layer_N stacks (roles from index-like names)",
+        ("int:16:100",),
+        HEALTHY,
+    ),
+    "nf_resnet": ("normalizer-free ResNet, SkipInit gain 0", IMAGES, HEALTHY),
+    "rezero": ("ReZero: x + alpha f(x), alpha = 0, no normalisation", ("64",), HEALTHY),
+    "se_mobilenet": ("squeeze-excite gates, zero-init last BatchNorm", IMAGES, HEALTHY),
+    "se_resnet_zero": ("squeeze-excite fed by a zero-gain BatchNorm (a closed gate)", IMAGES, HEALTHY),
+    "swin_relpos": ("relative-position-bias MLP: Linear on 4-D + in-place ReLU (hook miss)", IMAGES, HEALTHY),
+    "tiny_head": ("classifier head initialised at 1e-3 scale", IMAGES, HEALTHY),
+    "vit_zero_head": ("ViT with a zero-initialised head", IMAGES, HEALTHY),
+    "zero_init_resnet": ("CIFAR ResNet with zero_init_residual", IMAGES, HEALTHY),
+    "plain_deep_stack": (
+        "16-layer ReLU MLP, std 0.05, no normalisation or skips",
+        ("64",),
+        "vanishing-gradients",
+    ),
+    "stuck_gate": ("zero gain behind a zero-initialised weight", ("64",), "vanishing-gradients"),
+    "zero_zero_head": ("two zero-initialised Linears in a row", ("32",), "vanishing-gradients"),
+    "tanh_saturated_stack": ("tanh stack saturated in every layer", ("32",), "saturated-activations"),
+    "sigmoid_regressor": ("sigmoid regressor on unstandardised features", (), "saturated-activations"),
 }
 
 
@@ -164,8 +194,9 @@ def table(outcomes: list[Outcome], with_times: bool = True) -> str:
         seconds = f"{o.seconds:.1f} s" if with_times else ""
         errors = ", ".join(o.errors) or ("—" if not o.problem else f"exit {o.exit_code}: {o.problem[:60]}")
         verdict = "pass" if o.passed else "**FAIL**"
+        batch = str(o.batch) if o.fixture.inputs else f"{o.batch}*"
         rows.append(
-            f"| `{o.fixture.name}` | {o.fixture.pattern} | {o.fixture.expect} | {o.batch} | {o.exit_code} "
+            f"| `{o.fixture.name}` | {o.fixture.pattern} | {o.fixture.expect} | {batch} | {o.exit_code} "
             f"| {errors} | {', '.join(o.warnings) or '—'} | {seconds} | {verdict} |"
         )
     return "\n".join(rows)
@@ -205,7 +236,9 @@ def document(outcomes: list[Outcome]) -> str:
         "`gradcheck analyze FILE --input BxSPEC ... --device cpu --format json`. A healthy fixture\n"
         "passes when it exits 0 (warnings are listed but do not fail a gate); a broken twin passes\n"
         "when it exits 1 with the expected finding among its errors. Times are wall-clock seconds of\n"
-        "the whole command on the machine that wrote the file (interpreter and torch import included).\n\n"
+        "the whole command on the machine that wrote the file (interpreter and torch import included).\n"
+        "A batch marked * is the file's own sample_batch() (its size is fixed there; --batch-size is passed\n"
+        "but applies to inferred inputs only).\n\n"
         f"{summary(outcomes)}\n\n{table(outcomes)}\n"
     )
 

@@ -7,11 +7,13 @@ Everything is reduced on the device; nothing full-size is kept.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from gradcheck_cli.stats import ActivationStats, SourceRef
 
@@ -222,3 +224,30 @@ class ModuleActivation:
             units=units, count=count if (self.peaks or self.tails) else 0.0, total=self.total, source=source,
             observations=min(self.observations.values(), default=0), unobserved=unobserved, gain=gain,
         )  # fmt: skip
+
+
+def watch(
+    act: ModuleActivation, last_layer: Callable[[], str | None], forwards: Callable[[], int]
+) -> RemovableHandle:
+    """Hook `act`'s module: a ReLU's input (a pre-hook: a unit is positive exactly when its input
+    is, the input's range tells a unit fed a constant from a dead one, and an in-place ReLU has
+    not overwritten it yet), a sigmoid/tanh's output."""
+
+    def observe(value: torch.Tensor | None) -> None:
+        if act.after is None:
+            act.after = last_layer()
+        if value is None or value.dim() == 0:
+            return
+        # detach() is enough to keep these reductions off the graph; a no_grad() block
+        # would cost half as much again as the reductions themselves on small outputs.
+        act.observe(value.detach(), forwards())
+
+    def pre_hook(module: nn.Module, args: Any) -> None:
+        observe(args[0] if args and isinstance(args[0], torch.Tensor) else None)
+
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        observe(output if type(output) is torch.Tensor else first_tensor_out(output))
+
+    if act.family == "relu":
+        return act.module.register_forward_pre_hook(pre_hook)
+    return act.module.register_forward_hook(hook)

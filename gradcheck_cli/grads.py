@@ -3,8 +3,10 @@ brought to the host in one transfer."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -93,3 +95,43 @@ def to_host(*groups: list[torch.Tensor]) -> list[float]:
     wide = torch.float32 if stacks[0].device.type == "mps" else torch.float64
     host: list[float] = torch.cat([stack.to(wide) for stack in stacks]).tolist()
     return host
+
+
+def hook_target(out: torch.Tensor, args: Any) -> torch.Tensor:
+    """The tensor whose gradient is dL/d(out): `out`, or the base it is a whole view of.
+
+    nn.Linear on a 3-D or 4-D input returns a view of a 2-D result. An in-place op on that
+    view (nn.ReLU(inplace=True)) rewrites the view's history, and a hook on the view never
+    fires; a hook on the base, registered before the in-place op, does, with the same values.
+    """
+    base = out._base
+    if base is None or base.numel() != out.numel() or base.grad_fn is None:
+        return out
+    if any(base is a for a in args if isinstance(a, torch.Tensor)):
+        return out  # a view of the module's own input: its base has other uses
+    return base
+
+
+def init_scale(params: list[nn.Parameter], squares: list[float]) -> float:
+    """RMS of the first matrix-shaped parameter times sqrt(its fan-in), from its squared norm:
+    about 0.58 at PyTorch's default init, 1.4 at He init; far below when small by design."""
+    for param, square in zip(params, squares, strict=True):
+        if param.dim() >= 2 and param.numel():
+            return math.sqrt(square / param.numel() * math.prod(param.shape[1:]))
+    return math.nan
+
+
+def weight_norms(groups: Sequence[Sequence[nn.Parameter]]) -> list[tuple[float, float]]:
+    """Per group of parameters, their L2 norm and init_scale, with one host transfer."""
+    params = [p for group in groups for p in group]
+    if not params:
+        return [(0.0, math.nan) for _ in groups]
+    with torch.no_grad():
+        stacked = torch.stack([dense(n).double() for n in foreach_norm([p.detach() for p in params])])
+        squares: list[float] = stacked.square().tolist()
+    out = []
+    it = iter(squares)
+    for group in groups:
+        own = [next(it) for _ in group]
+        out.append((math.sqrt(sum(own)), init_scale(list(group), own)))
+    return out

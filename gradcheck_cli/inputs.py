@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -239,7 +240,47 @@ def _search_note(module: nn.Module, spec: InputSpec, specs: list[InputSpec], tri
 
 def _plan(model: nn.Module, name: str, module: nn.Module, spec: InputSpec, size: int, note: str) -> InputPlan:
     origin = f"inferred from {name or 'the model'} ({type(module).__name__}){note}"
-    return InputPlan(specs=(spec,), origin=origin, extra_args=extra_forward_args(model, 1), batch_size=size)
+    tokens = token_inputs(model, size, given=1)
+    if tokens:
+        origin += "; " + ", ".join(f"{name}: token ids below {int(t.high or 2)}" for name, t in tokens)
+    specs = (spec, *(token for _, token in tokens))
+    return InputPlan(
+        specs=specs, origin=origin, extra_args=extra_forward_args(model, len(specs)), batch_size=size
+    )
+
+
+TOKEN_NAMES = re.compile(r"(^|_)(ids|tokens?|tgt|targets?_in|decoder_input)($|_)|_ids$", re.IGNORECASE)
+"""Forward parameters that take token ids: decoder_input_ids, tokens, tgt, input_ids, ..."""
+
+
+def token_inputs(model: nn.Module, size: int, given: int) -> list[tuple[str, InputSpec]]:
+    """Required positional forward parameters after the first `given` that take token ids (a
+    decoder's `decoder_input_ids`, Whisper's `tokens`), each with tokens for the model's vocabulary."""
+    vocabulary = _vocabulary(model)
+    if vocabulary is None:
+        return []
+    name, embedding = vocabulary
+    out = []
+    for param in _required_positional(model)[given:]:
+        if not TOKEN_NAMES.search(param.name):
+            break
+        out.append((param.name, _tokens(embedding, size, _sequence_lengths(model, embedding)[0], True)))
+    return out
+
+
+def _vocabulary(model: nn.Module) -> tuple[str, nn.Embedding] | None:
+    """The token embedding: the nn.Embedding with the most rows (not positions or token types)."""
+    embeddings = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Embedding)]
+    return max(embeddings, key=lambda item: item[1].num_embeddings) if embeddings else None
+
+
+def _required_positional(model: nn.Module) -> list[inspect.Parameter]:
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return []
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return [p for p in positional if p.default is inspect.Parameter.empty]
 
 
 def _nothing_fits(model: nn.Module, tried: list[tuple[InputPlan, Exception]]) -> InputError:
@@ -277,10 +318,18 @@ def candidate_specs(model: nn.Module, module: nn.Module, size: int, layout: str 
     return _conv_specs(module, size)
 
 
+_CONV_DIMS = (
+    (nn.Conv1d, 1),
+    (nn.Conv2d, 2),
+    (nn.Conv3d, 3),
+    (nn.ConvTranspose1d, 1),
+    (nn.ConvTranspose2d, 2),
+    (nn.ConvTranspose3d, 3),
+)
+
+
 def _conv_specs(module: nn.Module, size: int) -> list[InputSpec]:
-    dims = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3, nn.ConvTranspose1d: 1, nn.ConvTranspose2d: 2}.get(
-        type(module), 3
-    )
+    dims = next((d for kind, d in _CONV_DIMS if isinstance(module, kind)), 3)  # subclasses too (StdConv2d)
     channels = int(getattr(module, "in_channels", 1))
     if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
         sides: tuple[int, ...] = LATENT_SIZES  # a generator starts from latent noise (B, nz, 1, 1)
@@ -390,7 +439,11 @@ def plan_inputs(
         extra = extra_forward_args(model, len(given))
         return InputPlan(specs=tuple(given), origin="--input", extra_args=extra, batch_size=size)
     if builtin_defaults:
-        return InputPlan(specs=tuple(parse_input(s) for s in builtin_defaults), origin="builtin")
+        specs = tuple(parse_input(s) for s in builtin_defaults)
+        size = (
+            specs[0].shape[0] if _batch_first(model, layout) or len(specs[0].shape) < 2 else specs[0].shape[1]
+        )
+        return InputPlan(specs=specs, origin="builtin", batch_size=size)
     return infer_inputs(model, batch_size, layout)
 
 

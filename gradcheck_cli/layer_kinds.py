@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TypeGuard
 
+import torch
 from torch import nn
 
 from gradcheck_cli.compat import ConvNd, NormBase
@@ -30,3 +31,19 @@ def has_normalization(model: nn.Module) -> bool:
 
 def is_conv(module: nn.Module) -> TypeGuard[ConvNd]:
     return isinstance(module, ConvNd)
+
+
+CHANNEL_FIRST = (ConvNd, NormBase, nn.GroupNorm)
+CHANNEL_LAST = (nn.Linear, nn.Embedding, nn.LayerNorm, nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase)
+
+
+def feature_dim(module: nn.Module, out: torch.Tensor) -> int:
+    """The dimension holding a layer's features: channels (dim 1) for convolutions and
+    BatchNorm/GroupNorm, the last dimension for Linear/LayerNorm/attention/recurrent layers
+    (whatever the rank: a Linear on (B, T, C) has C features, not T*C); else channels of an
+    image-like output, or its last dimension."""
+    if isinstance(module, CHANNEL_FIRST) and out.dim() > 1:
+        return 1
+    if isinstance(module, CHANNEL_LAST):
+        return out.dim() - 1
+    return 1 if out.dim() >= 4 else out.dim() - 1

@@ -30,12 +30,11 @@ from gradcheck_cli.activations import (
     family_of,
     first_tensor_out,
     is_hard,
-    unit_dim,
+    watch,
 )
 from gradcheck_cli.aggregate import BatchSums, LayerRecord, layer_stats
-from gradcheck_cli.compat import ConvNd, NormBase, foreach_norm
-from gradcheck_cli.grads import ParameterGrads, dense, to_host
-from gradcheck_cli.layer_kinds import is_conv, kind_of
+from gradcheck_cli.grads import ParameterGrads, hook_target, to_host, weight_norms
+from gradcheck_cli.layer_kinds import feature_dim, is_conv, kind_of
 from gradcheck_cli.stats import ActivationStats, LayerStats, SourceRef
 
 __all__ = ["GradientProbe", "ParameterGrads"]
@@ -156,10 +155,7 @@ class GradientProbe:
         if family:
             act = ModuleActivation(name=name, module=module, family=family, hard=is_hard(module))
             self.activations.append(act)
-            if family == "relu":  # its input, before an in-place ReLU overwrites it
-                self._handles.append(module.register_forward_pre_hook(self._activation_hook(act)))
-            else:
-                self._handles.append(module.register_forward_hook(self._activation_hook(act)))
+            self._handles.append(watch(act, lambda: self._last_layer, lambda: self.forwards))
 
     # -- hooks ------------------------------------------------------------------------------
     def _on_model_forward(self, module: nn.Module, args: Any) -> None:
@@ -206,29 +202,6 @@ class GradientProbe:
             else:
                 norms.append(torch.linalg.vector_norm(grad, dtype=torch.float32))
             owners.append(index)
-
-        return hook
-
-    def _activation_hook(self, act: ModuleActivation) -> Callable[..., None]:
-        def observe(value: torch.Tensor | None) -> None:
-            if act.after is None:
-                act.after = self._last_layer
-            if value is None or value.dim() == 0:
-                return
-            # detach() is enough to keep these reductions off the graph; a no_grad() block
-            # would cost half as much again as the reductions themselves on small outputs.
-            act.observe(value.detach(), self.forwards)
-
-        if act.family == "relu":
-            # A ReLU unit is positive exactly when its input is; the input's range also tells
-            # a unit fed a constant (0 behind a closed gate) from a dead one.
-            def pre_hook(module: nn.Module, args: Any) -> None:
-                observe(args[0] if args and isinstance(args[0], torch.Tensor) else None)
-
-            return pre_hook
-
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            observe(output if type(output) is torch.Tensor else first_tensor_out(output))
 
         return hook
 
@@ -301,18 +274,8 @@ class GradientProbe:
 
     def _weight_norms(self) -> dict[str, tuple[float, float]]:
         """Per layer, its parameters' L2 norm and its init_scale, from one host transfer."""
-        params = [p for layer in self.layers for p in layer.params]
-        if not params:
-            return {layer.name: (0.0, math.nan) for layer in self.layers}
-        with torch.no_grad():
-            stacked = torch.stack([dense(n).double() for n in foreach_norm([p.detach() for p in params])])
-            squares: list[float] = stacked.square().tolist()
-        out: dict[str, tuple[float, float]] = {}
-        it = iter(squares)
-        for layer in self.layers:
-            own = [next(it) for _ in layer.params]
-            out[layer.name] = (math.sqrt(sum(own)), init_scale(layer.params, own))
-        return out
+        norms = weight_norms([layer.params for layer in self.layers])
+        return {layer.name: norm for layer, norm in zip(self.layers, norms, strict=True)}
 
     def activation_stats(self) -> tuple[ActivationStats, ...]:
         # One host transfer for all activations: per activation, dead units or tail count,
@@ -324,42 +287,3 @@ class GradientProbe:
             act.stats(host[i], self.sources.get(act.name), host[n + i], host[2 * n + i])
             for i, act in enumerate(self.activations)
         )
-
-
-CHANNEL_FIRST = (ConvNd, NormBase, nn.GroupNorm)
-CHANNEL_LAST = (nn.Linear, nn.Embedding, nn.LayerNorm, nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase)
-
-
-def feature_dim(module: nn.Module, out: torch.Tensor) -> int:
-    """The dimension holding a layer's features: channels (dim 1) for convolutions and
-    BatchNorm/GroupNorm, the last dimension for Linear/LayerNorm/attention/recurrent layers
-    (whatever the rank: a Linear on (B, T, C) has C features, not T*C)."""
-    if isinstance(module, CHANNEL_FIRST) and out.dim() > 1:
-        return 1
-    if isinstance(module, CHANNEL_LAST):
-        return out.dim() - 1
-    return unit_dim(out)
-
-
-def hook_target(out: torch.Tensor, args: Any) -> torch.Tensor:
-    """The tensor whose gradient is dL/d(out): `out`, or the base it is a whole view of.
-
-    nn.Linear on a 3-D or 4-D input returns a view of a 2-D result. An in-place op on that
-    view (nn.ReLU(inplace=True)) rewrites the view's history, and a hook on the view never
-    fires; a hook on the base, registered before the in-place op, does, with the same values.
-    """
-    base = out._base
-    if base is None or base.numel() != out.numel() or base.grad_fn is None:
-        return out
-    if any(base is a for a in args if isinstance(a, torch.Tensor)):
-        return out  # a view of the module's own input: its base has other uses
-    return base
-
-
-def init_scale(params: list[nn.Parameter], squares: list[float]) -> float:
-    """RMS of the first matrix-shaped parameter times sqrt(its fan-in), from its squared norm:
-    about 0.58 at PyTorch's default init, 1.4 at He init; far below when small by design."""
-    for param, square in zip(params, squares, strict=True):
-        if param.dim() >= 2 and param.numel():
-            return math.sqrt(square / param.numel() * math.prod(param.shape[1:]))
-    return math.nan

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
-from gradcheck_cli.probe import GradientProbe, dense
+from gradcheck_cli.grads import dense
+from gradcheck_cli.probe import GradientProbe
 from gradcheck_cli.stats import GateStats, LayerStats
 
 GATE_SCALE = 1e-2
@@ -41,16 +42,20 @@ GATED_FACTOR = 10.0
 def candidates(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """Trainable non-bias parameters at (or within GATE_SCALE of) zero. A bias is added, never
     multiplied, so a zero bias never closes a path."""
-    out = []
-    for name, param in model.named_parameters():
-        if not param.requires_grad or param.numel() == 0 or "bias" in name.rsplit(".", 1)[-1]:
-            continue
-        fan_in = param[0].numel() if param.dim() >= 2 else 1
-        with torch.no_grad():
-            largest = float(dense(param.detach()).abs().max())
-        if largest * math.sqrt(fan_in) <= GATE_SCALE:
-            out.append((name, param))
-    return out
+    named = [
+        (name, p)
+        for name, p in model.named_parameters()
+        if p.requires_grad and p.numel() and "bias" not in name.rsplit(".", 1)[-1]
+    ]
+    if not named:
+        return []
+    with torch.no_grad():  # one host transfer for every parameter's largest value
+        largest: list[float] = torch.stack([dense(p.detach()).abs().max().float() for _, p in named]).tolist()
+    return [
+        (name, p)
+        for (name, p), top in zip(named, largest, strict=True)
+        if top * math.sqrt(math.prod(p.shape[1:]) if p.dim() >= 2 else 1) <= GATE_SCALE
+    ]
 
 
 def measure(
@@ -65,7 +70,7 @@ def measure(
     found = candidates(model)
     if not found:
         return layers, ()
-    with model_kept(model):
+    with model_kept(model, [p for _, p in found]):
         closed, grads = _pass(model, run_backward, seed, found, unscale)
         opened, step = closed, 0.0
         moving = {n: g for n, g in grads.items() if g is not None and bool(g.any())}
@@ -80,14 +85,16 @@ def measure(
 
 
 @contextmanager
-def model_kept(model: nn.Module) -> Iterator[None]:
-    """Parameters and buffers (BatchNorm running statistics) come back exactly as they were."""
-    saved = [t.detach().clone() for t in (*model.parameters(), *model.buffers())]
+def model_kept(model: nn.Module, changed: Sequence[nn.Parameter] = ()) -> Iterator[None]:
+    """The `changed` parameters and every buffer (BatchNorm running statistics) come back
+    exactly as they were; only those are copied (a large model's weights are not)."""
+    kept = [*changed, *model.buffers()]
+    saved = [t.detach().clone() for t in kept]
     try:
         yield
     finally:
         with torch.no_grad():
-            for tensor, value in zip((*model.parameters(), *model.buffers()), saved, strict=True):
+            for tensor, value in zip(kept, saved, strict=True):
                 tensor.copy_(value)
         model.zero_grad(set_to_none=True)
 

@@ -79,3 +79,29 @@ def test_labels_for_head_shapes() -> None:
     assert labels_for_head(torch.zeros(4, 7, 50), 4) == InputSpec(shape=(4, 7), kind="int", low=0, high=50)
     assert labels_for_head(torch.zeros(4, 1), 4) == InputSpec(shape=(4,))
     assert labels_for_head(torch.zeros(3, 4), 4) is None
+
+
+def test_labels_beside_a_builtin_take_its_batch_size(cli) -> None:
+    args = ("analyze", "builtin:residual-mlp", "--arch-opt", "depth=2", "--format", "json", "--device", "cpu")
+    report = ran(cli(*args, "--batches", "1", "--labels", "int:32:10"))
+    assert report["run"]["loss_reason"] == "integer target: cross-entropy"
+    result = cli(*args, "--batches", "1", "--labels", "int:5:10")
+    assert result.exit_code == 2 and "the inputs have 32" in result.stderr
+
+
+FAMILIES = Path(__file__).parent / "fixtures" / "families"
+
+
+@pytest.mark.parametrize(
+    ("family", "inputs"),
+    [
+        ("t5.py", ["int:2x32:500", "int:2x32:500"]),  # forward(input_ids, decoder_input_ids)
+        ("whisper.py", ["float:2x20x32", "int:2x32:300"]),  # forward(mel, tokens)
+        ("nf_resnet.py", ["float:2x3x32x32"]),  # a Conv2d subclass (weight-standardised) first
+    ],
+)
+def test_first_try_form_infers_every_required_input(cli, family: str, inputs: list[str]) -> None:
+    """No --input: a decoder's token argument gets token ids; a Conv2d subclass is still 2-D."""
+    result = cli("analyze", str(FAMILIES / family), "--batch-size", "2", "--batches", "1", *JSON[:4])
+    assert result.exit_code in (0, 1), result
+    assert json.loads(result.stdout)["run"]["inputs"] == inputs

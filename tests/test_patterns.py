@@ -276,3 +276,13 @@ def test_saturation_that_stops_learning_is_an_error(target: str, shape: str | No
 
 def test_plain_deep_stack_still_vanishes() -> None:
     assert ids(run("plain_deep_stack.py", "8x64")) == ["vanishing-gradients"]
+
+
+def test_json_names_the_gate_and_the_flow_once_it_opens() -> None:
+    from gradcheck_cli.render.json import to_document
+
+    document = to_document(run("rezero.py", "4x64"))
+    row = next(layer for layer in document["layers"] if layer["name"] == "blocks.0.fc1")
+    assert row["status"] == "gated"
+    assert row["gated_by"] == "blocks.0.alpha"
+    assert row["act_grad_norm"] == 0.0 and row["open_act_grad_norm"] > 0

@@ -86,3 +86,57 @@ def test_recomputed_attention_matches_the_weights_mha_returns() -> None:
     q, k = _project(mha, x, x)
     logits = q @ k.transpose(-2, -1) / 2.0 + _mha_mask(mask, None, False, q, k)
     assert torch.allclose(logits.softmax(-1), expected, atol=1e-5)
+
+
+def test_versus_pairs_the_horizon_and_gates_of_a_recurrent_model(cli, tmp_path) -> None:
+    sys.path.insert(0, str(FIXTURES))
+    from lstm_tagger import LSTMTagger
+
+    torch.manual_seed(0)  # the init gradcheck builds for the same target and seed
+    torch.save(LSTMTagger(scale=10.0).state_dict(), tmp_path / "grown.pt")
+    result = cli(
+        "analyze",
+        MODEL,
+        "--weights",
+        str(tmp_path / "grown.pt"),
+        "--versus",
+        "init",
+        "--batches",
+        "1",
+        "--format",
+        "json",
+    )
+    doc = json.loads(result.stdout)
+    (horizon,) = doc["versus"]["through_time"]
+    assert horizon["module"] == "rnn" and len(horizon["horizon"]) == 2
+    worst = max(doc["versus"]["gates"], key=lambda g: g["saturated_fraction"][0])
+    assert worst["saturated_fraction"][0] > 0.5 and worst["saturated_fraction"][1] < 0.1
+    finding = next(f for f in doc["findings"] if f["id"] == "saturated-gates")
+    assert finding["evidence"]["at_reference"] is not None
+    sys.modules.pop("lstm_tagger", None)
+
+
+def test_versus_pairs_attention_entropy_with_init(cli, tmp_path) -> None:
+    sys.path.insert(0, str(FIXTURES))
+    from attention_block import AttentionClassifier
+
+    torch.manual_seed(0)
+    torch.save(AttentionClassifier(qk_scale=20.0).state_dict(), tmp_path / "grown.pt")
+    result = cli(
+        "analyze",
+        ATTENTION,
+        "--weights",
+        str(tmp_path / "grown.pt"),
+        "--versus",
+        "init",
+        "--batches",
+        "1",
+        "--format",
+        "json",
+    )
+    doc = json.loads(result.stdout)
+    (site,) = doc["versus"]["attention"]
+    assert site["name"] == "mha" and site["entropy"][0] < 0.5 < site["entropy"][1]
+    finding = next(f for f in doc["findings"] if f["id"] == "attention-collapse")
+    assert finding["evidence"]["entropy_at_reference"] == [pytest.approx(site["entropy"][1], rel=1e-2)]
+    sys.modules.pop("attention_block", None)

@@ -59,19 +59,29 @@ def exploding_gradients(probe: ProbeResult, limits: ExplodingLimits) -> Iterator
     `gain_db`, `first_to_last_per_batch`, `spread_orders` (median over batches is the
     verdict; spread in orders of magnitude), `grows_at` (steepest rise), `normalized`
     (the model has BatchNorm/LayerNorm),
-    or for the ceiling `grad_weight_ratio` and `grad_weight_ceiling`.
+    or for the ceiling `grad_weight_ratio`, `init_scale`, `default_init_scale`,
+    `grad_weight_ceiling` and `scale_invariant_left_out`. Behind gates, depth groups compare
+    `open_act_grad_norm` (see `vanishing-gradients`).
 
     ## Thresholds
     `orders` = 3.0. Deep post-activation BatchNorm ResNets grow toward the input by 10^2 to
     10^3 yet train well, so with normalisation in the model growth is a warning (fix:
     `init`, zero-init the last BN gain of each residual branch) until
-    `normalized_error_orders` = 4.0. `grad_weight_ceiling` = 100. A weight followed by
-    BatchNorm is scale-invariant (a large gradient grows the weight and so shrinks its
-    own effective step), so for those layers the ceiling is only a warning (the layers
-    are listed in `scale_invariant`); for other layers in a normalised model the error
-    ceiling is 100 x 10^(4-3) = 1000 (`error_threshold`). Measured: a thin
-    ResNet-152-style post-activation net at PyTorch init has conv grad/weight ratios of
-    100 to 2000 and trains.
+    `normalized_error_orders` = 4.0 (the zero-init advice only when the graph shows residual
+    branches, x + f(x); a plain stack is told to shrink its init). `grad_weight_ceiling` =
+    100. A weight followed by BatchNorm is scale-invariant: its grad/weight scales with
+    1/|w| and, at tiny batches, with the noise of the batch statistics (measured on a thin
+    ResNet-18 at 2x32 px: 14,120 vs 21 at batch 16), and a large step grows the weight and so
+    shrinks its own next steps; such layers are left out of the ceiling
+    (`scale_invariant_left_out`), which keeps the verdict the same from batch 2 to 64. A
+    weight deliberately smaller than PyTorch's default init (`init_scale` = weight RMS x
+    sqrt(fan-in), 0.58 at the default) is counted at the default scale: a head initialised
+    at 1e-3 of it has grad/weight ~1100 because the weight is small, and its first step
+    brings it to a normal size. Layers behind zero-initialised gates (status `gated`) are
+    left out: their gradient is 0 at init by design. For other layers in a normalised model
+    the error ceiling is 100 x 10^(4-3) = 1000 (`error_threshold`). The ceiling's init advice
+    never asks to shrink the layer's own weights (that raises its ratio): its gradient comes
+    from the layers after it.
 
     ## Fixes
     clip: clip the global gradient norm (clip_grad_norm_) at a value from the report.
