@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -129,19 +130,20 @@ def test_hints_name_commands_that_run(cli, monkeypatch) -> None:
     )
 
 
-def test_examples_do_what_their_text_says(cli, monkeypatch) -> None:
-    monkeypatch.chdir(ROOT)
+def test_examples_do_what_their_text_says(cli, monkeypatch, tmp_path: Path) -> None:
     for script in EXIT_IN_TEXT:
         doc = (ROOT / script).read_text()
         assert f"gradcheck analyze {script}" in doc or script in README
-    green = cli("analyze", "--config", "examples/ci/gradcheck.yaml", "--format", "json", "--batches", "1")
-    red = cli(
-        "analyze", "--config", "examples/ci/failing/gradcheck.yaml", "--format", "json", "--batches", "1"
-    )
+    # The CI configs write reports beside themselves: run copies, so the checkout stays clean.
+    shutil.copytree(ROOT / "examples" / "ci", tmp_path / "ci")
+    monkeypatch.chdir(tmp_path)
+    green = cli("analyze", "--config", "ci/gradcheck.yaml", "--format", "json", "--batches", "1")
+    red = cli("analyze", "--config", "ci/failing/gradcheck.yaml", "--format", "json", "--batches", "1")
     assert green.exit_code == 0 and red.exit_code == 1, (green, red)
+    assert (tmp_path / "ci" / "reports" / "gradcheck.xml").is_file()  # relative to the config's folder
     monitor = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "train_with_monitor.py")],
-        capture_output=True, text=True, timeout=120, cwd=ROOT, env={"OMP_NUM_THREADS": "1", "PATH": ""},
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env={"OMP_NUM_THREADS": "1", "PATH": ""},
     )  # fmt: skip
     assert monitor.returncode == 0, monitor.stderr
     assert "gradcheck step 0: error vanishing-gradients" in monitor.stderr
