@@ -59,6 +59,10 @@ def load_documents(path: Path) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"baseline {path} is not UTF-8 text", "save one with --format json") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"baseline {path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    except OSError as exc:  # a folder, a permission, a device
+        raise ConfigError(
+            f"cannot read baseline {path}: {exc.strerror or exc}", "name a JSON report file"
+        ) from None
     docs = doc["reports"] if isinstance(doc, dict) and isinstance(doc.get("reports"), list) else [doc]
     for item in docs:
         if not isinstance(item, dict) or item.get("schema") != SCHEMA:

@@ -3,7 +3,6 @@
 Torch is imported only inside `analyze`, so --help, --version, zoo, init and explain stay fast.
 """
 
-import gc
 import inspect
 import os
 import shutil
@@ -14,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from gradcheck_cli import __version__
+from gradcheck_cli.boundary import BoundedTyper, doing, print_error
 from gradcheck_cli.errors import GradcheckError
 from gradcheck_cli.options import CLI_OPTIONS, Option
 
@@ -43,7 +43,7 @@ def _plain_help_metavars() -> None:
 
 _plain_help_metavars()
 
-app = typer.Typer(
+app = BoundedTyper(
     name="gradcheck",
     no_args_is_help=True,
     rich_markup_mode="rich",
@@ -82,15 +82,7 @@ def root(
     """gradcheck: gradient-flow diagnostics for PyTorch models."""
 
 
-def _fail(error: GradcheckError, debug: bool) -> None:
-    if debug:
-        raise error
-    from gradcheck_cli.render.escape import visible  # names in messages must not drive the terminal
-
-    typer.echo(f"error: {visible(error.message)}", err=True)
-    if error.hint:
-        typer.echo(f"hint: {visible(error.hint)}", err=True)
-    raise typer.Exit(2)
+DEBUG_OPTION = typer.Option("--debug", help="Show tracebacks (the exit code stays 2).")
 
 
 TARGET_ARGUMENT = typer.Argument(
@@ -122,15 +114,10 @@ def analyze(**params: Any) -> None:
     """
     target, config, debug = params.pop("target"), params.pop("config"), params.pop("debug")
     only, show = params.pop("only_target"), params.pop("show_config")
-    try:
-        if show:
-            _show_config(target, params, config, only)
-            return
-        code = _run_analyze(target, params, config, debug, only)
-    except GradcheckError as error:
-        _fail(error, debug)
+    if show:
+        _show_config(target, params, config, only)
         return
-    raise typer.Exit(code)
+    raise typer.Exit(_run_analyze(target, params, config, debug, only))
 
 
 # The signature typer reads is built from the option table: one parameter per option with a flag.
@@ -145,7 +132,7 @@ analyze.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         *(_parameter(option) for option in CLI_OPTIONS),
     ]
 )
-app.command()(analyze)
+app.command(name="analyze")(analyze)
 
 
 def _show_config(
@@ -159,59 +146,77 @@ def _show_config(
 
 
 def _run_analyze(
-    target: str | None, params: dict[str, Any], config_path: Path | None, debug: bool, only: str | None
+    target: str | None, flags: dict[str, Any], config_path: Path | None, debug: bool, only: str | None
 ) -> int:
-    from gradcheck_cli.configfile import load_configs
-    from gradcheck_cli.gate import append_step_summary, combined_exit_code, emit_annotations, run_all
-    from gradcheck_cli.options import values_from_flags
+    from gradcheck_cli.gate import combined_exit_code
+    from gradcheck_cli.outcome import TargetFailure
 
-    flags = values_from_flags({**params, "debug": debug})
-    configs = load_configs(target, flags, config_path, Path.cwd(), only)
-    results = run_all(configs, _analyze_with_progress)
-    if _is_secondary_rank():  # under torchrun every rank holds the same combined report; rank 0 prints it
-        return combined_exit_code(results)
-    _write_reports(results)
+    with doing("reading the options and the config file"):
+        configs = _load_configs(target, flags, config_path, debug, only)
+    outcomes = _run_targets(configs)
+    failures = [o for o in outcomes if isinstance(o, TargetFailure)]
+    for failure in failures:
+        named = f"{failure.target}: " if len(configs) > 1 else ""
+        print_error(named + failure.message, failure.hint, failure.details if debug else None)
+    results = [(c, o) for c, o in zip(configs, outcomes, strict=True) if not isinstance(o, TargetFailure)]
+    code = max(combined_exit_code(results), 2 if failures else 0)
+    if _is_secondary_rank() or not results:  # under torchrun rank 0 prints the combined report
+        return code
+    with doing("writing the reports"):
+        _publish(results, failures)
+    return code
+
+
+def _load_configs(
+    target: str | None, flags: dict[str, Any], config_path: Path | None, debug: bool, only: str | None
+) -> list[Any]:
+    """Every option parsed and checked, and every --output checked, before any work starts."""
+    from gradcheck_cli.configfile import load_configs
+    from gradcheck_cli.options import values_from_flags
+    from gradcheck_cli.preflight import check_configs
+
+    configs = load_configs(
+        target, values_from_flags({**flags, "debug": debug}), config_path, Path.cwd(), only
+    )
+    check_configs(configs)
+    return configs
+
+
+def _run_targets(configs: list[Any]) -> list[Any]:
+    from gradcheck_cli.progress import progress_for
+    from gradcheck_cli.supervisor import run_targets
+
+    progress = progress_for([c.target.raw for c in configs])
+    try:
+        return run_targets(configs, progress, timeout=configs[0].timeout)
+    finally:
+        progress.close()
+
+
+def _publish(results: list[Any], failures: list[Any]) -> None:
+    from gradcheck_cli.gate import append_step_summary, emit_annotations
+
+    _write_reports(results, failures)
     reports = [report for _, report in results]
     emit_annotations(reports)
     if any(config.format == "markdown" or "markdown" in dict(config.reports) for config, _ in results):
-        append_step_summary(reports)
-    return combined_exit_code(results)
+        append_step_summary(reports, failures)
 
 
-def _write_reports(results: list[Any]) -> None:
+def _write_reports(results: list[Any], failures: list[Any]) -> None:
     from gradcheck_cli.gate import output_groups
 
+    several = len(results) + len(failures) > 1
     for (fmt, output), group in output_groups(results).items():
         first = group[0][0]
-        several = len(results) > 1
-        _write_report([report for _, report in group], fmt, output, first.fail_on, several, first.columns)
+        _write_report(
+            [report for _, report in group], fmt, output, first.fail_on, several, failures, first.columns
+        )
 
 
 def _is_secondary_rank() -> bool:
     """A torchrun worker other than rank 0 (torchrun sets RANK and WORLD_SIZE)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) > 0
-
-
-def _analyze_with_progress(config: Any) -> Any:
-    from rich.console import Console
-
-    _quiet_numpy_warning()
-    from gradcheck_cli.pipeline import analyze as run_pipeline
-
-    # torch's import leaves ~10^6 objects that every full garbage collection would walk
-    # again (90 ms a time on a short run); they live until exit, so take them out of GC.
-    gc.freeze()
-    err = Console(stderr=True)
-    if not err.is_terminal:
-        return run_pipeline(config)
-    with err.status("gradcheck: starting") as status:
-        return run_pipeline(config, progress=lambda msg: status.update(f"gradcheck: {msg}"))
-
-
-def _quiet_numpy_warning() -> None:
-    import warnings
-
-    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
 
 def _write_report(
@@ -220,6 +225,7 @@ def _write_report(
     output: Path | None,
     fail_on: str,
     several: bool,
+    failures: list[Any],
     columns: tuple[str, ...] = (),
 ) -> None:
     from gradcheck_cli.gate import verdict_line
@@ -228,15 +234,27 @@ def _write_report(
     to_terminal = output is None and _color_allowed()
     width = shutil.get_terminal_size((100, 24)).columns  # COLUMNS, else the terminal, else 100
     color = to_terminal and fmt == "rich"
-    text = render_reports(fmt, reports, width=width, color=color, fail_on=fail_on, columns=columns)
+    text = render_reports(
+        fmt, reports, width=width, color=color, fail_on=fail_on, failures=failures, columns=columns
+    )
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
+        _write_file(output, text)
     else:
         sys.stdout.write(text)
     if output is not None or fmt != "rich" or several:
         for report in reports:
             typer.echo(verdict_line(report, output, name_target=several), err=True)
+
+
+def _write_file(output: Path, text: str) -> None:
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+    except OSError as exc:
+        raise GradcheckError(
+            f"cannot write the report to {output}: {exc.strerror or exc}",
+            "name a file in a folder you can write to with --output",
+        ) from exc
 
 
 @app.command()
@@ -261,17 +279,15 @@ def compare(
             show_default=False,
         ),
     ] = None,
+    debug: Annotated[bool, DEBUG_OPTION] = False,
 ) -> None:
     """Compare two JSON reports layer by layer (every target of multi-target reports, or the one
     --target names). Exit 1 on regression, 0 otherwise."""
     from gradcheck_cli.baseline import compare_reports
     from gradcheck_cli.render.compare import render_comparisons
 
-    try:
+    with doing(f"comparing {old} with {new}"):
         comparisons, unmatched = compare_reports(old, new, orders, target)
-    except GradcheckError as error:
-        _fail(error, False)
-        return
     sys.stdout.write(render_comparisons(comparisons, unmatched, color=_color_allowed()))
     raise typer.Exit(1 if any(c.regressed for _, c in comparisons) else 0)
 
@@ -314,12 +330,7 @@ def report(
             f"{fail_on!r} is not one of error, warning, info, never", param_hint="--fail-on"
         )
     width = shutil.get_terminal_size((100, 24)).columns
-    try:
-        code = report_run(path, format, output, fail_on, width=width, color=_color_allowed())
-    except GradcheckError as error:
-        _fail(error, False)
-        return
-    raise typer.Exit(code)
+    raise typer.Exit(report_run(path, format, output, fail_on, width=width, color=_color_allowed()))
 
 
 @app.command()
@@ -327,9 +338,10 @@ def zoo(
     options: Annotated[
         bool, typer.Option("--options", help="Also list each builtin's --arch-opt options and defaults.")
     ] = False,
+    debug: Annotated[bool, DEBUG_OPTION] = False,
 ) -> None:
     """List the built-in architectures, one per line: `builtin:NAME` then what it shows."""
-    from gradcheck_cli.zoo import ARCHITECTURES
+    from gradcheck_cli.zoo import ARCHITECTURES, OPTION_RANGES, describe_range
 
     width = max(len(name) for name in ARCHITECTURES) + len("builtin:") + 2
     for name, spec in ARCHITECTURES.items():
@@ -338,6 +350,8 @@ def zoo(
             # In the CLI's own syntax, so a line can be pasted after `gradcheck analyze builtin:NAME`.
             defaults = " ".join(f"--arch-opt {k}={_yaml_text(v)}" for k, v in spec.options.items())
             typer.echo(f"{'':<{width}}{defaults}")
+    if options:
+        typer.echo("\nRanges: " + "; ".join(f"{key} {describe_range(key)}" for key in OPTION_RANGES))
 
 
 @app.command()
@@ -348,6 +362,7 @@ def explain(
             metavar="ID", help="A finding id, e.g. vanishing-gradients (none: list them).", show_default=False
         ),
     ] = None,
+    debug: Annotated[bool, DEBUG_OPTION] = False,
 ) -> None:
     """Print the documentation of one finding id, or list the ids."""
     from gradcheck_cli.hints import did_you_mean
@@ -359,13 +374,9 @@ def explain(
     spec = get_rule(rule_id)
     if spec is None:
         ids = [r.id for r in every_rule()]
-        _fail(
-            GradcheckError(
-                f"no finding id {rule_id!r}", did_you_mean(rule_id, ids) or f"known: {', '.join(ids)}"
-            ),
-            False,
+        raise GradcheckError(
+            f"no finding id {rule_id!r}", did_you_mean(rule_id, ids) or f"known: {', '.join(ids)}"
         )
-        return
 
     header = (
         f"# {spec.id}\n\nDefault severity: **{spec.severity.value}**; fixes: {', '.join(spec.fixes)}.\n\n"
@@ -417,13 +428,17 @@ def _list_rules() -> None:
 def init(
     path: Annotated[Path, typer.Argument(help="Where to write the template.")] = Path("gradcheck.yaml"),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    debug: Annotated[bool, DEBUG_OPTION] = False,
 ) -> None:
     """Write a commented gradcheck.yaml template that works as written."""
     from gradcheck_cli.options import init_template
 
+    if path.is_dir():
+        raise GradcheckError(f"{path} is a folder", f"name the file to write, e.g. {path / 'gradcheck.yaml'}")
     if path.exists() and not force:
-        _fail(GradcheckError(f"{path} already exists", "use --force to overwrite it"), False)
-    path.write_text(init_template())
+        raise GradcheckError(f"{path} already exists", "use --force to overwrite it")
+    with doing(f"writing {path}"):
+        path.write_text(init_template())
     typer.echo(f"wrote {path}; run `gradcheck analyze` next to it", err=True)
 
 

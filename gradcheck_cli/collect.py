@@ -20,7 +20,7 @@ from gradcheck_cli.layer_kinds import has_normalization
 from gradcheck_cli.outputs import left_out_feeders
 from gradcheck_cli.preparation import more_batches
 from gradcheck_cli.probe import GradientProbe
-from gradcheck_cli.session import Session, forward, loss_of
+from gradcheck_cli.session import Session, counted, forward, loss_of
 from gradcheck_cli.source import locate_modules
 from gradcheck_cli.stats import LayerStats, LeftOutOutputs, ModelInfo, ProbeResult, RunInfo
 
@@ -35,7 +35,7 @@ def probe(session: Session, started: float) -> ProbeResult:
     residual: bool | None = None
     with GradientProbe(model, sources) as gradient_probe:
         functional_calls = FunctionalActivations(lambda: gradient_probe.last_layer)
-        for index in mine:
+        for index in counted(session, "measuring batch", mine, len(session.batches)):
             batch = session.batches[index]
             model.zero_grad(set_to_none=True)
             with functional_calls.watch():  # the model's forward only, not the loss

@@ -93,6 +93,8 @@ class AnalyzeConfig:
     """Extra columns of the terminal table (--columns)."""
     name: str | None = None
     """A configured target's `name:` (for --target NAME)."""
+    timeout: float | None = None
+    """Seconds a target's analysis may take before its worker is stopped (exit 2)."""
 
 
 def build_config(

@@ -1,25 +1,20 @@
-"""The CI gate around the pipeline: run every configured target, write one report per output,
-annotate, summarise, and combine the exit codes. The pipeline owns the order of the stages.
+"""The CI gate around the pipeline: write one report per output, annotate, summarise, and combine
+the exit codes. The pipeline owns the order of the stages; `supervisor` runs every target.
 
-Torch-free at import; the pipeline is imported by the caller-supplied `analyze` function.
+Torch-free.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from gradcheck_cli.config import AnalyzeConfig
+from gradcheck_cli.outcome import TargetFailure
 from gradcheck_cli.report import Report, exit_code
 from gradcheck_cli.text import count
-
-Analyze = Callable[[AnalyzeConfig], Report]
-
-
-def run_all(configs: Sequence[AnalyzeConfig], analyze: Analyze) -> list[tuple[AnalyzeConfig, Report]]:
-    return [(config, analyze(config)) for config in configs]
 
 
 def combined_exit_code(results: Sequence[tuple[AnalyzeConfig, Report]]) -> int:
@@ -47,7 +42,9 @@ def emit_annotations(reports: Sequence[Report], environ: Mapping[str, str] = os.
             print(line, file=sys.stderr)
 
 
-def append_step_summary(reports: Sequence[Report], environ: Mapping[str, str] = os.environ) -> None:
+def append_step_summary(
+    reports: Sequence[Report], failures: Sequence[TargetFailure] = (), environ: Mapping[str, str] = os.environ
+) -> None:
     """GitHub shows $GITHUB_STEP_SUMMARY (Markdown, appended to by each step) on the run's page."""
     path = environ.get("GITHUB_STEP_SUMMARY")
     if not path:
@@ -55,7 +52,7 @@ def append_step_summary(reports: Sequence[Report], environ: Mapping[str, str] = 
     from gradcheck_cli.render import render_reports
 
     with open(path, "a", encoding="utf-8") as summary:
-        summary.write(render_reports("markdown", list(reports)) + "\n")
+        summary.write(render_reports("markdown", list(reports), failures=failures) + "\n")
 
 
 def verdict_line(report: Report, output: Path | None, name_target: bool = False) -> str:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,13 +65,25 @@ class History:
     """Measured steps in order. Series helpers give NaN where a step lacks a layer."""
 
     steps: tuple[StepStats, ...]
+    _index: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """Name -> point per step, built on first use: a series costs one pass over the steps."""
 
     @property
     def step_numbers(self) -> tuple[int, ...]:
         return tuple(s.step for s in self.steps)
 
+    def _layers(self) -> list[dict[str, LayerPoint]]:
+        if "layers" not in self._index:
+            self._index["layers"] = [{p.name: p for p in s.layers} for s in self.steps]
+        return self._index["layers"]
+
+    def _units(self) -> list[dict[str, UnitPoint]]:
+        if "units" not in self._index:
+            self._index["units"] = [{u.name: u for u in s.units} for s in self.steps]
+        return self._index["units"]
+
     def layer_names(self) -> tuple[str, ...]:
-        """Every layer seen, in forward order (the latest step's order first)."""
+        """Every layer seen, in forward order (the latest index wins)."""
         index: dict[str, int] = {}
         for stats in self.steps:
             for point in stats.layers:
@@ -82,31 +94,20 @@ class History:
         return tuple(dict.fromkeys(u.name for s in self.steps for u in s.units))
 
     def layer_series(self, name: str, field: str) -> tuple[float, ...]:
-        return tuple(_field(_find(s.layers, name), field) for s in self.steps)
+        return tuple(_value(step.get(name), field) for step in self._layers())
 
     def unit_series(self, name: str, field: str) -> tuple[float, ...]:
-        return tuple(_field(_find(s.units, name), field) for s in self.steps)
+        return tuple(_value(step.get(name), field) for step in self._units())
 
     def unit(self, name: str) -> UnitPoint | None:
-        for stats in reversed(self.steps):
-            found = _find(stats.units, name)
-            if isinstance(found, UnitPoint):
-                return found
-        return None
+        """The latest measurement of an activation module."""
+        return next((step[name] for step in reversed(self._units()) if name in step), None)
 
     def layer(self, name: str) -> LayerPoint | None:
-        for stats in reversed(self.steps):
-            found = _find(stats.layers, name)
-            if isinstance(found, LayerPoint):
-                return found
-        return None
+        return next((step[name] for step in reversed(self._layers()) if name in step), None)
 
 
-def _find(points: Iterable[LayerPoint | UnitPoint], name: str) -> LayerPoint | UnitPoint | None:
-    return next((p for p in points if p.name == name), None)
-
-
-def _field(point: LayerPoint | UnitPoint | None, field: str) -> float:
+def _value(point: LayerPoint | UnitPoint | None, field: str) -> float:
     return math.nan if point is None else float(getattr(point, field))
 
 

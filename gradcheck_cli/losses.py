@@ -78,6 +78,7 @@ def compute_loss(
             f"the model's output ({type(output).__name__}) holds no floating-point tensor to take a loss from",
             "define loss_fn(output, target) in the file, or return a tensor",
         )
+    require_grad(parts.main.tensor, "the model's output")
     tensor = parts.main.tensor.float()
     criterion = _criterion(tensor, mode, target, generator, reference)
     value = criterion.apply(tensor)
@@ -96,6 +97,17 @@ def _criterion(
     if mode == "ce":
         return _cross_entropy(tensor, target, generator, "--loss ce")
     return _auto(tensor, target, generator, reference)
+
+
+def require_grad(value: torch.Tensor, what: str) -> None:
+    """A loss no parameter leads to has no gradient to measure: say why, before backward() fails."""
+    if value.requires_grad or not torch.is_grad_enabled():
+        return
+    raise LossError(
+        f"{what} does not depend on any trainable parameter, so no gradient can flow back from it",
+        "forward must return a tensor computed from the parameters: look for .detach(), .item(), "
+        "torch.no_grad() or a new tensor (torch.tensor(...)) on the way to the output",
+    )
 
 
 def _user_loss(loss_fn: Callable[..., Any], output: Any, target: Any, origin: str) -> LossChoice:

@@ -134,11 +134,30 @@ def _positive_int(option: str) -> Callable[[Any], None]:
 
 
 def _positive_number(option: str) -> Callable[[Any], None]:
+    """A positive, finite number: NaN, infinity, zero and negatives are argument errors, not findings."""
+
     def check(value: Any) -> None:
-        if not isinstance(value, (int, float)) or value <= 0:
-            raise ConfigError(f"{option} must be a positive number, got {value!r}")
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ConfigError(
+                f"{option} must be a positive finite number, got {value!r}",
+                "NaN, infinity, zero and negative values are refused",
+            )
 
     return check
+
+
+SEED_MAX = 2**63 - 1
+"""torch.manual_seed takes more, but gradcheck derives further seeds from this one."""
+
+
+def _seed(value: Any) -> None:
+    if not is_int(value) or not 0 <= value <= SEED_MAX:
+        raise ConfigError(
+            f"--seed must be an integer from 0 to {SEED_MAX} (2^63-1), got {value!r}",
+            "any seed in that range gives a reproducible run, e.g. --seed 0",
+        )
 
 
 def _optional_positive(option: str) -> Callable[[Any], None]:
@@ -407,6 +426,7 @@ OPTIONS: tuple[Option, ...] = (
         keys=("lr",),
         cli_type=float,
         file_check=NUMBER,
+        check=_positive_number("--lr"),
         help="Learning rate of the --steps optimizer (default: 0.01, or the rate of the model file's own "
         "configure_optimizers()/build_optimizer() or of the --weights checkpoint's optimizer, which --lr overrides).",
     ),
@@ -438,7 +458,8 @@ OPTIONS: tuple[Option, ...] = (
         keys=("seed",),
         cli_type=int,
         file_check=INT,
-        help="Seed for inputs and initialisation (default: 0).",
+        check=_seed,
+        help="Seed for inputs and initialisation, 0 to 2^63-1 (default: 0).",
         template="seed: 0             # deterministic inputs and initialisation",
     ),
     Option(
@@ -641,10 +662,20 @@ OPTIONS: tuple[Option, ...] = (
         "#   vanishing-gradients: {orders: 3.0}",
     ),
     Option(
+        field="timeout",
+        flags=("--timeout",),
+        keys=("timeout",),
+        cli_type=float,
+        file_check=NUMBER,
+        check=_positive_number("--timeout"),
+        metavar="SECONDS",
+        help="Stop a target's analysis after this many seconds (exit 2, naming the stage it was in).",
+    ),
+    Option(
         field="debug",
         flags=("--debug",),
         cli_type=bool,
-        help="Show tracebacks.",
+        help="Show tracebacks (the exit code stays 2).",
     ),
 )
 

@@ -64,7 +64,9 @@ def analyze_loaded(
     `batches`, when given, are used as they are instead of being built from the config."""
     started = time.perf_counter() if started is None else started
     distributed.setup()
+    progress("building the inputs")
     session = prepare(config, loaded, batches)
+    session.progress = progress
     init_state = snapshot(session.loaded.module) if config.versus == "init" else None
     if config.weights is not None:
         progress(f"loading weights from {config.weights}")

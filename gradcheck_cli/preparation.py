@@ -12,7 +12,7 @@ from torch import nn
 
 from gradcheck_cli.config import AnalyzeConfig
 from gradcheck_cli.device import autocast, model_dtype, resolve_device
-from gradcheck_cli.errors import InputError
+from gradcheck_cli.errors import InputError, TargetError
 from gradcheck_cli.inputs import (
     Batch,
     InputPlan,
@@ -34,6 +34,7 @@ from gradcheck_cli.target import LoadedModel, redirect_stdout_to_stderr
 
 
 def prepare(config: AnalyzeConfig, loaded: LoadedModel, given: list[Batch] | None = None) -> Session:
+    _require_trainable(loaded.module)
     device = _pick_device(loaded.module, config.device)
     float_dtype = model_dtype(config.dtype)
     loaded.module.to(device=device, dtype=float_dtype)
@@ -49,6 +50,18 @@ def prepare(config: AnalyzeConfig, loaded: LoadedModel, given: list[Batch] | Non
         batches = batches_from_specs(plan.specs, config.batches, config.seed, float_dtype)
     batches = _finish_batches(config, loaded.module, plan, batches, device)
     return Session(config=config, loaded=loaded, device=device, batches=batches, plan=plan)
+
+
+def _require_trainable(model: nn.Module) -> None:
+    """A model with nothing to train has no gradient to measure: that is "could not run", not healthy."""
+    params = list(model.parameters())
+    if not any(p.requires_grad for p in params):
+        what = f"all {len(params)} of its parameter tensors are frozen" if params else "it has no parameters"
+        raise TargetError(
+            f"nothing to measure: {type(model).__name__} has no trainable parameter ({what})",
+            "gradcheck measures the gradients of trainable parameters: analyse the model before "
+            "freezing it, or the part of it that trains",
+        )
 
 
 def more_batches(session: Session, count: int) -> list[Batch]:

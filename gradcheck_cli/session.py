@@ -5,6 +5,8 @@ The pipeline runs these in its order; `repair` runs them again on changed copies
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +22,7 @@ from gradcheck_cli.inputs import (
     reference_input,
     stream,
 )
-from gradcheck_cli.losses import LossChoice, compute_loss
+from gradcheck_cli.losses import LossChoice, compute_loss, require_grad
 from gradcheck_cli.stats import (
     Fp16Underflow,
     TrainingHistory,
@@ -50,6 +52,23 @@ class Session:
     """--weights: what was loaded."""
     optimizer_state: Any = None
     """--weights: the optimizer state the checkpoint holds, for --steps."""
+    progress: Callable[[str], None] | None = None
+    """Told, every PROGRESS_SECONDS, how far a long measurement or training has got."""
+
+
+PROGRESS_SECONDS = 10.0
+
+
+def counted(session: Session, what: str, items: Iterable[int], total: int) -> Iterator[int]:
+    """`items`, telling `session.progress` "measuring batch 1200 of 1000000 on cpu" at most every
+    PROGRESS_SECONDS, so a long loop shows how far it has got."""
+    last = time.perf_counter()
+    for done, item in enumerate(items):
+        now = time.perf_counter()
+        if session.progress is not None and now - last >= PROGRESS_SECONDS:
+            last = now
+            session.progress(f"{what} {done} of {total} on {session.device}")
+        yield item
 
 
 def hook_name(hook: Any) -> str:
@@ -103,9 +122,11 @@ def loss_of(session: Session, batch: Batch, output: Any, index: int) -> LossChoi
     where = "passed to" if loaded.hooks_from == "analyze()" else "in"
     origin = f"{hook_name(loaded.loss_fn)} {where} {loaded.hooks_from}"
     reference = reference_input(batch)
-    return compute_loss(
+    choice = compute_loss(
         output, session.config.loss, batch.target, loaded.loss_fn, generator, origin, reference=reference
     )
+    require_grad(choice.value, f"the loss ({choice.reason})")
+    return choice
 
 
 def train_steps(session: Session) -> None:
@@ -120,7 +141,10 @@ def train_steps(session: Session) -> None:
     # float16 trains as a script would: with a GradScaler (a pass-through for other dtypes).
     scaler = torch.amp.GradScaler(session.device.split(":")[0], enabled=config.dtype == "float16")
 
+    steps = counted(session, "training: step", range(config.steps), config.steps)
+
     def step_loss(step: int) -> torch.Tensor:
+        next(steps, None)
         index = step % len(session.batches)
         batch = session.batches[index]
         return loss_of(session, batch, forward(session, batch), index).value

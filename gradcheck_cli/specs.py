@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -95,6 +96,9 @@ class InputSpec:
 
 
 _INPUT_HINT = "examples: 32x784, 8x3x32x32, int:4x64:1000 (tokens below 1000), float:16x784:0..1"
+INT64_MAX = 2**63 - 1
+MAX_ELEMENTS = 2**40
+"""An input larger than this (4 TiB of float32) cannot be allocated anywhere: refused up front."""
 
 
 def parse_input(raw: str) -> InputSpec:
@@ -127,7 +131,16 @@ def _parse_shape(text: str, raw: str) -> tuple[int, ...]:
     dims = text.lower().replace("*", "x").split("x")
     if not all(d.strip().isdigit() and int(d) > 0 for d in dims):
         raise InputError(f"cannot read the shape {text!r} in --input {raw!r}", _INPUT_HINT)
-    return tuple(int(d) for d in dims)
+    shape = tuple(int(d) for d in dims)
+    elements = 1
+    for dim in shape:
+        elements *= dim
+    if elements > MAX_ELEMENTS:
+        raise InputError(
+            f"--input {raw!r} has {elements:.3g} elements: far too large to allocate",
+            "give the shape of one training batch, e.g. 32x784",
+        )
+    return shape
 
 
 def _parse_int_high(text: str | None, raw: str) -> int:
@@ -138,6 +151,11 @@ def _parse_int_high(text: str | None, raw: str) -> int:
         )
     if not text.strip().isdigit() or int(text) < 1:
         raise InputError(f"the upper bound {text!r} in --input {raw!r} is not a positive integer")
+    if int(text) > INT64_MAX:
+        raise InputError(
+            f"the upper bound {text} in --input {raw!r} does not fit a 64-bit integer tensor",
+            f"use at most {INT64_MAX} (the vocabulary or class count, e.g. int:4x64:50257)",
+        )
     return int(text)
 
 
@@ -150,5 +168,10 @@ def _parse_range(text: str, raw: str) -> tuple[float, float]:
     if not sep or not lo < hi:
         raise InputError(
             f"cannot read the range {text!r} in --input {raw!r}", "write it as LOW..HIGH, e.g. 0..1"
+        )
+    if not (math.isfinite(lo) and math.isfinite(hi)) or not math.isfinite(hi - lo):
+        raise InputError(
+            f"the range {text!r} in --input {raw!r} is not finite: inputs are drawn uniformly from it",
+            "give finite bounds, e.g. -1..1",
         )
     return lo, hi

@@ -95,6 +95,14 @@ class GateVersus:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AttentionVersus:
+    name: str
+    entropy: tuple[float, float]
+    collapsed_fraction: tuple[float, float]
+    max_logit: tuple[float, float]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Versus:
     """--versus: the same batches and seed measured on a reference state ('init' or another file)."""
 
@@ -104,6 +112,7 @@ class Versus:
     activations: tuple[ActivationVersus, ...] = ()
     through_time: tuple[HorizonVersus, ...] = ()
     gates: tuple[GateVersus, ...] = ()
+    attention: tuple[AttentionVersus, ...] = ()
     loss: tuple[float, float] = (float("nan"), float("nan"))
 
 

@@ -3,7 +3,8 @@
 A TARGET (from the command line, `[tool.gradcheck]` or gradcheck.yaml) names code to run. It may
 call, before anything else is checked:
 
-1. any `nn.Module` subclass;
+1. any `nn.Module` subclass, and any dataclass outside the standard library (its `__init__` is
+   generated: it stores fields, as config objects do);
 2. a function or class defined in the user's project: the model file's folder tree (up to its
    nearest ancestor that is not a package), or the package of `pkg.module:NAME` when it is not an
    installed (site-packages) package;
@@ -19,6 +20,7 @@ or exit 2 before the analysis.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import sys
@@ -86,8 +88,8 @@ def refuse_call(obj: Any, project: Project) -> str | None:
     home = _home_module(target)
     if home is None or is_stdlib(home):
         return "from the standard library or builtins"
-    if _in_project(home, project):
-        return None
+    if _in_project(home, project) or _is_dataclass_type(target):
+        return None  # a dataclass's __init__ is generated: it stores fields (config objects)
     same_package = project.package is not None and home.partition(".")[0] == project.package
     if same_package and (inspect.isclass(target) or _returns_module(target)):
         return None
@@ -133,6 +135,10 @@ def _in_project(home: str, project: Project) -> bool:
     if any(part in _INSTALLED for part in path.parts):
         return False
     return path.is_relative_to(project.root)
+
+
+def _is_dataclass_type(obj: Any) -> bool:
+    return inspect.isclass(obj) and dataclasses.is_dataclass(obj)
 
 
 def _returns_module(func: Any) -> bool:

@@ -17,7 +17,14 @@ from torch import nn
 
 from gradcheck_cli.device import seed_everything
 from gradcheck_cli.stats import ProbeResult
-from gradcheck_cli.trained import ActivationVersus, GateVersus, HorizonVersus, LayerVersus, Versus
+from gradcheck_cli.trained import (
+    ActivationVersus,
+    AttentionVersus,
+    GateVersus,
+    HorizonVersus,
+    LayerVersus,
+    Versus,
+)
 
 if TYPE_CHECKING:
     from gradcheck_cli.session import Session
@@ -76,6 +83,7 @@ def compare(now: ProbeResult, then: ProbeResult, reference: str) -> Versus:
         activations=_activations(now, then),
         through_time=_horizons(now, then),
         gates=_gates(now, then),
+        attention=_attention(now, then),
         loss=(now.loss_value, then.loss_value),
     )
 
@@ -140,4 +148,18 @@ def _gates(now: ProbeResult, then: ProbeResult) -> tuple[GateVersus, ...]:
         for g in now.gate_saturation
         if g.module in earlier
         for gate, value in g.gates.items()
+    )
+
+
+def _attention(now: ProbeResult, then: ProbeResult) -> tuple[AttentionVersus, ...]:
+    earlier = {a.name: a for a in then.attention}
+    return tuple(
+        AttentionVersus(
+            name=a.name,
+            entropy=(a.entropy, earlier[a.name].entropy),
+            collapsed_fraction=(a.collapsed_fraction, earlier[a.name].collapsed_fraction),
+            max_logit=(a.max_logit, earlier[a.name].max_logit),
+        )
+        for a in now.attention
+        if a.name in earlier
     )

@@ -14,6 +14,10 @@ from typer.testing import CliRunner
 from gradcheck_cli.cli import app
 
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+# The CLI runs each analysis in a worker process; tests that are not about that isolation run it
+# in the test's own process (a torch import saved per run). tests/test_hostile_process.py clears
+# this to exercise the supervised path, which is the default everywhere else.
+os.environ.setdefault("GRADCHECK_IN_PROCESS", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -94,9 +94,11 @@ def test_bad_input_exits_2_with_one_readable_message(cli, args: tuple[str, ...],
         assert word in result.stderr
 
 
-def test_debug_shows_the_exception(cli) -> None:
+def test_debug_shows_the_traceback_and_keeps_exit_2(cli) -> None:
     result = cli("analyze", "builtin:nope", "--debug")
-    assert result.exit_code != 0 and result.exception is not None
+    assert result.exit_code == 2
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "error: no built-in architecture 'nope'" in result.stderr
 
 
 def test_examples_from_the_readme(cli) -> None:

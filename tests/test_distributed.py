@@ -185,7 +185,8 @@ def _layers(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_torchrun_cli_prints_one_report_equal_to_one_process(cli: Any) -> None:
     args = ["analyze", "builtin:tanh-mlp", "--batches", "3", "--format", "json", "--device", "cpu"]
     args += ["--arch-opt", "depth=4", "--arch-opt", "width=16", "--arch-opt", "batch=8"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # The supervised path: each rank's gradcheck runs its analysis in a worker that inherits the env.
+    env = {**{k: v for k, v in os.environ.items() if k != "GRADCHECK_IN_PROCESS"}, "OMP_NUM_THREADS": "1"}
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
     launch += ["--master_port", str(_free_port()), "-m", "gradcheck_cli"]
     two = subprocess.run([*launch, *args], capture_output=True, text=True, env=env, timeout=120)

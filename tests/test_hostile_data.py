@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -332,6 +333,24 @@ def test_call_form_passes_plain_types_and_project_objects(project: Path) -> None
     assert model.fc.out_features == 8
     assert isinstance(model.extra[0], nn.ReLU) and model.extra[1] is torch.float64
     assert model.extra[3:] == (-2.5, b"x", {1, 2})
+
+
+def test_installed_dataclass_configs_may_be_built_other_classes_not(project: Path) -> None:
+    """A config dataclass from an installed package is data; an installed class that runs things
+    (think pexpect.spawn) is not called."""
+    site = project / "venv" / "lib" / "site-packages"
+    site.mkdir(parents=True)
+    (site / "thirdparty.py").write_text(
+        "import dataclasses\n\n@dataclasses.dataclass\nclass Cfg:\n    width: int = 3\n\n"
+        "class Spawn:\n    def __init__(self, cmd):\n        open('MARK', 'w').write(cmd)\n"
+    )
+    (project / "uses.py").write_text(NET + "\nfrom thirdparty import Cfg, Spawn\n")
+    sys.path.insert(0, str(site))
+    model = load(parse_target("uses.py:Net(4, Cfg(width=5))"), {}, {}).module
+    assert model.extra[0].width == 5
+    with pytest.raises(TargetError, match="calling Spawn .from thirdparty: outside your project"):
+        load(parse_target("uses.py:Net(Spawn('x'))"), {}, {})
+    assert not (project / "MARK").exists()
 
 
 def test_installed_module_class_is_allowed_and_result_checked(cli, project: Path) -> None:

@@ -122,3 +122,37 @@ def test_fail_on_error_stops_training_or_raises(tmp_path: Path) -> None:
             tmp_path / "raise",
             GradcheckCallback(every=1, fail_on="error", action="raise"),
         )
+
+
+class ReturnsLogits(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.inner(x)}
+
+
+def test_a_model_without_a_loss_is_measured_at_pre_optimizer_step(tmp_path: Path) -> None:
+    callback = GradcheckCallback(every=8)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), max_steps=STEPS, per_device_train_batch_size=8, learning_rate=0.05,
+        optim="sgd", save_strategy="no", use_cpu=True, seed=0, disable_tqdm=True, report_to=[],
+        max_grad_norm=0.0, remove_unused_columns=False,
+    )  # fmt: skip
+    model = ReturnsLogits(small_mlp())
+    trainer = transformers.Trainer(
+        model=model,
+        args=args,
+        train_dataset=Rows(),
+        callbacks=[callback],
+        compute_loss_func=lambda outputs, labels, num_items_in_batch=None: nn.functional.cross_entropy(
+            outputs["logits"], labels
+        ),
+    )
+    trainer.train()
+    assert [s.step for s in callback.monitor.trend] == [0, 8, 16]
+    assert all(s.loss is None for s in callback.monitor.trend)  # the Trainer's loss is not the model's
+    assert all(
+        math.isfinite(p.grad_norm) and p.grad_norm > 0 for s in callback.monitor.trend for p in s.layers
+    )

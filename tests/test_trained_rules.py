@@ -114,3 +114,29 @@ def test_versus_pairs_the_horizon_and_gates_of_a_recurrent_model(cli, tmp_path) 
     finding = next(f for f in doc["findings"] if f["id"] == "saturated-gates")
     assert finding["evidence"]["at_reference"] is not None
     sys.modules.pop("lstm_tagger", None)
+
+
+def test_versus_pairs_attention_entropy_with_init(cli, tmp_path) -> None:
+    sys.path.insert(0, str(FIXTURES))
+    from attention_block import AttentionClassifier
+
+    torch.manual_seed(0)
+    torch.save(AttentionClassifier(qk_scale=20.0).state_dict(), tmp_path / "grown.pt")
+    result = cli(
+        "analyze",
+        ATTENTION,
+        "--weights",
+        str(tmp_path / "grown.pt"),
+        "--versus",
+        "init",
+        "--batches",
+        "1",
+        "--format",
+        "json",
+    )
+    doc = json.loads(result.stdout)
+    (site,) = doc["versus"]["attention"]
+    assert site["name"] == "mha" and site["entropy"][0] < 0.5 < site["entropy"][1]
+    finding = next(f for f in doc["findings"] if f["id"] == "attention-collapse")
+    assert finding["evidence"]["entropy_at_reference"] == [pytest.approx(site["entropy"][1], rel=1e-2)]
+    sys.modules.pop("attention_block", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import Enum
 
+from gradcheck_cli.outcome import TargetFailure
 from gradcheck_cli.render.base import Renderer
 from gradcheck_cli.report import Report
 
@@ -57,11 +58,13 @@ def render_reports(
     width: int = 100,
     color: bool = False,
     fail_on: str = "error",
+    failures: Sequence[TargetFailure] = (),
     columns: tuple[str, ...] = (),
 ) -> str:
-    """One document for one or several targets (a config file's `targets:`)."""
+    """One document for one or several targets (a config file's `targets:`); targets that could
+    not be analysed are listed in it (JSON `errors`, a JUnit <error>, a Markdown row)."""
     renderer = get_renderer(fmt, width=width, color=color, fail_on=fail_on, columns=columns)
-    if len(reports) == 1:
+    if len(reports) == 1 and not failures:
         return renderer.render(reports[0])
     if Format(fmt) is Format.JSON:
         # Imported here: the submodule render.json shadows a module-level `import json` in this package.
@@ -69,9 +72,23 @@ def render_reports(
 
         from gradcheck_cli.render.json import to_document
 
-        docs = [to_document(r) for r in reports]
-        return dumps({"schema": MULTI_SCHEMA, "reports": docs}, indent=2, allow_nan=False) + "\n"
+        document: dict[str, object] = {"schema": MULTI_SCHEMA, "reports": [to_document(r) for r in reports]}
+        if failures:
+            document["errors"] = [_failure_json(f) for f in failures]
+        return dumps(document, indent=2, allow_nan=False) + "\n"
     render_many = getattr(renderer, "render_many", None)
     if render_many is not None:
-        return str(render_many(reports))
-    return "\n".join(renderer.render(r) for r in reports)
+        return str(render_many(reports, failures) if failures else render_many(reports))
+    text = "\n".join(renderer.render(r) for r in reports)
+    from gradcheck_cli.render.escape import visible
+
+    return text + "".join(visible(f"\ngradcheck {f.target}: could not run: {f.message}\n") for f in failures)
+
+
+def _failure_json(failure: TargetFailure) -> dict[str, object]:
+    return {
+        "target": failure.target,
+        "stage": failure.stage,
+        "message": failure.message,
+        "hint": failure.hint,
+    }

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from gradcheck_cli.findings import Finding
+from gradcheck_cli.outcome import TargetFailure
 from gradcheck_cli.render.applicable import not_applicable
 from gradcheck_cli.render.escape import xml_safe
 from gradcheck_cli.report import FAIL_ON_RANK, Report
@@ -78,9 +79,20 @@ def testsuite(report: Report, fail_on: str) -> ET.Element:
     return suite
 
 
-def document(reports: Sequence[Report], fail_on: str) -> str:
+def failure_suite(failure: TargetFailure) -> ET.Element:
+    """A target that could not be analysed: one test case with an <error> (not a <failure>)."""
+    suite = ET.Element("testsuite", name=failure.target, tests="1", failures="0", errors="1", skipped="0")
+    case = ET.SubElement(suite, "testcase", classname=f"gradcheck.{failure.target}", name="analysis")
+    error = ET.SubElement(case, "error", type="could-not-run", message=failure.message)
+    error.text = "\n".join(
+        [f"stage: {failure.stage}", failure.message, *([failure.hint] if failure.hint else [])]
+    )
+    return suite
+
+
+def document(reports: Sequence[Report], fail_on: str, failures: Sequence[TargetFailure] = ()) -> str:
     root = ET.Element("testsuites", name="gradcheck")
-    suites = [testsuite(r, fail_on) for r in reports]
+    suites = [testsuite(r, fail_on) for r in reports] + [failure_suite(f) for f in failures]
     root.extend(suites)
     for key in ("tests", "failures", "errors", "skipped"):
         root.set(key, str(sum(int(s.get(key, "0")) for s in suites)))
@@ -98,5 +110,5 @@ class JunitRenderer:
     def render(self, report: Report) -> str:
         return document([report], self.fail_on)
 
-    def render_many(self, reports: Sequence[Report]) -> str:
-        return document(reports, self.fail_on)
+    def render_many(self, reports: Sequence[Report], failures: Sequence[TargetFailure] = ()) -> str:
+        return document(reports, self.fail_on, failures)

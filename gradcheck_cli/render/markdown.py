@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from gradcheck_cli.findings import Finding
+from gradcheck_cli.outcome import TargetFailure
 from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.render.escape import clean_report, md_code, md_text
 from gradcheck_cli.render.sections import FIX_HEADERS, baseline_lines, fix_rows, training_line
@@ -15,7 +16,12 @@ from gradcheck_cli.text import count
 
 MAX_LAYERS_LISTED = 4
 MAX_TABLE_ROWS = 60
-VERDICT = {"healthy": "✅ healthy", "warning": "⚠️ warning", "error": "❌ error"}
+VERDICT = {
+    "healthy": "✅ healthy",
+    "warning": "⚠️ warning",
+    "error": "❌ error",
+    "could-not-run": "⛔ could not run",
+}
 
 
 def _cell(text: str) -> str:
@@ -145,13 +151,16 @@ def later_stages_section(report: Report) -> list[str]:
     return lines
 
 
-def overview(reports: Sequence[Report]) -> str:
-    worst = max(reports, key=lambda r: ("healthy", "warning", "error").index(r.summary.status)).summary.status
+def overview(reports: Sequence[Report], failures: Sequence[TargetFailure] = ()) -> str:
+    statuses = [r.summary.status for r in reports] + ["could-not-run"] * len(failures)
+    worst = max(statuses, key=("healthy", "warning", "error", "could-not-run").index)
     rows = [(_code(r.target), VERDICT[r.summary.status], str(r.summary.errors), str(r.summary.warnings),
              str(r.summary.ignored),
              ", ".join(_code(i) for i in dict.fromkeys(f.id for f in r.findings)) or "—") for r in reports]  # fmt: skip
+    rows += [(_code(f.target), VERDICT["could-not-run"], "—", "—", "—", md_text(f.message)) for f in failures]
     table = _table(("target", "verdict", "errors", "warnings", "ignored", "findings"), rows, "llrrrl")
-    return "\n".join([f"## gradcheck: {VERDICT[worst]} ({count(len(reports), 'target')})", "", *table]) + "\n"
+    title = f"## gradcheck: {VERDICT[worst]} ({count(len(statuses), 'target')})"
+    return "\n".join([title, "", *table]) + "\n"
 
 
 class MarkdownRenderer:
@@ -160,6 +169,6 @@ class MarkdownRenderer:
     def render(self, report: Report) -> str:
         return report_section(clean_report(report))
 
-    def render_many(self, reports: Sequence[Report]) -> str:
+    def render_many(self, reports: Sequence[Report], failures: Sequence[TargetFailure] = ()) -> str:
         reports = [clean_report(r) for r in reports]
-        return "\n".join([overview(reports), *(report_section(r, "###") for r in reports)])
+        return "\n".join([overview(reports, failures), *(report_section(r, "###") for r in reports)])

@@ -96,20 +96,30 @@ def versus_activation_headers(versus: Versus) -> list[str]:
 
 
 def versus_horizon_lines(versus: Versus) -> list[str]:
-    """One line per recurrent module: its gradient horizon, then its gates' saturation, in both states."""
+    """One line per attention site, then per recurrent module (gates, horizon), in both states."""
     gates: dict[str, list[str]] = {}
     for g in versus.gates:
         gates.setdefault(g.module, []).append(
             f"{g.gate} {_fraction(g.saturated_fraction[0])} ({_fraction(g.saturated_fraction[1])})"
         )
-    return [
-        f"{module} saturated gates (at {versus.reference}): {', '.join(parts)}"
-        for module, parts in gates.items()
-    ] + [
-        f"{t.module}: gradient horizon {t.horizon[0]} steps (at {versus.reference}: {t.horizon[1]}), "
-        f"per-step factor {fmt_num(t.per_step_factor[0])} (at {versus.reference}: {fmt_num(t.per_step_factor[1])})"
-        for t in versus.through_time
+    attention = [
+        f"{a.name} attention entropy {fmt_num(a.entropy[0])} (at {versus.reference}: {fmt_num(a.entropy[1])}), "
+        f"one-key queries {_fraction(a.collapsed_fraction[0])} ({_fraction(a.collapsed_fraction[1])}), "
+        f"largest logit {fmt_num(a.max_logit[0])} ({fmt_num(a.max_logit[1])})"
+        for a in versus.attention
     ]
+    return (
+        attention
+        + [
+            f"{module} saturated gates (at {versus.reference}): {', '.join(parts)}"
+            for module, parts in gates.items()
+        ]
+        + [
+            f"{t.module}: gradient horizon {t.horizon[0]} steps (at {versus.reference}: {t.horizon[1]}), "
+            f"per-step factor {fmt_num(t.per_step_factor[0])} (at {versus.reference}: {fmt_num(t.per_step_factor[1])})"
+            for t in versus.through_time
+        ]
+    )
 
 
 def versus_title(versus: Versus) -> str:

@@ -64,6 +64,15 @@ def versus_section(versus: Versus) -> dict[str, Any]:
             {"module": t.module, "horizon": list(t.horizon), "per_step_factor": _pair(t.per_step_factor)}
             for t in versus.through_time
         ],
+        "attention": [
+            {
+                "name": a.name,
+                "entropy": _pair(a.entropy),
+                "collapsed_fraction": _pair(a.collapsed_fraction),
+                "max_logit": _pair(a.max_logit),
+            }
+            for a in versus.attention
+        ],
         "gates": [
             {"module": g.module, "gate": g.gate, "saturated_fraction": _pair(g.saturated_fraction)}
             for g in versus.gates

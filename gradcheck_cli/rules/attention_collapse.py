@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from gradcheck_cli.findings import Finding, Severity, Suggestion
 from gradcheck_cli.rules.base import rule
 from gradcheck_cli.rules.profile import sig
-from gradcheck_cli.stats import ProbeResult
+from gradcheck_cli.stats import AttentionStats, ProbeResult
 from gradcheck_cli.text import count
 
 
@@ -44,7 +44,8 @@ def attention_collapse(probe: ProbeResult, limits: AttentionLimits) -> Iterator[
 
     ## Evidence
     `sites`, `collapsed_fraction`, `entropy` (mean over queries, 1 = uniform over the keys
-    a query may see, 0 = one-hot), `max_logit` per site, `threshold`, `logit_threshold`.
+    a query may see, 0 = one-hot), `max_logit` per site, `entropy_at_reference` (with
+    `--versus`, else null), `threshold`, `logit_threshold`.
 
     ## Thresholds
     `collapsed` = 0.5 (most queries one-hot), `max_logit` = 50. A freshly initialised
@@ -83,6 +84,7 @@ def attention_collapse(probe: ProbeResult, limits: AttentionLimits) -> Iterator[
             "collapsed_fraction": [sig(a.collapsed_fraction) for a in bad],
             "entropy": [sig(a.entropy) for a in bad],
             "max_logit": [sig(a.max_logit) for a in bad],
+            "entropy_at_reference": _at_reference(probe, bad),
             "threshold": limits.collapsed,
             "logit_threshold": limits.max_logit,
         },
@@ -97,3 +99,10 @@ def attention_collapse(probe: ProbeResult, limits: AttentionLimits) -> Iterator[
             Suggestion(fix="clip", text="clip the gradient norm (clip_grad_norm_)"),
         ),
     )
+
+
+def _at_reference(probe: ProbeResult, bad: list[AttentionStats]) -> list[float | None] | None:
+    if probe.versus is None:
+        return None
+    earlier = {a.name: a.entropy[1] for a in probe.versus.attention}
+    return [sig(earlier[a.name]) if a.name in earlier else None for a in bad]

@@ -33,7 +33,57 @@ class ArchSpec:
                 f"builtin:{self.name} has no option {unknown[0]!r} (options: {known})",
                 hint,
             )
-        return {**self.options, **overrides}
+        for key, value in overrides.items():
+            _check_option(self.name, key, value)
+        resolved = {**self.options, **overrides}
+        if "heads" in resolved and resolved["d_model"] % resolved["heads"]:
+            raise ConfigError(
+                f"builtin:{self.name}: d_model={resolved['d_model']} is not a multiple of heads={resolved['heads']}",
+                "attention splits d_model evenly across the heads",
+            )
+        return resolved
+
+
+# The documented range of every --arch-opt (`gradcheck zoo --options` prints it): (low, high) for
+# numbers, a tuple of names for choices, bool for switches.
+OPTION_RANGES: dict[str, tuple[float, float] | tuple[str, ...] | type[bool]] = {
+    "depth": (1, 1000), "width": (1, 65536), "in_features": (1, 65536), "classes": (2, 65536),
+    "batch": (1, 65536), "channels": (1, 4096), "size": (1, 1024), "seq_len": (1, 100000),
+    "input_size": (1, 65536), "hidden": (1, 65536), "layers": (1, 64), "d_model": (1, 65536),
+    "heads": (1, 256), "vocab": (2, 10_000_000), "init_gain": (1e-6, 100.0), "gate_bias": (-100.0, 100.0),
+    "activation": ("sigmoid", "tanh", "relu", "gelu", "leaky-relu"), "cell": ("rnn", "gru", "lstm"),
+    "batchnorm": bool,
+}  # fmt: skip
+
+
+def describe_range(key: str) -> str:
+    allowed = OPTION_RANGES[key]
+    if allowed is bool:
+        return "true or false"
+    if isinstance(allowed[0], str):
+        return "one of " + ", ".join(str(a) for a in allowed)
+    low, high = allowed
+    return f"{low:g} to {high:g}"
+
+
+def _check_option(arch: str, key: str, value: Any) -> None:
+    allowed = OPTION_RANGES.get(key)
+    if allowed is None:
+        return
+    if allowed is bool:
+        ok = isinstance(value, bool)
+    elif isinstance(allowed[0], str):
+        ok = value in allowed
+    else:
+        low, high = allowed
+        whole = isinstance(low, int) and isinstance(high, int)
+        number = isinstance(value, int) if whole else isinstance(value, (int, float))
+        ok = number and not isinstance(value, bool) and low <= value <= high
+    if not ok:
+        raise ConfigError(
+            f"--arch-opt {key}={value!r} is out of range for builtin:{arch}: {key} must be {describe_range(key)}",
+            "`gradcheck zoo --options` lists every option, its default and its range",
+        )
 
 
 def _mlp_inputs(o: Mapping[str, Any]) -> tuple[str, ...]:
