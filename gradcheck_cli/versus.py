@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 from torch import nn
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from gradcheck_cli.session import Session
 
 State = dict[str, torch.Tensor]
+T = TypeVar("T")
 
 
 def snapshot(model: nn.Module) -> State:
@@ -88,78 +90,65 @@ def compare(now: ProbeResult, then: ProbeResult, reference: str) -> Versus:
     )
 
 
-def _layers(now: ProbeResult, then: ProbeResult) -> tuple[LayerVersus, ...]:
-    earlier = {layer.name: layer for layer in then.layers}
-    out = []
-    for layer in now.layers:
-        old = earlier.get(layer.name)
+def _pairs(now: Iterable[T], then: Iterable[T], key: Callable[[T], str]) -> Iterator[tuple[T, T]]:
+    """Each item of this state with the reference's item of the same name (unmatched ones left out)."""
+    earlier = {key(item): item for item in then}
+    for item in now:
+        old = earlier.get(key(item))
         if old is not None:
-            out.append(
-                LayerVersus(
-                    name=layer.name,
-                    grad_norm=(layer.grad_norm, old.grad_norm),
-                    grad_weight_ratio=(layer.grad_weight_ratio, old.grad_weight_ratio),
-                    weight_norm=(layer.weight_norm, old.weight_norm),
-                )
-            )
-    return tuple(out)
+            yield item, old
+
+
+def _layers(now: ProbeResult, then: ProbeResult) -> tuple[LayerVersus, ...]:
+    return tuple(
+        LayerVersus(
+            name=layer.name,
+            grad_norm=(layer.grad_norm, old.grad_norm),
+            grad_weight_ratio=(layer.grad_weight_ratio, old.grad_weight_ratio),
+            weight_norm=(layer.weight_norm, old.weight_norm),
+        )
+        for layer, old in _pairs(now.layers, then.layers, lambda layer: layer.name)
+    )
 
 
 def _activations(now: ProbeResult, then: ProbeResult) -> tuple[ActivationVersus, ...]:
-    earlier = {a.name: a for a in then.activations}
-    out = []
-    for act in now.activations:
-        old = earlier.get(act.name)
-        if old is None:
-            continue
-        relu = act.family == "relu"  # dead units are a ReLU notion; others only saturate
-        out.append(
-            ActivationVersus(
-                name=act.name,
-                dead_fraction=(act.dead_fraction, old.dead_fraction) if relu else (math.nan, math.nan),
-                saturated_fraction=(act.saturated_fraction, old.saturated_fraction),
-            )
+    nan = (math.nan, math.nan)  # dead units are a ReLU notion; others only saturate
+    return tuple(
+        ActivationVersus(
+            name=act.name,
+            dead_fraction=(act.dead_fraction, old.dead_fraction) if act.family == "relu" else nan,
+            saturated_fraction=(act.saturated_fraction, old.saturated_fraction),
         )
-    return tuple(out)
+        for act, old in _pairs(now.activations, then.activations, lambda act: act.name)
+    )
 
 
 def _horizons(now: ProbeResult, then: ProbeResult) -> tuple[HorizonVersus, ...]:
-    earlier = {t.module: t for t in then.through_time}
-    out = []
-    for tt in now.through_time:
-        old = earlier.get(tt.module)
-        if old is not None:
-            out.append(
-                HorizonVersus(
-                    module=tt.module,
-                    horizon=(tt.horizon, old.horizon),
-                    per_step_factor=(tt.per_step_factor, old.per_step_factor),
-                )
-            )
-    return tuple(out)
+    return tuple(
+        HorizonVersus(
+            module=tt.module,
+            horizon=(tt.horizon, old.horizon),
+            per_step_factor=(tt.per_step_factor, old.per_step_factor),
+        )
+        for tt, old in _pairs(now.through_time, then.through_time, lambda tt: tt.module)
+    )
 
 
 def _gates(now: ProbeResult, then: ProbeResult) -> tuple[GateVersus, ...]:
-    earlier = {g.module: g.gates for g in then.gate_saturation}
     return tuple(
-        GateVersus(
-            module=g.module, gate=gate, saturated_fraction=(value, earlier[g.module].get(gate, math.nan))
-        )
-        for g in now.gate_saturation
-        if g.module in earlier
+        GateVersus(module=g.module, gate=gate, saturated_fraction=(value, old.gates.get(gate, math.nan)))
+        for g, old in _pairs(now.gate_saturation, then.gate_saturation, lambda g: g.module)
         for gate, value in g.gates.items()
     )
 
 
 def _attention(now: ProbeResult, then: ProbeResult) -> tuple[AttentionVersus, ...]:
-    earlier = {a.name: a for a in then.attention}
     return tuple(
         AttentionVersus(
             name=a.name,
-            entropy=(a.entropy, earlier[a.name].entropy),
-            collapsed_fraction=(a.collapsed_fraction, earlier[a.name].collapsed_fraction),
-            max_logit=(a.max_logit, earlier[a.name].max_logit),
+            entropy=(a.entropy, old.entropy),
+            collapsed_fraction=(a.collapsed_fraction, old.collapsed_fraction),
+            max_logit=(a.max_logit, old.max_logit),
         )
-        for a in now.attention
-        if a.name in earlier
+        for a, old in _pairs(now.attention, then.attention, lambda a: a.name)
     )
