@@ -71,7 +71,7 @@ class OneBatch(torch.utils.data.Dataset):  # type: ignore[type-arg]
 def fit_lightning(model: WithLoss, data: OneBatch, every: int | None) -> list[float]:
     import lightning.pytorch as pl
 
-    from gradcheck_cli.integrations.lightning import GradcheckCallback
+    from gradcheck_cli.monitor.integrations.lightning import GradcheckCallback
 
     class Module(pl.LightningModule):
         def __init__(self) -> None:
@@ -109,7 +109,7 @@ def fit_lightning(model: WithLoss, data: OneBatch, every: int | None) -> list[fl
 def fit_trainer(model: WithLoss, data: OneBatch, every: int | None, out: str) -> list[float]:
     import transformers
 
-    from gradcheck_cli.integrations.transformers import GradcheckCallback
+    from gradcheck_cli.monitor.integrations.transformers import GradcheckCallback
 
     class Timer(transformers.TrainerCallback):
         def __init__(self) -> None:

@@ -42,9 +42,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference_models
 
-from gradcheck_cli import through_time
-from gradcheck_cli.functional import FunctionalActivations
-from gradcheck_cli.probe import GradientProbe, ParameterGrads
+from gradcheck_cli.measure import through_time
+from gradcheck_cli.measure.functional import FunctionalActivations
+from gradcheck_cli.measure.probe import GradientProbe, ParameterGrads
 
 VARIANTS = ("bare", "params", "probe")
 DEFAULT_MODELS = "cnn,transformer,mlp,gpt2,gru"

@@ -62,7 +62,7 @@ def train(name: str, lr: float, steps: int, path: Path) -> Path:
 
 
 def analyze(name: str, checkpoint: Path, lr: float, steps: int) -> dict:
-    from gradcheck_cli.cli import app
+    from gradcheck_cli.run.cli import app
 
     target = str(FIXTURES / MODELS[name][0])
     args = ["analyze", target, "--weights", str(checkpoint), "--versus", "init", "--steps", str(steps)]

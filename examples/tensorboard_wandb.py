@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from gradcheck_cli import GradientMonitor
-from gradcheck_cli.sinks.tensorboard import TensorBoardSink
+from gradcheck_cli.monitor.sinks.tensorboard import TensorBoardSink
 
 
 class ScaleGrad(torch.autograd.Function):
@@ -53,7 +53,7 @@ def sinks(use_wandb: bool) -> list[Any]:
     if use_wandb:
         import wandb
 
-        from gradcheck_cli.sinks.wandb import WandbSink
+        from gradcheck_cli.monitor.sinks.wandb import WandbSink
 
         os.environ.setdefault("WANDB_MODE", "offline")
         out.append(WandbSink(wandb.init(project="gradcheck-example")))

@@ -12,10 +12,10 @@ __version__ = "0.1.0"
 __all__ = ["GradientMonitor", "__version__", "analyze"]
 
 if TYPE_CHECKING:
-    from gradcheck_cli.api import analyze
-    from gradcheck_cli.monitor import GradientMonitor
+    from gradcheck_cli.monitor.gradient_monitor import GradientMonitor
+    from gradcheck_cli.run.api import analyze
 
-_LAZY = {"analyze": "gradcheck_cli.api", "GradientMonitor": "gradcheck_cli.monitor"}
+_LAZY = {"analyze": "gradcheck_cli.run.api", "GradientMonitor": "gradcheck_cli.monitor.gradient_monitor"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,3 +1,3 @@
-from gradcheck_cli.cli import main
+from gradcheck_cli.run.cli import main
 
 main()

@@ -1,4 +1,4 @@
-"""Regenerate what the option table (gradcheck_cli/options.py) generates into files:
+"""Regenerate what the option table (gradcheck_cli/config/options.py) generates into files:
 
     python scripts/gen_options.py     # templates/gradcheck.yaml and the option list in docs/options.md
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gradcheck_cli.options import init_template, options_markdown
+from gradcheck_cli.config.options import init_template, options_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "gradcheck_cli" / "templates" / "gradcheck.yaml"

@@ -20,7 +20,7 @@ ZOO = ("<!-- zoo-table:start -->", "<!-- zoo-table:end -->")
 
 
 def rule_sections() -> str:
-    from gradcheck_cli.rules import every_rule
+    from gradcheck_cli.judge.rules import every_rule
 
     parts = []
     for spec in sorted(every_rule(), key=lambda r: r.id):
@@ -31,8 +31,8 @@ def rule_sections() -> str:
 
 
 def zoo_table(batches: int, seed: int) -> str:
-    from gradcheck_cli.config import build_config
-    from gradcheck_cli.pipeline import analyze
+    from gradcheck_cli.config.analyze_config import build_config
+    from gradcheck_cli.run.pipeline import analyze
     from gradcheck_cli.zoo import ARCHITECTURES
 
     rows = [
@@ -51,7 +51,7 @@ def zoo_table(batches: int, seed: int) -> str:
 
 
 def key_number(report: object) -> str:
-    from gradcheck_cli.rules.profile import depth_groups
+    from gradcheck_cli.judge.rules.profile import depth_groups
 
     if report.through_time:  # type: ignore[attr-defined]
         tt = report.through_time[0]  # type: ignore[attr-defined]

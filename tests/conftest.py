@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gradcheck_cli.cli import app
+from gradcheck_cli.run.cli import app
 
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 # The CLI runs each analysis in a worker process; tests that are not about that isolation run it

@@ -16,7 +16,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gradcheck_cli.integrations.lightning import GradcheckCallback  # noqa: E402
+from gradcheck_cli.monitor.integrations.lightning import GradcheckCallback  # noqa: E402
 
 
 class DeepSigmoid(pl.LightningModule):

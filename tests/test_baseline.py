@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gradcheck_cli.baseline import REGRESSION_ID, compare_documents
+from gradcheck_cli.judge.baseline import REGRESSION_ID, compare_documents
 
 BASE = ["builtin:tanh-mlp", "--device", "cpu", "--batches", "2", "-a", "width=32", "-a", "depth=4"]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from gradcheck_cli import through_time
+from gradcheck_cli.measure import through_time
 
 
 class CellLoop(nn.Module):

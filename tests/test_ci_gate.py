@@ -89,7 +89,7 @@ def test_step_summary_gets_the_markdown(repo_run) -> None:
 def test_annotation_escapes_and_relative_path(tmp_path: Path) -> None:
     from render.reports import vanishing
 
-    from gradcheck_cli.annotations import annotation
+    from gradcheck_cli.render.annotations import annotation
 
     report = vanishing()
     (tmp_path / "model.py").write_text("# the model\n")

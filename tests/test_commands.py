@@ -13,7 +13,7 @@ from pathlib import Path
 
 from typer.main import get_command
 
-from gradcheck_cli.cli import app
+from gradcheck_cli.run.cli import app
 from gradcheck_cli.zoo import ARCHITECTURES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,7 +102,7 @@ def test_help_examples_parse_and_run(cli) -> None:
 
 
 def test_zoo_options_lines_are_the_cli_syntax_and_give_the_defaults(cli) -> None:
-    from gradcheck_cli.options import parse_key_values
+    from gradcheck_cli.config.options import parse_key_values
 
     lines = cli("zoo", "--options").stdout.splitlines()
     for name, spec in ARCHITECTURES.items():

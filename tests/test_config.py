@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from render.reports import vanishing
 
-from gradcheck_cli.config import build_config
-from gradcheck_cli.configfile import load_configs
-from gradcheck_cli.errors import ConfigError
-from gradcheck_cli.findings import LayerStatus, Severity
-from gradcheck_cli.policy import apply_policy
+from gradcheck_cli.config.analyze_config import build_config
+from gradcheck_cli.config.configfile import load_configs
+from gradcheck_cli.judge.policy import apply_policy
+from gradcheck_cli.records.errors import ConfigError
+from gradcheck_cli.records.findings import LayerStatus, Severity
 
 FLAGS_NONE: dict[str, object] = {}
 

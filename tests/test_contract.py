@@ -6,10 +6,10 @@ import re
 from pathlib import Path
 from typing import get_args
 
-from gradcheck_cli.findings import FixId, LayerStatus
+from gradcheck_cli.judge.rules import all_rules, every_rule, get_rule
+from gradcheck_cli.judge.rules.base import DOC_SECTIONS
+from gradcheck_cli.records.findings import FixId, LayerStatus
 from gradcheck_cli.render import Format
-from gradcheck_cli.rules import all_rules, every_rule, get_rule
-from gradcheck_cli.rules.base import DOC_SECTIONS
 
 CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "spec" / "CONTRACT.md"
 CONTRACT_IDS = {
@@ -71,8 +71,8 @@ def test_formats_match_the_contract() -> None:
 def test_duplicate_rule_ids_are_refused() -> None:
     import pytest
 
-    from gradcheck_cli.rules.base import rule
-    from gradcheck_cli.rules.vanishing_gradients import VanishingLimits
+    from gradcheck_cli.judge.rules.base import rule
+    from gradcheck_cli.judge.rules.vanishing_gradients import VanishingLimits
 
     with pytest.raises(RuntimeError, match="duplicate"):
         rule(id="vanishing-gradients", severity=all_rules()[0].severity, fixes=(), limits=VanishingLimits)(

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from gradcheck_cli.config import build_config
-from gradcheck_cli.findings import LayerStatus, Severity
-from gradcheck_cli.pipeline import analyze
-from gradcheck_cli.report import Report
+from gradcheck_cli.config.analyze_config import build_config
+from gradcheck_cli.records.findings import LayerStatus, Severity
+from gradcheck_cli.records.report import Report
+from gradcheck_cli.run.pipeline import analyze
 
 CONTROLS = Path(__file__).parent / "fixtures" / "controls"
 

@@ -16,15 +16,15 @@ import pytest
 import torch
 from torch import nn
 
-from gradcheck_cli import device as device_module
-from gradcheck_cli.config import AnalyzeConfig
-from gradcheck_cli.device import Availability, resolve_device
-from gradcheck_cli.errors import DeviceError
-from gradcheck_cli.inputs import move
-from gradcheck_cli.preparation import _pick_device, prepare
-from gradcheck_cli.probe import GradientProbe
-from gradcheck_cli.specs import parse_target
-from gradcheck_cli.target import LoadedModel
+from gradcheck_cli.config.analyze_config import AnalyzeConfig
+from gradcheck_cli.config.specs import parse_target
+from gradcheck_cli.load.target import LoadedModel
+from gradcheck_cli.measure import device as device_module
+from gradcheck_cli.measure.device import Availability, resolve_device
+from gradcheck_cli.measure.inputs import move
+from gradcheck_cli.measure.preparation import _pick_device, prepare
+from gradcheck_cli.measure.probe import GradientProbe
+from gradcheck_cli.records.errors import DeviceError
 
 HAS_CUDA = torch.cuda.is_available()
 REQUIRE_CUDA = os.environ.get("GRADCHECK_REQUIRE_CUDA") == "1"

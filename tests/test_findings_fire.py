@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from gradcheck_cli.config import build_config
-from gradcheck_cli.findings import Finding, Severity
-from gradcheck_cli.pipeline import analyze
+from gradcheck_cli.config.analyze_config import build_config
+from gradcheck_cli.records.findings import Finding, Severity
+from gradcheck_cli.records.report import Report
 from gradcheck_cli.render.json import to_document
-from gradcheck_cli.report import Report
+from gradcheck_cli.run.pipeline import analyze
 
 FAULTS = Path(__file__).parent / "fixtures" / "faults"
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gradcheck_cli.functional import FunctionalActivations
+from gradcheck_cli.measure.functional import FunctionalActivations
 
 
 class ModulesOnly(nn.Module):

@@ -9,7 +9,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from gradcheck_cli.cli import app
+from gradcheck_cli.run.cli import app
 
 FLOAT = re.compile(r"\d+\.\d+(?:e[+-]?\d+)?|\d+e[+-]\d+")
 BAR = re.compile(r"[█▉▊▋▌▍▎▏▁▂▃▄▅▆▇]")

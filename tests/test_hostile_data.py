@@ -22,13 +22,13 @@ import torch
 from torch import nn
 
 import gradcheck_cli
-from gradcheck_cli import safe_eval
-from gradcheck_cli.errors import ConfigError, TargetError
+from gradcheck_cli.config.specs import parse_target
+from gradcheck_cli.load import safe_eval
+from gradcheck_cli.load.target import load
+from gradcheck_cli.records.errors import ConfigError, TargetError
 from gradcheck_cli.render import render_reports
 from gradcheck_cli.render.compare import render_comparison
 from gradcheck_cli.render.escape import md_code, md_text, visible
-from gradcheck_cli.specs import parse_target
-from gradcheck_cli.target import load
 
 NET = """
 import functools
@@ -189,7 +189,7 @@ def billion_laughs(levels: int = 9) -> str:
 
 def read_seconds(path: Path) -> float:
     """How long the config reader takes to refuse `path` (the CLI around it is timed elsewhere)."""
-    from gradcheck_cli.configfile import read_source
+    from gradcheck_cli.config.configfile import read_source
 
     started = time.perf_counter()
     with pytest.raises(ConfigError):
@@ -225,7 +225,7 @@ def test_deep_nesting_is_refused_fast(cli, project: Path) -> None:
 
 
 def test_ordinary_anchors_and_merge_keys_still_work(project: Path) -> None:
-    from gradcheck_cli.configfile import load_configs
+    from gradcheck_cli.config.configfile import load_configs
 
     (project / "gradcheck.yaml").write_text(
         "targets:\n  - &common {batches: 1, device: cpu, target: net.py:Net}\n"
@@ -419,7 +419,7 @@ def test_html_escapes_names(evil_report) -> None:
 
 
 def test_compare_prints_names_from_report_files_as_text(evil_report, tmp_path: Path) -> None:
-    from gradcheck_cli.baseline import compare_documents
+    from gradcheck_cli.judge.baseline import compare_documents
 
     doc = json.loads(render_reports("json", [evil_report]))
     text = render_comparison(compare_documents(doc, doc), width=400)
@@ -427,7 +427,7 @@ def test_compare_prints_names_from_report_files_as_text(evil_report, tmp_path: P
 
 
 def test_github_annotations_cannot_inject_commands_or_escapes(evil_report, tmp_path: Path) -> None:
-    from gradcheck_cli.annotations import github_annotations
+    from gradcheck_cli.render.annotations import github_annotations
 
     lines = github_annotations(evil_report, tmp_path)
     assert lines and all("\n" not in line and "\x1b" not in line and "\x07" not in line for line in lines)

@@ -320,7 +320,7 @@ def test_stdlib_names_beside_the_model_do_not_shadow_gradcheck(folder: Path) -> 
 
 SUPERVISOR_MODULES = """
 import json, sys
-from gradcheck_cli.cli import main
+from gradcheck_cli.run.cli import main
 sys.argv = ["gradcheck", *sys.argv[1:]]
 try:
     main()
@@ -347,7 +347,7 @@ def test_progress_lines_name_the_stage_the_target_and_the_elapsed_time(
 ) -> None:
     import io
 
-    from gradcheck_cli import progress as progress_module
+    from gradcheck_cli.run import progress as progress_module
 
     clock = [100.0]
     monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
@@ -370,7 +370,7 @@ def test_progress_lines_name_the_stage_the_target_and_the_elapsed_time(
 
 
 def test_a_worker_that_dies_is_described_by_its_exit_code_or_signal() -> None:
-    from gradcheck_cli.supervisor import describe_exit
+    from gradcheck_cli.run.supervisor import describe_exit
 
     assert describe_exit(0) == "exit code 0"
     assert describe_exit(-signal.SIGSEGV) == "signal SIGSEGV: a crash in native code"
@@ -378,9 +378,9 @@ def test_a_worker_that_dies_is_described_by_its_exit_code_or_signal() -> None:
 
 
 def test_running_out_of_memory_is_named_as_such() -> None:
-    from gradcheck_cli.config import AnalyzeConfig
-    from gradcheck_cli.specs import parse_target
-    from gradcheck_cli.worker import failure
+    from gradcheck_cli.config.analyze_config import AnalyzeConfig
+    from gradcheck_cli.config.specs import parse_target
+    from gradcheck_cli.run.worker import failure
 
     config = AnalyzeConfig(target=parse_target("model.py"))
     refused = RuntimeError(

@@ -10,7 +10,7 @@ import pytest
 
 PROBE = """
 import json, sys
-from gradcheck_cli.cli import main
+from gradcheck_cli.run.cli import main
 sys.argv = ["gradcheck", *sys.argv[1:]]
 code = 0
 try:

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from gradcheck_cli.errors import InputError
-from gradcheck_cli.inputs import (
+from gradcheck_cli.config.specs import parse_input
+from gradcheck_cli.measure.inputs import (
     InputPlan,
     candidate_specs,
     extra_forward_args,
@@ -17,7 +17,7 @@ from gradcheck_cli.inputs import (
     normalize_batch,
     search_inputs,
 )
-from gradcheck_cli.specs import parse_input
+from gradcheck_cli.records.errors import InputError
 
 WILD = Path(__file__).parent / "fixtures" / "wild"
 JSON = ("--format", "json", "--device", "cpu", "--batches", "1", "--batch-size", "4")
@@ -214,8 +214,8 @@ def test_target_arg_needs_a_target(cli, monkeypatch) -> None:
 
 
 def test_report_says_which_spatial_size_was_chosen(monkeypatch) -> None:
-    from gradcheck_cli.config import build_config
-    from gradcheck_cli.pipeline import analyze
+    from gradcheck_cli.config.analyze_config import build_config
+    from gradcheck_cli.run.pipeline import analyze
 
     monkeypatch.chdir(WILD)
     config = build_config("stl_net.py", {"batches": 1, "batch_size": 2, "device": "cpu"}, {})

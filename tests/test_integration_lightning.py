@@ -16,7 +16,7 @@ from torch import nn
 
 pl = pytest.importorskip("lightning.pytorch")
 
-from gradcheck_cli.integrations.lightning import GradcheckCallback, GradcheckFindingError  # noqa: E402
+from gradcheck_cli.monitor.integrations.lightning import GradcheckCallback, GradcheckFindingError  # noqa: E402
 from tests.growing import GoesNonfinite  # noqa: E402
 
 STEPS = 24

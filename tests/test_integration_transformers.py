@@ -15,7 +15,7 @@ from torch import nn
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
-from gradcheck_cli.integrations.transformers import GradcheckCallback, GradcheckFindingError  # noqa: E402
+from gradcheck_cli.monitor.integrations.transformers import GradcheckCallback, GradcheckFindingError  # noqa: E402
 from tests.growing import GoesNonfinite  # noqa: E402
 
 STEPS = 24

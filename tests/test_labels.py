@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from gradcheck_cli.config import build_config
-from gradcheck_cli.inputs import labels_for_head, stream
-from gradcheck_cli.preparation import prepare
-from gradcheck_cli.specs import InputSpec, parse_labels
-from gradcheck_cli.target import load
+from gradcheck_cli.config.analyze_config import build_config
+from gradcheck_cli.config.specs import InputSpec, parse_labels
+from gradcheck_cli.load.target import load
+from gradcheck_cli.measure.inputs import labels_for_head, stream
+from gradcheck_cli.measure.preparation import prepare
 
 HEADS = Path(__file__).parent / "fixtures" / "loaders" / "heads.py"
 JSON = ("--format", "json", "--device", "cpu", "--batches", "2")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gradcheck_cli.errors import LossError
-from gradcheck_cli.losses import compute_loss
+from gradcheck_cli.measure.losses import compute_loss
+from gradcheck_cli.records.errors import LossError
 
 WILD = Path(__file__).parent / "fixtures" / "wild"
 JSON = ("--format", "json", "--device", "cpu", "--batches", "1", "--batch-size", "4")

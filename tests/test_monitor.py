@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from gradcheck_cli import GradientMonitor
-from gradcheck_cli.findings import Finding
+from gradcheck_cli.records.findings import Finding
 
 
 def model_with_state() -> nn.Module:

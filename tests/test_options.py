@@ -7,8 +7,8 @@ import dataclasses
 import importlib.util
 from pathlib import Path
 
-from gradcheck_cli.config import AnalyzeConfig
-from gradcheck_cli.options import CLI_OPTIONS, OPTIONS, init_template, options_markdown
+from gradcheck_cli.config.analyze_config import AnalyzeConfig
+from gradcheck_cli.config.options import CLI_OPTIONS, OPTIONS, init_template, options_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,9 +53,9 @@ def test_init_writes_the_generated_template(tmp_path: Path, cli) -> None:  # typ
 def test_threshold_flag_sets_one_threshold_over_the_files() -> None:
     import pytest
 
-    from gradcheck_cli.config import build_config
-    from gradcheck_cli.errors import ConfigError
-    from gradcheck_cli.options import values_from_flags
+    from gradcheck_cli.config.analyze_config import build_config
+    from gradcheck_cli.config.options import values_from_flags
+    from gradcheck_cli.records.errors import ConfigError
 
     flags = values_from_flags({"thresholds": ["vanishing-gradients.orders=4", "dead-units.min_fraction=0.2"]})
     assert flags["thresholds"] == {

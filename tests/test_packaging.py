@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from gradcheck_cli import __version__
-from gradcheck_cli.configfile import load_configs
+from gradcheck_cli.config.configfile import load_configs
 
 ROOT = Path(__file__).resolve().parent.parent
 

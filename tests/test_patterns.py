@@ -13,18 +13,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradcheck_cli import probe as probe_module
-from gradcheck_cli import zero_gates
-from gradcheck_cli.aggregate import role_of
-from gradcheck_cli.config import build_config
-from gradcheck_cli.diagnose import diagnose
-from gradcheck_cli.findings import LayerStatus, Severity
-from gradcheck_cli.pipeline import analyze
-from gradcheck_cli.probe import GradientProbe
-from gradcheck_cli.report import Report
-from gradcheck_cli.specs import parse_input
-from gradcheck_cli.stats import ModelInfo, ProbeResult, RunInfo
-from gradcheck_cli.structure import has_residual_add
+from gradcheck_cli.config.analyze_config import build_config
+from gradcheck_cli.config.specs import parse_input
+from gradcheck_cli.judge.diagnose import diagnose
+from gradcheck_cli.measure import probe as probe_module
+from gradcheck_cli.measure import zero_gains as zero_gates
+from gradcheck_cli.measure.aggregate import role_of
+from gradcheck_cli.measure.probe import GradientProbe
+from gradcheck_cli.measure.structure import has_residual_add
+from gradcheck_cli.records.findings import LayerStatus, Severity
+from gradcheck_cli.records.report import Report
+from gradcheck_cli.records.stats import ModelInfo, ProbeResult, RunInfo
+from gradcheck_cli.run.pipeline import analyze
 
 PATTERNS = Path(__file__).parent / "fixtures" / "patterns"
 FAULTS = Path(__file__).parent / "fixtures" / "faults"

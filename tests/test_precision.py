@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradcheck_cli import device as device_module
-from gradcheck_cli.findings import Severity
-from gradcheck_cli.rules import get_rule
-from gradcheck_cli.rules.base import DOC_SECTIONS
-from gradcheck_cli.rules.fp16_underflow import Fp16UnderflowLimits, fp16_underflow
-from gradcheck_cli.stats import Fp16Underflow, LayerUnderflow, ModelInfo, ProbeResult, RunInfo
-from gradcheck_cli.underflow import GRAD_SCALER_INIT, measure_fp16_underflow
+from gradcheck_cli.judge.rules import get_rule
+from gradcheck_cli.judge.rules.base import DOC_SECTIONS
+from gradcheck_cli.judge.rules.fp16_underflow import Fp16UnderflowLimits, fp16_underflow
+from gradcheck_cli.measure import device as device_module
+from gradcheck_cli.measure.underflow import GRAD_SCALER_INIT, measure_fp16_underflow
+from gradcheck_cli.records.findings import Severity
+from gradcheck_cli.records.stats import Fp16Underflow, LayerUnderflow, ModelInfo, ProbeResult, RunInfo
 
 # The forward refuses to run outside autocast, so a passing run proves the precision was applied.
 MODEL = """

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from gradcheck_cli.diagnose import diagnose
-from gradcheck_cli.probe import GradientProbe
-from gradcheck_cli.stats import ModelInfo, ProbeResult, RunInfo
+from gradcheck_cli.judge.diagnose import diagnose
+from gradcheck_cli.measure.probe import GradientProbe
+from gradcheck_cli.records.stats import ModelInfo, ProbeResult, RunInfo
 
 
 def chain(a: float, depth: int, width: int = 8) -> nn.Sequential:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from gradcheck_cli.probe import GradientProbe
+from gradcheck_cli.measure.probe import GradientProbe
 
 HOST_TRANSFERS = {"tolist", "item", "__float__", "__int__", "__bool__", "numpy", "__index__"}
 METADATA = {"__get__", "dim", "numel", "size", "__getitem__"}  # no kernel launched

@@ -21,9 +21,9 @@ import pytest
 import torch
 from torch import nn
 
-from gradcheck_cli.config import build_config, values_from_file
-from gradcheck_cli.findings import Finding, Severity, Suggestion
-from gradcheck_cli.pipeline import analyze
+from gradcheck_cli.config.analyze_config import build_config, values_from_file
+from gradcheck_cli.records.findings import Finding, Severity, Suggestion
+from gradcheck_cli.records.stats import LayerStats, ModelInfo, ProbeResult, RunInfo
 from gradcheck_cli.render.json import JsonRenderer, to_document
 from gradcheck_cli.render.json import tried_fix as to_json
 from gradcheck_cli.render.terminal import TerminalRenderer
@@ -32,7 +32,7 @@ from gradcheck_cli.repair.base import NotApplicable, RepairContext, count_parame
 from gradcheck_cli.repair.clip import clip_value
 from gradcheck_cli.repair.records import Measured, TriedFix
 from gradcheck_cli.repair.runner import try_one
-from gradcheck_cli.stats import LayerStats, ModelInfo, ProbeResult, RunInfo
+from gradcheck_cli.run.pipeline import analyze
 
 CONTRACT_KEYS = {"fix", "where", "applied", "note", "before", "after", "cleared", "parameters_delta"}
 
@@ -404,9 +404,9 @@ def _saturating_tanh(scale: float) -> nn.Module:
 
 
 def _tried_under_policy(model: nn.Module, severity: dict[str, str]) -> Any:
-    from gradcheck_cli.pipeline import analyze_loaded
-    from gradcheck_cli.specs import parse_input, parse_target
-    from gradcheck_cli.target import LoadedModel
+    from gradcheck_cli.config.specs import parse_input, parse_target
+    from gradcheck_cli.load.target import LoadedModel
+    from gradcheck_cli.run.pipeline import analyze_loaded
 
     config = build_config(
         "builtin:sigmoid-mlp", {"try_fixes": True, "batches": 1, "inputs": (parse_input("8x16"),)}, {}

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from gradcheck_cli import GradientMonitor
-from gradcheck_cli.sinks import scalar_metrics
+from gradcheck_cli.monitor.sinks import scalar_metrics
 
 pytest.importorskip("tensorboard")
 
@@ -38,7 +38,7 @@ def train(model: nn.Module, monitor: GradientMonitor, steps: int = 12) -> None:
 def test_tensorboard_scalars_and_findings_text(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from gradcheck_cli.sinks.tensorboard import TensorBoardSink
+    from gradcheck_cli.monitor.sinks.tensorboard import TensorBoardSink
 
     model = deep_sigmoid()
     with GradientMonitor(model, every=4, callback=None, sinks=[TensorBoardSink(log_dir=tmp_path)]) as monitor:
@@ -65,7 +65,7 @@ def test_tensorboard_scalars_and_findings_text(tmp_path: Path) -> None:
 
 def test_wandb_offline_run_gets_the_same_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wandb = pytest.importorskip("wandb")
-    from gradcheck_cli.sinks.wandb import WandbSink
+    from gradcheck_cli.monitor.sinks.wandb import WandbSink
     from tests.wandb_records import history_rows
 
     monkeypatch.setenv("WANDB_MODE", "offline")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gradcheck_cli.errors import GradcheckError
-from gradcheck_cli.specs import InputSpec, parse_input, parse_target
+from gradcheck_cli.config.specs import InputSpec, parse_input, parse_target
+from gradcheck_cli.records.errors import GradcheckError
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gradcheck_cli.errors import TargetError
-from gradcheck_cli.specs import parse_target
-from gradcheck_cli.target import load, package_root
+from gradcheck_cli.config.specs import parse_target
+from gradcheck_cli.load.target import load, package_root
+from gradcheck_cli.records.errors import TargetError
 
 WILD = Path(__file__).parent / "fixtures" / "wild"
 JSON = ("--format", "json", "--device", "cpu", "--batches", "1", "--batch-size", "4")

@@ -1,6 +1,16 @@
 """The text helper: agreement with a count, lists, and role keys turned into prose."""
 
-from gradcheck_cli.text import amount, common, count, earliest_of, join, plural, role_layers, span, verb
+from gradcheck_cli.records.text import (
+    amount,
+    common,
+    count,
+    earliest_of,
+    join,
+    plural,
+    role_layers,
+    span,
+    verb,
+)
 
 
 def test_counts_agree_with_one_and_many() -> None:

@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch import nn
 
-from gradcheck_cli import through_time
-from gradcheck_cli.findings import Severity
-from gradcheck_cli.rules.vanishing_through_time import ThroughTimeLimits, vanishing_through_time
-from gradcheck_cli.stats import ModelInfo, ProbeResult, RunInfo
+from gradcheck_cli.judge.rules.vanishing_through_time import ThroughTimeLimits, vanishing_through_time
+from gradcheck_cli.measure import through_time
+from gradcheck_cli.records.findings import Severity
+from gradcheck_cli.records.stats import ModelInfo, ProbeResult, RunInfo
 
 
 def linear_recurrence(a: float, w: float = 0.5) -> nn.RNN:
@@ -85,7 +85,7 @@ def test_exact_zeros_at_early_steps_are_vanishing_not_missing() -> None:
 
 
 def test_growth_is_exploding_through_time() -> None:
-    from gradcheck_cli.rules.exploding_through_time import ExplodingTimeLimits, exploding_through_time
+    from gradcheck_cli.judge.rules.exploding_through_time import ExplodingTimeLimits, exploding_through_time
 
     tt = measure(linear_recurrence(1.3), 40)
     assert tt.curve[0] == pytest.approx(1.3**39, rel=1e-4)

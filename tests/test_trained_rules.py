@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from gradcheck_cli.gate_saturation import _initial, _layer
+from gradcheck_cli.measure.cell_gate_saturation import _initial, _layer
 from tests.conftest import ROOT
 
 FIXTURES = ROOT / "tests" / "fixtures" / "trained"
@@ -76,7 +76,7 @@ def test_attention_collapse_fires_on_grown_query_key_weights_only(cli, style: st
 
 
 def test_recomputed_attention_matches_the_weights_mha_returns() -> None:
-    from gradcheck_cli.attention import _mha_mask, _project
+    from gradcheck_cli.measure.attention import _mha_mask, _project
 
     torch.manual_seed(0)
     mha = nn.MultiheadAttention(16, 4, batch_first=True)

@@ -9,11 +9,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gradcheck_cli.api import analyze
-from gradcheck_cli.findings import Severity
-from gradcheck_cli.inputs import stream
-from gradcheck_cli.losses import compute_loss
-from gradcheck_cli.outputs import AUX_WEIGHT, split_output
+from gradcheck_cli.measure.inputs import stream
+from gradcheck_cli.measure.losses import compute_loss
+from gradcheck_cli.measure.outputs import AUX_WEIGHT, split_output
+from gradcheck_cli.records.findings import Severity
+from gradcheck_cli.run.api import analyze
 
 Outputs = namedtuple("Outputs", ["logits", "aux_logits2", "aux_logits1"])
 

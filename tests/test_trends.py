@@ -56,7 +56,7 @@ def test_a_stationary_noisy_run_is_not_a_trend() -> None:
 
 
 def test_report_reads_the_file_and_finds_the_same_slope(growing_run) -> None:  # type: ignore[no-untyped-def]
-    from gradcheck_cli.run_report import build_run_report
+    from gradcheck_cli.judge.run_verdict import build_run_report
 
     _, path = growing_run
     lines = [json.loads(line) for line in path.read_text().splitlines()]

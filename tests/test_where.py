@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gradcheck_cli.config import build_config
-from gradcheck_cli.pipeline import analyze
+from gradcheck_cli.config.analyze_config import build_config
+from gradcheck_cli.run.pipeline import analyze
 
 FAULTS = Path(__file__).parent / "fixtures" / "faults"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gradcheck_cli.config import build_config
+from gradcheck_cli.config.analyze_config import build_config
 from gradcheck_cli.render import render_reports
 from gradcheck_cli.zoo import ARCHITECTURES
 
@@ -53,7 +53,7 @@ def _targets() -> list[tuple[str, dict[str, object]]]:
     ("target", "arch_opts"), _targets(), ids=lambda v: Path(str(v)).stem if isinstance(v, str) else ""
 )
 def test_every_format_of_every_model_agrees_in_number(target: str, arch_opts: dict[str, object]) -> None:
-    from gradcheck_cli.pipeline import analyze
+    from gradcheck_cli.run.pipeline import analyze
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     config = build_config(target, {"batches": 1, "device": "cpu", "arch_opts": arch_opts}, {})

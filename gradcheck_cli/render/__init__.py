@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import Enum
 
-from gradcheck_cli.outcome import TargetFailure
+from gradcheck_cli.records.outcome import TargetFailure
+from gradcheck_cli.records.report import Report
 from gradcheck_cli.render.base import Renderer
-from gradcheck_cli.report import Report
 
 
 class Format(str, Enum):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gradcheck_cli.report import Report
+from gradcheck_cli.records.report import Report
 
 
 def _no_activation(family: str, names: str) -> Callable[[Report], str | None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import ClassVar, Protocol
 
-from gradcheck_cli.report import Report
+from gradcheck_cli.records.report import Report
 
 
 class Renderer(Protocol):

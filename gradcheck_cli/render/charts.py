@@ -12,11 +12,11 @@ import math
 from collections.abc import Sequence
 from html import escape
 
-from gradcheck_cli.findings import Severity
+from gradcheck_cli.records.findings import Severity
+from gradcheck_cli.records.report import Report
+from gradcheck_cli.records.stats import ThroughTime, TrainingHistory
+from gradcheck_cli.records.text import count
 from gradcheck_cli.render.base import fmt_num
-from gradcheck_cli.report import Report
-from gradcheck_cli.stats import ThroughTime, TrainingHistory
-from gradcheck_cli.text import count
 
 SEVERITY_COLOR = {Severity.ERROR: "#dc2626", Severity.WARNING: "#d97706", Severity.INFO: "#2563eb"}
 OK_COLOR = "#94a3b8"

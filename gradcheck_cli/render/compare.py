@@ -9,10 +9,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gradcheck_cli.comparison import Comparison, LayerChange
+from gradcheck_cli.records.comparison import Comparison, LayerChange
+from gradcheck_cli.records.text import amount
 from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.render.escape import visible
-from gradcheck_cli.text import amount
 
 
 def _orders_cell(change: LayerChange) -> Text:

@@ -11,9 +11,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from gradcheck_cli.judge.run_verdict import RunReport, loss_series, unit_rows
 from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.render.json import _clean
-from gradcheck_cli.run_report import RunReport, loss_series, unit_rows
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 NONFINITE = "!"

@@ -11,8 +11,8 @@ import math
 from collections.abc import Sequence
 from html import escape
 
+from gradcheck_cli.judge.run_verdict import RunReport, loss_series, unit_rows
 from gradcheck_cli.render.base import fmt_num
-from gradcheck_cli.run_report import RunReport, loss_series, unit_rows
 
 WIDTH, HEIGHT, PAD = 250, 110, 8
 COLOURS = {"error": "#c62828", "warning": "#b26a00", "info": "#1565c0"}

@@ -12,14 +12,14 @@ from collections.abc import Sequence
 from html import escape
 from typing import ClassVar
 
-from gradcheck_cli.findings import Finding
+from gradcheck_cli.records.findings import Finding
+from gradcheck_cli.records.report import Report
+from gradcheck_cli.records.text import count
 from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.render.charts import flow_chart, history_charts, layer_colors, through_time_chart
 from gradcheck_cli.render.escape import clean_report
 from gradcheck_cli.render.sections import FIX_HEADERS, baseline_lines, fix_rows, training_line
 from gradcheck_cli.render.trained import html_parts
-from gradcheck_cli.report import Report
-from gradcheck_cli.text import count
 
 VERDICT_COLOR = {"healthy": "#15803d", "warning": "#b45309", "error": "#b91c1c"}
 CSS = """

@@ -8,16 +8,16 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from typing import ClassVar
 
-from gradcheck_cli.findings import Finding
-from gradcheck_cli.outcome import TargetFailure
+from gradcheck_cli.records.findings import Finding
+from gradcheck_cli.records.outcome import TargetFailure
+from gradcheck_cli.records.report import FAIL_ON_RANK, Report
 from gradcheck_cli.render.applicable import not_applicable
 from gradcheck_cli.render.escape import xml_safe
-from gradcheck_cli.report import FAIL_ON_RANK, Report
 
 
 def _rule_ids(report: Report) -> list[str]:
     """Every registered rule (a case each), then ids only findings carry."""
-    from gradcheck_cli.rules import all_rules
+    from gradcheck_cli.judge.rules import all_rules
 
     ids = [spec.id for spec in all_rules()]
     extra = [f.id for f in (*report.findings, *(i.finding for i in report.ignored)) if f.id not in ids]

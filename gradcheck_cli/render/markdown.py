@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from gradcheck_cli.findings import Finding
-from gradcheck_cli.outcome import TargetFailure
+from gradcheck_cli.records.findings import Finding
+from gradcheck_cli.records.outcome import TargetFailure
+from gradcheck_cli.records.report import Report
+from gradcheck_cli.records.text import count
 from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.render.escape import clean_report, md_code, md_text
 from gradcheck_cli.render.sections import FIX_HEADERS, baseline_lines, fix_rows, training_line
 from gradcheck_cli.render.trained import markdown_lines
-from gradcheck_cli.report import Report
-from gradcheck_cli.text import count
 
 MAX_LAYERS_LISTED = 4
 MAX_TABLE_ROWS = 60

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 
-from gradcheck_cli.comparison import BaselineComparison
+from gradcheck_cli.records.comparison import BaselineComparison
+from gradcheck_cli.records.stats import TrainingHistory
+from gradcheck_cli.records.text import amount, count
 from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.repair.records import Measured, TriedFix
-from gradcheck_cli.stats import TrainingHistory
-from gradcheck_cli.text import amount, count
 
 FIX_HEADERS = ("fix", "where", "ratio before → after", "cleared", "Δparams", "note")
 

@@ -13,15 +13,15 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from gradcheck_cli.findings import Finding, LayerStatus, Severity
+from gradcheck_cli.records.findings import Finding, LayerStatus, Severity
+from gradcheck_cli.records.report import LayerRow, Report
+from gradcheck_cli.records.stats import LayerStats, ThroughTime, TrainingHistory
+from gradcheck_cli.records.text import amount, count, plural, span
 from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.render.escape import clean_report
 from gradcheck_cli.render.sections import baseline_lines, training_line
 from gradcheck_cli.render.trained import terminal_parts
 from gradcheck_cli.repair.records import Measured, TriedFix
-from gradcheck_cli.report import LayerRow, Report
-from gradcheck_cli.stats import LayerStats, ThroughTime, TrainingHistory
-from gradcheck_cli.text import amount, count, plural, span
 
 STATUS_STYLE = {
     LayerStatus.OK: "green",

@@ -6,9 +6,9 @@ import math
 from html import escape
 from typing import TYPE_CHECKING
 
+from gradcheck_cli.records.report import Report
+from gradcheck_cli.records.trained import CheckpointInfo, Versus
 from gradcheck_cli.render.base import fmt_num
-from gradcheck_cli.report import Report
-from gradcheck_cli.trained import CheckpointInfo, Versus
 
 if TYPE_CHECKING:
     from rich.console import RenderableType

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gradcheck_cli.report import Report
-from gradcheck_cli.stats import TrainingHistory
-from gradcheck_cli.trained import CheckpointInfo, Versus
+from gradcheck_cli.records.report import Report
+from gradcheck_cli.records.stats import TrainingHistory
+from gradcheck_cli.records.trained import CheckpointInfo, Versus
 
 
 def _num(value: float) -> float | None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from gradcheck_cli.records.text import count
 from gradcheck_cli.repair.base import (
     WEIGHT_LAYERS,
     Change,
@@ -23,7 +24,6 @@ from gradcheck_cli.repair.base import (
     replace_module,
     summarize_names,
 )
-from gradcheck_cli.text import count
 
 SATURATING = (nn.Sigmoid, nn.Tanh)
 DYING = (nn.ReLU, nn.ReLU6)

@@ -9,10 +9,10 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from gradcheck_cli.findings import Finding
-from gradcheck_cli.layer_kinds import LINEAR_LAYERS
-from gradcheck_cli.stats import ProbeResult
-from gradcheck_cli.text import span
+from gradcheck_cli.measure.layer_kinds import LINEAR_LAYERS
+from gradcheck_cli.records.findings import Finding
+from gradcheck_cli.records.stats import ProbeResult
+from gradcheck_cli.records.text import span
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 WEIGHT_LAYERS = LINEAR_LAYERS

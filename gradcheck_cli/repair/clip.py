@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from gradcheck_cli.stats import ProbeResult
+from gradcheck_cli.records.stats import ProbeResult
 
 WEIGHT_FRACTION = 0.1
 

@@ -13,13 +13,13 @@ from typing import Any
 
 from torch import nn
 
-from gradcheck_cli import collect
-from gradcheck_cli import session as stages
-from gradcheck_cli.device import model_dtype, seed_everything
-from gradcheck_cli.diagnose import diagnose
-from gradcheck_cli.findings import Finding
-from gradcheck_cli.policy import policy_findings
-from gradcheck_cli.stats import ProbeResult
+from gradcheck_cli.judge.diagnose import diagnose
+from gradcheck_cli.judge.policy import policy_findings
+from gradcheck_cli.measure import collect
+from gradcheck_cli.measure import session as stages
+from gradcheck_cli.measure.device import model_dtype, seed_everything
+from gradcheck_cli.records.findings import Finding
+from gradcheck_cli.records.stats import ProbeResult
 
 
 def snapshot(model: nn.Module) -> nn.Module | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import fx, nn
 
-from gradcheck_cli.layer_kinds import NORM_LAYERS, is_conv
+from gradcheck_cli.measure.layer_kinds import NORM_LAYERS, is_conv
 from gradcheck_cli.repair.base import (
     WEIGHT_LAYERS,
     Call,

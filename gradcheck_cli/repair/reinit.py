@@ -14,6 +14,7 @@ import math
 import torch
 from torch import nn
 
+from gradcheck_cli.records.text import count
 from gradcheck_cli.repair.base import (
     WEIGHT_LAYERS,
     Change,
@@ -23,7 +24,6 @@ from gradcheck_cli.repair.base import (
     module_names,
     summarize_names,
 )
-from gradcheck_cli.text import count
 
 ROUNDS = 3
 """Measurements per boundary: the gain also moves through the activations' slopes."""

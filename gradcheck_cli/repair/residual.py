@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from gradcheck_cli.layer_kinds import NORM_LAYERS
+from gradcheck_cli.measure.layer_kinds import NORM_LAYERS
 from gradcheck_cli.repair.base import (
     Call,
     Change,

@@ -6,8 +6,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gradcheck_cli.errors import ConfigError
-from gradcheck_cli.hints import did_you_mean
+from gradcheck_cli.records.errors import ConfigError
+from gradcheck_cli.records.hints import did_you_mean
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,7 +18,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 def activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
-        from gradcheck_cli.errors import ConfigError
+        from gradcheck_cli.records.errors import ConfigError
 
         raise ConfigError(f"unknown activation {name!r}", f"one of {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gradcheck_cli.gates import set_gate_bias
+from gradcheck_cli.measure.cell_gates import set_gate_bias
 
 CELLS: dict[str, type[nn.RNN] | type[nn.GRU] | type[nn.LSTM]] = {
     "rnn": nn.RNN,
@@ -38,7 +38,7 @@ def recurrent(
     gate_bias: float,
 ) -> nn.Module:
     if cell not in CELLS:
-        from gradcheck_cli.errors import ConfigError
+        from gradcheck_cli.records.errors import ConfigError
 
         raise ConfigError(f"unknown cell {cell!r}", "one of rnn, gru, lstm")
     model = SequenceClassifier(cell, input_size, hidden, layers, classes)

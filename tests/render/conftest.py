@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gradcheck_cli.report import Report
+from gradcheck_cli.records.report import Report
 
 from .reports import healthy, recurrent, vanishing
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from gradcheck_cli.findings import Finding, LayerStatus, Severity, Suggestion
-from gradcheck_cli.report import LayerRow, Report, summarize
-from gradcheck_cli.stats import LayerStats, ModelInfo, RunInfo, SourceRef, ThroughTime
+from gradcheck_cli.records.findings import Finding, LayerStatus, Severity, Suggestion
+from gradcheck_cli.records.report import LayerRow, Report, summarize
+from gradcheck_cli.records.stats import LayerStats, ModelInfo, RunInfo, SourceRef, ThroughTime
 
 
 def layer(index: int, name: str, act: float, ratio: float, kind: str = "Linear") -> LayerStats:

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import junitparser
 
+from gradcheck_cli.judge.rules import all_rules
 from gradcheck_cli.render import render_reports
 from gradcheck_cli.render.junit import JunitRenderer
-from gradcheck_cli.rules import all_rules
 
 
 def _cases(xml_text: str, tmp_path: Path) -> list[junitparser.TestCase]:
@@ -50,7 +50,7 @@ def test_several_targets_give_one_suite_each(vanishing_report, healthy_report, t
 def test_rules_that_could_not_apply_and_ignored_findings_are_skipped_with_the_reason(
     vanishing_report, tmp_path
 ) -> None:
-    from gradcheck_cli.policy import apply_policy
+    from gradcheck_cli.judge.policy import apply_policy
 
     report = apply_policy(vanishing_report, {"saturated-activations": "off"}, [])
     cases = {c.name: c for c in _cases(JunitRenderer(fail_on="warning").render(report), tmp_path)}

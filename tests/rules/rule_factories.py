@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from gradcheck_cli.stats import ActivationStats, LayerStats, ModelInfo, ProbeResult, RunInfo, ThroughTime
+from gradcheck_cli.records.stats import (
+    ActivationStats,
+    LayerStats,
+    ModelInfo,
+    ProbeResult,
+    RunInfo,
+    ThroughTime,
+)
 
 
 def layer(name: str, index: int, act_grad_norm: float = 1.0, **fields: Any) -> LayerStats:

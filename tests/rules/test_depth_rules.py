@@ -6,11 +6,11 @@ import math
 
 from rule_factories import activation, layer, probe, stack
 
-from gradcheck_cli.diagnose import diagnose
-from gradcheck_cli.findings import Severity
-from gradcheck_cli.rules.exploding_gradients import ExplodingLimits, exploding_gradients
-from gradcheck_cli.rules.profile import DepthGroup, depth_groups
-from gradcheck_cli.rules.vanishing_gradients import VanishingLimits, vanishing_gradients
+from gradcheck_cli.judge.diagnose import diagnose
+from gradcheck_cli.judge.rules.exploding_gradients import ExplodingLimits, exploding_gradients
+from gradcheck_cli.judge.rules.profile import DepthGroup, depth_groups
+from gradcheck_cli.judge.rules.vanishing_gradients import VanishingLimits, vanishing_gradients
+from gradcheck_cli.records.findings import Severity
 
 
 def vanishing(p):  # type: ignore[no-untyped-def]

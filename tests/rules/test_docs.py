@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from gradcheck_cli.rules import every_rule
+from gradcheck_cli.judge.rules import every_rule
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,7 +47,7 @@ def test_rules_and_diagnose_stay_torch_free() -> None:
     import sys
 
     code = (
-        "import sys, gradcheck_cli.diagnose, gradcheck_cli.rules, gradcheck_cli.rules.profile;"
+        "import sys, gradcheck_cli.judge.diagnose, gradcheck_cli.judge.rules, gradcheck_cli.judge.rules.profile;"
         "sys.exit('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from rule_factories import probe, through
 
-from gradcheck_cli.findings import Severity
-from gradcheck_cli.rules.exploding_through_time import ExplodingTimeLimits, exploding_through_time
-from gradcheck_cli.rules.vanishing_through_time import ThroughTimeLimits, vanishing_through_time
+from gradcheck_cli.judge.rules.exploding_through_time import ExplodingTimeLimits, exploding_through_time
+from gradcheck_cli.judge.rules.vanishing_through_time import ThroughTimeLimits, vanishing_through_time
+from gradcheck_cli.records.findings import Severity
 
 
 def decay(factor: float, steps: int) -> list[float]:

@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from gradcheck_cli.diagnose import diagnose
-from gradcheck_cli.history import History, LayerPoint, StepStats, UnitPoint
-from gradcheck_cli.rules import trend_rules
-from gradcheck_cli.stats import ModelInfo, ProbeResult, RunInfo
+from gradcheck_cli.judge.diagnose import diagnose
+from gradcheck_cli.judge.rules import trend_rules
+from gradcheck_cli.records.history import History, LayerPoint, StepStats, UnitPoint
+from gradcheck_cli.records.stats import ModelInfo, ProbeResult, RunInfo
 from tests.rules.rule_factories import probe as single_probe
 from tests.rules.rule_factories import stack
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from rule_factories import activation, layer, probe
 
-from gradcheck_cli.diagnose import diagnose
-from gradcheck_cli.errors import ConfigError
-from gradcheck_cli.findings import LayerStatus, Severity
-from gradcheck_cli.stats import SourceRef
+from gradcheck_cli.judge.diagnose import diagnose
+from gradcheck_cli.records.errors import ConfigError
+from gradcheck_cli.records.findings import LayerStatus, Severity
+from gradcheck_cli.records.stats import SourceRef
 
 
 def ids(p):  # type: ignore[no-untyped-def]

@@ -1,0 +1,119 @@
+"""AnalyzeConfig and how it is assembled: defaults < config file < command-line flags.
+
+Each option's flags, file keys, normalisers and checks are declared once, in `options.OPTIONS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from gradcheck_cli.config.options import (
+    DTYPES,
+    FAIL_ON,
+    FORMATS,
+    LAYOUTS,
+    LOSSES,
+    OPTIMIZERS,
+    check_values,
+    merge,
+    parse_key_values,
+    values_from_file,
+)
+from gradcheck_cli.config.specs import InputSpec, TargetRef, parse_target
+from gradcheck_cli.records.errors import ConfigError
+from gradcheck_cli.records.hints import did_you_mean
+
+__all__ = [
+    "DTYPES",
+    "FAIL_ON",
+    "FORMATS",
+    "LAYOUTS",
+    "LOSSES",
+    "OPTIMIZERS",
+    "AnalyzeConfig",
+    "build_config",
+    "did_you_mean",
+    "parse_key_values",
+    "validate",
+    "values_from_file",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnalyzeConfig:
+    target: TargetRef
+    inputs: tuple[InputSpec, ...] = ()
+    batches: int = 3
+    batch_size: int | None = None
+    """Batch size of inferred inputs (None: the tool's default for the input kind)."""
+    device: str = "auto"
+    dtype: str = "float32"
+    loss: str = "auto"
+    steps: int = 0
+    lr: float | None = None
+    """None: 0.01 for --optimizer, else the rate of the user's own optimizer (configure_optimizers)."""
+    optimizer: str = "sgd"
+    seed: int = 0
+    format: str | None = None
+    """None: rich on a terminal, else plain text."""
+    output: Path | None = None
+    fail_on: str = "error"
+    arch_opts: Mapping[str, Any] = field(default_factory=dict)
+    init_args: Mapping[str, Any] = field(default_factory=dict)
+    target_arg: str | None = None
+    labels: InputSpec | None = None
+    """--labels SPEC: integer labels (or float targets) generated beside the inputs, e.g. int:16:10."""
+    layout: str | None = None
+    thresholds: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    try_fixes: bool = False
+    baseline: Path | None = None
+    debug: bool = False
+    severity: Mapping[str, str] = field(default_factory=dict)
+    """Per finding id: error, warning, info or off (config `rules:`)."""
+    ignore: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(finding id, layer globs) pairs to drop (config `ignore:`); no globs drops the whole finding."""
+    baseline_orders: float = 1.0
+    """A layer regresses when its gradient ratio falls by more than this many orders of magnitude."""
+    reports: tuple[tuple[str, Path], ...] = ()
+    """Extra (format, file) reports written by the same run (config `reports:`)."""
+    weights: Path | None = None
+    """A trained checkpoint loaded into the model before anything is measured."""
+    weights_partial: bool = False
+    """Accept a checkpoint that fits only in part (the rest stays at init)."""
+    versus: str | None = None
+    """'init' or a second checkpoint: measured with the same batches and shown side by side."""
+    clip: float | None = None
+    """--steps: clip the total gradient norm at this value (clip_grad_norm_) before each step."""
+    select: tuple[str, ...] = ()
+    """Only these finding ids are reported (--select); empty: all."""
+    columns: tuple[str, ...] = ()
+    """Extra columns of the terminal table (--columns)."""
+    name: str | None = None
+    """A configured target's `name:` (for --target NAME)."""
+    timeout: float | None = None
+    """Seconds a target's analysis may take before its worker is stopped (exit 2)."""
+
+
+def build_config(
+    target: str | None, flags: Mapping[str, Any], file_values: Mapping[str, Any]
+) -> AnalyzeConfig:
+    """Merge defaults < file < flags (flags given as None were not on the command line)."""
+    values = merge(file_values, {k: v for k, v in flags.items() if v is not None})
+    if target is not None:
+        values["target"] = parse_target(target)
+    if "target" not in values:
+        raise ConfigError(
+            "no TARGET given",
+            "e.g. `gradcheck analyze model.py` or builtin:sigmoid-mlp, or put `target:` in gradcheck.yaml",
+        )
+    known = {f.name for f in fields(AnalyzeConfig)}
+    config = AnalyzeConfig(**{k: v for k, v in values.items() if k in known})
+    return validate(config)
+
+
+def validate(config: AnalyzeConfig) -> AnalyzeConfig:
+    check_values(config)
+    return replace(config, device=str(config.device))

@@ -1,0 +1,68 @@
+"""Run every registered rule over a ProbeResult and assign each layer its status."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gradcheck_cli.judge.rules import all_rules, get_rule, trend_rules
+from gradcheck_cli.records.errors import ConfigError
+from gradcheck_cli.records.findings import Finding, LayerStatus
+from gradcheck_cli.records.stats import ProbeResult
+
+# When several findings mark one layer, the most fundamental one names its status.
+STATUS_PRIORITY = (
+    LayerStatus.NONFINITE,
+    LayerStatus.NO_GRAD,
+    LayerStatus.EXPLODING,
+    LayerStatus.VANISHING,
+    LayerStatus.DEAD,
+    LayerStatus.SATURATED,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Diagnosis:
+    findings: tuple[Finding, ...]
+    layer_status: dict[str, LayerStatus]
+
+
+def check_threshold_ids(thresholds: Mapping[str, Mapping[str, float]]) -> None:
+    from gradcheck_cli.records.hints import did_you_mean
+
+    for rule_id in thresholds:
+        if get_rule(rule_id) is None:
+            known = [r.id for r in all_rules()]
+            raise ConfigError(f"thresholds: unknown finding id {rule_id!r}", did_you_mean(rule_id, known))
+
+
+def diagnose(probe: ProbeResult, thresholds: Mapping[str, Mapping[str, float]] | None = None) -> Diagnosis:
+    thresholds = thresholds or {}
+    check_threshold_ids(thresholds)
+    findings: list[Finding] = []
+    rules = all_rules() + (trend_rules() if probe.history is not None else [])
+    for spec in rules:
+        limits = spec.limits(thresholds.get(spec.id))
+        findings.extend(spec.check(probe, limits))
+    findings.sort(key=lambda f: -f.severity.rank)
+    return Diagnosis(findings=tuple(findings), layer_status=layer_status(probe, findings))
+
+
+def layer_status(probe: ProbeResult, findings: list[Finding]) -> dict[str, LayerStatus]:
+    status = {layer.name: LayerStatus.FROZEN for layer in probe.layers if not layer.trainable}
+    marks: dict[str, set[LayerStatus]] = {}
+    for finding in findings:
+        if finding.status is None:
+            continue
+        for name in finding.layers:
+            marks.setdefault(name, set()).add(finding.status)
+    for name, found in marks.items():
+        if name in status:
+            continue
+        status[name] = next(s for s in STATUS_PRIORITY if s in found)
+    for layer in probe.layers:  # measured facts, for layers no finding marked
+        if layer.name not in status and layer.gated_by is not None:
+            status[layer.name] = LayerStatus.GATED
+        elif layer.name not in status and not layer.measured:
+            status[layer.name] = LayerStatus.NOT_MEASURED
+    return status

@@ -1,0 +1,83 @@
+"""Small numerics over a history's series: windows, least-squares slopes, edge medians."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gradcheck_cli.records.history import History
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogFit:
+    """Least squares of log10(value) against the step number."""
+
+    orders_per_1000_steps: float
+    r2: float
+    """The share of the log-values' variance the straight line explains."""
+    points: int
+    first_step: int
+    last_step: int
+
+    @property
+    def change_orders(self) -> float:
+        """Orders of magnitude the fitted line climbs (or falls) from the first step to the last."""
+        return self.orders_per_1000_steps * (self.last_step - self.first_step) / 1000
+
+
+def window(history: History, points: int) -> History:
+    """The last `points` measured steps."""
+    return History(steps=history.steps[-max(1, points) :])
+
+
+def positive_points(steps: Sequence[int], values: Sequence[float]) -> list[tuple[int, float]]:
+    """(step, value) pairs whose value is finite and above zero (a log needs both)."""
+    return [(s, v) for s, v in zip(steps, values, strict=True) if math.isfinite(v) and v > 0]
+
+
+def log_fit(points: Sequence[tuple[int, float]]) -> LogFit | None:
+    """The slope of log10(value) per 1000 steps; None with fewer than 2 distinct steps."""
+    xs = [float(s) for s, _ in points]
+    ys = [math.log10(v) for _, v in points]
+    if len(set(xs)) < 2:
+        return None
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mean_x) ** 2 for x in xs)
+    sxy = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True))
+    syy = sum((y - mean_y) ** 2 for y in ys)
+    slope = sxy / sxx
+    r2 = 1.0 if syy == 0 else (slope * sxy) / syy
+    return LogFit(
+        orders_per_1000_steps=slope * 1000,
+        r2=r2,
+        points=len(xs),
+        first_step=int(xs[0]),
+        last_step=int(xs[-1]),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Edges:
+    """Medians of a series' first and last few finite points, and the steps they span."""
+
+    early: float
+    recent: float
+    early_steps: tuple[int, int]
+    recent_steps: tuple[int, int]
+
+
+def edges(steps: Sequence[int], values: Sequence[float], min_points: int) -> Edges | None:
+    """Early and recent medians over a fifth of the finite points each (at least 3)."""
+    points = [(s, v) for s, v in zip(steps, values, strict=True) if math.isfinite(v)]
+    if len(points) < max(min_points, 6):
+        return None
+    k = max(3, len(points) // 5)
+    head, tail = points[:k], points[-k:]
+    return Edges(
+        early=statistics.median(v for _, v in head),
+        recent=statistics.median(v for _, v in tail),
+        early_steps=(head[0][0], head[-1][0]),
+        recent_steps=(tail[0][0], tail[-1][0]),
+    )

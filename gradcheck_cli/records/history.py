@@ -1,0 +1,196 @@
+"""A training run's measured steps as series: what the trend rules and `gradcheck report` read.
+
+The monitor turns each measured step's Report into a StepStats (a few numbers per layer and
+per activation, no tensors); a History is those steps in order, viewed as one series per
+layer. The same records are read back from a monitor's JSON-lines file, so a run measured on
+a cluster is judged the same way on a laptop. Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gradcheck_cli.records.errors import GradcheckError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerPoint:
+    """One parameter-owning layer at one measured step."""
+
+    name: str
+    type: str
+    index: int
+    """Forward execution order."""
+    grad_norm: float
+    weight_norm: float
+    grad_weight_ratio: float
+    zero_grad_fraction: float
+    nonfinite: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnitPoint:
+    """One activation module (ReLU family, sigmoid, tanh) at one measured step."""
+
+    name: str
+    family: str
+    after: str | None
+    """The parameter-owning layer that ran just before it."""
+    dead_fraction: float
+    saturated_fraction: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepStats:
+    """What a monitor measured at one training step."""
+
+    step: int
+    loss: float | None
+    """The loss passed to the monitor (NaN/inf kept as such); None when none was passed."""
+    seconds: float
+    layers: tuple[LayerPoint, ...]
+    units: tuple[UnitPoint, ...] = ()
+    document: Mapping[str, Any] | None = None
+    """The step's gradcheck.report/1 document, for sinks that write it whole (JSON lines);
+    None once kept in a History, or when read back from a file."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class History:
+    """Measured steps in order. Series helpers give NaN where a step lacks a layer."""
+
+    steps: tuple[StepStats, ...]
+    _index: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """Name -> point per step, built on first use: a series costs one pass over the steps."""
+
+    @property
+    def step_numbers(self) -> tuple[int, ...]:
+        return tuple(s.step for s in self.steps)
+
+    def _layers(self) -> list[dict[str, LayerPoint]]:
+        if "layers" not in self._index:
+            self._index["layers"] = [{p.name: p for p in s.layers} for s in self.steps]
+        return self._index["layers"]
+
+    def _units(self) -> list[dict[str, UnitPoint]]:
+        if "units" not in self._index:
+            self._index["units"] = [{u.name: u for u in s.units} for s in self.steps]
+        return self._index["units"]
+
+    def layer_names(self) -> tuple[str, ...]:
+        """Every layer seen, in forward order (the latest index wins)."""
+        index: dict[str, int] = {}
+        for stats in self.steps:
+            for point in stats.layers:
+                index[point.name] = point.index
+        return tuple(sorted(index, key=lambda name: index[name]))
+
+    def unit_names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(u.name for s in self.steps for u in s.units))
+
+    def layer_series(self, name: str, field: str) -> tuple[float, ...]:
+        return tuple(_value(step.get(name), field) for step in self._layers())
+
+    def unit_series(self, name: str, field: str) -> tuple[float, ...]:
+        return tuple(_value(step.get(name), field) for step in self._units())
+
+    def unit(self, name: str) -> UnitPoint | None:
+        """The latest measurement of an activation module."""
+        return next((step[name] for step in reversed(self._units()) if name in step), None)
+
+    def layer(self, name: str) -> LayerPoint | None:
+        return next((step[name] for step in reversed(self._layers()) if name in step), None)
+
+
+def _value(point: LayerPoint | UnitPoint | None, field: str) -> float:
+    return math.nan if point is None else float(getattr(point, field))
+
+
+# -- JSON lines: the monitor's file ---------------------------------------------------------------
+def _num(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def from_document(line: Mapping[str, Any]) -> StepStats:
+    """A StepStats from one line of a monitor's JSON-lines file (KeyError/TypeError if malformed)."""
+    loss = line.get("loss")
+    if loss is None and line.get("loss_nonfinite"):
+        loss = math.nan
+    layers = tuple(
+        LayerPoint(
+            name=str(layer["name"]),
+            type=str(layer.get("type", "")),
+            index=int(layer.get("index", i)),
+            grad_norm=_num(layer.get("grad_norm")),
+            weight_norm=_num(layer.get("weight_norm")),
+            grad_weight_ratio=_num(layer.get("grad_weight_ratio")),
+            zero_grad_fraction=_num(layer.get("zero_grad_fraction")),
+            nonfinite=int(layer.get("nonfinite") or 0),
+        )
+        for i, layer in enumerate(line["layers"])
+        if layer.get("status") != "frozen"
+    )
+    units = tuple(
+        UnitPoint(
+            name=str(unit["name"]),
+            family=str(unit.get("family", "")),
+            after=unit.get("after"),
+            dead_fraction=_num(unit.get("dead_fraction")),
+            saturated_fraction=_num(unit.get("saturated_fraction")),
+        )
+        for unit in line.get("activations", ())
+    )
+    return StepStats(
+        step=int(line["step"]),
+        loss=None if loss is None else float(loss),
+        seconds=float(line.get("seconds") or 0.0),
+        layers=layers,
+        units=units,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunLog:
+    """A monitor's JSON-lines file read back: the history and the findings it logged."""
+
+    path: str
+    history: History
+    logged: tuple[tuple[int, Mapping[str, Any]], ...]
+    """(step, finding document) for each finding the first time its id appeared."""
+    model: str
+
+
+def read_run(path: Path) -> RunLog:
+    """Read a monitor's JSON-lines file; a line that is not one is an error naming file:line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise GradcheckError(f"cannot read {path}: {error}", "pass the monitor's jsonl= file") from None
+    steps: list[StepStats] = []
+    logged: list[tuple[int, Mapping[str, Any]]] = []
+    seen: set[str] = set()
+    model = ""
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = json.loads(raw)
+            steps.append(from_document(line))
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise GradcheckError(
+                f"{path}:{number}: not a gradcheck monitor line ({type(error).__name__}: {error})",
+                "the file must be written by GradientMonitor(jsonl=...) or a gradcheck integration",
+            ) from None
+        model = model or str(line.get("model", {}).get("class", ""))
+        for finding in line.get("findings", ()):
+            if finding.get("id") not in seen:
+                seen.add(finding.get("id"))
+                logged.append((steps[-1].step, finding))
+    if not steps:
+        raise GradcheckError(f"{path}: no measured steps in the file", "is it a monitor's jsonl= file?")
+    return RunLog(path=str(path), history=History(steps=tuple(steps)), logged=tuple(logged), model=model)

@@ -1,0 +1,87 @@
+"""Start and stop the worker process: its pipes, its process group, where its output goes.
+
+Torch-free; `supervisor` decides what to do with what the worker says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from gradcheck_cli.run.worker import Job, pack
+
+_BOOT = "import sys; sys.path[0] = sys.argv[1]; from gradcheck_cli.worker import main; main(sys.argv[2:])"
+"""`python -c`: the worker imports the same gradcheck_cli as this process, and the working
+directory is not on its sys.path (a user's html.py there shadows nothing)."""
+
+
+@contextlib.contextmanager
+def worker_process(job: Job) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    job_read, job_write = os.pipe()
+    message_read, message_write = os.pipe()
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    output, relay = _worker_output()
+    sys.stderr.flush()
+    process = subprocess.Popen(
+        [sys.executable, "-c", _BOOT, package_parent, str(job_read), str(message_write)],
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        pass_fds=(job_read, message_write),
+        **_own_process_group(),
+    )
+    os.close(job_read)
+    os.close(message_write)
+    if relay is not None:
+        relay(process)
+    try:
+        with contextlib.suppress(BrokenPipeError):
+            os.write(job_write, pack(job))  # small (the configs); the worker reads it first thing
+        yield process, message_read
+    finally:
+        os.close(job_write)  # the worker's watchdog sees EOF and exits, should it still run
+        os.close(message_read)
+        kill_group_if_running(process)
+        process.wait()
+
+
+def _own_process_group() -> dict[str, Any]:
+    """The worker and whatever it starts (DataLoader workers) form one group, killed together."""
+    if sys.version_info >= (3, 11):
+        return {"process_group": 0}
+    return {"preexec_fn": os.setpgrp}  # pragma: no cover (Python 3.10)
+
+
+def _worker_output() -> tuple[int, Any]:
+    """The worker writes to our stderr's file descriptor, or through a relay where there is none."""
+    try:
+        return sys.stderr.fileno(), None
+    except (AttributeError, OSError, ValueError):  # e.g. a test runner's in-memory stderr
+        return subprocess.PIPE, _start_relay
+
+
+def _start_relay(process: subprocess.Popen[bytes]) -> None:
+    def copy(stream: IO[bytes]) -> None:
+        for line in iter(stream.readline, b""):
+            sys.stderr.write(line.decode(errors="replace"))
+
+    assert process.stdout is not None
+    threading.Thread(target=copy, args=(process.stdout,), daemon=True).start()
+
+
+def kill(process: subprocess.Popen[bytes]) -> None:
+    kill_group_if_running(process)
+    process.wait()
+
+
+def kill_group_if_running(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)

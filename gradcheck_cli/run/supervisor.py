@@ -1,0 +1,240 @@
+"""Run the analysis in a worker process, so that the user's code cannot decide gradcheck's exit code.
+
+The CLI process stays torch-free: it starts `gradcheck_cli.run.worker`, hands it the checked configs
+through a pipe and reads back, through another pipe the user's code does not know about, the
+worker's stage, then each target's Report or TargetFailure. Whatever happens in the worker, every
+target ends with one of the two:
+
+- the worker exits, crashes (SIGSEGV), is killed (the OOM killer's SIGKILL) or calls os._exit
+  before the target's report arrived: a TargetFailure naming the exit code or signal and the stage;
+- --timeout passes: the worker's process group is killed, a TargetFailure names the stage;
+- Ctrl-C or SIGTERM: the same, "interrupted", and the remaining targets are not started.
+
+A target after one whose worker died gets a fresh worker. The worker's stdout and stderr are this
+process's stderr: stdout carries the report and nothing else.
+GRADCHECK_IN_PROCESS=1 runs the job in this process instead (tests that are not about isolation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+from gradcheck_cli.config.analyze_config import AnalyzeConfig
+from gradcheck_cli.records.outcome import TargetFailure
+from gradcheck_cli.records.report import Report
+from gradcheck_cli.run.spawn import kill, worker_process
+from gradcheck_cli.run.worker import HEADER, Job
+
+Outcome = Report | TargetFailure
+IN_PROCESS_ENV = "GRADCHECK_IN_PROCESS"
+_TICK = 0.25
+EXIT_GRACE_SECONDS = 10.0
+"""After its last report, how long the worker may take to exit (atexit handlers) before it is stopped."""
+STARTUP_SECONDS = 120.0
+"""With --timeout, how long a worker may take to start (import torch) before its first target
+starts: the target's own clock starts with its first stage."""
+
+
+class Progress(Protocol):
+    def stage(self, index: int, text: str) -> None: ...
+    def tick(self) -> None: ...
+
+
+class _Stopped(Exception):
+    """SIGTERM while the worker runs."""
+
+
+class Collector:
+    """Reads the worker's messages: the current target and stage, and every outcome so far."""
+
+    def __init__(self, configs: Sequence[AnalyzeConfig], progress: Progress) -> None:
+        self.configs, self.progress = configs, progress
+        self.outcomes: dict[int, Outcome] = {}
+        self.stage, self.done = "starting", False
+        self.stage_index: int | None = None
+        self.since = time.monotonic()
+        """When the current target started (for --timeout)."""
+
+    def handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "stage":
+            _, index, text = message
+            if index != self.stage_index:
+                self.since = time.monotonic()
+            self.stage_index, self.stage = index, text
+            self.progress.stage(index, text)
+        elif kind in ("report", "failure"):
+            self.outcomes[message[1]] = message[2]
+            self.stage, self.stage_index, self.since = "starting", None, time.monotonic()
+        elif kind == "done":
+            self.done = True
+
+    def overdue(self, timeout: float) -> bool:
+        limit = timeout if self.stage_index is not None else max(timeout, STARTUP_SECONDS)
+        return time.monotonic() - self.since > limit
+
+    def pending(self, start: int = 0) -> int | None:
+        """The first target from `start` on without an outcome."""
+        return next((i for i in range(start, len(self.configs)) if i not in self.outcomes), None)
+
+    def fail_current(self, what: str, hint: str | None) -> None:
+        """The target being analysed ends with `what` happened "while <stage> (<target>)"."""
+        index = self.pending()
+        if index is None:
+            return
+        target = self.configs[index].target.raw
+        doing = self.stage if target in self.stage else f"{self.stage} ({target})"
+        self.outcomes[index] = TargetFailure(
+            target=target, stage=self.stage, message=f"{what} while {doing}", hint=hint
+        )
+
+
+def run_targets(
+    configs: Sequence[AnalyzeConfig], progress: Progress, timeout: float | None = None
+) -> list[Outcome]:
+    """Each config's Report, or the TargetFailure that stopped it, in order."""
+    collector = Collector(configs, progress)
+    if os.environ.get(IN_PROCESS_ENV) == "1":
+        from gradcheck_cli.run.worker import run_job
+
+        run_job(Job(configs=tuple(configs)), collector.handle, in_process=True)
+    else:
+        _supervise(collector, timeout)
+    return [collector.outcomes.get(i) or _not_run(c) for i, c in enumerate(configs)]
+
+
+def _not_run(config: AnalyzeConfig) -> TargetFailure:
+    return TargetFailure(
+        target=config.target.raw,
+        stage="waiting",
+        message="not analysed: an earlier target's analysis was interrupted",
+        hint="run it again to completion",
+    )
+
+
+def _supervise(collector: Collector, timeout: float | None) -> None:
+    while (index := collector.pending()) is not None:
+        job = Job(configs=tuple(collector.configs), start=index)
+        interrupted = not _run_worker(job, collector, timeout)
+        if collector.pending() == index:  # the worker ended without a word about this target
+            collector.fail_current("the analysis process ended without a report", None)
+        if interrupted:
+            return  # the remaining targets are not started
+
+
+def _run_worker(job: Job, collector: Collector, timeout: float | None) -> bool:
+    """One worker over the job's targets; False when the user interrupted it."""
+    collector.since, collector.stage, collector.done = time.monotonic(), "starting", False
+    collector.stage_index = None
+    with worker_process(job) as (process, messages):
+        try:
+            with _sigterm_raises():
+                _read_until_exit(process, messages, collector, timeout)
+        except (KeyboardInterrupt, _Stopped) as exc:
+            kill(process)
+            what = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else "stopped (SIGTERM)"
+            collector.fail_current(what, "the analysis did not finish")
+            return False
+        except TimeoutError:
+            kill(process)
+            collector.fail_current(
+                f"timed out after {timeout:g} s",
+                "raise --timeout, or make the run smaller (--batches, --steps, --input)",
+            )
+            return True
+    if not collector.done:
+        collector.fail_current(
+            f"the analysis process ended without a report ({describe_exit(process.returncode)})",
+            "something in the model's code ended the process (os._exit, a crash in native code, "
+            "running out of memory); re-run with --debug to see Python's fault handler output",
+        )
+    return True
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode >= 0:
+        return f"exit code {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    why = {"SIGSEGV": ": a crash in native code", "SIGKILL": ": killed, e.g. by the out-of-memory killer",
+           "SIGABRT": ": aborted", "SIGBUS": ": a crash in native code"}.get(name, "")  # fmt: skip
+    return f"signal {name}{why}"
+
+
+def _read_until_exit(
+    process: subprocess.Popen[bytes], fd: int, collector: Collector, timeout: float | None
+) -> None:
+    """Messages until "done" or the worker's end, then a short wait for its exit (atexit handlers)."""
+    buffer = bytearray()
+    pipe_open = True  # the user's code may close every descriptor: then only the process is watched
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while not collector.done and process.poll() is None:
+            if timeout is not None and collector.overdue(timeout):
+                raise TimeoutError
+            if pipe_open and selector.select(_TICK):
+                pipe_open = _read_into(fd, buffer)
+            elif not pipe_open:
+                time.sleep(_TICK)
+            _dispatch(buffer, collector)
+            collector.progress.tick()
+    if pipe_open:
+        _drain(fd, buffer, collector)
+    try:
+        process.wait(timeout=EXIT_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:  # a thread of the user's that never ends: the reports are in
+        kill(process)
+
+
+def _read_into(fd: int, buffer: bytearray) -> bool:
+    chunk = os.read(fd, 1 << 16)
+    buffer.extend(chunk)
+    return bool(chunk)
+
+
+def _drain(fd: int, buffer: bytearray, collector: Collector) -> None:
+    """After the worker exited: what it wrote before, without blocking on a held pipe."""
+    os.set_blocking(fd, False)
+    with contextlib.suppress(BlockingIOError, OSError):
+        while _read_into(fd, buffer):
+            pass
+    _dispatch(buffer, collector)
+
+
+def _dispatch(buffer: bytearray, collector: Collector) -> None:
+    import pickle
+
+    while len(buffer) >= HEADER.size:
+        (size,) = HEADER.unpack_from(buffer)
+        if len(buffer) < HEADER.size + size:
+            return
+        message = pickle.loads(bytes(buffer[HEADER.size : HEADER.size + size]))
+        del buffer[: HEADER.size + size]
+        collector.handle(message)
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM (CI cancelling the job, torchrun stopping its ranks) stops the worker cleanly too."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stopped
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
