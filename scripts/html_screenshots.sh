@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate docs/html-report.png (one target) and docs/html-report-multi.png (a config with three
 # targets) from real runs, drawn by headless Chromium. Runs in a scratch folder, so every path the
-# report prints is relative (gradcheck's own builtins show as gradcheck_cli/zoo/...).
+# report prints is relative (gradcheck's own builtins show as gradcheck_cli/load/zoo/...).
 #   scripts/html_screenshots.sh            (needs `chromium`; apt-get install -y chromium)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"

@@ -32,8 +32,8 @@ def rule_sections() -> str:
 
 def zoo_table(batches: int, seed: int) -> str:
     from gradcheck_cli.config.analyze_config import build_config
+    from gradcheck_cli.load.zoo import ARCHITECTURES
     from gradcheck_cli.run.pipeline import analyze
-    from gradcheck_cli.zoo import ARCHITECTURES
 
     rows = [
         "| model | built to show | verdict | findings | key number |",

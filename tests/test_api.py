@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 import gradcheck_cli
+from gradcheck_cli.load.zoo.mlp import plain_mlp
 from gradcheck_cli.records.errors import InputError
 from gradcheck_cli.records.report import Report
-from gradcheck_cli.zoo.mlp import plain_mlp
 
 TANH = {"depth": 20, "width": 32, "in_features": 8, "classes": 4, "batch": 8, "activation": "tanh"}
 

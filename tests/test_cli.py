@@ -118,7 +118,7 @@ def test_where_points_at_the_users_file(cli) -> None:
 
 
 def test_zoo_lists_every_builtin_first_on_its_line(cli) -> None:
-    from gradcheck_cli.zoo import ARCHITECTURES
+    from gradcheck_cli.load.zoo import ARCHITECTURES
 
     result = cli("zoo")
     assert result.exit_code == 0

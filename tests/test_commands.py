@@ -13,8 +13,8 @@ from pathlib import Path
 
 from typer.main import get_command
 
+from gradcheck_cli.load.zoo import ARCHITECTURES
 from gradcheck_cli.run.cli import app
-from gradcheck_cli.zoo import ARCHITECTURES
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

@@ -71,3 +71,41 @@ def test_the_pipeline_is_the_only_module_importing_the_pipeline_stages_in_order(
     graph = import_graph()
     assert "gradcheck_cli.run.pipeline" not in graph["gradcheck_cli.repair.measure"]
     assert "gradcheck_cli.measure.session" in graph["gradcheck_cli.repair.measure"]
+
+
+# The stage folders, bottom to top: a module may import its own folder and any folder below it.
+LAYERS = ["records", "judge", "config", "load", "measure", "repair", "render", "run", "monitor"]
+
+
+def folder_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in LAYERS) else None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    wrong = []
+    for module, targets in graph.items():
+        here = folder_of(module)
+        for target in targets:
+            there = folder_of(target)
+            if here and there and here != there and LAYERS.index(there) > LAYERS.index(here):
+                wrong.append(f"{module} -> {target}")
+    return sorted(wrong)
+
+
+def test_every_module_lives_in_a_stage_folder() -> None:
+    unplaced = [m for m in import_graph() if m.count(".") >= 1 and folder_of(m) not in LAYERS]
+    unplaced = [m for m in unplaced if m not in {"gradcheck_cli.__main__"}]
+    assert not unplaced, unplaced
+
+
+def test_no_folder_imports_a_folder_above_it() -> None:
+    assert upward_imports(import_graph()) == []
+
+
+def test_the_layer_check_finds_an_upward_import() -> None:
+    graph = {
+        "gradcheck_cli.records.stats": {"gradcheck_cli.measure.probe"},
+        "gradcheck_cli.measure.probe": set(),
+    }
+    assert upward_imports(graph) == ["gradcheck_cli.records.stats -> gradcheck_cli.measure.probe"]

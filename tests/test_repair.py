@@ -23,6 +23,7 @@ from torch import nn
 
 from gradcheck_cli.config.analyze_config import build_config, values_from_file
 from gradcheck_cli.records.findings import Finding, Severity, Suggestion
+from gradcheck_cli.records.fixes import Measured, TriedFix
 from gradcheck_cli.records.stats import LayerStats, ModelInfo, ProbeResult, RunInfo
 from gradcheck_cli.render.json import JsonRenderer, to_document
 from gradcheck_cli.render.json import tried_fix as to_json
@@ -30,7 +31,6 @@ from gradcheck_cli.render.terminal import TerminalRenderer
 from gradcheck_cli.repair import activation, normalization, recurrent, reinit, residual
 from gradcheck_cli.repair.base import NotApplicable, RepairContext, count_parameters
 from gradcheck_cli.repair.clip import clip_value
-from gradcheck_cli.repair.records import Measured, TriedFix
 from gradcheck_cli.repair.runner import try_one
 from gradcheck_cli.run.pipeline import analyze
 

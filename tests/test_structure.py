@@ -12,10 +12,10 @@ PACKAGE = ROOT / "gradcheck_cli"
 MAX_MODULE_LINES = 300
 MAX_FUNCTION_LINES = 60
 LONG_MODULES = {
-    "options.py": "the declarative option table: one entry per option",
-    "inputs.py": "input inference and search; its split waits for the loaders work (issue 13b) in flight",
+    "config/options.py": "the declarative option table: one entry per option",
+    "measure/inputs.py": "input inference and search; its split waits for the loaders work (issue 13b) in flight",
     "render/terminal.py": "the terminal report; its split waits for the terminal pictures work (issue 15)",
-    "cli.py": "the command line; its reshaping waits for the worker-process supervisor (issue 14a)",
+    "run/cli.py": "the command line; its reshaping waits for the worker-process supervisor (issue 14a)",
 }
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from gradcheck_cli.config.analyze_config import build_config
+from gradcheck_cli.load.zoo import ARCHITECTURES
 from gradcheck_cli.render import render_reports
-from gradcheck_cli.zoo import ARCHITECTURES
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NOUNS = (

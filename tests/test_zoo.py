@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gradcheck_cli.zoo import ARCHITECTURES
+from gradcheck_cli.load.zoo import ARCHITECTURES
 
 LAYER_KEYS = {
     "name",

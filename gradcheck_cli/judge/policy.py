@@ -154,7 +154,7 @@ def _suggestion_ref(finding: Finding) -> SourceRef | None:
 def _lines(file: str) -> tuple[str, ...]:
     """The file as the report names it: relative to the working directory, or to the installed
     package for gradcheck's own files."""
-    for path in (Path(file), Path(__file__).resolve().parent.parent / file):
+    for path in (Path(file), Path(__file__).resolve().parents[2] / file):
         if path.is_file():
             try:
                 return tuple(path.read_text(encoding="utf-8", errors="replace").splitlines())

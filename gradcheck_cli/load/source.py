@@ -29,7 +29,7 @@ from gradcheck_cli.records.stats import SourceRef
 if TYPE_CHECKING:
     from torch.nn import Module
 
-PACKAGE_ROOT = str(Path(__file__).resolve().parent)
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])  # the gradcheck_cli folder
 Owner = Literal["torch.nn", "torch", "gradcheck", "user"]
 
 
@@ -46,7 +46,7 @@ def relative_path(file: str, cwd: Path | None = None) -> str | None:
 
 def ref_at(file: str, line: int | None = None) -> SourceRef:
     """A reference to `file` as reports print it: gradcheck's own files relative to the folder that
-    holds the installed package (`gradcheck_cli/zoo/mlp.py`), others relative to the working
+    holds the installed package (`gradcheck_cli/load/zoo/mlp.py`), others relative to the working
     directory when they lie below it (else whole: they are the user's own paths)."""
     shown = relative_path(file, Path(PACKAGE_ROOT).parent) if frame_owner(file) == "gradcheck" else None
     return SourceRef(file=shown or relative_path(file) or str(Path(file).resolve()), line=line)

@@ -24,8 +24,8 @@ from gradcheck_cli.load.importing import (
     package_root,
     redirect_stdout_to_stderr,
 )
+from gradcheck_cli.load.zoo import get_arch
 from gradcheck_cli.records.errors import TargetError
-from gradcheck_cli.zoo import get_arch
 
 __all__ = ["FoundBy", "LoadedModel", "load", "package_root", "redirect_stdout_to_stderr"]
 
@@ -50,7 +50,7 @@ def _load_builtin(name: str, arch_opts: Mapping[str, Any]) -> LoadedModel:
     spec = get_arch(name)
     options = spec.resolve_options(arch_opts)
     module_name, _, func_name = spec.factory.partition(":")
-    factory = getattr(importlib.import_module(f"gradcheck_cli.zoo.{module_name}"), func_name)
+    factory = getattr(importlib.import_module(f"gradcheck_cli.load.zoo.{module_name}"), func_name)
     try:
         model = factory(**options)
     except (TypeError, ValueError, RuntimeError) as exc:

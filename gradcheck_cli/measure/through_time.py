@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradcheck_cli.measure.cell_gates import gate_bias
+from gradcheck_cli.load.cell_gates import gate_bias
 from gradcheck_cli.records.stats import SourceRef, ThroughTime
 
 HORIZON_FLOOR = 1e-3

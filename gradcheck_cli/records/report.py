@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from gradcheck_cli import __version__
 from gradcheck_cli.records.comparison import BaselineComparison
 from gradcheck_cli.records.findings import Finding, Ignored, LayerStatus, Severity
+from gradcheck_cli.records.fixes import TriedFix
 from gradcheck_cli.records.stats import (
     ActivationStats,
     AttentionStats,
@@ -19,7 +20,6 @@ from gradcheck_cli.records.stats import (
     TrainingHistory,
 )
 from gradcheck_cli.records.trained import CheckpointInfo, Versus
-from gradcheck_cli.repair.records import TriedFix
 
 SCHEMA = "gradcheck.report/1"
 

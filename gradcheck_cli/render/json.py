@@ -9,10 +9,10 @@ from typing import Any, ClassVar
 
 from gradcheck_cli.records.comparison import BaselineComparison
 from gradcheck_cli.records.findings import Finding
+from gradcheck_cli.records.fixes import Measured, TriedFix
 from gradcheck_cli.records.report import LayerRow, Report
 from gradcheck_cli.records.stats import ThroughTime, TrainingHistory
 from gradcheck_cli.render.trained_json import json_sections, training_extension
-from gradcheck_cli.repair.records import Measured, TriedFix
 
 
 def _num(value: float | int | None) -> float | int | None:

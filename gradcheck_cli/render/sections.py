@@ -6,10 +6,10 @@ from __future__ import annotations
 import math
 
 from gradcheck_cli.records.comparison import BaselineComparison
+from gradcheck_cli.records.fixes import Measured, TriedFix
 from gradcheck_cli.records.stats import TrainingHistory
 from gradcheck_cli.records.text import amount, count
 from gradcheck_cli.render.base import fmt_num
-from gradcheck_cli.repair.records import Measured, TriedFix
 
 FIX_HEADERS = ("fix", "where", "ratio before → after", "cleared", "Δparams", "note")
 

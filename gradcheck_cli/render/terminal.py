@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gradcheck_cli.records.findings import Finding, LayerStatus, Severity
+from gradcheck_cli.records.fixes import Measured, TriedFix
 from gradcheck_cli.records.report import LayerRow, Report
 from gradcheck_cli.records.stats import LayerStats, ThroughTime, TrainingHistory
 from gradcheck_cli.records.text import amount, count, plural, span
@@ -21,7 +22,6 @@ from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.render.escape import clean_report
 from gradcheck_cli.render.sections import baseline_lines, training_line
 from gradcheck_cli.render.trained import terminal_parts
-from gradcheck_cli.repair.records import Measured, TriedFix
 
 STATUS_STYLE = {
     LayerStatus.OK: "green",

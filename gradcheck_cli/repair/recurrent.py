@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradcheck_cli.measure.cell_gates import set_gate_bias
+from gradcheck_cli.load.cell_gates import set_gate_bias
 from gradcheck_cli.repair.base import (
     Change,
     NotApplicable,

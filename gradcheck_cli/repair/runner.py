@@ -8,11 +8,11 @@ from torch import nn
 
 from gradcheck_cli.judge.rules.profile import depth_groups
 from gradcheck_cli.records.findings import Finding, Severity, Suggestion
+from gradcheck_cli.records.fixes import Measured, TriedFix
 from gradcheck_cli.records.stats import ProbeResult
 from gradcheck_cli.repair import activation, normalization, recurrent, reinit, residual
 from gradcheck_cli.repair.base import NotApplicable, RepairContext, Transform, count_parameters
 from gradcheck_cli.repair.clip import clip_note
-from gradcheck_cli.repair.records import Measured, TriedFix
 
 TRANSFORMS: dict[str, Transform] = {
     "gru": recurrent.to_gru,

@@ -173,7 +173,7 @@ def _load_configs(
     """Every option parsed and checked, and every --output checked, before any work starts."""
     from gradcheck_cli.config.configfile import load_configs
     from gradcheck_cli.config.options import values_from_flags
-    from gradcheck_cli.config.preflight import check_configs
+    from gradcheck_cli.run.preflight import check_configs
 
     configs = load_configs(
         target, values_from_flags({**flags, "debug": debug}), config_path, Path.cwd(), only
@@ -341,7 +341,7 @@ def zoo(
     debug: Annotated[bool, DEBUG_OPTION] = False,
 ) -> None:
     """List the built-in architectures, one per line: `builtin:NAME` then what it shows."""
-    from gradcheck_cli.zoo import ARCHITECTURES, OPTION_RANGES, describe_range
+    from gradcheck_cli.load.zoo import ARCHITECTURES, OPTION_RANGES, describe_range
 
     width = max(len(name) for name in ARCHITECTURES) + len("builtin:") + 2
     for name, spec in ARCHITECTURES.items():

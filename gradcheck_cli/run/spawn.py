@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from gradcheck_cli.run.worker import Job, pack
 
-_BOOT = "import sys; sys.path[0] = sys.argv[1]; from gradcheck_cli.worker import main; main(sys.argv[2:])"
+_BOOT = "import sys; sys.path[0] = sys.argv[1]; from gradcheck_cli.run.worker import main; main(sys.argv[2:])"
 """`python -c`: the worker imports the same gradcheck_cli as this process, and the working
 directory is not on its sys.path (a user's html.py there shadows nothing)."""
 
@@ -26,7 +26,7 @@ directory is not on its sys.path (a user's html.py there shadows nothing)."""
 def worker_process(job: Job) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     job_read, job_write = os.pipe()
     message_read, message_write = os.pipe()
-    package_parent = str(Path(__file__).resolve().parent.parent)
+    package_parent = str(Path(__file__).resolve().parents[2])
     output, relay = _worker_output()
     sys.stderr.flush()
     process = subprocess.Popen(

@@ -22,8 +22,8 @@ def _with_later_stages(report):  # type: ignore[no-untyped-def]
     from dataclasses import replace
 
     from gradcheck_cli.records.comparison import BaselineComparison, Comparison, LayerChange
+    from gradcheck_cli.records.fixes import Measured, TriedFix
     from gradcheck_cli.records.stats import TrainingHistory
-    from gradcheck_cli.repair.records import Measured, TriedFix
 
     before = Measured(findings=("vanishing-gradients",), ratio=1e-9)
     tried = TriedFix(fix="residual", where="m.py:9", applied=True, note="wrapped 3 blocks", before=before,

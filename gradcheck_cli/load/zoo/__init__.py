@@ -15,7 +15,7 @@ class ArchSpec:
     name: str
     summary: str
     factory: str
-    """'module:function' under gradcheck_cli.zoo, imported only when the model is built."""
+    """'module:function' under gradcheck_cli.load.zoo, imported only when the model is built."""
     options: Mapping[str, Any]
     """Defaults of the options --arch-opt may override."""
     inputs: Callable[[Mapping[str, Any]], tuple[str, ...]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gradcheck_cli.measure.cell_gates import set_gate_bias
+from gradcheck_cli.load.cell_gates import set_gate_bias
 
 CELLS: dict[str, type[nn.RNN] | type[nn.GRU] | type[nn.LSTM]] = {
     "rnn": nn.RNN,

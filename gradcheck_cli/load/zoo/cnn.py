@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gradcheck_cli.zoo.mlp import activation as make_activation
+from gradcheck_cli.load.zoo.mlp import activation as make_activation
 
 
 class PlainCNN(nn.Module):

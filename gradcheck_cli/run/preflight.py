@@ -31,7 +31,7 @@ def check_arch_opts(config: AnalyzeConfig) -> None:
                 "pass constructor arguments of your model with --init KEY=VALUE",
             )
         return
-    from gradcheck_cli.zoo import get_arch
+    from gradcheck_cli.load.zoo import get_arch
 
     get_arch(target.location).resolve_options(config.arch_opts)
 
