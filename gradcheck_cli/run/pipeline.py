@@ -14,6 +14,7 @@ from torch import nn
 
 from gradcheck_cli.config.analyze_config import AnalyzeConfig
 from gradcheck_cli.judge.diagnose import check_threshold_ids, diagnose
+from gradcheck_cli.judge.evidence import require_evidence
 from gradcheck_cli.judge.policy import apply_policy
 from gradcheck_cli.load.target import LoadedModel, load
 from gradcheck_cli.measure import distributed
@@ -85,6 +86,7 @@ def analyze_loaded(
     if config.versus is not None:
         progress(f"measuring the reference state ({config.versus}) on the same batches")
         result = measure_versus(session, result, init_state, started)
+    require_evidence(result)
     progress("diagnosing")
     diagnosis = diagnose(result, config.thresholds)
     report = build_report(config.target.raw, result, diagnosis.findings, diagnosis.layer_status)
