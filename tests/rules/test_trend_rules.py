@@ -14,7 +14,14 @@ from gradcheck_cli.records.stats import ModelInfo, ProbeResult, RunInfo
 from tests.rules.rule_factories import probe as single_probe
 from tests.rules.rule_factories import stack
 
-TREND_IDS = {"gradient-trend", "nonfinite-first-layer", "ratio-drift", "dead-units-growing"}
+TREND_IDS = {
+    "gradient-trend",
+    "nonfinite-first-layer",
+    "ratio-drift",
+    "dead-units-growing",
+    "loss-spike",
+    "grad-norm-spike",
+}
 
 
 def point(name: str, index: int, grad: float = 0.1, weight: float = 1.0, nonfinite: int = 0) -> LayerPoint:
