@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from gradcheck_cli.judge.rules.base import rule
 from gradcheck_cli.judge.rules.profile import dead_cut, sig, training_evidence
 from gradcheck_cli.judge.rules.profile import where as where_of
-from gradcheck_cli.judge.rules.vanishing_gradients import VanishingLimits, _stalled
+from gradcheck_cli.judge.rules.vanishing_gradients import VanishingLimits, vanishing_gradients
 from gradcheck_cli.records.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.records.stats import LayerStats, ProbeResult
 from gradcheck_cli.records.text import count, join, verb
@@ -32,8 +32,8 @@ def zero_gradient(probe: ProbeResult, limits: ZeroGradientLimits) -> Iterator[Fi
     error), or whose gradient/weight ratio is below `floor` (a warning): a status is never `ok`
     on a zero. Layers left out here because another finding already explains them: a layer
     behind a zero-initialised gate (`gated`), a layer right before a mostly dead ReLU
-    (`dead-units`), and layers the `vanishing-gradients` floor finding already lists (when
-    most weight layers are below the floor). Embeddings are judged on an exact zero only
+    (`dead-units`), and layers a `vanishing-gradients` finding already lists (a depth profile
+    that falls by orders of magnitude, or most weight layers below the floor). Embeddings are judged on an exact zero only
     (a batch touches few rows, so their ratio is small by design).
 
     ## Why it matters
@@ -88,9 +88,8 @@ def zero_gradient(probe: ProbeResult, limits: ZeroGradientLimits) -> Iterator[Fi
 
 
 def _listed(probe: ProbeResult, floor: float) -> list[LayerStats]:
-    explained = dead_cut(probe) | {
-        x.name for x in _stalled(probe.layers, VanishingLimits().grad_weight_floor)
-    }
+    vanishing = {name for f in vanishing_gradients(probe, VanishingLimits()) for name in f.layers}
+    explained = dead_cut(probe) | vanishing
     out = []
     for layer in probe.layers:
         judged = layer.trainable and layer.has_grad and layer.hooked and layer.measured
