@@ -16,7 +16,13 @@ from gradcheck_cli import GradientMonitor
 from gradcheck_cli.judge.run_verdict import build_run_report
 from gradcheck_cli.records.findings import Finding
 
-LOOP_IDS = {"not-in-optimizer", "zero-grad-missing", "training-stalled", "frozen-mid-run", "grad-scaler-skips"}
+LOOP_IDS = {
+    "not-in-optimizer",
+    "zero-grad-missing",
+    "training-stalled",
+    "frozen-mid-run",
+    "grad-scaler-skips",
+}
 
 
 def mlp() -> nn.Sequential:
@@ -26,7 +32,10 @@ def mlp() -> nn.Sequential:
 
 def batches(n: int = 4) -> list[tuple[torch.Tensor, torch.Tensor]]:
     generator = torch.Generator().manual_seed(1)
-    return [(torch.randn(16, 6, generator=generator), torch.randint(0, 3, (16,), generator=generator)) for _ in range(n)]
+    return [
+        (torch.randn(16, 6, generator=generator), torch.randint(0, 3, (16,), generator=generator))
+        for _ in range(n)
+    ]
 
 
 def run(
@@ -68,7 +77,9 @@ def loop_ids(findings: list[Finding]) -> set[str]:
 
 def test_records_groups_and_learning_rates_of_the_loop() -> None:
     model = mlp()
-    optimizer = torch.optim.SGD([{"params": model[0].parameters()}, {"params": model[4].parameters(), "lr": 0.5}], lr=0.1)
+    optimizer = torch.optim.SGD(
+        [{"params": model[0].parameters()}, {"params": model[4].parameters(), "lr": 0.5}], lr=0.1
+    )
     monitor, _ = run(model, optimizer, steps=6)
     loop = monitor.history[-1].stats.loop
     assert loop is not None and loop.optimizer == "SGD"
@@ -224,7 +235,9 @@ def test_frozen_from_the_start_is_not_frozen_mid_run() -> None:
 
 
 # -- GradScaler ---------------------------------------------------------------------------------
-def scaled_run(init_scale: float, steps: int, loss_factor: float = 1.0) -> tuple[GradientMonitor, list[float]]:
+def scaled_run(
+    init_scale: float, steps: int, loss_factor: float = 1.0
+) -> tuple[GradientMonitor, list[float]]:
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
     scaler = torch.amp.GradScaler("cpu", init_scale=init_scale, growth_interval=1000)
@@ -250,7 +263,9 @@ def test_grad_scaler_early_skips_are_not_nonfinite_events() -> None:
     skipped = [i for i in range(1, len(scales)) if scales[i] < scales[i - 1]]
     assert len(skipped) >= 2 and skipped[0] == 1  # step 0 was skipped, and more after it
     records = list(monitor.history)
-    assert [r.step for r in records if r.stats.loop and r.stats.loop.scaler_skipped] == [s - 1 for s in skipped]
+    assert [r.step for r in records if r.stats.loop and r.stats.loop.scaler_skipped] == [
+        s - 1 for s in skipped
+    ]
     last = records[-1].stats.loop
     assert last is not None and last.skipped_steps == len(skipped)  # iterations 0-10, counted at step 11
     findings = {f.id for f in records[-1].report.findings}

@@ -15,7 +15,13 @@ from tests.rules.rule_factories import probe as single_probe
 from tests.rules.rule_factories import stack
 
 TREND_IDS = {"gradient-trend", "nonfinite-first-layer", "ratio-drift", "dead-units-growing"}
-LOOP_IDS = {"not-in-optimizer", "zero-grad-missing", "training-stalled", "frozen-mid-run", "grad-scaler-skips"}
+LOOP_IDS = {
+    "not-in-optimizer",
+    "zero-grad-missing",
+    "training-stalled",
+    "frozen-mid-run",
+    "grad-scaler-skips",
+}
 
 
 def point(name: str, index: int, grad: float = 0.1, weight: float = 1.0, nonfinite: int = 0) -> LayerPoint:
