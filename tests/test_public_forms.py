@@ -34,7 +34,9 @@ def test_unannotated_config_is_built_from_the_declared_config_class_with_free_ke
 
 
 def test_a_key_neither_config_nor_constructor_takes_is_still_an_error_for_a_strict_config(cli) -> None:
-    result = cli("analyze", "derived_config.py:Stack", "--init", "decoder_start_token_id=0", "--format", "json", *FAST)
+    result = cli(
+        "analyze", "derived_config.py:Stack", "--init", "decoder_start_token_id=0", "--format", "json", *FAST
+    )
     assert result.exit_code == 2 and "has no field 'decoder_start_token_id'" in result.stderr
 
 
@@ -52,7 +54,9 @@ def test_float_input_encoder_decoder_gets_labels_from_the_decoder_vocabulary(cli
     )  # fmt: skip
     report = report_of(result)
     assert report["summary"]["errors"] == 0
-    assert any(layer["name"] == "decoder_embed_tokens" and layer["grad_norm"] > 0 for layer in report["layers"])
+    assert any(
+        layer["name"] == "decoder_embed_tokens" and layer["grad_norm"] > 0 for layer in report["layers"]
+    )
 
 
 def test_language_model_target_arg_gets_targets_shaped_like_the_tokens(cli) -> None:

@@ -167,7 +167,9 @@ def _judge(
 ) -> tuple[tuple[LayerStats, ...], tuple[GateStats, ...]]:
     order = {layer.name: layer.index for layer in layers}
     gates = [
-        _gate_record(name, param, grads[name], name in late) for name, param in found if grads.get(name) is not None
+        _gate_record(name, param, grads[name], name in late)
+        for name, param in found
+        if grads.get(name) is not None
     ]
     behind: dict[str, list[str]] = {gate.name: [] for gate in gates}
     out = []
@@ -181,7 +183,9 @@ def _judge(
             continue
         behind[gate.name].append(layer.name)
         flow = after / step if step and not stuck else 0.0
-        out.append(dataclasses.replace(layer, gated_by=gate.name, open_act_grad_norm=flow, gate_width=gate.size))
+        out.append(
+            dataclasses.replace(layer, gated_by=gate.name, open_act_grad_norm=flow, gate_width=gate.size)
+        )
     records = tuple(dataclasses.replace(g, layers=tuple(behind[g.name])) for g in gates if behind[g.name])
     return tuple(out), records
 
