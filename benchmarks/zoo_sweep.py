@@ -192,7 +192,9 @@ HEAD = "| model | pattern | expected | batch | exit | errors | warnings | time |
 
 
 def table(outcomes: list[Outcome], with_times: bool = True) -> str:
-    return "\n".join([HEAD, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |", *row_lines(outcomes, with_times)])
+    return "\n".join(
+        [HEAD, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |", *row_lines(outcomes, with_times)]
+    )
 
 
 def row_lines(outcomes: list[Outcome], with_times: bool = True) -> list[str]:
@@ -241,7 +243,9 @@ def merged(outcomes: list[Outcome], fixtures: list[Fixture], sizes: list[int]) -
         cells = line.split(" | ")
         if line.startswith("| `") and len(cells) == 9:
             kept[(cells[0].strip("| `"), cells[3])] = line
-    fresh = {(o.fixture.name, _batch_cell(o)): line for o, line in zip(outcomes, row_lines(outcomes), strict=True)}
+    fresh = {
+        (o.fixture.name, _batch_cell(o)): line for o, line in zip(outcomes, row_lines(outcomes), strict=True)
+    }
     lines, results = [], []
     for fixture in fixtures:
         for batch in sizes:
