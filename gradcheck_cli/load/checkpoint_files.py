@@ -110,6 +110,8 @@ def _safetensors_file(path: Path, device: str) -> dict[str, torch.Tensor]:
 
 def _read_folder(folder: Path, device: str) -> RawCheckpoint:
     """A Hugging Face-style folder: model.safetensors, sharded safetensors with an index, or a .bin."""
+    for name in (*FOLDER_FILES, "pytorch_model.bin.index.json"):
+        check_regular(folder / name, "--weights", CheckpointError)
     if (folder / "model.safetensors").is_file():
         return RawCheckpoint(
             tensors=_safetensors_file(folder / "model.safetensors", device), format="safetensors"

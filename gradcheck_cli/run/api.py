@@ -87,6 +87,10 @@ def analyze(
     A DDP wrapper is looked through. Inside a torch.distributed process group the analysis
     runs in the calling process alone, unless `split_across_ranks=True`: then every rank must
     call analyze() with the same batches; each measures its share and all get the combined report.
+    batches must be 1 to 1000 and steps 0 to 10000 (else a ValueError naming the argument).
+    Inside torch.no_grad() or torch.inference_mode() gradients are enabled for the analysis's own
+    passes only, and `report.notes` says so. One analysis runs at a time per process: a call from
+    another thread waits for the running one (a lock); a call from inside an analysis raises.
     """
     check_arguments(batches=batches, steps=steps, seed=seed)
     with ONE_AT_A_TIME, gradients_on() as note:

@@ -50,7 +50,8 @@ def check_arguments(*, batches: Any, steps: Any, seed: Any) -> None:
 
 def check_model(model: nn.Module, device: str | None) -> None:
     """The model's parameters hold data autograd can use, and `device` exists here."""
-    params = list(model.parameters())
+    # Lazy modules' parameters are uninitialised until the first forward: no data to look at yet.
+    params = [p for p in model.parameters() if not isinstance(p, nn.parameter.UninitializedParameter)]
     if any(p.device.type == "meta" for p in params):
         raise DeviceError(
             "analyze(): the model's parameters are on the meta device: they have a shape but no values, "

@@ -13,14 +13,27 @@ from pathlib import Path
 
 from gradcheck_cli.config.analyze_config import AnalyzeConfig
 from gradcheck_cli.records.errors import ConfigError
-from gradcheck_cli.records.files import PROTECTED_SUFFIXES, real_path
+from gradcheck_cli.records.files import PROTECTED_SUFFIXES, check_regular, real_path
 
 
 def check_configs(configs: Sequence[AnalyzeConfig], read: Sequence[Path] = ()) -> None:
     """`read`: files the run reads besides those its configs name (the config file)."""
     for config in configs:
         check_arch_opts(config)
+        check_inputs(config)
     check_outputs(configs, read)
+
+
+def check_inputs(config: AnalyzeConfig) -> None:
+    """Files the run will read are regular files (or checkpoint folders): a FIFO or a device is
+    refused here, before a worker starts, instead of making the run wait for a writer."""
+    if config.target.kind == "file":
+        check_regular(Path(config.target.location), "model file", ConfigError)
+    for option, path in (("--weights", config.weights), ("--versus", config.versus)):
+        if path is not None and str(path) != "init":
+            check_regular(Path(path), option, ConfigError, folder_ok=True)
+    if config.baseline is not None:
+        check_regular(config.baseline, "--baseline", ConfigError)
 
 
 def check_arch_opts(config: AnalyzeConfig) -> None:
