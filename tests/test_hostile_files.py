@@ -100,7 +100,7 @@ def test_output_dangling_symlink_to_new_python_file_is_refused(cli, project: Pat
 def test_output_symlink_to_the_model_file_is_refused(cli, project: Path) -> None:
     (project / "report.json").symlink_to("net.py")
     before = digest(project)
-    refused(cli("analyze", "net.py", *ARGS, "--output", "report.json"), "a file this run reads")
+    refused(cli("analyze", "net.py", *ARGS, "--output", "report.json"), "is the model file itself")
     unchanged(before, project)
 
 
@@ -109,14 +109,14 @@ def test_output_symlink_to_the_checkpoint_is_refused(cli, project: Path) -> None
     (project / "r.json").symlink_to("weights.pt")
     before = digest(project)
     result = cli("analyze", "net.py", *ARGS, "--weights", "weights.pt", "--output", "r.json")
-    refused(result, "a file this run reads")
+    refused(result, "is the --weights file, which this run reads")
     unchanged(before, project)
 
 
 def test_output_onto_the_config_file_is_refused(cli, project: Path) -> None:
     (project / "gradcheck.yaml").write_text("target: net.py\nbatches: 1\ndevice: cpu\n")
     before = digest(project)
-    refused(cli("analyze", "--output", "gradcheck.yaml"), "a file this run reads")
+    refused(cli("analyze", "--output", "gradcheck.yaml"), "is the config file, which this run reads")
     unchanged(before, project)
 
 
@@ -147,6 +147,31 @@ def test_output_symlink_to_a_report_file_is_written_through(cli, project: Path) 
     assert result.exit_code == 0, result
     assert json.loads((project / "reports" / "real.json").read_text())["schema"] == "gradcheck.report/1"
     unchanged(before, project, but=("reports/real.json",))
+
+
+def test_output_hard_linked_to_python_file_replaces_the_link_not_the_code(cli, project: Path) -> None:
+    os.link(project / "victim.py", project / "x.json")
+    result = cli("analyze", "net.py", *ARGS, "--format", "json", "--output", "x.json")
+    assert result.exit_code == 0, result
+    assert (project / "victim.py").read_text() == VICTIM
+    assert json.loads((project / "x.json").read_text())["schema"] == "gradcheck.report/1"
+
+
+def test_report_output_hard_linked_to_the_model_leaves_the_model(cli, project: Path) -> None:
+    run_file(project)
+    os.link(project / "net.py", project / "r.md")
+    result = cli("report", "run.jsonl", "--format", "markdown", "--output", "r.md", "--fail-on", "never")
+    assert result.exit_code == 0, result
+    assert (project / "net.py").read_text() == NET and "gradcheck report" in (project / "r.md").read_text()
+    assert not [p for p in project.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("name", ["victim.py", "link.yaml"])
+def test_init_never_overwrites_python_even_with_force(cli, project: Path, name: str) -> None:
+    (project / "link.yaml").symlink_to("victim.py")
+    before = digest(project)
+    refused(cli("init", name, "--force"), "Python source")
+    unchanged(before, project)
 
 
 # -- gradcheck report: outputs and escaping ----------------------------------------------------------
@@ -190,7 +215,7 @@ def test_report_output_never_overwrites_python(cli, project: Path, output: str) 
 def test_report_output_onto_its_own_input_is_refused(cli, project: Path) -> None:
     run_file(project)
     before = digest(project)
-    refused(cli("report", "run.jsonl", "--output", "run.jsonl"), "a file this run reads")
+    refused(cli("report", "run.jsonl", "--output", "run.jsonl"), "is the run file, which this run reads")
     unchanged(before, project)
 
 
@@ -351,7 +376,7 @@ def test_shard_index_and_shard_that_are_fifos_are_refused(cli, project: Path) ->
         (("--batches", "1000000000"), "--batches must be an integer from 1 to 1000"),
         (("--steps", "1000000000"), "--steps must be an integer from 0 to 10000"),
         (("--batch-size", "1000000000"), "--batch-size must be an integer from 1 to 1048576"),
-        (("--input", "100000x100000x1000"), "upper bound of 4294967296 (2^32) elements"),
+        (("--input", "100000x100000x1000"), "the upper bound is 4294967296 (2^32) elements"),
         (("--labels", "int:100000x100000x1000:10"), "--labels"),
         (("--batches", "0"), "--batches must be an integer from 1 to 1000"),
     ],

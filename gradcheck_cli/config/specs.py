@@ -138,8 +138,8 @@ def _parse_shape(text: str, raw: str) -> tuple[int, ...]:
         elements *= dim
     if elements > MAX_ELEMENTS:
         raise InputError(
-            f"--input {raw!r} has {elements:.3g} elements: more than the upper bound of "
-            f"{MAX_ELEMENTS} (2^32) elements per input",
+            f"--input {raw!r} has {elements:.3g} elements: too large to allocate for a sample batch "
+            f"(the upper bound is {MAX_ELEMENTS} (2^32) elements per input)",
             "give the shape of one training batch, e.g. 32x784",
         )
     return shape

@@ -90,3 +90,23 @@ def real_path(path: Path) -> Path:
         return Path(os.path.realpath(path))
     except (OSError, ValueError):
         return path.absolute()
+
+
+def write_report_file(path: Path, text: str) -> None:
+    """Write `text` to what `path` resolves to, by replacing the file rather than truncating it: a
+    hard link that shares the old file (`x.json` linked to `model.py`) keeps its content, and a
+    reader never sees half a report. A FIFO or device (`/dev/stdout`) is written in place."""
+    real = real_path(path)
+    real.parent.mkdir(parents=True, exist_ok=True)
+    if not_regular(real) is not None:
+        with open(real, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        return
+    temporary = real.with_name(f".{real.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "x", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, real)
+    finally:
+        if temporary.exists():
+            temporary.unlink()

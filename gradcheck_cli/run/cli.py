@@ -250,10 +250,11 @@ def _write_report(
 def _write_file(output: Path, text: str) -> None:
     from gradcheck_cli.run.preflight import check_output
 
-    check_output(output, set())  # again at writing: the model's code ran since the first check
+    check_output(output, {})  # again at writing: the model's code ran since the first check
+    from gradcheck_cli.records.files import write_report_file
+
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
+        write_report_file(output, text)
     except OSError as exc:
         raise GradcheckError(
             f"cannot write the report to {output}: {exc.strerror or exc}",
@@ -440,7 +441,7 @@ def init(
 
     if path.is_dir():
         raise GradcheckError(f"{path} is a folder", f"name the file to write, e.g. {path / 'gradcheck.yaml'}")
-    check_output(path, set(), "init")  # through symlinks: never over code, even with --force
+    check_output(path, {}, "init")  # through symlinks: never over code, even with --force
     if path.exists() and not force:
         raise GradcheckError(f"{path} already exists", "use --force to overwrite it")
     with doing(f"writing {path}"):

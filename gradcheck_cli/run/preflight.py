@@ -8,7 +8,7 @@ Torch-free.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from gradcheck_cli.config.analyze_config import AnalyzeConfig
@@ -55,24 +55,27 @@ def check_outputs(configs: Sequence[AnalyzeConfig], read: Sequence[Path] = ()) -
     for config in configs:
         paths = [config.output] if config.output is not None else []
         paths += [path for _, path in config.reports]
-        protected = _protected_files(config) | {real_path(path) for path in read}
+        protected = {real_path(path): "the config file" for path in read} | _protected_files(config)
         for path in paths:
             check_output(path, protected)
 
 
-def _protected_files(config: AnalyzeConfig) -> set[Path]:
-    """Files a report must never replace: what the run reads (the model file, the config file,
-    the checkpoints, the baseline), each resolved through its symlinks."""
-    files = set()
-    if config.target.kind == "file":
-        files.add(real_path(Path(config.target.location)))
-    for path in (config.weights, config.baseline, config.versus):
+def _protected_files(config: AnalyzeConfig) -> dict[Path, str]:
+    """Files a report must never replace, each resolved through its symlinks, with what it is."""
+    files: dict[Path, str] = {}
+    for option, path in (
+        ("--baseline", config.baseline),
+        ("--versus", config.versus),
+        ("--weights", config.weights),
+    ):
         if path is not None and str(path) != "init":
-            files.add(real_path(Path(path)))
+            files[real_path(Path(path))] = f"the {option} file"
+    if config.target.kind == "file":
+        files[real_path(Path(config.target.location))] = "the model file itself"
     return files
 
 
-def check_output(path: Path, protected: set[Path], option: str = "--output") -> None:
+def check_output(path: Path, protected: Mapping[Path, str], option: str = "--output") -> None:
     """A writable file path: not a folder, not a file the run reads, not source code, in a folder
     that exists or can be made. Judged on what the name resolves to: an `out/x.json` that is a
     symlink to `model.py` is `model.py`."""
@@ -82,8 +85,7 @@ def check_output(path: Path, protected: set[Path], option: str = "--output") -> 
         raise ConfigError(f"{shown} is a folder", f"name a file in it, e.g. {path / 'gradcheck.json'}")
     if real in protected:
         raise ConfigError(
-            f"{shown} is a file this run reads (the model, its config or a checkpoint): "
-            "the report would overwrite it",
+            f"{shown} is {protected[real]}, which this run reads: the report would overwrite it",
             "name another file, e.g. --output gradcheck.json",
         )
     if real.suffix.lower() in PROTECTED_SUFFIXES and (real.exists() or path.is_symlink()):
