@@ -10,6 +10,7 @@ from typing import Any
 from gradcheck_cli.records.files import PROTECTED_SUFFIXES, real_path
 from gradcheck_cli.records.findings import Finding
 from gradcheck_cli.records.history import StepStats
+from gradcheck_cli.records.loop import loop_document
 
 
 def line_of(stats: StepStats) -> dict[str, Any]:
@@ -29,6 +30,8 @@ def line_of(stats: StepStats) -> dict[str, Any]:
         }
         for u in stats.units
     ]
+    if stats.loop is not None:
+        line["loop"] = loop_document(stats.loop)
     return line
 
 
