@@ -99,7 +99,6 @@ def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
     if reference:  # under --versus the largest change since the reference leads, not the deadest
         dead.sort(key=lambda a: -(a.dead_fraction - reference.get(a.name, a.dead_fraction)))
     first = dead[0]
-    where = where_of(first.source, probe)
     yield Finding(
         id="dead-units",
         severity=severity,
@@ -130,23 +129,28 @@ def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
         },
         suggestions=_trained_suggestions(first, probe)
         if trained_state(probe)
-        else (
-            Suggestion(
-                fix="leaky-relu",
-                text=_leaky_text(first.type, first.name),
-                where=where,
-            ),
-            Suggestion(
-                fix="init",
-                text=f"use He init (kaiming_normal_) and a small positive bias for {first.after or 'the layer before'}",
-                where=layer_where(first.after, probe) or where,
-            ),
-            Suggestion(fix="lr", text="lower the learning rate", where=None),
-            Suggestion(
-                fix="batchnorm",
-                text=f"normalise the input of {first.name} (BatchNorm/LayerNorm)",
-                where=where,
-            ),
+        else _build_suggestions(first, probe),
+    )
+
+
+def _build_suggestions(first: ActivationStats, probe: ProbeResult) -> tuple[Suggestion, ...]:
+    where = where_of(first.source, probe)
+    return (
+        Suggestion(
+            fix="leaky-relu",
+            text=_leaky_text(first.type, first.name),
+            where=where,
+        ),
+        Suggestion(
+            fix="init",
+            text=f"use He init (kaiming_normal_) and a small positive bias for {first.after or 'the layer before'}",
+            where=layer_where(first.after, probe) or where,
+        ),
+        Suggestion(fix="lr", text="lower the learning rate", where=None),
+        Suggestion(
+            fix="batchnorm",
+            text=f"normalise the input of {first.name} (BatchNorm/LayerNorm)",
+            where=where,
         ),
     )
 

@@ -31,9 +31,11 @@ def zero_gradient(probe: ProbeResult, limits: ZeroGradientLimits) -> Iterator[Fi
     but whose parameter gradient is exactly 0 (every element, median over the batches: an
     error), or whose gradient/weight ratio is below `floor` (a warning): a status is never `ok`
     on a zero. Layers left out here because another finding already explains them: a layer
-    behind a zero-initialised gate (`gated`), a layer right before a mostly dead ReLU
-    (`dead-units`), and layers a `vanishing-gradients` finding already lists (a depth profile
-    that falls by orders of magnitude, or most weight layers below the floor). Embeddings are judged on an exact zero only
+    behind a zero-initialised gate (`gated`; at init, with a gate the first step opens, no
+    exact zero is reported), a layer right before a mostly dead ReLU
+    (`dead-units`), layers a `vanishing-gradients` finding already lists (a depth profile
+    that falls by orders of magnitude, or most weight layers below the floor), and, while
+    that finding fires, every layer below the floor (the same story). Embeddings are judged on an exact zero only
     (a batch touches few rows, so their ratio is small by design).
 
     ## Why it matters
@@ -88,8 +90,11 @@ def zero_gradient(probe: ProbeResult, limits: ZeroGradientLimits) -> Iterator[Fi
 
 
 def _listed(probe: ProbeResult, floor: float) -> list[LayerStats]:
-    vanishing = {name for f in vanishing_gradients(probe, VanishingLimits()) for name in f.layers}
-    explained = dead_cut(probe) | vanishing
+    vanishing = list(vanishing_gradients(probe, VanishingLimits()))
+    explained = dead_cut(probe) | {name for f in vanishing for name in f.layers}
+    # At init, a zero-initialised gate that the first step opens closes what is behind it by design.
+    at_init = probe.training is None and probe.checkpoint is None
+    gated = at_init and any(not gate.stuck for gate in probe.gates)
     out = []
     for layer in probe.layers:
         judged = layer.trainable and layer.has_grad and layer.hooked and layer.measured
@@ -100,13 +105,10 @@ def _listed(probe: ProbeResult, floor: float) -> list[LayerStats]:
             or layer.name in explained
         ):
             continue
-        if (
-            layer.grad_norm == 0
-            and layer.weight_norm > 0
-            or layer.type != "Embedding"
-            and math.isfinite(layer.grad_weight_ratio)
-            and 0 < layer.grad_weight_ratio < floor
-        ):
+        zero = layer.grad_norm == 0 and layer.weight_norm > 0 and not gated
+        ratio = layer.grad_weight_ratio
+        tiny = layer.type != "Embedding" and math.isfinite(ratio) and 0 < ratio < floor and not vanishing
+        if zero or tiny:
             out.append(layer)
     return sorted(out, key=lambda x: x.index)
 
