@@ -10,7 +10,7 @@ is used when its parameter groups fit.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,6 @@ from torch import nn
 
 from gradcheck_cli.records.errors import ConfigError
 
-FILE_HOOKS = ("configure_optimizers", "build_optimizer", "optimizer")
 DEFAULT_LR = 0.01
 
 
@@ -169,7 +168,3 @@ def optimizer_name(optimizer: torch.optim.Optimizer) -> str:
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"])
-
-
-def group_lrs(optimizer: torch.optim.Optimizer) -> Sequence[float]:
-    return [float(g["lr"]) for g in optimizer.param_groups]

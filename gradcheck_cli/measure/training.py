@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradcheck_cli.measure.optimizers import ChosenOptimizer, current_lr, optimizer_name
+from gradcheck_cli.measure.optimizers import ChosenOptimizer, choose_optimizer, current_lr, optimizer_name
+from gradcheck_cli.measure.passes import Prepared, counted, forward, loss_of
 from gradcheck_cli.records.stats import Divergence, TrainingHistory
 
 Owners = list[tuple[str, list[nn.Parameter]]]
@@ -32,6 +33,26 @@ class StepRecords:
     update_ratios: list[list[float]] = field(default_factory=list)
     total_norms: list[float] = field(default_factory=list)
     divergence: Divergence | None = None
+
+
+def train_steps(prepared: Prepared, optimizer_state: Any = None) -> TrainingHistory:
+    """--steps: the user's optimizer (or --optimizer; `optimizer_state` from --weights), clipping and
+    float16 scaling as configured, on the prepared batches in turn."""
+    config, model = prepared.config, prepared.model
+    loaded = prepared.loaded
+    chosen = choose_optimizer(model, loaded.optimizer_hook, optimizer_state, config.optimizer, config.lr)
+    # float16 trains as a script would: with a GradScaler (a pass-through for other dtypes).
+    scaler = torch.amp.GradScaler(prepared.device.split(":")[0], enabled=config.dtype == "float16")
+    steps = counted(prepared, "training: step", range(config.steps), config.steps)
+
+    def step_loss(step: int) -> torch.Tensor:
+        next(steps, None)
+        index = step % len(prepared.batches)
+        batch = prepared.batches[index]
+        return loss_of(prepared, batch, forward(prepared, batch), index).value
+
+    records = train(model, chosen, step_loss, config.steps, config.clip, scaler)
+    return history(chosen, owners_of(model), records, config.clip, config.steps)
 
 
 def owners_of(model: nn.Module) -> Owners:

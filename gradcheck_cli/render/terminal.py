@@ -169,10 +169,6 @@ def header(report: Report) -> Phrases:
     return Phrases([first, second])
 
 
-# Extra columns for --columns (torchinfo-style); the default table has none of them.
-EXTRA_COLUMNS = ("order", "params", "output")
-
-
 def _output_text(stats: LayerStats) -> str:
     """Output size per sample: channels x H x W for a convolution, else elements."""
     if not stats.width:

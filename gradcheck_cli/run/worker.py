@@ -82,13 +82,13 @@ def _analyze(config: AnalyzeConfig, progress: Callable[[str], None]) -> Any:
     import warnings
 
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
-    from gradcheck_cli.run.pipeline import analyze
+    from gradcheck_cli.run.pipeline import analyze_target
 
     # torch's import leaves ~10^6 objects that every full garbage collection would walk
     # again (90 ms a time on a short run); they live until exit, so take them out of GC.
     gc.freeze()
     with _script_argv(config):
-        return analyze(config, progress=progress)
+        return analyze_target(config, progress=progress)
 
 
 @contextlib.contextmanager
