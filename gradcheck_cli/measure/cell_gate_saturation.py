@@ -22,7 +22,7 @@ LSTM_GATES = ("input", "forget", "cell", "output")
 GRU_GATES = ("reset", "update", "new")
 
 
-def measure_gates(model: nn.Module, run_forward: Callable[[], Any]) -> tuple[GateSaturation, ...]:
+def measure_cell_gates(model: nn.Module, run_forward: Callable[[], Any]) -> tuple[GateSaturation, ...]:
     modules = {name: m for name, m in model.named_modules() if type(m) in (nn.LSTM, nn.GRU)}
     modules = {n: m for n, m in modules.items() if getattr(m, "proj_size", 0) == 0}
     if not modules:

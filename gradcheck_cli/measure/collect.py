@@ -21,7 +21,7 @@ from gradcheck_cli.measure.anomaly import NonfiniteOrigin, find_origin
 from gradcheck_cli.measure.attention import measure_attention
 from gradcheck_cli.measure.batch_source import batch_size_of
 from gradcheck_cli.measure.batches import Batch, describe
-from gradcheck_cli.measure.cell_gate_saturation import measure_gates
+from gradcheck_cli.measure.cell_gate_saturation import measure_cell_gates
 from gradcheck_cli.measure.functional import FunctionalActivations
 from gradcheck_cli.measure.inputs import describe_extra_args
 from gradcheck_cli.measure.layer_kinds import has_normalization
@@ -136,9 +136,9 @@ def _first_seen(passes: _Passes, model: torch.nn.Module, choice: LossChoice) -> 
 
 
 def _recomputed(model: torch.nn.Module, run_forward: Callable[[], object]) -> dict[str, Any]:
-    """LSTM/GRU gate saturation and attention probabilities, recomputed from one forward's inputs."""
+    """LSTM/GRU cell gate saturation and attention probabilities, recomputed from one forward's inputs."""
     return {
-        "gate_saturation": measure_gates(model, run_forward),
+        "gate_saturation": measure_cell_gates(model, run_forward),
         "attention": measure_attention(model, run_forward),
     }
 

@@ -85,7 +85,6 @@ def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
     worst = max(a.dead_fraction for a in dead)
     severity = Severity.ERROR if worst > limits.error_fraction else Severity.WARNING
     first = dead[0]
-    where = where_of(first.source, probe)
     yield Finding(
         id="dead-units",
         severity=severity,
@@ -108,23 +107,28 @@ def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
             "error_threshold": limits.error_fraction,
             **training_evidence(probe, first.after),
         },
-        suggestions=(
-            Suggestion(
-                fix="leaky-relu",
-                text=_leaky_text(first.type, first.name),
-                where=where,
-            ),
-            Suggestion(
-                fix="init",
-                text=f"use He init (kaiming_normal_) and a small positive bias for {first.after or 'the layer before'}",
-                where=layer_where(first.after, probe) or where,
-            ),
-            Suggestion(fix="lr", text="lower the learning rate", where=None),
-            Suggestion(
-                fix="batchnorm",
-                text=f"normalise the input of {first.name} (BatchNorm/LayerNorm)",
-                where=where,
-            ),
+        suggestions=_suggestions(first, probe),
+    )
+
+
+def _suggestions(first: ActivationStats, probe: ProbeResult) -> tuple[Suggestion, ...]:
+    where = where_of(first.source, probe)
+    return (
+        Suggestion(
+            fix="leaky-relu",
+            text=_leaky_text(first.type, first.name),
+            where=where,
+        ),
+        Suggestion(
+            fix="init",
+            text=f"use He init (kaiming_normal_) and a small positive bias for {first.after or 'the layer before'}",
+            where=layer_where(first.after, probe) or where,
+        ),
+        Suggestion(fix="lr", text="lower the learning rate", where=None),
+        Suggestion(
+            fix="batchnorm",
+            text=f"normalise the input of {first.name} (BatchNorm/LayerNorm)",
+            where=where,
         ),
     )
 
