@@ -23,7 +23,7 @@ from gradcheck_cli.records.stats import ProbeResult
 from gradcheck_cli.records.trained import (
     ActivationVersus,
     AttentionVersus,
-    GateVersus,
+    CellGateVersus,
     HorizonVersus,
     LayerVersus,
     Versus,
@@ -81,7 +81,7 @@ def compare(now: ProbeResult, then: ProbeResult, reference: str) -> Versus:
         layers=_layers(now, then),
         activations=_activations(now, then),
         through_time=_horizons(now, then),
-        gates=_gates(now, then),
+        gates=_cell_gates(now, then),
         attention=_attention(now, then),
         loss=(now.loss_value, then.loss_value),
     )
@@ -131,9 +131,9 @@ def _horizons(now: ProbeResult, then: ProbeResult) -> tuple[HorizonVersus, ...]:
     )
 
 
-def _gates(now: ProbeResult, then: ProbeResult) -> tuple[GateVersus, ...]:
+def _cell_gates(now: ProbeResult, then: ProbeResult) -> tuple[CellGateVersus, ...]:
     return tuple(
-        GateVersus(module=g.module, gate=gate, saturated_fraction=(value, old.gates.get(gate, math.nan)))
+        CellGateVersus(module=g.module, gate=gate, saturated_fraction=(value, old.gates.get(gate, math.nan)))
         for g, old in _pairs(now.gate_saturation, then.gate_saturation, lambda g: g.module)
         for gate, value in g.gates.items()
     )
