@@ -14,7 +14,6 @@ MAX_MODULE_LINES = 300
 MAX_FUNCTION_LINES = 50
 LONG_MODULES = {
     "config/options.py": "the declarative option table: one entry per option",
-    "run/cli.py": "the command line; split after every command's options move to the option table (issue 20)",
 }
 PRIVATE_TORCH = re.compile(
     r"\b(?:torch|nn|F)\.(?:[A-Za-z]\w*\.)*_[A-Za-z]\w*"  # torch.nn.modules.conv._ConvNd, torch._foreach_norm

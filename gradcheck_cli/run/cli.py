@@ -4,7 +4,6 @@ Torch is imported only inside `analyze`, so --help, --version, zoo, init and exp
 """
 
 import inspect
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -15,33 +14,11 @@ import typer
 from gradcheck_cli import __version__
 from gradcheck_cli.config.options import CLI_OPTIONS, Option
 from gradcheck_cli.records.errors import GradcheckError
-from gradcheck_cli.run.boundary import BoundedTyper, doing, print_error
+from gradcheck_cli.run.analyze_command import color_allowed, run_analyze, show_config_text
+from gradcheck_cli.run.boundary import BoundedTyper, doing
+from gradcheck_cli.run.help_style import plain_help_metavars
 
-
-def _plain_help_metavars() -> None:
-    """typer 0.2x marks flags `<bool>` and required arguments `{ID}` in --help; show them as click
-    and ruff do (a flag alone, an argument as ID), so usage lines read as commands to type."""
-    from typer import core
-
-    option = getattr(core, "TyperOption", None)
-    if option is not None and hasattr(option, "display_type_rich"):
-        shown = option.display_type_rich
-
-        def display_type_rich(self: Any, ctx: Any) -> Any:
-            return None if getattr(self, "is_flag", False) else shown(self, ctx)
-
-        option.display_type_rich = display_type_rich
-    argument = getattr(core, "TyperArgument", None)
-    if argument is not None and hasattr(argument, "_usage_display_name"):
-
-        def usage_name(self: Any) -> str:
-            name = str(self.display_name_raw) + ("..." if self.nargs != 1 else "")
-            return name if self.required else f"[{name}]"
-
-        argument._usage_display_name = usage_name
-
-
-_plain_help_metavars()
+plain_help_metavars()
 
 app = BoundedTyper(
     name="gradcheck",
@@ -56,14 +33,6 @@ app = BoundedTyper(
         "  gradcheck analyze builtin:sigmoid-mlp --format json"
     ),
 )
-
-
-def stdout_is_terminal() -> bool:
-    return sys.stdout.isatty()
-
-
-def _color_allowed() -> bool:
-    return stdout_is_terminal() and not os.environ.get("NO_COLOR")
 
 
 def _version(value: bool) -> None:
@@ -115,9 +84,9 @@ def analyze(**params: Any) -> None:
     target, config, debug = params.pop("target"), params.pop("config"), params.pop("debug")
     only, show = params.pop("only_target"), params.pop("show_config")
     if show:
-        _show_config(target, params, config, only)
+        sys.stdout.write(show_config_text(target, params, config, only))
         return
-    raise typer.Exit(_run_analyze(target, params, config, debug, only))
+    raise typer.Exit(run_analyze(target, params, config, debug, only))
 
 
 # The signature typer reads is built from the option table: one parameter per option with a flag.
@@ -133,128 +102,6 @@ analyze.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
     ]
 )
 app.command(name="analyze")(analyze)
-
-
-def _show_config(
-    target: str | None, params: dict[str, Any], config_path: Path | None, only: str | None
-) -> None:
-    from gradcheck_cli.config.options import values_from_flags
-    from gradcheck_cli.config.showconfig import show_config
-
-    flags = values_from_flags(params)
-    sys.stdout.write(show_config(target, flags, config_path, Path.cwd(), only))
-
-
-def _run_analyze(
-    target: str | None, flags: dict[str, Any], config_path: Path | None, debug: bool, only: str | None
-) -> int:
-    from gradcheck_cli.records.outcome import TargetFailure
-    from gradcheck_cli.run.ci_gate import combined_exit_code
-
-    with doing("reading the options and the config file"):
-        configs = _load_configs(target, flags, config_path, debug, only)
-    outcomes = _run_targets(configs)
-    failures = [o for o in outcomes if isinstance(o, TargetFailure)]
-    for failure in failures:
-        named = f"{failure.target}: " if len(configs) > 1 else ""
-        print_error(named + failure.message, failure.hint, failure.details if debug else None)
-    results = [(c, o) for c, o in zip(configs, outcomes, strict=True) if not isinstance(o, TargetFailure)]
-    code = max(combined_exit_code(results), 2 if failures else 0)
-    if _is_secondary_rank() or not results:  # under torchrun rank 0 prints the combined report
-        return code
-    with doing("writing the reports"):
-        _publish(results, failures)
-    return code
-
-
-def _load_configs(
-    target: str | None, flags: dict[str, Any], config_path: Path | None, debug: bool, only: str | None
-) -> list[Any]:
-    """Every option parsed and checked, and every --output checked, before any work starts."""
-    from gradcheck_cli.config.configfile import load_configs
-    from gradcheck_cli.config.options import values_from_flags
-    from gradcheck_cli.run.preflight import check_configs
-
-    configs = load_configs(
-        target, values_from_flags({**flags, "debug": debug}), config_path, Path.cwd(), only
-    )
-    check_configs(configs)
-    return configs
-
-
-def _run_targets(configs: list[Any]) -> list[Any]:
-    from gradcheck_cli.run.progress import progress_for
-    from gradcheck_cli.run.supervisor import run_targets
-
-    progress = progress_for([c.target.raw for c in configs])
-    try:
-        return run_targets(configs, progress, timeout=configs[0].timeout)
-    finally:
-        progress.close()
-
-
-def _publish(results: list[Any], failures: list[Any]) -> None:
-    from gradcheck_cli.run.ci_gate import append_step_summary, emit_annotations
-
-    _write_reports(results, failures)
-    reports = [report for _, report in results]
-    emit_annotations(reports)
-    if any(config.format == "markdown" or "markdown" in dict(config.reports) for config, _ in results):
-        append_step_summary(reports, failures)
-
-
-def _write_reports(results: list[Any], failures: list[Any]) -> None:
-    from gradcheck_cli.run.ci_gate import output_groups
-
-    several = len(results) + len(failures) > 1
-    for (fmt, output), group in output_groups(results).items():
-        first = group[0][0]
-        _write_report(
-            [report for _, report in group], fmt, output, first.fail_on, several, failures, first.columns
-        )
-
-
-def _is_secondary_rank() -> bool:
-    """A torchrun worker other than rank 0 (torchrun sets RANK and WORLD_SIZE)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) > 0
-
-
-def _write_report(
-    reports: list[Any],
-    fmt: str,
-    output: Path | None,
-    fail_on: str,
-    several: bool,
-    failures: list[Any],
-    columns: tuple[str, ...] = (),
-) -> None:
-    from gradcheck_cli.render import render_reports
-    from gradcheck_cli.run.ci_gate import verdict_line
-
-    to_terminal = output is None and _color_allowed()
-    width = shutil.get_terminal_size((100, 24)).columns  # COLUMNS, else the terminal, else 100
-    color = to_terminal and fmt == "rich"
-    text = render_reports(
-        fmt, reports, width=width, color=color, fail_on=fail_on, failures=failures, columns=columns
-    )
-    if output is not None:
-        _write_file(output, text)
-    else:
-        sys.stdout.write(text)
-    if output is not None or fmt != "rich" or several:
-        for report in reports:
-            typer.echo(verdict_line(report, output, name_target=several), err=True)
-
-
-def _write_file(output: Path, text: str) -> None:
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
-    except OSError as exc:
-        raise GradcheckError(
-            f"cannot write the report to {output}: {exc.strerror or exc}",
-            "name a file in a folder you can write to with --output",
-        ) from exc
 
 
 @app.command()
@@ -288,7 +135,7 @@ def compare(
 
     with doing(f"comparing {old} with {new}"):
         comparisons, unmatched = compare_reports(old, new, orders, target)
-    sys.stdout.write(render_comparisons(comparisons, unmatched, color=_color_allowed()))
+    sys.stdout.write(render_comparisons(comparisons, unmatched, color=color_allowed()))
     raise typer.Exit(1 if any(c.regressed for _, c in comparisons) else 0)
 
 
@@ -330,7 +177,7 @@ def report(
             f"{fail_on!r} is not one of error, warning, info, never", param_hint="--fail-on"
         )
     width = shutil.get_terminal_size((100, 24)).columns
-    raise typer.Exit(report_run(path, format, output, fail_on, width=width, color=_color_allowed()))
+    raise typer.Exit(report_run(path, format, output, fail_on, width=width, color=color_allowed()))
 
 
 @app.command()
@@ -404,7 +251,7 @@ def _print_markdown(text: str) -> None:
     from rich.markdown import Markdown
 
     width = min(100, shutil.get_terminal_size((80, 24)).columns)
-    color = _color_allowed()
+    color = color_allowed()
     console = Console(file=StringIO(), width=width, force_terminal=color, no_color=not color, highlight=False)
     console.print(Markdown(text))
     rendered = console.file.getvalue()  # type: ignore[attr-defined]
