@@ -1,6 +1,8 @@
-"""The gradcheck command line: parse flags into an AnalyzeConfig, run, render, exit.
+"""The gradcheck command line: the commands and their options; `analyze`'s work after parsing is
+run/analyze_command.py.
 
-Torch is imported only inside `analyze`, so --help, --version, zoo, init and explain stay fast.
+Torch is imported only by the analysis (in the worker), so --help, --version, zoo, init and
+explain stay fast.
 """
 
 import inspect
@@ -76,7 +78,7 @@ def _parameter(option: Option) -> inspect.Parameter:
     )
 
 
-def analyze(**params: Any) -> None:
+def analyze_cli(**params: Any) -> None:
     """Run forward and backward passes on TARGET and report how gradients flow through it.
 
     Exit codes: 0 no finding at or above --fail-on, 1 findings, 2 could not run.
@@ -90,7 +92,7 @@ def analyze(**params: Any) -> None:
 
 
 # The signature typer reads is built from the option table: one parameter per option with a flag.
-analyze.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+analyze_cli.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
     [
         inspect.Parameter(
             "target",
@@ -101,7 +103,7 @@ analyze.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         *(_parameter(option) for option in CLI_OPTIONS),
     ]
 )
-app.command(name="analyze")(analyze)
+app.command(name="analyze")(analyze_cli)
 
 
 @app.command()
