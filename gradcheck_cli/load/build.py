@@ -69,7 +69,9 @@ def construct(
     if wiring is not None:
         config, keywords = wiring
         built = call_constructor(factory, name, [config], keywords, ref)
-        return built, {"config": config_fields(config), **{k: json_safe(v) for k, v in keywords.items()}}
+        on_config = sorted(k for k in init_args if k not in keywords)
+        recorded = {"config": config_fields(config), **({"config_set": on_config} if on_config else {})}
+        return built, {**recorded, **{k: json_safe(v) for k, v in keywords.items()}}
     built = call_constructor(factory, name, [], init_args, ref)
     return built, {k: json_safe(v) for k, v in init_args.items()}
 
