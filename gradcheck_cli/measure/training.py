@@ -17,8 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradcheck_cli.measure.optimizers import ChosenOptimizer, choose_optimizer, current_lr, optimizer_name
-from gradcheck_cli.measure.passes import Prepared, counted, forward, loss_of
+from gradcheck_cli.measure.optimizers import ChosenOptimizer, current_lr, group_lrs, optimizer_name
 from gradcheck_cli.records.stats import Divergence, TrainingHistory
 
 Owners = list[tuple[str, list[nn.Parameter]]]
@@ -32,27 +31,9 @@ class StepRecords:
     grad_norms: list[list[float]] = field(default_factory=list)
     update_ratios: list[list[float]] = field(default_factory=list)
     total_norms: list[float] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    """The largest param-group learning rate each step was taken with."""
     divergence: Divergence | None = None
-
-
-def train_steps(prepared: Prepared, optimizer_state: Any = None) -> TrainingHistory:
-    """--steps: the user's optimizer (or --optimizer; `optimizer_state` from --weights), clipping and
-    float16 scaling as configured, on the prepared batches in turn."""
-    config, model = prepared.config, prepared.model
-    loaded = prepared.loaded
-    chosen = choose_optimizer(model, loaded.optimizer_hook, optimizer_state, config.optimizer, config.lr)
-    # float16 trains as a script would: with a GradScaler (a pass-through for other dtypes).
-    scaler = torch.amp.GradScaler(prepared.device.split(":")[0], enabled=config.dtype == "float16")
-    steps = counted(prepared, "training: step", range(config.steps), config.steps)
-
-    def step_loss(step: int) -> torch.Tensor:
-        next(steps, None)
-        index = step % len(prepared.batches)
-        batch = prepared.batches[index]
-        return loss_of(prepared, batch, forward(prepared, batch), index).value
-
-    records = train(model, chosen, step_loss, config.steps, config.clip, scaler)
-    return history(chosen, owners_of(model), records, config.clip, config.steps)
 
 
 def owners_of(model: nn.Module) -> Owners:
@@ -85,6 +66,7 @@ def train(
             total = _total_norm(owners, clip)
             before = [[p.detach().clone() for p in ps] for _, ps in owners]
             scale = scaler.get_scale() if scaler.is_enabled() else None
+            lr = max(group_lrs(optimizer))
             scaler.step(optimizer)
             scaler.update()
             ratios = _update_ratios(owners, before)
@@ -96,6 +78,7 @@ def train(
                 _restore(owners, start)
                 break
             _append(records, host, len(owners))
+            records.lrs.append(lr)
             if chosen.scheduler is not None:
                 chosen.scheduler.step()
     optimizer.zero_grad(set_to_none=True)
@@ -221,7 +204,12 @@ class _ForwardWatch:
 
 
 def history(
-    chosen: ChosenOptimizer, owners: Owners, records: StepRecords, clip: float | None, planned: int
+    chosen: ChosenOptimizer,
+    owners: Owners,
+    records: StepRecords,
+    clip: float | None,
+    planned: int,
+    loop: str = "gradcheck's loop",
 ) -> TrainingHistory:
     names = [name for name, _ in owners]
     columns = list(zip(*records.grad_norms, strict=True)) if records.grad_norms else [() for _ in names]
@@ -240,4 +228,7 @@ def history(
         clip=clip,
         steps_planned=planned,
         divergence=records.divergence,
+        loop=loop,
+        lrs=tuple(records.lrs),
+        scheduler=type(chosen.scheduler).__name__ if chosen.scheduler is not None else None,
     )

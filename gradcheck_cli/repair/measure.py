@@ -18,7 +18,7 @@ from gradcheck_cli.judge.policy import policy_findings
 from gradcheck_cli.measure.collect import probe
 from gradcheck_cli.measure.device import model_dtype, seed_everything
 from gradcheck_cli.measure.passes import Prepared, StageRecords, forward, loss_of
-from gradcheck_cli.measure.training import train_steps
+from gradcheck_cli.measure.train_stage import train_steps
 from gradcheck_cli.records.findings import Finding
 from gradcheck_cli.records.stats import ProbeResult
 

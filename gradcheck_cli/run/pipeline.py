@@ -91,7 +91,7 @@ def _load_checkpoint(prepared: Prepared, progress: Progress) -> tuple[Checkpoint
 
 
 def _train(prepared: Prepared, optimizer_state: Any) -> TrainingHistory:
-    from gradcheck_cli.measure.training import train_steps
+    from gradcheck_cli.measure.train_stage import train_steps
 
     return train_steps(prepared, optimizer_state)
 
