@@ -20,7 +20,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from gradcheck_cli.monitor.integrations.lightning import GradcheckCallback
+from gradcheck_cli import LightningCallback as GradcheckCallback
 
 
 class Regressor(pl.LightningModule):

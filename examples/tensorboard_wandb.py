@@ -20,8 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradcheck_cli import GradientMonitor
-from gradcheck_cli.monitor.sinks.tensorboard import TensorBoardSink
+from gradcheck_cli import GradientMonitor, TensorBoardSink
 
 
 class ScaleGrad(torch.autograd.Function):
@@ -53,7 +52,7 @@ def sinks(use_wandb: bool) -> list[Any]:
     if use_wandb:
         import wandb
 
-        from gradcheck_cli.monitor.sinks.wandb import WandbSink
+        from gradcheck_cli import WandbSink
 
         os.environ.setdefault("WANDB_MODE", "offline")
         out.append(WandbSink(wandb.init(project="gradcheck-example")))

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
-from gradcheck_cli.monitor.integrations.transformers import GradcheckCallback
+from gradcheck_cli import TransformersCallback as GradcheckCallback
 
 
 class Classifier(nn.Module):

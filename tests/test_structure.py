@@ -27,6 +27,26 @@ def test_modules_named_in_the_architecture_doc_exist() -> None:
     assert not missing, f"docs/architecture.md names modules that do not exist: {missing}"
 
 
+MAX_FOLDERS = 12
+MAX_TOP_LEVEL_MODULES = 3
+
+
+def test_the_package_shows_the_architecture_in_few_folders() -> None:
+    """`ls gradcheck_cli/` shows the stages: at most 12 folders and at most 3 modules besides
+    `__init__.py`/`__main__.py`, and each stage folder says in its `__init__` docstring what it is."""
+    folders = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__")
+    modules = sorted(p.name for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    assert len(folders) <= MAX_FOLDERS, folders
+    assert len(modules) <= MAX_TOP_LEVEL_MODULES, modules
+    undocumented = [
+        name
+        for name in folders
+        if (PACKAGE / name / "__init__.py").exists()
+        and not ast.get_docstring(ast.parse((PACKAGE / name / "__init__.py").read_text()))
+    ]
+    assert not undocumented, f"stage folders without an __init__ docstring: {undocumented}"
+
+
 def test_modules_stay_short() -> None:
     long = {
         path.relative_to(PACKAGE).as_posix(): len(path.read_text().splitlines())

@@ -319,16 +319,16 @@ def report(
     ] = "error",
 ) -> None:
     """Render a training run's history (GradientMonitor jsonl=) with trend findings; exit 1 on findings."""
+    from gradcheck_cli.records.findings import FailOn
+    from gradcheck_cli.records.formats import RUN_FORMATS, choices
     from gradcheck_cli.run.report_command import report_run
 
-    if format not in ("rich", "markdown", "html", "json"):
-        raise typer.BadParameter(
-            f"{format!r} is not one of rich, markdown, html, json", param_hint="--format"
-        )
-    if fail_on not in ("error", "warning", "info", "never"):
-        raise typer.BadParameter(
-            f"{fail_on!r} is not one of error, warning, info, never", param_hint="--fail-on"
-        )
+    for value, known, flag in (
+        (format, choices(RUN_FORMATS), "--format"),
+        (fail_on, FailOn.choices(), "--fail-on"),
+    ):
+        if value not in known:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(known)}", param_hint=flag)
     width = shutil.get_terminal_size((100, 24)).columns
     raise typer.Exit(report_run(path, format, output, fail_on, width=width, color=_color_allowed()))
 

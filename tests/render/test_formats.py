@@ -59,7 +59,7 @@ def test_the_format_names_the_registries_and_the_option_table_agree() -> None:
 
     assert set(RENDERERS) == set(Format)
     assert set(RUN_RENDERERS) == set(RUN_FORMATS)
-    assert FORMATS == tuple(f.value for f in Format)
+    assert tuple(f.value for f in Format) == FORMATS
     fmt_option = next(o for o in OPTIONS if o.field == "format")
     assert fmt_option.check is not None
     for name in FORMATS:
