@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from gradcheck_cli.records.measures import Measures
 from gradcheck_cli.records.trained import AttentionStats, CheckpointInfo, GateSaturation, Versus
 
 if TYPE_CHECKING:
@@ -108,6 +109,8 @@ class LayerStats:
     batch_act_grad_norm: tuple[float, ...] = ()
     """act_grad_norm per batch, for spread."""
     source: SourceRef | None = None
+    measures: Measures = Measures()
+    """The registered per-layer measurements (measure/measurements.py) that rules read by name."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
