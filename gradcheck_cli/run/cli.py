@@ -1,26 +1,50 @@
-"""The gradcheck command line: the commands and their options; `analyze`'s work after parsing is
-run/analyze_command.py.
+"""The gradcheck command line: parse flags into an AnalyzeConfig, run, render, exit.
 
-Torch is imported only by the analysis (in the worker), so --help, --version, zoo, init and
-explain stay fast.
+Torch is imported only inside `analyze`, so --help, --version, zoo, init and explain stay fast.
 """
 
+import functools
 import inspect
+import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from gradcheck_cli import __version__
+from gradcheck_cli.config.command_options import COMMAND_OPTIONS, CommandOption
 from gradcheck_cli.config.options import CLI_OPTIONS, Option
 from gradcheck_cli.records.errors import GradcheckError
-from gradcheck_cli.run.analyze_command import color_allowed, run_analyze, show_config_text
-from gradcheck_cli.run.boundary import BoundedTyper, doing
-from gradcheck_cli.run.help_style import plain_help_metavars
+from gradcheck_cli.run.boundary import BoundedTyper, doing, print_error
 
-plain_help_metavars()
+
+def _plain_help_metavars() -> None:
+    """typer 0.2x marks flags `<bool>` and required arguments `{ID}` in --help; show them as click
+    and ruff do (a flag alone, an argument as ID), so usage lines read as commands to type."""
+    from typer import core
+
+    option = getattr(core, "TyperOption", None)
+    if option is not None and hasattr(option, "display_type_rich"):
+        shown = option.display_type_rich
+
+        def display_type_rich(self: Any, ctx: Any) -> Any:
+            return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+        option.display_type_rich = display_type_rich
+    argument = getattr(core, "TyperArgument", None)
+    if argument is not None and hasattr(argument, "_usage_display_name"):
+
+        def usage_name(self: Any) -> str:
+            name = str(self.display_name_raw) + ("..." if self.nargs != 1 else "")
+            return name if self.required else f"[{name}]"
+
+        argument._usage_display_name = usage_name
+
+
+_plain_help_metavars()
 
 app = BoundedTyper(
     name="gradcheck",
@@ -35,6 +59,14 @@ app = BoundedTyper(
         "  gradcheck analyze builtin:sigmoid-mlp --format json"
     ),
 )
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def _color_allowed() -> bool:
+    return stdout_is_terminal() and not os.environ.get("NO_COLOR")
 
 
 def _version(value: bool) -> None:
@@ -53,7 +85,48 @@ def root(
     """gradcheck: gradient-flow diagnostics for PyTorch models."""
 
 
-DEBUG_OPTION = typer.Option("--debug", help="Show tracebacks (the exit code stays 2).")
+def _signature(options: tuple[CommandOption, ...]) -> inspect.Signature:
+    """The signature typer reads, from a command's rows of the option table."""
+    params = []
+    for option in options:
+        settings: dict[str, Any] = {"help": option.help}
+        if option.metavar:
+            settings["metavar"] = option.metavar
+        if option.type is not bool:
+            settings["show_default"] = option.show_default
+        info = typer.Option(*option.flags, **settings) if option.flags else typer.Argument(**settings)
+        params.append(
+            inspect.Parameter(
+                option.name,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                annotation=Annotated[option.type, info],
+                default=inspect.Parameter.empty if option.required else option.default,
+            )
+        )
+    return inspect.Signature(params)
+
+
+def declared(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register `function` as the command `name`, its parameters from COMMAND_OPTIONS[name] (a value
+    outside an option's `choices` is exit 2 naming the flag)."""
+    options = COMMAND_OPTIONS[name]
+
+    def register(function: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(function)
+        def command(**params: Any) -> None:
+            for option in options:
+                if option.choices and params[option.name] not in option.choices:
+                    raise typer.BadParameter(
+                        f"{params[option.name]!r} is not one of {', '.join(option.choices)}",
+                        param_hint=option.flags[0],
+                    )
+            function(**params)
+
+        command.__signature__ = _signature(options)  # type: ignore[attr-defined]
+        app.command(name=name)(command)
+        return function
+
+    return register
 
 
 TARGET_ARGUMENT = typer.Argument(
@@ -78,7 +151,7 @@ def _parameter(option: Option) -> inspect.Parameter:
     )
 
 
-def analyze_cli(**params: Any) -> None:
+def analyze(**params: Any) -> None:
     """Run forward and backward passes on TARGET and report how gradients flow through it.
 
     Exit codes: 0 no finding at or above --fail-on, 1 findings, 2 could not run.
@@ -86,13 +159,13 @@ def analyze_cli(**params: Any) -> None:
     target, config, debug = params.pop("target"), params.pop("config"), params.pop("debug")
     only, show = params.pop("only_target"), params.pop("show_config")
     if show:
-        sys.stdout.write(show_config_text(target, params, config, only))
+        _show_config(target, params, config, only)
         return
-    raise typer.Exit(run_analyze(target, params, config, debug, only))
+    raise typer.Exit(_run_analyze(target, params, config, debug, only))
 
 
 # The signature typer reads is built from the option table: one parameter per option with a flag.
-analyze_cli.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+analyze.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
     [
         inspect.Parameter(
             "target",
@@ -103,33 +176,138 @@ analyze_cli.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         *(_parameter(option) for option in CLI_OPTIONS),
     ]
 )
-app.command(name="analyze")(analyze_cli)
+app.command(name="analyze")(analyze)
 
 
-@app.command()
-def compare(
-    old: Annotated[
-        Path,
-        typer.Argument(metavar="OLD", help="The baseline JSON report (--format json).", show_default=False),
-    ],
-    new: Annotated[Path, typer.Argument(metavar="NEW", help="The new JSON report.", show_default=False)],
-    orders: Annotated[
-        float,
-        typer.Option(
-            "--orders", metavar="ORDERS", help="Orders of magnitude a layer's gradient ratio may fall."
-        ),
-    ] = 1.0,
-    target: Annotated[
-        str | None,
-        typer.Option(
-            "--target",
-            metavar="TARGET",
-            help="Compare only this target of multi-target reports (default: every target in both).",
-            show_default=False,
-        ),
-    ] = None,
-    debug: Annotated[bool, DEBUG_OPTION] = False,
+def _show_config(
+    target: str | None, params: dict[str, Any], config_path: Path | None, only: str | None
 ) -> None:
+    from gradcheck_cli.config.options import values_from_flags
+    from gradcheck_cli.config.showconfig import show_config
+
+    flags = values_from_flags(params)
+    sys.stdout.write(show_config(target, flags, config_path, Path.cwd(), only))
+
+
+def _run_analyze(
+    target: str | None, flags: dict[str, Any], config_path: Path | None, debug: bool, only: str | None
+) -> int:
+    from gradcheck_cli.records.outcome import TargetFailure
+    from gradcheck_cli.run.ci_gate import combined_exit_code
+
+    with doing("reading the options and the config file"):
+        configs = _load_configs(target, flags, config_path, debug, only)
+    outcomes = _run_targets(configs)
+    failures = [o for o in outcomes if isinstance(o, TargetFailure)]
+    for failure in failures:
+        named = f"{failure.target}: " if len(configs) > 1 else ""
+        print_error(named + failure.message, failure.hint, failure.details if debug else None)
+    results = [(c, o) for c, o in zip(configs, outcomes, strict=True) if not isinstance(o, TargetFailure)]
+    code = max(combined_exit_code(results), 2 if failures else 0)
+    if _is_secondary_rank() or not results:  # under torchrun rank 0 prints the combined report
+        return code
+    with doing("writing the reports"):
+        _publish(results, failures)
+    return code
+
+
+def _load_configs(
+    target: str | None, flags: dict[str, Any], config_path: Path | None, debug: bool, only: str | None
+) -> list[Any]:
+    """Every option parsed and checked, and every --output checked, before any work starts."""
+    from gradcheck_cli.config.configfile import load_configs
+    from gradcheck_cli.config.configread import find_default_config
+    from gradcheck_cli.config.options import values_from_flags
+    from gradcheck_cli.run.preflight import check_configs
+
+    configs = load_configs(
+        target, values_from_flags({**flags, "debug": debug}), config_path, Path.cwd(), only
+    )
+    check_configs(configs, [p for p in (config_path or find_default_config(Path.cwd()),) if p])
+    return configs
+
+
+def _run_targets(configs: list[Any]) -> list[Any]:
+    from gradcheck_cli.run.progress import progress_for
+    from gradcheck_cli.run.supervisor import run_targets
+
+    progress = progress_for([c.target.raw for c in configs])
+    try:
+        return run_targets(configs, progress, timeout=configs[0].timeout)
+    finally:
+        progress.close()
+
+
+def _publish(results: list[Any], failures: list[Any]) -> None:
+    from gradcheck_cli.run.ci_gate import append_step_summary, emit_annotations
+
+    _write_reports(results, failures)
+    reports = [report for _, report in results]
+    emit_annotations(reports)
+    if any(config.format == "markdown" or "markdown" in dict(config.reports) for config, _ in results):
+        append_step_summary(reports, failures)
+
+
+def _write_reports(results: list[Any], failures: list[Any]) -> None:
+    from gradcheck_cli.run.ci_gate import output_groups
+
+    several = len(results) + len(failures) > 1
+    for (fmt, output), group in output_groups(results).items():
+        first = group[0][0]
+        _write_report(
+            [report for _, report in group], fmt, output, first.fail_on, several, failures, first.columns
+        )
+
+
+def _is_secondary_rank() -> bool:
+    """A torchrun worker other than rank 0 (torchrun sets RANK and WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) > 0
+
+
+def _write_report(
+    reports: list[Any],
+    fmt: str,
+    output: Path | None,
+    fail_on: str,
+    several: bool,
+    failures: list[Any],
+    columns: tuple[str, ...] = (),
+) -> None:
+    from gradcheck_cli.render import render_reports
+    from gradcheck_cli.run.ci_gate import verdict_line
+
+    to_terminal = output is None and _color_allowed()
+    width = shutil.get_terminal_size((100, 24)).columns  # COLUMNS, else the terminal, else 100
+    color = to_terminal and fmt == "rich"
+    text = render_reports(
+        fmt, reports, width=width, color=color, fail_on=fail_on, failures=failures, columns=columns
+    )
+    if output is not None:
+        _write_file(output, text)
+    else:
+        sys.stdout.write(text)
+    if output is not None or fmt != "rich" or several:
+        for report in reports:
+            typer.echo(verdict_line(report, output, name_target=several), err=True)
+
+
+def _write_file(output: Path, text: str) -> None:
+    from gradcheck_cli.run.preflight import check_output
+
+    check_output(output, {})  # again at writing: the model's code ran since the first check
+    from gradcheck_cli.records.files import write_report_file
+
+    try:
+        write_report_file(output, text)
+    except OSError as exc:
+        raise GradcheckError(
+            f"cannot write the report to {output}: {exc.strerror or exc}",
+            "name a file in a folder you can write to with --output",
+        ) from exc
+
+
+@declared("compare")
+def compare(old: Path, new: Path, orders: float, target: str | None, debug: bool) -> None:
     """Compare two JSON reports layer by layer (every target of multi-target reports, or the one
     --target names). Exit 1 on regression, 0 otherwise."""
     from gradcheck_cli.judge.baseline import compare_reports
@@ -137,7 +315,7 @@ def compare(
 
     with doing(f"comparing {old} with {new}"):
         comparisons, unmatched = compare_reports(old, new, orders, target)
-    sys.stdout.write(render_comparisons(comparisons, unmatched, color=color_allowed()))
+    sys.stdout.write(render_comparisons(comparisons, unmatched, color=_color_allowed()))
     raise typer.Exit(1 if any(c.regressed for _, c in comparisons) else 0)
 
 
@@ -148,47 +326,17 @@ def _yaml_text(value: object) -> str:
     return str(value)
 
 
-@app.command()
-def report(
-    path: Annotated[Path, typer.Argument(metavar="RUN.jsonl", help="A monitor's JSON-lines file (jsonl=).")],
-    format: Annotated[
-        str,
-        typer.Option(
-            "--format",
-            "-f",
-            help="rich (sparklines), markdown, html (small multiples) or json.",
-            show_default=True,
-        ),
-    ] = "rich",
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the report there.", show_default=False)
-    ] = None,
-    fail_on: Annotated[
-        str, typer.Option("--fail-on", help="error, warning, info or never: the exit-1 threshold.")
-    ] = "error",
-) -> None:
+@declared("report")
+def report(path: Path, format: str, output: Path | None, fail_on: str) -> None:
     """Render a training run's history (GradientMonitor jsonl=) with trend findings; exit 1 on findings."""
     from gradcheck_cli.run.report_command import report_run
 
-    if format not in ("rich", "markdown", "html", "json"):
-        raise typer.BadParameter(
-            f"{format!r} is not one of rich, markdown, html, json", param_hint="--format"
-        )
-    if fail_on not in ("error", "warning", "info", "never"):
-        raise typer.BadParameter(
-            f"{fail_on!r} is not one of error, warning, info, never", param_hint="--fail-on"
-        )
     width = shutil.get_terminal_size((100, 24)).columns
-    raise typer.Exit(report_run(path, format, output, fail_on, width=width, color=color_allowed()))
+    raise typer.Exit(report_run(path, format, output, fail_on, width=width, color=_color_allowed()))
 
 
-@app.command()
-def zoo(
-    options: Annotated[
-        bool, typer.Option("--options", help="Also list each builtin's --arch-opt options and defaults.")
-    ] = False,
-    debug: Annotated[bool, DEBUG_OPTION] = False,
-) -> None:
+@declared("zoo")
+def zoo(options: bool, debug: bool) -> None:
     """List the built-in architectures, one per line: `builtin:NAME` then what it shows."""
     from gradcheck_cli.load.zoo import ARCHITECTURES, OPTION_RANGES, describe_range
 
@@ -203,16 +351,8 @@ def zoo(
         typer.echo("\nRanges: " + "; ".join(f"{key} {describe_range(key)}" for key in OPTION_RANGES))
 
 
-@app.command()
-def explain(
-    rule_id: Annotated[
-        str | None,
-        typer.Argument(
-            metavar="ID", help="A finding id, e.g. vanishing-gradients (none: list them).", show_default=False
-        ),
-    ] = None,
-    debug: Annotated[bool, DEBUG_OPTION] = False,
-) -> None:
+@declared("explain")
+def explain(rule_id: str | None, debug: bool) -> None:
     """Print the documentation of one finding id, or list the ids."""
     from gradcheck_cli.judge.rules import every_rule, get_rule
     from gradcheck_cli.records.hints import did_you_mean
@@ -253,7 +393,7 @@ def _print_markdown(text: str) -> None:
     from rich.markdown import Markdown
 
     width = min(100, shutil.get_terminal_size((80, 24)).columns)
-    color = color_allowed()
+    color = _color_allowed()
     console = Console(file=StringIO(), width=width, force_terminal=color, no_color=not color, highlight=False)
     console.print(Markdown(text))
     rendered = console.file.getvalue()  # type: ignore[attr-defined]
@@ -273,17 +413,15 @@ def _list_rules() -> None:
     )
 
 
-@app.command()
-def init(
-    path: Annotated[Path, typer.Argument(help="Where to write the template.")] = Path("gradcheck.yaml"),
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
-    debug: Annotated[bool, DEBUG_OPTION] = False,
-) -> None:
+@declared("init")
+def init(path: Path, force: bool, debug: bool) -> None:
     """Write a commented gradcheck.yaml template that works as written."""
     from gradcheck_cli.config.options import init_template
+    from gradcheck_cli.run.preflight import check_output
 
     if path.is_dir():
         raise GradcheckError(f"{path} is a folder", f"name the file to write, e.g. {path / 'gradcheck.yaml'}")
+    check_output(path, {}, "init")  # through symlinks: never over code, even with --force
     if path.exists() and not force:
         raise GradcheckError(f"{path} already exists", "use --force to overwrite it")
     with doing(f"writing {path}"):
