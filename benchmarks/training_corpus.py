@@ -45,7 +45,6 @@ CASES = (
     "nan_log",
     "nan_div",
     "fp16_overflow",
-    "diverge_no_warmup",
     "relu_lr_jump",
     "zero_grad_forgotten",
     "missing_param",
