@@ -52,6 +52,8 @@ CASES = (
     "bn_eval",
     "sched_per_batch",
     "accum_undivided",
+    "heatmap_head",
+    "finetune_head",
 )
 MODES = ("monitor", "weights", "steps")
 RESUME_STEPS = 20

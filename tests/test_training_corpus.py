@@ -146,3 +146,24 @@ def test_sigmoid_heatmap_head_in_its_tails_is_healthy(tmp_path):
     assert [f["severity"] for f in findings[False] if f["severity"] != "info"] == []
     hidden = [f for f in findings[True] if f["id"] == "saturated-activations" and f["severity"] != "info"]
     assert hidden and hidden[0]["layers"] == ["conv1"]
+
+
+def test_a_fine_tuned_head_grown_alone_is_not_a_weight_norm_warning(tmp_path):
+    """Discriminative rates (backbone 1e-3, new head 0.1): plain PyTorch measures the head at more
+    than 5x its init norm and the backbone near 1x: no finding. The twin whose backbone trains at
+    a too-high rate grows fc1 past 5x too, and is warned, head included."""
+    from common import fit
+
+    mod = _case("finetune_head")
+    docs, growth = {}, {}
+    for broken in (False, True):
+        ck = tmp_path / f"ft-{broken}.pt"
+        trace = fit(mod, broken, 60, checkpoint=ck)
+        growth[broken] = mod.growth(trace)
+        target = f"{CORPUS / 'finetune_head.py'}:Net(broken={broken})"
+        result = run_cli("analyze", target, "--weights", str(ck), "--versus", "init", "--format", "json")
+        docs[broken] = {f["id"]: f for f in json.loads(result.stdout)["findings"]}
+    assert growth[False]["head"] > 5 and growth[False]["fc1"] < 1.5
+    assert "weight-norm-change" not in docs[False]
+    assert growth[True]["fc1"] > 5
+    assert "fc1" in docs[True]["weight-norm-change"]["evidence"]["grown"]
