@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from gradcheck_cli.judge.rules.base import rule
+from gradcheck_cli.judge.rules.base import has_activation, rule
 from gradcheck_cli.judge.rules.profile import layer_where, sig
 from gradcheck_cli.judge.rules.profile import where as where_of
 from gradcheck_cli.records.findings import Finding, LayerStatus, Severity, Suggestion
@@ -28,6 +28,7 @@ class SaturatedLimits:
     severity=Severity.WARNING,
     fixes=("batchnorm", "layernorm", "init", "activation"),
     limits=SaturatedLimits,
+    applies_when=has_activation("sigmoid", "sigmoid or tanh"),
 )
 def saturated_activations(probe: ProbeResult, limits: SaturatedLimits) -> Iterator[Finding]:
     """Sigmoid/tanh units sit in their flat tails, where their derivative is near zero.

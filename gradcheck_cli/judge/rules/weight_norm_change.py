@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from gradcheck_cli.judge.rules.base import rule
+from gradcheck_cli.judge.rules.base import REFERENCE_STATE, rule
 from gradcheck_cli.judge.rules.profile import sig
 from gradcheck_cli.records.findings import Finding, Severity, Suggestion
 from gradcheck_cli.records.stats import ProbeResult
@@ -26,6 +26,7 @@ class WeightNormLimits:
     severity=Severity.WARNING,
     fixes=("lr", "weight-decay", "clip"),
     limits=WeightNormLimits,
+    applies_when=REFERENCE_STATE,
 )
 def weight_norm_change(probe: ProbeResult, limits: WeightNormLimits) -> Iterator[Finding]:
     """Weight norms that grew or decayed by a large factor relative to init (or another checkpoint).
