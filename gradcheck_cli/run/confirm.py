@@ -24,7 +24,7 @@ from gradcheck_cli.load.target import LoadedModel
 from gradcheck_cli.measure.collect import probe
 from gradcheck_cli.measure.device import seed_everything
 from gradcheck_cli.measure.preparation import prepare
-from gradcheck_cli.measure.session import Session
+from gradcheck_cli.measure.session import Session, measure_precision
 from gradcheck_cli.records.findings import Finding, Severity
 from gradcheck_cli.records.report import Report, build_report, summarize
 
@@ -48,6 +48,8 @@ def confirm(report: Report, session: Session, started: float) -> Report:
     seed_everything(config.seed)
     second = prepare(config, session.loaded)
     second.progress = session.progress
+    if config.dtype == "float16":  # fp16-underflow is measured there, as in the first pass
+        measure_precision(second)
     result = probe(second, started)
     diagnosis = diagnose(result, config.thresholds)
     again = apply_policy(
