@@ -42,6 +42,10 @@ class LoadedModel:
     """Where sample_batch/loss_fn came from, for the report header ("analyze()" from the API)."""
     optimizer_hook: Callable[..., Any] | None = None
     """configure_optimizers/build_optimizer/optimizer from the model file, for --steps."""
+    scheduler_hook: Callable[..., Any] | None = None
+    """build_scheduler/configure_scheduler from the model file: called with the optimizer, for --steps."""
+    train_step: Callable[..., Any] | None = None
+    """train_step(model, batch, optimizer) from the model file: --steps runs it as the user's loop."""
 
 
 def from_object(

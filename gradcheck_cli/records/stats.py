@@ -223,6 +223,11 @@ class TrainingHistory:
     steps_planned: int = 0
     divergence: Divergence | None = None
     """Set when a step went non-finite; the finite steps before it are the ones recorded."""
+    loop: str = "gradcheck's loop"
+    """Which loop trained: "train_step() in the model file" (the user's) or "gradcheck's loop"."""
+    scheduler: str | None = None  # the learning-rate scheduler's class, when one was stepped
+    lrs: tuple[float, ...] = ()
+    """The largest param-group learning rate each recorded step was taken with."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
