@@ -8,11 +8,13 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gradcheck_cli.judge.run_verdict import RunReport, loss_series, unit_rows
+from gradcheck_cli.records.formats import Format
 from gradcheck_cli.render.base import fmt_num
+from gradcheck_cli.render.escape import clean_report, md_code, md_text
 from gradcheck_cli.render.json import _clean
 
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -92,6 +94,7 @@ class RunTerminalRenderer:
     def render(self, report: RunReport) -> str:
         from rich.console import Console
 
+        report = clean_report(report)  # names and messages from the file: no escape sequence
         out = io.StringIO()
         console = Console(
             file=out, width=self.width, color_system="standard" if self.color else None, highlight=False
@@ -164,12 +167,14 @@ class RunTerminalRenderer:
 
 # -- markdown ------------------------------------------------------------------------------------
 def _md(text: object) -> str:
+    """A table cell or list item: `|` cannot end the cell, a newline cannot end the row."""
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 class RunMarkdownRenderer:
     def render(self, report: RunReport) -> str:
-        lines = [f"## gradcheck report: {_md(_title(report))}", ""]
+        report = clean_report(report)  # as analyze's Markdown: code spans and escaped text only
+        lines = [f"## gradcheck report: {_md(md_text(_title(report)))}", ""]
         lines += ["| layer | grad norm over steps (log) | first | last | orders/1k steps | grad/w last |"]
         lines += ["| --- | --- | --: | --: | --: | --: |"]
         for name in report.history.layer_names():
@@ -177,7 +182,7 @@ class RunMarkdownRenderer:
             ratio = report.history.layer_series(name, "grad_weight_ratio")
             first, last = _first_last(norms)
             row = [
-                f"`{_md(name)}`",
+                _md(md_code(name)),
                 f"`{layer_spark(report, name)}`",
                 first,
                 last,
@@ -194,8 +199,8 @@ class RunMarkdownRenderer:
             for name, after, measure, series in unit_rows(report):
                 first, last = _first_last(series)
                 cells = [
-                    f"`{_md(name)}`",
-                    f"`{_md(after)}`",
+                    _md(md_code(name)),
+                    _md(md_code(after)),
                     measure,
                     f"`{sparkline(series, log=False)}`",
                     first,
@@ -203,11 +208,15 @@ class RunMarkdownRenderer:
                 ]
                 lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "### Trend findings", ""]
-        lines += [f"- **{f.severity.value}** `{f.id}`: {_md(f.message)}" for f in report.trends] or ["None."]
+        lines += [
+            f"- **{md_text(f.severity.value)}** {md_code(f.id)}: {_md(md_text(f.message))}"
+            for f in report.trends
+        ] or ["None."]
         if report.log.logged:
             lines += ["", "### Findings the monitor logged", ""]
             lines += [
-                f"- step {s}: **{_md(d.get('severity'))}** `{_md(d.get('id'))}`: {_md(d.get('message'))}"
+                f"- step {s}: **{_md(md_text(str(d.get('severity'))))}** {_md(md_code(str(d.get('id'))))}: "
+                f"{_md(md_text(str(d.get('message'))))}"
                 for s, d in report.log.logged
             ]
         return "\n".join(lines) + "\n"
@@ -239,13 +248,20 @@ class RunJsonRenderer:
         return json.dumps(_clean(doc), indent=2, allow_nan=False) + "\n"
 
 
-def get_run_renderer(fmt: str, *, width: int = 100, color: bool = False) -> Any:
-    if fmt == "rich":
-        return RunTerminalRenderer(width=width, color=color)
-    if fmt == "markdown":
-        return RunMarkdownRenderer()
-    if fmt == "json":
-        return RunJsonRenderer()
+def _run_html(width: int, color: bool) -> Any:
     from gradcheck_cli.render.history_html import RunHtmlRenderer
 
     return RunHtmlRenderer()
+
+
+RUN_RENDERERS: dict[Format, Callable[[int, bool], Any]] = {
+    Format.RICH: lambda width, color: RunTerminalRenderer(width=width, color=color),
+    Format.MARKDOWN: lambda width, color: RunMarkdownRenderer(),
+    Format.HTML: _run_html,
+    Format.JSON: lambda width, color: RunJsonRenderer(),
+}
+"""The renderer of a run history per format (`gradcheck report`): keyed by records.formats.RUN_FORMATS."""
+
+
+def get_run_renderer(fmt: Format | str, *, width: int = 100, color: bool = False) -> Any:
+    return RUN_RENDERERS[Format(fmt)](width, color)
