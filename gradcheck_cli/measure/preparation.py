@@ -20,6 +20,9 @@ from gradcheck_cli.measure.inputs import InputPlan, plan_inputs
 from gradcheck_cli.measure.passes import Prepared, Progress, hook_name
 from gradcheck_cli.records.errors import TargetError
 
+GIVEN = "passed to analyze()"
+"""The origin of batches handed over as they are (the Python API's `inputs=`)."""
+
 
 def prepare(
     config: AnalyzeConfig,
@@ -48,7 +51,7 @@ def _source(config: AnalyzeConfig, loaded: LoadedModel, device: str, given: bool
     """Batches handed over, from sample_batch() (no --input), or from an input plan."""
     model = loaded.module
     if given:
-        plan = InputPlan(specs=(), origin="passed to analyze()")
+        plan = InputPlan(specs=(), origin=GIVEN)
         return BatchSource(config=config, model=model, plan=plan, device=device, repeatable=False)
     if loaded.sample_batch is not None and not config.inputs:
         hook = hook_name(loaded.sample_batch)

@@ -23,12 +23,13 @@ from gradcheck_cli.measure.batches import Batch
 from gradcheck_cli.measure.collect import probe
 from gradcheck_cli.measure.device import seed_everything
 from gradcheck_cli.measure.passes import Prepared, StageRecords
-from gradcheck_cli.measure.preparation import prepare
+from gradcheck_cli.measure.preparation import GIVEN, prepare
 from gradcheck_cli.measure.versus import State, measure_versus, state_copy
 from gradcheck_cli.records.report import Report, build_report
 from gradcheck_cli.records.stats import Fp16Underflow, ProbeResult, TrainingHistory
 from gradcheck_cli.records.text import count
 from gradcheck_cli.records.trained import CheckpointInfo
+from gradcheck_cli.run.confirm import confirm, needs_confirmation
 
 __all__ = ["analyze_loaded", "analyze_target"]
 
@@ -74,7 +75,7 @@ def analyze_loaded(
         checkpoint=checkpoint, training=training, fp16_underflow=_precision(prepared, progress)
     )
     result = _collect(prepared, records, init_state, started, progress)
-    return _judge(config, prepared, result, pristine, progress)
+    return _judge(config, prepared, result, pristine, progress, started)
 
 
 def _load_checkpoint(prepared: Prepared, progress: Progress) -> tuple[CheckpointInfo | None, Any]:
@@ -127,12 +128,16 @@ def _judge(
     result: ProbeResult,
     pristine: nn.Module | None,
     progress: Progress,
+    started: float,
 ) -> Report:
     """Findings, the policy, the fixes tried on copies (--try-fixes) and the baseline."""
     progress("diagnosing")
     diagnosis = diagnose(result, config.thresholds)
     report = build_report(config.target.raw, result, diagnosis.findings, diagnosis.layer_status)
     report = apply_policy(report, config.severity, config.ignore, config.select)
+    if needs_confirmation(report, config, prepared.plan.origin == GIVEN):
+        progress("confirming the errors on a second measurement (a larger batch, another seed)")
+        report = confirm(report, prepared, started)
     if config.try_fixes:
         progress("trying the suggested fixes on copies of the model")
         report = _with_tried_fixes(report, prepared, result, pristine)
