@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from gradcheck_cli.run.worker import Job, pack
+from gradcheck_cli.run.worker import Job, pack_job
 
 _BOOT = "import sys; sys.path[0] = sys.argv[1]; from gradcheck_cli.run.worker import main; main(sys.argv[2:])"
 """`python -c`: the worker imports the same gradcheck_cli as this process, and the working
@@ -43,7 +43,7 @@ def worker_process(job: Job) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         relay(process)
     try:
         with contextlib.suppress(BrokenPipeError):
-            os.write(job_write, pack(job))  # small (the configs); the worker reads it first thing
+            os.write(job_write, pack_job(job))  # small (the configs); the worker reads it first thing
         yield process, message_read
     finally:
         os.close(job_write)  # the worker's watchdog sees EOF and exits, should it still run
