@@ -7,14 +7,23 @@ gradcheck (a fresh `gradcheck` process, the supervised path):
   torch's hook entry points (exit 2 naming what changed), and a report where nothing was measured
   never passes.
 
+- nothing the model's code starts outlives the run (a child in the worker's group, a `setsid`
+  grandchild, a double-forked daemon; normal runs and --timeout), and a signal the model sends to
+  the CLI (SIGUSR1, SIGHUP, ...) ends it with exit 2 naming the signal.
+
 Each case asserts the exit code, the `error:` line, that no marker file appears and that no file in
 the folder changed. The codec itself is checked in-process against real reports.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import struct
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -227,3 +236,69 @@ def test_deeply_nested_json_is_a_wire_error() -> None:
         wire.decode(b'{"kind": "stage", "index": ' + b"[" * 100000 + b"]" * 100000 + b', "text": ""}')
     with pytest.raises(WireError):
         wire.decode(struct.pack(">I", 3))
+
+
+# --- nothing left running, and no death by signal --------------------------------------------------
+
+LEFT_RUNNING = {
+    "a child in the worker's group": "subprocess.Popen(['sleep', '600'])",
+    "a setsid grandchild": "subprocess.Popen(['sleep', '600'], start_new_session=True)",
+    "a double-forked daemon": "subprocess.Popen(['sh', '-c', 'setsid sleep 600 &'])",
+}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _sleepers(since: set[int]) -> set[int]:
+    """`sleep 600` processes started after `since` was taken (ours: nobody else sleeps 600 s)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) not in since:
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{entry}/cmdline").read_bytes() == b"sleep\x00600\x00" and _alive(int(entry)):
+                    found.add(int(entry))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the subreaper and /proc are Linux's")
+@pytest.mark.parametrize("timeout", [False, True], ids=["normal run", "--timeout"])
+@pytest.mark.parametrize("case", sorted(LEFT_RUNNING))
+def test_nothing_the_model_starts_outlives_the_run(tmp_path: Path, case: str, timeout: bool) -> None:
+    top = f"import subprocess\n{LEFT_RUNNING[case]}\n"
+    model_file(tmp_path, "import time; time.sleep(600)" if timeout else "return self.fc(x)", top=top)
+    before, earlier = digest(tmp_path), _sleepers(set())
+    args = ("--timeout", "3") if timeout else ("--fail-on", "never")
+    done = gradcheck("analyze", "model.py", "--format", "json", *args, cwd=tmp_path)
+    if timeout:
+        assert_could_not_run(done, "timed out after 3 s")
+    else:
+        assert done.returncode == 0, done
+        json.loads(done.stdout)
+    deadline = time.monotonic() + 5
+    while _sleepers(earlier) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _sleepers(earlier), f"left running: {_sleepers(earlier)}"
+    assert digest(tmp_path) == before
+
+
+@pytest.mark.parametrize("name", ["SIGUSR1", "SIGHUP", "SIGUSR2", "SIGALRM"])
+def test_a_signal_from_the_model_is_exit_2_naming_it(tmp_path: Path, name: str) -> None:
+    model_file(tmp_path, f"import os, signal, time; os.kill(os.getppid(), signal.{name}); time.sleep(60)")
+    before = digest(tmp_path)
+    done = gradcheck("analyze", "model.py", "--format", "json", cwd=tmp_path)
+    assert_could_not_run(done, f"stopped ({name})", "measuring")
+    assert digest(tmp_path) == before
+
+
+def test_every_ending_signal_is_caught_and_faults_are_not() -> None:
+    from gradcheck_cli.run.reaper import ending_signals
+
+    caught = set(ending_signals())
+    assert {signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM} <= caught
+    assert not caught & {signal.SIGINT, signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV, signal.SIGCHLD}

@@ -8,7 +8,9 @@ target ends with one of the two:
 - the worker exits, crashes (SIGSEGV), is killed (the OOM killer's SIGKILL) or calls os._exit
   before the target's report arrived: a TargetFailure naming the exit code or signal and the stage;
 - --timeout passes: the worker's process group is killed, a TargetFailure names the stage;
-- Ctrl-C or SIGTERM: the same, "interrupted", and the remaining targets are not started.
+- Ctrl-C, SIGTERM or any other catchable signal that would end the CLI (SIGHUP, SIGUSR1, ...): the
+  same, "interrupted (Ctrl-C)" / "stopped (SIGUSR1)", and the remaining targets are not started;
+- in every case, the worker's process group and every process the run started end with it (`reaper`).
 
 A target after one whose worker died gets a fresh worker. The worker's stdout and stderr are this
 process's stderr: stdout carries the report and nothing else.
@@ -22,15 +24,15 @@ import os
 import selectors
 import signal
 import subprocess
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from gradcheck_cli.config.analyze_config import AnalyzeConfig
 from gradcheck_cli.records.outcome import TargetFailure
 from gradcheck_cli.records.report import Report
 from gradcheck_cli.records.wire import MAX_MESSAGE_BYTES, WireError, decode, inconsistent, nothing_measured
+from gradcheck_cli.run.reaper import Stopped, signals_raise
 from gradcheck_cli.run.spawn import kill, worker_process
 from gradcheck_cli.run.worker import HEADER, Job
 
@@ -47,10 +49,6 @@ starts: the target's own clock starts with its first stage."""
 class Progress(Protocol):
     def stage(self, index: int, text: str) -> None: ...
     def tick(self) -> None: ...
-
-
-class _Stopped(Exception):
-    """SIGTERM while the worker runs."""
 
 
 class Collector:
@@ -175,11 +173,11 @@ def _run_worker(job: Job, collector: Collector, timeout: float | None) -> bool:
     collector.stage_index = None
     with worker_process(job) as (process, messages):
         try:
-            with _sigterm_raises():
+            with signals_raise():
                 _read_until_exit(process, messages, collector, timeout)
-        except (KeyboardInterrupt, _Stopped) as exc:
+        except (KeyboardInterrupt, Stopped) as exc:
             kill(process)
-            what = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else "stopped (SIGTERM)"
+            what = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else str(exc)
             collector.fail_current(what, "the analysis did not finish")
             return False
         except WireError as exc:
@@ -271,20 +269,3 @@ def _dispatch(buffer: bytearray, collector: Collector) -> None:
         message = decode(bytes(buffer[HEADER.size : HEADER.size + size]))
         del buffer[: HEADER.size + size]
         collector.handle(message)
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """SIGTERM (CI cancelling the job, torchrun stopping its ranks) stops the worker cleanly too."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: object) -> None:
-        raise _Stopped
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
