@@ -139,3 +139,35 @@ def test_ddp_on_cpu_gives_one_report(tmp_path: Path) -> None:
     assert len(lines) == 3  # steps 0, 4, 8 from rank 0 only
     assert done.stderr.count("gradcheck step 0:") == 1
     assert len(list(tmp_path.glob("csv/run/version_*/metrics.csv"))) == 1
+
+
+class MissesALayer(Wrapped):
+    """configure_optimizers builds the optimizer from two of the three layers, with a scheduler."""
+
+    def configure_optimizers(self) -> Any:
+        params = [*self.model[0].parameters(), *self.model[4].parameters()]
+        optimizer = torch.optim.SGD(params, lr=0.05)
+        return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, step_size=100)]
+
+
+def test_the_callback_records_the_loop_and_names_a_layer_left_out(tmp_path: Path) -> None:
+    model = small_mlp()
+    initial = model[2].weight.detach().clone()
+    callback = GradcheckCallback(every=4)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=STEPS,
+        logger=False,
+        callbacks=[callback],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(MissesALayer(model), loader())
+    loop = callback.monitor.last.stats.loop
+    assert loop is not None and loop.optimizer == "SGD" and loop.scheduler == "StepLR"
+    assert loop.lrs == (0.05,) and loop.layers["model.2"].group is None
+    assert torch.equal(model[2].weight, initial)  # plain PyTorch: never updated
+    found = next(f for f in callback.monitor.last.report.findings if f.id == "not-in-optimizer")
+    assert found.layers == ("model.2",)

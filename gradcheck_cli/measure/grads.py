@@ -65,6 +65,20 @@ class ParameterGrads:
         # dense(): FSDP2 shards reduce to their global value (DTensor -> plain tensor).
         return [dense(n) for n in norms], [dense(torch.count_nonzero(g)) for g in self.grads]
 
+    def widen_overflowed(self, host: list[float]) -> None:
+        """Where a float32 norm came back inf, its norm again in float64 (in place in `host`).
+
+        A gradient whose elements are all finite but large (7e28 in an exploding GRU) has a
+        sum of squares beyond float32: the float32 norm says inf, which is not a NaN/inf event.
+        Rare, so the extra pass and transfer cost nothing on a healthy step."""
+        wide = [i for i, value in enumerate(host[: len(self.grads)]) if math.isinf(value)]
+        if not wide:
+            return
+        dtype = torch.float32 if self.grads[0].device.type == "mps" else torch.float64
+        norms = [dense(torch.linalg.vector_norm(self.grads[i].detach(), dtype=dtype)) for i in wide]
+        for i, value in zip(wide, to_host(norms), strict=True):
+            host[i] = value
+
     def per_group(
         self, host: list[float], groups: int, unscale: float = 1.0
     ) -> tuple[list[float], list[float]]:

@@ -231,13 +231,17 @@ class GradientProbe:
         grads = ParameterGrads.gather([layer.params for layer in self.layers])
         act_count = len(self._act_sq)
         host = to_host(*grads.device_scalars(), self._act_sq)
+        grads.widen_overflowed(host)
         grad_sq, zeros = grads.per_group(host[: len(host) - act_count], len(self.layers), unscale)
         act_sq = [0.0] * len(self.layers)
         for owner, norm in zip(self._act_owner, host[len(host) - act_count :], strict=True):
             act_sq[owner] += (norm / unscale) ** 2  # squared on the host in double: no float32 overflow
         fired = set(self._act_owner)
         for i, layer in enumerate(self.layers):
-            nonfinite = int(not math.isfinite(grad_sq[i])) + int(not math.isfinite(act_sq[i]))
+            # A float32 norm of finite values above ~1e19 overflows: the parameter gradients are
+            # widened then (exact); an output-gradient norm counts only where there are none.
+            act_bad = not math.isfinite(act_sq[i]) and not grads.has_grad[i]
+            nonfinite = int(not math.isfinite(grad_sq[i])) + int(act_bad)
             # A hook that never fired while the parameters got a gradient is a miss, not a 0.
             missed = layer.hooks_set > 0 and i not in fired and grad_sq[i] > 0
             layer.rows.append(

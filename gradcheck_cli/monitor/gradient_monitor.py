@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,12 +24,14 @@ from gradcheck_cli.load.source import locate_modules
 from gradcheck_cli.measure import distributed
 from gradcheck_cli.measure.layer_kinds import has_normalization
 from gradcheck_cli.measure.probe import GradientProbe
+from gradcheck_cli.monitor.loop_watch import LoopWatch
 from gradcheck_cli.monitor.sinks import Sink
 from gradcheck_cli.monitor.sinks.jsonl import JsonLinesSink
+from gradcheck_cli.monitor.step_stats import model_info, step_stats
 from gradcheck_cli.records.findings import Finding
-from gradcheck_cli.records.history import History, LayerPoint, StepStats, UnitPoint
+from gradcheck_cli.records.history import History, StepStats
 from gradcheck_cli.records.report import Report, build_report
-from gradcheck_cli.records.stats import ActivationStats, LayerStats, ModelInfo, ProbeResult, RunInfo
+from gradcheck_cli.records.stats import ModelInfo, ProbeResult, RunInfo
 
 FindingsCallback = Callable[[int, tuple[Finding, ...]], None]
 
@@ -61,7 +64,14 @@ def warn_on_stderr(step: int, findings: tuple[Finding, ...]) -> None:
 
 
 class GradientMonitor:
-    """`monitor = GradientMonitor(model, every=100)`; call `monitor.step()` after each `loss.backward()`."""
+    """`monitor = GradientMonitor(model, every=100)`; call `monitor.step()` after each `loss.backward()`.
+
+    Pass `optimizer=` (and `scaler=` for a torch.amp.GradScaler, `scheduler=` for the learning-rate
+    scheduler), or call `monitor.watch(optimizer, ...)`, and the monitor also records what the loop
+    did: each layer's optimizer group, the learning rates, whether `.grad` was zeroed, the scaler's
+    skipped steps. Gradients are then read unscaled, and a scaler's normal skipped steps are not
+    taken for NaN/inf events.
+    """
 
     def __init__(
         self,
@@ -74,6 +84,9 @@ class GradientMonitor:
         thresholds: Mapping[str, Mapping[str, float]] | None = None,
         sinks: Sequence[Sink] = (),
         trend_history: int = 1000,
+        optimizer: torch.optim.Optimizer | None = None,
+        scaler: Any = None,
+        scheduler: Any = None,
     ) -> None:
         if every < 1:
             raise ValueError(f"every must be at least 1, got {every}")
@@ -95,17 +108,32 @@ class GradientMonitor:
         self.sinks: list[Sink] = list(sinks) if distributed.is_reporting_rank() else []
         if jsonl is not None and distributed.is_reporting_rank():
             self.sinks.append(JsonLinesSink(jsonl))
+        self._loop: LoopWatch | None = None
+        if optimizer is not None:
+            self.watch(optimizer, scaler=scaler, scheduler=scheduler)
         self._arm()
+
+    def watch(self, optimizer: torch.optim.Optimizer, *, scaler: Any = None, scheduler: Any = None) -> None:
+        """Record the loop around this optimizer from the next measured step on (see the class doc)."""
+        if self._loop is not None:
+            self._loop.close()
+        self._loop = LoopWatch(self.model, optimizer, scaler, scheduler)
+        if self._probe is not None:
+            self._loop.arm(first=self.steps == 0)
 
     # -- the training-loop interface -----------------------------------------------------------
     def step(self, loss: torch.Tensor | float | None = None) -> tuple[Finding, ...]:
         """Call after loss.backward(). On a measured step returns its findings, else ()."""
         findings: tuple[Finding, ...] = ()
+        if self._loop is not None:
+            self._loop.call(self.steps)
         if self._probe is not None:
             findings = self._measure(loss).report.findings
         self.steps += 1
         if self.steps % self.every == 0 and not self._closed:
             self._arm()
+            if self._loop is not None:
+                self._loop.arm(first=False)
         return findings
 
     def pause(self) -> None:
@@ -130,6 +158,8 @@ class GradientMonitor:
             return
         self._closed = True
         self._disarm()
+        if self._loop is not None:
+            self._loop.close()
         for sink in self.sinks:
             sink.close()
 
@@ -156,8 +186,9 @@ class GradientMonitor:
     def _measure(self, loss: torch.Tensor | float | None) -> MonitorRecord:
         assert self._probe is not None
         started = time.perf_counter()
+        scale = self._loop.unscale() if self._loop is not None else 1.0
         try:
-            self._probe.collect()
+            self._probe.collect(scale)
             distributed.combine_step(self._probe)
             layers, activations = self._probe.layer_stats(), self._probe.activation_stats()
         finally:
@@ -165,9 +196,13 @@ class GradientMonitor:
                 self._probe.reset()  # the next step is measured too: keep the hooks attached
             else:
                 self._disarm()
-        self._info = self._info or _model_info(self.model)
+        self._info = self._info or model_info(self.model)
         loss_value = _loss_value(loss)
-        stats = _step_stats(self.steps, layers, activations, None if loss is None else loss_value)
+        stats = step_stats(self.steps, layers, activations, None if loss is None else loss_value)
+        if self._loop is not None:
+            nonfinite = any(s.nonfinite for s in layers)
+            stats = dataclasses.replace(stats, loop=self._loop.point(self.steps, nonfinite, scale))
+            self._loop.disarm()
         result = ProbeResult(
             model=self._info,
             run=RunInfo(batches=1, steps=self.steps, seed=0, loss="training loop", inputs=("training",)),
@@ -206,53 +241,6 @@ class GradientMonitor:
             sink.write(record.step, stats, record.report.findings)
         if self.callback is not None and record.new_findings:
             self.callback(record.step, record.new_findings)
-
-
-def _step_stats(
-    step: int,
-    layers: Iterable[LayerStats],
-    activations: Iterable[ActivationStats],
-    loss: float | None,
-    seconds: float = 0.0,
-) -> StepStats:
-    """The numbers of one measured step (trainable layers only: a frozen layer has no trend)."""
-    points = tuple(
-        LayerPoint(
-            name=s.name,
-            type=s.type,
-            index=s.index,
-            grad_norm=s.grad_norm,
-            weight_norm=s.weight_norm,
-            grad_weight_ratio=s.grad_weight_ratio,
-            zero_grad_fraction=s.zero_grad_fraction,
-            nonfinite=s.nonfinite,
-        )
-        for s in layers
-        if s.trainable
-    )
-    units = tuple(
-        UnitPoint(
-            name=a.name,
-            family=a.family,
-            after=a.after,
-            dead_fraction=a.dead_fraction,
-            saturated_fraction=a.saturated_fraction,
-        )
-        for a in activations
-    )
-    return StepStats(step=step, loss=loss, seconds=seconds, layers=points, units=units)
-
-
-def _model_info(model: nn.Module) -> ModelInfo:
-    params = list({id(p): p for p in model.parameters()}.values())
-    first = params[0] if params else None
-    return ModelInfo(
-        class_name=type(model).__name__,
-        parameters=sum(p.numel() for p in params),
-        trainable=sum(p.numel() for p in params if p.requires_grad),
-        device=str(first.device) if first is not None else "cpu",
-        dtype=str(first.dtype).removeprefix("torch.") if first is not None else "float32",
-    )
 
 
 def _loss_value(loss: torch.Tensor | float | None) -> float:

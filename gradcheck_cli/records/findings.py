@@ -26,6 +26,9 @@ FixId = Literal[
     "graph",
     "warmup",
     "weight-decay",
+    "optimizer",
+    "zero-grad",
+    "scheduler",
 ]
 
 

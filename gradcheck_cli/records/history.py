@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gradcheck_cli.records.errors import GradcheckError
+from gradcheck_cli.records.loop import LoopPoint, loop_from_document
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,6 +59,11 @@ class StepStats:
     document: Mapping[str, Any] | None = None
     """The step's gradcheck.report/1 document, for sinks that write it whole (JSON lines);
     None once kept in a History, or when read back from a file."""
+    loop: LoopPoint | None = None
+    """What the user's loop did (optimizer groups, learning rates, zero_grad, GradScaler);
+    None when the monitor was not given the optimizer."""
+    frozen: tuple[str, ...] = ()
+    """Parameter-owning layers with no trainable parameter at this step."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,6 +157,8 @@ def from_document(line: Mapping[str, Any]) -> StepStats:
         seconds=float(line.get("seconds") or 0.0),
         layers=layers,
         units=units,
+        loop=loop_from_document(line.get("loop")),
+        frozen=tuple(str(layer["name"]) for layer in line["layers"] if layer.get("status") == "frozen"),
     )
 
 

@@ -9,6 +9,7 @@ from gradcheck_cli.judge.rules import (  # noqa: F401  (imported to register)
     exploding_gradients,
     exploding_through_time,
     fp16_underflow,
+    loop,
     no_gradient,
     nonfinite_gradients,
     saturated_activations,

@@ -2,7 +2,9 @@
 
 The callback drives a GradientMonitor on the LightningModule: the loss comes from
 `on_before_backward`, the measurement happens in `on_after_backward` (after DDP has
-averaged the gradients, before clipping and the optimizer step). Validation and the sanity
+averaged the gradients, before clipping and the optimizer step). The first optimizer, its
+scheduler and the precision plugin's GradScaler are watched (the monitor's loop record:
+param groups, learning rates, zero_grad, skipped steps). Validation and the sanity
 check run with the hooks detached. Per-layer statistics go to every logger of the trainer
 (`log_metrics`, the tag layout of gradcheck_cli.monitor.sinks); new findings go to Lightning's
 logging (`lightning.pytorch.callbacks.gradcheck`), from rank 0 only.
@@ -92,6 +94,16 @@ class GradcheckCallback(pl.Callback):
             thresholds=self.thresholds,
             sinks=sinks,
         )
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # the optimizer, its scheduler and the precision plugin's GradScaler: the loop record
+        if self.monitor is not None and trainer.optimizers:
+            configs = getattr(trainer, "lr_scheduler_configs", None) or []
+            self.monitor.watch(
+                trainer.optimizers[0],
+                scaler=getattr(trainer.precision_plugin, "scaler", None),
+                scheduler=configs[0].scheduler if configs else None,
+            )
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Any) -> None:
         self._loss = loss.detach()

@@ -11,7 +11,8 @@ optimizer step. If the model returns no loss (the Trainer computes it from logit
 back to `on_pre_optimizer_step`, where gradients are already clipped.
 Tested with transformers 5.24 (the extra requires >= 5; `on_pre_optimizer_step` exists there).
 
-Evaluation runs with the hooks detached. Statistics go to the sinks you pass and, by default,
+The Trainer's optimizer and scheduler are watched (the monitor's loop record: param groups,
+learning rates, zero_grad). Evaluation runs with the hooks detached. Statistics go to the sinks you pass and, by default,
 to TensorBoard (`<output_dir>/runs/gradcheck`, or $TENSORBOARD_LOGGING_DIR) and W&B when the
 Trainer's `report_to` names them; new findings go to transformers' logging.
 """
@@ -89,6 +90,10 @@ class GradcheckCallback(TrainerCallback):
             sinks=[*self.sinks, *(_report_to_sinks(args) if self.use_report_to else [])],
         )
         self._loss_hook = model.register_forward_hook(self._on_forward)
+        optimizer = kwargs.get("optimizer")
+        if optimizer is not None:  # accelerate wraps it; the hooks go on the torch optimizer inside
+            inner = getattr(optimizer, "optimizer", optimizer)
+            self.monitor.watch(inner, scheduler=kwargs.get("lr_scheduler"))
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._backwards, self._measured = 0, False

@@ -9,6 +9,7 @@ from typing import Any
 
 from gradcheck_cli.records.findings import Finding
 from gradcheck_cli.records.history import StepStats
+from gradcheck_cli.records.loop import loop_document
 
 
 def line_of(stats: StepStats) -> dict[str, Any]:
@@ -28,6 +29,8 @@ def line_of(stats: StepStats) -> dict[str, Any]:
         }
         for u in stats.units
     ]
+    if stats.loop is not None:
+        line["loop"] = loop_document(stats.loop)
     return line
 
 

@@ -33,7 +33,9 @@ def nonfinite_first_layer(probe: ProbeResult, limits: NonfiniteFirstLimits) -> I
     NaN or infinity, and at that step the layer first in backward order (the highest forward
     index among those affected: backward reaches it first). It then finds the first measured
     step at which the loss itself was NaN/inf, and counts the steps in between. A single
-    analysis has no history; `nonfinite-gradients` covers it.
+    analysis has no history; `nonfinite-gradients` covers it. A step a GradScaler skipped
+    (non-finite scaled gradients, finite loss: its normal overflow check) is not counted;
+    `grad-scaler-skips` reports skips that persist.
 
     ## Why it matters
     A loss curve shows a NaN only once the weights are already poisoned; the layer that went
@@ -61,10 +63,17 @@ def nonfinite_first_layer(probe: ProbeResult, limits: NonfiniteFirstLimits) -> I
     """
     if probe.history is None:
         return
-    first = next((s for s in probe.history.steps if _bad_layers(s, limits)), None)
+    first = next((s for s in probe.history.steps if _bad_layers(s, limits) and not _scaler_skip(s)), None)
     if first is None:
         return
     yield _finding(probe.history, first, limits)
+
+
+def _scaler_skip(stats: StepStats) -> bool:
+    """A GradScaler's skipped step with a finite loss: its normal overflow check, not an event
+    (grad-scaler-skips judges skips that persist)."""
+    loss_ok = stats.loss is None or math.isfinite(stats.loss)
+    return stats.loop is not None and stats.loop.scaler_skipped and loss_ok
 
 
 def _bad_layers(stats: StepStats, limits: NonfiniteFirstLimits) -> list[str]:

@@ -1,0 +1,193 @@
+"""LoopWatch: what the user's training loop does, seen from inside it.
+
+Given the optimizer (and optionally the GradScaler and the scheduler), the monitor records per
+measured step: each layer's optimizer group (or none), each group's learning rate, whether
+`.grad` was zeroed before the backward, whether the weights changed since the previous measured
+step, the scaler's scale and the steps it skipped.
+
+How, and what it costs:
+- optimizer steps are counted by a step post-hook (an integer per step, nothing on the device);
+  a monitor.step() call with no optimizer step since the previous one is a skipped step when a
+  GradScaler is in use (GradScaler.step does not call optimizer.step on an overflow);
+- `.grad` left over: on measured steps only, a hook on each parameter sees this backward's own
+  gradient before autograd adds it into `.grad`, and the `.grad` it is added to;
+- weights changed: on measured steps only, a checksum of each layer's parameters' bits (an
+  integer sum of the raw bits: any update that changes a single weight changes it, an update
+  too small for the dtype to represent does not, which is exactly what a stall is).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradcheck_cli.measure.grads import to_host
+from gradcheck_cli.records.loop import LayerLoop, LoopPoint
+
+_BITS = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def layer_params(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """Each parameter-owning module's own parameters, named as the probe names its layers."""
+    owners: dict[int, str] = {}
+    out: dict[str, list[nn.Parameter]] = {}
+    for name, module in model.named_modules():
+        label = name or type(module).__name__
+        own = [p for p in module.parameters(recurse=False) if owners.setdefault(id(p), label) == label]
+        if own:
+            out[label] = own
+    return out
+
+
+def checksum(params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """A sum of the parameters' raw bits (wrapping int64), kept to 52 bits: exact in float64."""
+    sums = []
+    for p in params:
+        data = torch.view_as_real(p.detach()) if p.is_complex() else p.detach()
+        sums.append(data.view(_BITS[data.element_size()]).sum(dtype=torch.int64))
+    return torch.stack(sums).sum().bitwise_and((1 << 52) - 1)
+
+
+class LoopWatch:
+    """Records the loop around a GradientMonitor; `point()` at each measured step."""
+
+    def __init__(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None, scheduler: Any = None
+    ) -> None:
+        self.model, self.optimizer, self.scaler, self.scheduler = model, optimizer, scaler, scheduler
+        self.optimizer_steps = 0
+        self.skipped = 0
+        self._steps_at_call = 0
+        self._steps_at_arm: int | None = None
+        self._handles: list[Any] = [optimizer.register_step_post_hook(self._on_optimizer_step)]
+        self._grad_hooks: list[Any] = []
+        self._seen: dict[int, tuple[str, torch.Tensor, torch.Tensor]] = {}
+        self._checksums: dict[str, int] = {}
+        self._layers = layer_params(model)
+
+    def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self.optimizer_steps += 1
+
+    # -- every monitor.step() call: integers only ------------------------------------------------
+    def call(self, calls: int) -> None:
+        """Before the monitor counts step `calls`: was the previous iteration's step skipped?"""
+        if calls > 0 and self.optimizer_steps == self._steps_at_call and self._scaler_on():
+            self.skipped += 1
+        self._steps_at_call = self.optimizer_steps
+
+    # -- measured steps ---------------------------------------------------------------------------
+    def arm(self, first: bool) -> None:
+        """Hooks on every trainable parameter until the next measured step is collected."""
+        self.disarm()
+        self._steps_at_arm = None if first else self.optimizer_steps
+        for name, params in self._layers.items():
+            for p in params:
+                if p.requires_grad:
+                    self._grad_hooks.append(p.register_hook(self._grad_hook(name, p)))
+
+    def disarm(self) -> None:
+        for handle in self._grad_hooks:
+            handle.remove()
+        self._grad_hooks.clear()
+        self._seen.clear()
+
+    def _grad_hook(self, name: str, param: nn.Parameter) -> Callable[[torch.Tensor], None]:
+        seen = self._seen
+
+        def hook(grad: torch.Tensor) -> None:
+            if id(param) in seen or grad is None or grad.is_sparse:
+                return  # the first backward after arm() is the one that follows the zero_grad
+            old = param.grad
+            own = _norm(grad)
+            before = torch.zeros_like(own) if old is None or old.is_sparse else _norm(old)
+            seen[id(param)] = (name, before, own)
+
+        return hook
+
+    def unscale(self) -> float:
+        """The loss scale of the gradients the monitor is about to read (1 once unscaled)."""
+        if not self._scaler_on():
+            return 1.0
+        states = getattr(self.scaler, "_per_optimizer_states", {})
+        stage = states.get(id(self.optimizer), {}).get("stage")
+        if stage is not None and getattr(stage, "name", "") == "UNSCALED":
+            return 1.0
+        return float(self.scaler.get_scale())
+
+    def point(self, calls: int, nonfinite: bool, scale: float) -> LoopPoint:
+        """This measured step's LoopPoint (one host transfer for the carries and the checksums)."""
+        names = list(self._layers)
+        seen = list(self._seen.values())
+        sums = [checksum(self._layers[n]) for n in names]
+        host = to_host(sums, [t for _, a, b in seen for t in (a, b)]) if names else []
+        changed = {}
+        for name, value in zip(names, host[: len(names)], strict=True):
+            before = self._checksums.get(name)
+            changed[name] = None if before is None else int(value) != before
+            self._checksums[name] = int(value)
+        carries = _carries(seen, host[len(names) :])
+        stepped = None if self._steps_at_arm is None else self.optimizer_steps > self._steps_at_arm
+        if stepped is False and self._scaler_on():
+            stepped = True  # the scaler skipped the optimizer step in between: zero_grad still due
+        groups = {id(p): i for i, g in enumerate(self.optimizer.param_groups) for p in g["params"]}
+        layers = {
+            name: LayerLoop(
+                group=_group_of(self._layers[name], groups),
+                grad_zeroed=None if carries.get(name) is None or stepped is None else carries[name] == 0,
+                grad_carry=math.nan if carries.get(name) is None else float(carries[name]),
+                weight_changed=changed[name],
+            )
+            for name in names
+            if any(p.requires_grad for p in self._layers[name])
+        }
+        on = self._scaler_on()
+        return LoopPoint(
+            optimizer=type(self.optimizer).__name__,
+            lrs=tuple(float(g["lr"]) for g in self.optimizer.param_groups),
+            scheduler=type(self.scheduler).__name__ if self.scheduler is not None else None,
+            calls=calls,
+            optimizer_steps=self.optimizer_steps,
+            stepped=stepped,
+            loss_scale=scale if on else None,
+            scaler_skipped=on and nonfinite,
+            skipped_steps=self.skipped,
+            layers=layers,
+        )
+
+    def _scaler_on(self) -> bool:
+        return self.scaler is not None and bool(self.scaler.is_enabled())
+
+    def close(self) -> None:
+        self.disarm()
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+def _norm(tensor: torch.Tensor) -> torch.Tensor:
+    """An L2 norm that cannot overflow float32 (float64, or float32 on MPS which has no float64)."""
+    wide = torch.float32 if tensor.device.type == "mps" else torch.float64
+    return torch.linalg.vector_norm(tensor.detach(), dtype=wide)
+
+
+def _carries(seen: list[tuple[str, torch.Tensor, torch.Tensor]], host: list[float]) -> dict[str, float]:
+    """Per layer, ||.grad before this backward|| / ||this backward's own gradient||."""
+    old_sq: dict[str, float] = {}
+    own_sq: dict[str, float] = {}
+    for (name, _, _), old, own in zip(seen, host[0::2], host[1::2], strict=True):
+        old_sq[name] = old_sq.get(name, 0.0) + old * old
+        own_sq[name] = own_sq.get(name, 0.0) + own * own
+    out = {}
+    for name, own in own_sq.items():
+        old = old_sq[name]
+        out[name] = 0.0 if old == 0 else (math.sqrt(old) / math.sqrt(own) if own > 0 else math.inf)
+    return out
+
+
+def _group_of(params: Sequence[nn.Parameter], groups: dict[int, int]) -> int | None:
+    found = [groups[id(p)] for p in params if p.requires_grad and id(p) in groups]
+    return found[0] if found else None
