@@ -292,7 +292,7 @@ def test_a_signal_from_the_model_is_exit_2_naming_it(tmp_path: Path, name: str) 
     model_file(tmp_path, f"import os, signal, time; os.kill(os.getppid(), signal.{name}); time.sleep(60)")
     before = digest(tmp_path)
     done = gradcheck("analyze", "model.py", "--format", "json", cwd=tmp_path)
-    assert_could_not_run(done, f"stopped ({name})", "measuring")
+    assert_could_not_run(done, f"stopped ({name}) while", "(model.py)")
     assert digest(tmp_path) == before
 
 
