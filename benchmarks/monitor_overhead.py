@@ -1,6 +1,6 @@
 """The GradientMonitor's overhead, as a ratio to the bare training step (plain PyTorch, no test framework).
 
-    python benchmarks/monitor_overhead.py [--iterations 30] [--threads 1]
+    python benchmarks/monitor_overhead.py [--iterations 30] [--threads 1] [--watch]
 
 Three small reference models (a ResNet-18-style CNN, a 6-layer pre-LN transformer, a 100-layer
 tanh MLP) each train in three copies: bare, with GradientMonitor(every=1), and with
@@ -126,10 +126,11 @@ def cases() -> list[Case]:
 class Runner:
     """One copy of the model with its optimizer and, optionally, a monitor."""
 
-    def __init__(self, model: nn.Module, every: int | None) -> None:
+    def __init__(self, model: nn.Module, every: int | None, watch: bool = False) -> None:
         self.model = model
         self.optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-        self.monitor = GradientMonitor(model, every=every, callback=None) if every else None
+        loop = {"optimizer": self.optimizer} if watch else {}
+        self.monitor = GradientMonitor(model, every=every, callback=None, **loop) if every else None
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         started = time.perf_counter()
@@ -144,12 +145,17 @@ class Runner:
 
 
 def measure(
-    build: Callable[[], nn.Module], x: torch.Tensor, y: torch.Tensor, iterations: int, warmup: int
+    build: Callable[[], nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    iterations: int,
+    warmup: int,
+    watch: bool = False,
 ) -> dict[str, float]:
     torch.manual_seed(0)
     base = build()
-    runners = {"bare": Runner(copy.deepcopy(base), None), "every=1": Runner(copy.deepcopy(base), 1)}
-    runners["every=100"] = Runner(copy.deepcopy(base), 100)
+    runners = {"bare": Runner(copy.deepcopy(base), None), "every=1": Runner(copy.deepcopy(base), 1, watch)}
+    runners["every=100"] = Runner(copy.deepcopy(base), 100, watch)
     # warm-up covers the every=100 monitor's measured step 0, so the timed steps are its bare ones
     times: dict[str, list[float]] = {name: [] for name in runners}
     for i in range(warmup + iterations):
@@ -168,6 +174,11 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--watch",
+        action="store_true",
+        help="give the monitors the optimizer (the loop record: groups, lrs, zero_grad, weight checksums)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
@@ -175,7 +186,7 @@ def main() -> None:
     )
     print(f"{'model':42s} {'bare step':>10s} {'every=1':>9s} {'every=100':>10s}")
     for name, build, x, y in cases():
-        med = measure(build, x, y, args.iterations, args.warmup)
+        med = measure(build, x, y, args.iterations, args.warmup, args.watch)
         bare = med["bare"]
         ratio_1 = med["every=1"] / bare
         ratio_100 = (99 * med["every=100"] + med["every=1"]) / (100 * bare)

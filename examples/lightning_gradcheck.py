@@ -1,14 +1,14 @@
 """GradcheckCallback in PyTorch Lightning. Runs on CPU in seconds.
 
     pip install 'gradcheck-cli[lightning]'
-    python examples/lightning_gradcheck.py                  # writes lightning_run.jsonl
-    gradcheck report lightning_run.jsonl --format html --output lightning_run.html
+    python examples/lightning_gradcheck.py                  # writes example-runs/lightning_run.jsonl
+    gradcheck report example-runs/lightning_run.jsonl --format html --output example-runs/lightning_run.html
 
 A ReLU regression MLP trained with SGD at lr=0.03 with momentum 0.9: too hot for it. The
 first steps overshoot, pre-activations are pushed negative, and the second ReLU's units die
 one after the other while the first layer's gradient decays. gradcheck reports it while it
 happens (dead-units-growing, dead-units, gradient-trend) through Lightning's logging, logs
-per-layer statistics to the trainer's logger (CSV here, under lightning_logs/), and writes
+per-layer statistics to the trainer's logger (CSV here, under example-runs/lightning_logs/), and writes
 JSON lines for `gradcheck report`. --lr 0.05 diverges to NaN within 50 steps.
 """
 
@@ -21,6 +21,9 @@ import torch
 from torch import nn
 
 from gradcheck_cli.monitor.integrations.lightning import GradcheckCallback
+
+OUT = "example-runs"
+"""Where this example writes (covered by .gitignore); run it from the repository root."""
 
 
 class Regressor(pl.LightningModule):
@@ -52,14 +55,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lr", type=float, default=0.03)
     parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--jsonl", default="lightning_run.jsonl")
+    parser.add_argument("--jsonl", default=f"{OUT}/lightning_run.jsonl")
     args = parser.parse_args()
     torch.manual_seed(0)
     callback = GradcheckCallback(every=10, jsonl=args.jsonl)  # fail_on="error" would stop the run
     trainer = pl.Trainer(
         accelerator="cpu",
         max_steps=args.steps,
-        logger=pl.loggers.CSVLogger("lightning_logs", name="gradcheck_example"),
+        logger=pl.loggers.CSVLogger(f"{OUT}/lightning_logs", name="gradcheck_example"),
+        default_root_dir=OUT,
         callbacks=[callback],
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -68,6 +72,7 @@ def main() -> None:
     trainer.fit(Regressor(args.lr), data())
     ids = sorted({f.id for record in callback.monitor.history for f in record.report.findings})
     print(f"measured {len(callback.monitor.trend)} steps; findings: {', '.join(ids) or 'none'}")
+    print(f"wrote {args.jsonl} and {OUT}/lightning_logs/ ({OUT}/ is in .gitignore)")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """GradientMonitor in a plain loop, writing to TensorBoard and (offline) Weights & Biases. CPU, seconds.
 
     pip install 'gradcheck-cli[tensorboard,wandb]'
-    python examples/tensorboard_wandb.py           # runs/gradcheck_example, wandb/ (offline), run.jsonl
-    tensorboard --logdir runs                      # SCALARS: gradcheck/grad_norm/<layer>, ...; TEXT: findings
-    gradcheck report run.jsonl --format html --output run.html
+    python examples/tensorboard_wandb.py   # example-runs/: runs/gradcheck_example, wandb/ (offline), run.jsonl
+    tensorboard --logdir example-runs/runs # SCALARS: gradcheck/grad_norm/<layer>, ...; TEXT: findings
+    gradcheck report example-runs/run.jsonl --format html --output example-runs/run.html
 
 The first layer's gradient is made to grow 2x every 50 steps (a custom autograd function
 scales it on the way back; the forward is untouched), the kind of slow drift that looks fine
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +23,9 @@ from torch import nn
 
 from gradcheck_cli import GradientMonitor
 from gradcheck_cli.monitor.sinks.tensorboard import TensorBoardSink
+
+OUT = "example-runs"
+"""Where this example writes (covered by .gitignore); run it from the repository root."""
 
 
 class ScaleGrad(torch.autograd.Function):
@@ -49,14 +53,14 @@ class Net(nn.Module):
 
 
 def sinks(use_wandb: bool) -> list[Any]:
-    out: list[Any] = [TensorBoardSink(log_dir="runs/gradcheck_example")]
+    out: list[Any] = [TensorBoardSink(log_dir=f"{OUT}/runs/gradcheck_example")]
     if use_wandb:
         import wandb
 
         from gradcheck_cli.monitor.sinks.wandb import WandbSink
 
         os.environ.setdefault("WANDB_MODE", "offline")
-        out.append(WandbSink(wandb.init(project="gradcheck-example")))
+        out.append(WandbSink(wandb.init(project="gradcheck-example", dir=OUT)))
     return out
 
 
@@ -69,7 +73,10 @@ def main() -> None:
     model = Net()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
-    with GradientMonitor(model, every=10, jsonl="run.jsonl", sinks=sinks(not args.no_wandb)) as monitor:
+    Path(OUT).mkdir(exist_ok=True)  # example-runs/ is in .gitignore
+    with GradientMonitor(
+        model, every=10, jsonl=f"{OUT}/run.jsonl", sinks=sinks(not args.no_wandb)
+    ) as monitor:
         for step in range(args.steps):
             model.step = step
             x, y = torch.randn(32, 8, generator=g), torch.randint(0, 4, (32,), generator=g)
@@ -84,6 +91,7 @@ def main() -> None:
         wandb.finish()
     trend = [f for f in monitor.last.report.findings if f.id == "gradient-trend"] if monitor.last else []
     print(trend[0].message if trend else "no trend found")
+    print(f"wrote {OUT}/run.jsonl, {OUT}/runs/" + ("" if args.no_wandb else f" and {OUT}/wandb/"))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def train(lr: float, steps: int) -> tuple[ReluMLP, torch.optim.Optimizer]:
 
 
 def main() -> None:
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "example-runs")  # example-runs/ is in .gitignore
     out.mkdir(parents=True, exist_ok=True)
     model, optimizer = train(lr=0.05, steps=200)
     torch.save(

@@ -1,6 +1,6 @@
 """A training loop with gradcheck's GradientMonitor attached. Runs on CPU in a few seconds.
 
-    python examples/train_with_monitor.py
+    python examples/train_with_monitor.py                          # writes example-runs/gradcheck-monitor.jsonl
     torchrun --nproc_per_node=2 examples/train_with_monitor.py      # DDP; rank 0 reports
 
 The model is a deep sigmoid MLP, a classic case of vanishing gradients: the monitor warns on
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -42,7 +43,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--depth", type=int, default=12)
     parser.add_argument("--activation", choices=["sigmoid", "relu"], default="sigmoid")
-    parser.add_argument("--jsonl", default="gradcheck-monitor.jsonl")
+    parser.add_argument("--jsonl", default="example-runs/gradcheck-monitor.jsonl")
     args = parser.parse_args()
 
     distributed = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -59,6 +60,7 @@ def main() -> None:
     optimizer = torch.optim.Adam(trained.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(1)
 
+    Path(args.jsonl).parent.mkdir(parents=True, exist_ok=True)  # example-runs/ is in .gitignore
     with GradientMonitor(trained, every=args.every, jsonl=args.jsonl) as monitor:
         for step in range(args.steps):
             x, y = synthetic_batch(generator)

@@ -1,9 +1,9 @@
 """GradcheckCallback in the Hugging Face Trainer, driving a model of our own. CPU, seconds.
 
     pip install 'gradcheck-cli[transformers,tensorboard]'
-    python examples/trainer_gradcheck.py                   # writes trainer_out/ and trainer_run.jsonl
-    tensorboard --logdir trainer_out/runs                   # gradcheck/* scalars beside the Trainer's
-    gradcheck report trainer_run.jsonl
+    python examples/trainer_gradcheck.py          # writes example-runs/trainer_out/, example-runs/trainer_run.jsonl
+    tensorboard --logdir example-runs/trainer_out/runs  # gradcheck/* scalars beside the Trainer's
+    gradcheck report example-runs/trainer_run.jsonl
 
 The Trainer calls forward(**batch) and uses the "loss" the model returns. This model is a
 12-layer sigmoid MLP: each sigmoid passes at most a quarter of the gradient back, so the
@@ -21,6 +21,9 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 
 from gradcheck_cli.monitor.integrations.transformers import GradcheckCallback
+
+OUT = "example-runs"
+"""Where this example writes (covered by .gitignore); run it from the repository root."""
 
 
 class Classifier(nn.Module):
@@ -57,9 +60,11 @@ def main() -> None:
     parser.add_argument("--stop", action="store_true", help="stop training on an error finding")
     args = parser.parse_args()
     torch.manual_seed(0)
-    callback = GradcheckCallback(every=10, jsonl="trainer_run.jsonl", fail_on="error" if args.stop else None)
+    callback = GradcheckCallback(
+        every=10, jsonl=f"{OUT}/trainer_run.jsonl", fail_on="error" if args.stop else None
+    )
     training = TrainingArguments(
-        output_dir="trainer_out",
+        output_dir=f"{OUT}/trainer_out",
         max_steps=args.steps,
         per_device_train_batch_size=32,
         learning_rate=1e-3,
@@ -78,6 +83,7 @@ def main() -> None:
     trainer.train()
     ids = sorted({f.id for record in callback.monitor.history for f in record.report.findings})
     print(f"stopped at step {trainer.state.global_step}; findings: {', '.join(ids) or 'none'}")
+    print(f"wrote {OUT}/trainer_out/ and {OUT}/trainer_run.jsonl ({OUT}/ is in .gitignore)")
 
 
 if __name__ == "__main__":

@@ -428,7 +428,7 @@ OPTIONS: tuple[Option, ...] = (
         file_check=NUMBER,
         check=_positive_number("--lr"),
         help="Learning rate of the --steps optimizer (default: 0.01, or the rate of the model file's own "
-        "configure_optimizers()/build_optimizer() or of the --weights checkpoint's optimizer, which --lr overrides).",
+        "configure_optimizers() or build_optimizer(), or of the --weights checkpoint's optimizer, which --lr overrides).",
     ),
     Option(
         field="optimizer",
@@ -437,7 +437,7 @@ OPTIONS: tuple[Option, ...] = (
         keys=("optimizer",),
         file_check=one_of(OPTIMIZERS),
         check=_choice("--optimizer", OPTIMIZERS),
-        help="sgd or adam, for --steps when the model file defines no configure_optimizers()/build_optimizer() "
+        help="sgd or adam, for --steps when the model file defines no configure_optimizers() or build_optimizer() "
         "and --weights holds no optimizer state (default: sgd).",
     ),
     Option(

@@ -40,7 +40,9 @@ def diagnose(probe: ProbeResult, thresholds: Mapping[str, Mapping[str, float]] |
     thresholds = thresholds or {}
     check_threshold_ids(thresholds)
     findings: list[Finding] = []
-    rules = all_rules() + (trend_rules() if probe.history is not None else [])
+    # the trend rules need a run: a monitor's history, or --steps (training-stalled reads it)
+    trained = probe.history is not None or probe.training is not None
+    rules = all_rules() + (trend_rules() if trained else [])
     for spec in rules:
         limits = spec.limits(thresholds.get(spec.id))
         findings.extend(spec.check(probe, limits))

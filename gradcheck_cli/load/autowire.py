@@ -53,6 +53,11 @@ def config_wiring(
     if hook is None and config_class is None:
         return None
     declared = _config_field_names(hook, config_class)
+    if config_class is not None and _takes_free_keywords(config_class):
+        # a config keeping arbitrary keywords as attributes (a PretrainedConfig-like class): every
+        # --init key the constructor does not take itself goes to the config
+        accepted, _ = _keyword_names(factory, param)
+        declared |= {k for k in init_args if k not in accepted}
     fields = {k: v for k, v in init_args.items() if k in declared}
     keywords = _constructor_keywords(factory, param, init_args, declared, config_class or hook)
     if config_class is not None:
@@ -62,12 +67,28 @@ def config_wiring(
 
 
 def _config_field_names(hook: Callable[[], Any] | None, config_class: type | None) -> set[str]:
-    if config_class is not None:
+    if config_class is not None and dataclasses.is_dataclass(config_class):
         return {f.name for f in dataclasses.fields(config_class) if f.init}
+    if config_class is not None:
+        return set(_init_parameters(config_class))
     assert hook is not None
     with contextlib.suppress(Exception):
         return set(config_fields(hook()))
     return set()
+
+
+def _init_parameters(config_class: type) -> dict[str, inspect.Parameter]:
+    try:
+        params = inspect.signature(config_class).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {n: p for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _takes_free_keywords(config_class: type) -> bool:
+    with contextlib.suppress(TypeError, ValueError):
+        return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(config_class).parameters.values())
+    return False
 
 
 def _constructor_keywords(
@@ -141,6 +162,9 @@ def _config_class(factory: Callable[..., Any], param: inspect.Parameter) -> type
         return annotation
     if annotation is not _EMPTY and annotation is not None:
         return None
+    declared = getattr(factory, "config_class", None) if inspect.isclass(factory) else None
+    if _defaulted_class(declared):
+        return declared  # the class names its config (a sequence-classification base's config_class)
     found = [v for v in namespace.values() if _defaulted_dataclass(v) and v.__module__ == factory.__module__]
     return found[0] if len(found) == 1 else None
 
@@ -153,6 +177,20 @@ def _defaulted_dataclass(obj: Any) -> bool:
         for f in dataclasses.fields(obj)
         if f.init
     )
+
+
+def _defaulted_class(obj: Any) -> bool:
+    """A class that can be built with no arguments: a dataclass with defaults, or a plain config
+    class whose __init__ parameters all have defaults."""
+    if not inspect.isclass(obj):
+        return False
+    if dataclasses.is_dataclass(obj):
+        return _defaulted_dataclass(obj)
+    try:
+        params = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return all(p.default is not _EMPTY or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
 
 
 def apply_fields(config: Any, values: Mapping[str, Any]) -> Any:

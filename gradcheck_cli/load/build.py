@@ -42,6 +42,10 @@ class LoadedModel:
     """Where sample_batch/loss_fn came from, for the report header ("analyze()" from the API)."""
     optimizer_hook: Callable[..., Any] | None = None
     """configure_optimizers/build_optimizer/optimizer from the model file, for --steps."""
+    scheduler_hook: Callable[..., Any] | None = None
+    """build_scheduler/configure_scheduler from the model file: called with the optimizer, for --steps."""
+    train_step: Callable[..., Any] | None = None
+    """train_step(model, batch, optimizer) from the model file: --steps runs it as the user's loop."""
 
 
 def from_object(
@@ -69,7 +73,9 @@ def construct(
     if wiring is not None:
         config, keywords = wiring
         built = call_constructor(factory, name, [config], keywords, ref)
-        return built, {"config": config_fields(config), **{k: json_safe(v) for k, v in keywords.items()}}
+        on_config = sorted(k for k in init_args if k not in keywords)
+        recorded = {"config": config_fields(config), **({"config_set": on_config} if on_config else {})}
+        return built, {**recorded, **{k: json_safe(v) for k, v in keywords.items()}}
     built = call_constructor(factory, name, [], init_args, ref)
     return built, {k: json_safe(v) for k, v in init_args.items()}
 

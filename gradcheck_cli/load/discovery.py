@@ -87,6 +87,7 @@ def by_convention(
     )
     if not built:
         built = _buildable_models(_single_autowired(candidates), init_args, ref)
+    built = _owners(built, candidates)
     if len(built) == 1:
         name, (model, recorded) = next(iter(built.items()))
         source = source_of(getattr(module, name))
@@ -99,6 +100,23 @@ def _single_autowired(candidates: list[Candidate]) -> list[Candidate]:
     classes = [c for c in candidates if inspect.isclass(c.obj) and c.required and autowires(c.obj)]
     top = [c for c in classes if not _used_by_others(c, candidates)]
     return top if len(top) == 1 else []
+
+
+def _owners(
+    built: dict[str, tuple[nn.Module, dict[str, Any]]], candidates: list[Candidate]
+) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
+    """Several built models where one holds the others as parts (blocks in an nn.ModuleList, a
+    Block() called in its source): the ones that are nobody's part, when that leaves exactly one."""
+    if len(built) < 2:
+        return built
+    parts = {type(m) for model, _ in built.values() for m in list(model.modules())[1:]}
+    named = {c.name: c for c in candidates}
+    top = {
+        name: entry
+        for name, entry in built.items()
+        if type(entry[0]) not in parts and not (name in named and _used_by_others(named[name], candidates))
+    }
+    return top if len(top) == 1 else built
 
 
 def _buildable_models(

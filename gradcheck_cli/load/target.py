@@ -43,6 +43,8 @@ def load(ref: TargetRef, init_args: Mapping[str, Any], arch_opts: Mapping[str, A
     loaded.sample_batch = optional_hook(module, BATCH_HOOKS)
     loaded.loss_fn = optional_hook(module, ("loss_fn",))
     loaded.optimizer_hook = optional_hook(module, ("configure_optimizers", "build_optimizer", "optimizer"))
+    loaded.scheduler_hook = optional_hook(module, ("build_scheduler", "configure_scheduler"))
+    loaded.train_step = optional_hook(module, ("train_step",))
     return loaded
 
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import inspect
 import linecache
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -156,8 +158,48 @@ def forward_failure(
     if module:
         lines.append(f"  in {module.text}")
     lines.append(f"  inputs tried ({origin}): {_describe(inputs)}")
+    missing = none_argument(exc, model)
+    if missing is not None:
+        lines.append(f"  {missing} was None: the forward's optional argument {missing!r} was not given")
+        return "\n".join(lines), _none_hint(missing)
     raw_input = module is not None and any(module.got is v for v in inputs)
     return "\n".join(lines), _hint(origin, user, module.text if module else None, raw_input)
+
+
+def none_argument(exc: BaseException, model: nn.Module) -> str | None:
+    """The optional argument whose None made the forward fail (`'NoneType' object has no attribute
+    'device'` with `grid_thw=None`): a parameter of the model's forward that defaults to None, was
+    left None, and appears on a raising line of the traceback (under its own or a callee's name)."""
+    if "NoneType" not in str(exc) and "None" not in str(exc):
+        return None
+    optional = _optional_parameters(model)
+    named_on_lines = []
+    for frame, _ in reversed(_frames(exc.__traceback__)):
+        line = linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+        code = frame.f_code
+        params = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+        named_on_lines += [p for p in params if frame.f_locals.get(p, 0) is None and _mentions(line, p)]
+    top = [name for name in named_on_lines if name in optional]
+    return top[0] if top else (named_on_lines[0] if named_on_lines and optional else None)
+
+
+def _optional_parameters(model: nn.Module) -> set[str]:
+    with contextlib.suppress(TypeError, ValueError):
+        params = inspect.signature(model.forward).parameters.values()
+        return {p.name for p in params if p.default is None}
+    return set()
+
+
+def _mentions(line: str, name: str) -> bool:
+    return re.search(rf"\b{re.escape(name)}\b", line) is not None
+
+
+def _none_hint(name: str) -> str:
+    return (
+        f"gradcheck cannot invent {name!r}: define sample_batch() in the model file returning "
+        f'{{"args": (inputs,), "kwargs": {{"{name}": ...}}}} (or a dict of keyword arguments with '
+        f"{name!r} in it), or pass the model and batches to gradcheck_cli.analyze()"
+    )
 
 
 def _describe(value: Any) -> str:

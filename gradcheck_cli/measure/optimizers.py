@@ -4,7 +4,8 @@ In order: `configure_optimizers()` on the model (PyTorch Lightning's name) or a
 `configure_optimizers` / `build_optimizer` / `optimizer` function in the model file; else the
 optimizer state saved in the --weights checkpoint (the class is read from its hyperparameters);
 else --optimizer/--lr. A checkpoint's state (Adam's moments) is loaded into whichever optimizer
-is used when its parameter groups fit.
+is used when its parameter groups fit. A `build_scheduler(optimizer)` in the model file gives the
+scheduler when the optimizer hook gave none.
 """
 
 from __future__ import annotations
@@ -42,6 +43,41 @@ def choose_optimizer(
     saved_state: Mapping[str, Any] | None,
     name: str,
     lr: float | None,
+    scheduler_hook: Callable[..., Any] | None = None,
+) -> ChosenOptimizer:
+    chosen = _with_scheduler(_choose(model, file_hook, saved_state, name, lr), scheduler_hook)
+    if saved_state is not None and not chosen.source.startswith("checkpoint"):
+        chosen.state_note = _load_state(chosen.optimizer, saved_state)
+    return chosen
+
+
+def _with_scheduler(chosen: ChosenOptimizer, hook: Callable[..., Any] | None) -> ChosenOptimizer:
+    """A scheduler factory in the model file (`build_scheduler(optimizer)`), when the optimizer
+    hook gave none: a bare scheduler steps after every optimizer step (Lightning's dict form
+    with "interval": "epoch" is not stepped within --steps)."""
+    if chosen.scheduler is not None or hook is None:
+        return chosen
+    label = f"{hook.__name__}() in the model file"
+    try:
+        returned = hook(chosen.optimizer)
+    except Exception as exc:
+        raise ConfigError(
+            f"--steps: {label} raised {type(exc).__name__}: {exc}",
+            "it is called with the optimizer and must return a learning-rate scheduler",
+        ) from None
+    if isinstance(returned, Mapping):
+        chosen.scheduler = returned.get("scheduler") if returned.get("interval", "step") == "step" else None
+    else:
+        chosen.scheduler = returned
+    return chosen
+
+
+def _choose(
+    model: nn.Module,
+    file_hook: Callable[..., Any] | None,
+    saved_state: Mapping[str, Any] | None,
+    name: str,
+    lr: float | None,
 ) -> ChosenOptimizer:
     chosen = _from_model_or_file(model, file_hook)
     if chosen is None and saved_state is not None:
@@ -51,8 +87,6 @@ def choose_optimizer(
     elif lr is not None:  # --lr given: the user asks to try another rate with their optimizer
         for group in chosen.optimizer.param_groups:
             group["lr"] = lr
-    if saved_state is not None and not chosen.source.startswith("checkpoint"):
-        chosen.state_note = _load_state(chosen.optimizer, saved_state)
     return chosen
 
 

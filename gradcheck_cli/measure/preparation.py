@@ -151,6 +151,7 @@ def _with_target_arg(
     _check_forward_takes(model, name)
     generator = stream(config.seed, "labels")
     head = _head_labels(model, batches[0], config, device) if any(b.target is None for b in batches) else None
+    head = _like_tokens(head, batches[0])
     out = []
     for batch in batches:
         target = batch.target
@@ -158,6 +159,9 @@ def _with_target_arg(
             target = generate(head, generator, torch.float32)
         if target is None and plan.specs and plan.specs[0].kind == "int":
             target = token_targets(plan.specs[0], generator)
+        if target is None:
+            vocabulary = decoder_vocabulary(model, batch)
+            target = token_targets(vocabulary, generator) if vocabulary is not None else None
         if target is None:
             raise InputError(
                 f"--target-arg {name}: no target to pass (the input is not integer tokens, and a forward "
@@ -195,6 +199,37 @@ def _head_labels(model: nn.Module, batch: Batch, config: AnalyzeConfig, device: 
     except Exception:  # the model needs its labels to run: fall back to the input's shape
         return None
     return labels_for_head(output, size)
+
+
+DECODER_TARGET_LENGTH = 16
+"""Length of the label sequences made for an encoder-decoder over float features."""
+
+
+def decoder_vocabulary(model: nn.Module, batch: Batch) -> InputSpec | None:
+    """Labels for an encoder-decoder whose input is float features (speech): token sequences in the
+    decoder's vocabulary, read off its token embedding (the one named for the decoder, else the
+    largest), DECODER_TARGET_LENGTH long, or the decoder's positions when fewer."""
+    embeddings = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Embedding)]
+    size = _batch_size_of(batch)
+    if not embeddings or size is None:
+        return None
+    decoder = [(n, m) for n, m in embeddings if "decoder" in n or "embed_tokens" in n or n.endswith("tok")]
+    _, tokens = max(decoder or embeddings, key=lambda item: item[1].num_embeddings)
+    positions = [m.num_embeddings for n, m in embeddings if "pos" in n and m is not tokens]
+    length = min([DECODER_TARGET_LENGTH, *positions])
+    return InputSpec(shape=(size, length), kind="int", low=0, high=tokens.num_embeddings)
+
+
+def _like_tokens(head: InputSpec | None, batch: Batch) -> InputSpec | None:
+    """A language model's targets are shaped like its input tokens: one per position (B, T), in the
+    head's vocabulary, even when the forward without targets returns logits for the last position
+    only (nanoGPT's `lm_head(x[:, [-1], :])`, (B, 1, V))."""
+    tokens = next((v for v in (*batch.args, *batch.kwargs.values()) if isinstance(v, torch.Tensor)), None)
+    if head is None or head.kind != "int" or len(head.shape) != 2 or tokens is None:
+        return head
+    if tokens.dim() != 2 or tokens.is_floating_point() or tuple(tokens.shape) == head.shape:
+        return head
+    return dataclasses.replace(head, shape=tuple(tokens.shape))
 
 
 def _batch_size_of(batch: Batch) -> int | None:

@@ -135,8 +135,14 @@ def train_steps(session: Session) -> None:
     from gradcheck_cli.measure.optimizers import choose_optimizer
 
     config, model = session.config, session.loaded.module
+    loaded = session.loaded
     chosen = choose_optimizer(
-        model, session.loaded.optimizer_hook, session.optimizer_state, config.optimizer, config.lr
+        model,
+        loaded.optimizer_hook,
+        session.optimizer_state,
+        config.optimizer,
+        config.lr,
+        loaded.scheduler_hook,
     )
     # float16 trains as a script would: with a GradScaler (a pass-through for other dtypes).
     scaler = torch.amp.GradScaler(session.device.split(":")[0], enabled=config.dtype == "float16")
@@ -149,8 +155,20 @@ def train_steps(session: Session) -> None:
         batch = session.batches[index]
         return loss_of(session, batch, forward(session, batch), index).value
 
-    records = training.train(model, chosen, step_loss, config.steps, config.clip, scaler)
-    session.training = training.history(chosen, training.owners_of(model), records, config.clip, config.steps)
+    if loaded.train_step is not None:  # the user's own step: their zero_grad, clipping, scheduler
+        from gradcheck_cli.measure.user_loop import train_user_step, user_batch
+
+        def batch_of(step: int) -> Any:
+            next(steps, None)
+            return user_batch(session.batches[step % len(session.batches)])
+
+        records = train_user_step(model, chosen, loaded.train_step, batch_of, config.steps)
+        loop = "train_step() in the model file"
+    else:
+        records = training.train(model, chosen, step_loss, config.steps, config.clip, scaler)
+        loop = "gradcheck's loop"
+    owners = training.owners_of(model)
+    session.training = training.history(chosen, owners, records, config.clip, config.steps, loop)
 
 
 def load_checkpoint(session: Session) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradcheck_cli.measure.optimizers import ChosenOptimizer, current_lr, optimizer_name
+from gradcheck_cli.measure.optimizers import ChosenOptimizer, current_lr, group_lrs, optimizer_name
 from gradcheck_cli.records.stats import Divergence, TrainingHistory
 
 Owners = list[tuple[str, list[nn.Parameter]]]
@@ -31,6 +31,8 @@ class StepRecords:
     grad_norms: list[list[float]] = field(default_factory=list)
     update_ratios: list[list[float]] = field(default_factory=list)
     total_norms: list[float] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    """The largest param-group learning rate each step was taken with."""
     divergence: Divergence | None = None
 
 
@@ -64,6 +66,7 @@ def train(
             total = _total_norm(owners, clip)
             before = [[p.detach().clone() for p in ps] for _, ps in owners]
             scale = scaler.get_scale() if scaler.is_enabled() else None
+            lr = max(group_lrs(optimizer))
             scaler.step(optimizer)
             scaler.update()
             ratios = _update_ratios(owners, before)
@@ -75,6 +78,7 @@ def train(
                 _restore(owners, start)
                 break
             _append(records, host, len(owners))
+            records.lrs.append(lr)
             if chosen.scheduler is not None:
                 chosen.scheduler.step()
     optimizer.zero_grad(set_to_none=True)
@@ -200,7 +204,12 @@ class _ForwardWatch:
 
 
 def history(
-    chosen: ChosenOptimizer, owners: Owners, records: StepRecords, clip: float | None, planned: int
+    chosen: ChosenOptimizer,
+    owners: Owners,
+    records: StepRecords,
+    clip: float | None,
+    planned: int,
+    loop: str = "gradcheck's loop",
 ) -> TrainingHistory:
     names = [name for name, _ in owners]
     columns = list(zip(*records.grad_norms, strict=True)) if records.grad_norms else [() for _ in names]
@@ -219,4 +228,7 @@ def history(
         clip=clip,
         steps_planned=planned,
         divergence=records.divergence,
+        loop=loop,
+        lrs=tuple(records.lrs),
+        scheduler=type(chosen.scheduler).__name__ if chosen.scheduler is not None else None,
     )

@@ -72,16 +72,50 @@ def measure(
         return layers, ()
     with model_kept(model, [p for _, p in found]):
         closed, grads = _pass(model, run_backward, seed, found, unscale)
-        opened, step = closed, 0.0
-        moving = {n: g for n, g in grads.items() if g is not None and bool(g.any())}
-        if moving:
-            step = OPEN_RMS / max(_rms(g) for g in moving.values())
-            with torch.no_grad():
-                for name, param in found:
-                    if name in moving:
-                        param.sub_(step * moving[name])
-            opened, _ = _pass(model, run_backward, seed, [], unscale)
-    return _judge(layers, found, grads, closed, opened, step)
+        opened, late, step = _open(model, run_backward, seed, found, grads, unscale)
+    return _judge(layers, found, grads, closed, opened, late, step)
+
+
+def _open(
+    model: nn.Module,
+    run_backward: Callable[[], None],
+    seed: int,
+    found: list[tuple[str, nn.Parameter]],
+    grads: dict[str, torch.Tensor | None],
+    unscale: float,
+) -> tuple[dict[str, float], dict[str, torch.Tensor], float]:
+    """The output gradient per unit of step once the gates are open, the gates that open only at
+    the second step (their gradient is zero until a gate in front of them has moved: a chain of
+    two gains), and the first step's size. A layer behind a chain is measured after the second
+    step, divided by that step's size."""
+    moving = _moving(grads, set())
+    if not moving:
+        return {}, {}, 0.0
+    step = _step(found, moving)
+    opened, after = _pass(model, run_backward, seed, found, unscale)
+    late = _moving(after, set(moving))
+    if late:
+        second = _step(found, late)
+        twice, _ = _pass(model, run_backward, seed, [], unscale)
+        opened = {
+            name: twice[name] * step / second if twice.get(name, 0.0) > GATED_FACTOR * value else value
+            for name, value in opened.items()
+        }
+    return opened, late, step
+
+
+def _moving(grads: dict[str, torch.Tensor | None], known: set[str]) -> dict[str, torch.Tensor]:
+    return {n: g for n, g in grads.items() if n not in known and g is not None and bool(g.any())}
+
+
+def _step(found: list[tuple[str, nn.Parameter]], moving: dict[str, torch.Tensor]) -> float:
+    """Open the moving gates the way an SGD step does, the largest to an RMS of OPEN_RMS."""
+    step = OPEN_RMS / max(_rms(g) for g in moving.values())
+    with torch.no_grad():
+        for name, param in found:
+            if name in moving:
+                param.sub_(step * moving[name])
+    return step
 
 
 @contextmanager
@@ -128,10 +162,15 @@ def _judge(
     grads: dict[str, torch.Tensor | None],
     closed: dict[str, float],
     opened: dict[str, float],
+    late: dict[str, torch.Tensor],
     step: float,
 ) -> tuple[tuple[LayerStats, ...], tuple[GateStats, ...]]:
     order = {layer.name: layer.index for layer in layers}
-    gates = [_gate_record(name, param, grads[name]) for name, param in found if grads.get(name) is not None]
+    gates = [
+        _gate_record(name, param, grads[name], name in late)
+        for name, param in found
+        if grads.get(name) is not None
+    ]
     behind: dict[str, list[str]] = {gate.name: [] for gate in gates}
     out = []
     for layer in layers:
@@ -144,21 +183,26 @@ def _judge(
             continue
         behind[gate.name].append(layer.name)
         flow = after / step if step and not stuck else 0.0
-        out.append(dataclasses.replace(layer, gated_by=gate.name, open_act_grad_norm=flow))
+        out.append(
+            dataclasses.replace(layer, gated_by=gate.name, open_act_grad_norm=flow, gate_width=gate.size)
+        )
     records = tuple(dataclasses.replace(g, layers=tuple(behind[g.name])) for g in gates if behind[g.name])
     return tuple(out), records
 
 
-def _gate_record(name: str, param: nn.Parameter, grad: torch.Tensor | None) -> GateStats:
+def _gate_record(name: str, param: nn.Parameter, grad: torch.Tensor | None, second: bool) -> GateStats:
     with torch.no_grad():
         value = float(dense(param.detach()).abs().max())
         grad_norm = float(dense(grad).float().norm()) if grad is not None else 0.0
+    stuck = grad_norm == 0.0 and not second
     return GateStats(
         name=name,
         module=name.rsplit(".", 1)[0] if "." in name else "",
         value=value,
         grad_norm=grad_norm,
-        stuck=grad_norm == 0.0,
+        stuck=stuck,
+        opens_at_step=0 if stuck else 2 if second else 1,
+        size=param.numel(),
     )
 
 

@@ -105,6 +105,9 @@ class LayerStats:
     open_act_grad_norm: float = float("nan")
     """For a gated layer: dL/d(output) norm per unit of learning rate once its gate takes its first
     SGD step (after one step at lr η the output gradient is about η times this)."""
+    gate_width: int = 0
+    """For a gated layer: the number of elements of its gate (a BatchNorm gain's channels). Gated
+    layers compare only with layers behind gates of the same width: one stage of a staged model."""
     batch_act_grad_norm: tuple[float, ...] = ()
     """act_grad_norm per batch, for spread."""
     source: SourceRef | None = None
@@ -220,6 +223,13 @@ class TrainingHistory:
     steps_planned: int = 0
     divergence: Divergence | None = None
     """Set when a step went non-finite; the finite steps before it are the ones recorded."""
+    loop: str = "gradcheck's loop"
+    """Which loop trained: "train_step() in the model file" (the user's own step) or
+    "gradcheck's loop" (zero_grad, backward, clip, step, and the scheduler after each step)."""
+    scheduler: str | None = None
+    """The learning-rate scheduler's class, when one was stepped."""
+    lrs: tuple[float, ...] = ()
+    """The largest param-group learning rate each recorded step was taken with."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -236,6 +246,11 @@ class GateStats:
     stuck: bool
     layers: tuple[str, ...] = ()
     """The layers whose output gradient it closes."""
+    opens_at_step: int = 1
+    """1: its own gradient is non-zero at init; 2: it is zero at init and non-zero once the gates in
+    front of it have taken their first step (a chain of two gains); 0: stuck."""
+    size: int = 0
+    """Its number of elements (the channels of a BatchNorm gain): gates of one stage share it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,7 +18,11 @@ def training_line(history: TrainingHistory) -> str:
     """--steps: how the loss moved over the training steps taken before measuring."""
     steps = len(history.loss)
     loss = f"loss {fmt_num(history.loss[0])} → {fmt_num(history.loss[-1])}" if history.loss else "no loss"
-    return f"trained {count(steps, 'step')} with {history.optimizer} (lr {history.lr:g}): {loss}"
+    scheduler = f", {history.scheduler}" if history.scheduler else ""
+    return (
+        f"trained {count(steps, 'step')} by {history.loop} with {history.optimizer} "
+        f"(lr {history.lr:g}{scheduler}): {loss}"
+    )
 
 
 def baseline_lines(baseline: BaselineComparison) -> list[str]:

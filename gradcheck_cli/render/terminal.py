@@ -20,6 +20,7 @@ from gradcheck_cli.records.stats import LayerStats, ThroughTime, TrainingHistory
 from gradcheck_cli.records.text import amount, count, plural, span
 from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.render.escape import clean_report
+from gradcheck_cli.render.fit import MIN_NAME, cell_width, middle
 from gradcheck_cli.render.sections import baseline_lines, training_line
 from gradcheck_cli.render.trained import terminal_parts
 
@@ -190,49 +191,90 @@ def _decades(rows: tuple[LayerRow, ...]) -> tuple[float, float]:
     return top, (max(3.0, math.ceil(math.log10(top / low)) + 1) if norms else 3.0)
 
 
-def layer_table(report: Report, columns: tuple[str, ...] = ()) -> Table:
+BAR_WIDTH = 16
+"""The ∇output bar's width; it narrows (down to MIN_BAR) before a name is shortened."""
+MIN_BAR = 7
+
+
+def layer_table(report: Report, columns: tuple[str, ...] = (), width: int = 100) -> Table:
     rows = report.layers
     top, decades = _decades(rows)
     severity = layer_severity(report)
-    table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
-    if "order" in columns:
-        table.add_column("order", justify="right", style="dim")
-    table.add_column("layer", overflow="ellipsis", no_wrap=True, max_width=24)
-    table.add_column("type", overflow="ellipsis", no_wrap=True, max_width=16)
-    if "output" in columns:
-        table.add_column("output", justify="right", no_wrap=True)
-    if "params" in columns:
-        table.add_column("params", justify="right", no_wrap=True)
-    table.add_column("∇output (log)", no_wrap=True)
-    table.add_column("∇out", justify="right", no_wrap=True)
-    table.add_column("grad/w", justify="right", no_wrap=True)
-    table.add_column("status", no_wrap=True)
     shown = rows if len(rows) <= MAX_ROWS else rows[: MAX_ROWS // 2] + rows[-MAX_ROWS // 2 :]
-    width = len(table.columns)
-    for i, row in enumerate(shown):
+    texts = [_row_texts(row, columns) for row in shown]
+    fixed = (
+        {key: cell_width(key, [t[key] for t in texts]) for key in texts[0] if key != "layer"} if texts else {}
+    )
+    name_width, bar = _name_and_bar(rows, fixed, width)
+    table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
+    if "order" in fixed:
+        table.add_column("order", justify="right", style="dim", width=fixed["order"])
+    table.add_column("layer", no_wrap=True, width=name_width)
+    for key in ("type", "output", "params"):
+        if key in fixed:
+            table.add_column(
+                key, justify="left" if key == "type" else "right", no_wrap=True, width=fixed[key]
+            )
+    table.add_column("∇output (log)" if bar >= len("∇output (log)") else "∇output", no_wrap=True, width=bar)
+    for key in ("∇out", "grad/w", "status"):
+        table.add_column(
+            key, justify="left" if key == "status" else "right", no_wrap=True, width=fixed.get(key)
+        )
+    for i, (row, text) in enumerate(zip(shown, texts, strict=True)):
         if len(rows) > MAX_ROWS and i == MAX_ROWS // 2:
-            gap: list[RenderableType] = [""] * width
-            gap[1 if "order" in columns else 0] = f"… {count(len(rows) - MAX_ROWS, 'more layer')}"
+            gap: list[RenderableType] = [""] * len(table.columns)
+            gap[1 if "order" in columns else 0] = middle(
+                f"… {count(len(rows) - MAX_ROWS, 'more layer')}", name_width
+            )
             table.add_row(*gap)
-        s = row.stats
-        worst = severity.get(s.name)
-        style = SEVERITY_STYLE[worst] if worst is not None and row.status is not LayerStatus.OK else ""
-        cells: list[RenderableType] = [str(s.index)] if "order" in columns else []
-        cells += [Text(s.name), Text(s.type)]  # Text, not markup: "[bold]x" prints as it is
-        if "output" in columns:
-            cells.append(_output_text(s))
-        if "params" in columns:
-            cells.append(f"{s.parameters:,}")
-        cells += [
-            GradBar(s.act_grad_norm, top, decades, style=style or "cyan")
-            if s.hooked
-            else Text("not measured", style="dim"),
-            fmt_num(s.act_grad_norm),
-            fmt_num(s.grad_weight_ratio),
-            Text(row.status.value, style=style or STATUS_STYLE[row.status]),
-        ]
-        table.add_row(*cells)
+        text["layer"] = middle(text["layer"], name_width)
+        table.add_row(*_row_cells(row, text, severity, (top, decades), bar))
     return table
+
+
+def _row_texts(row: LayerRow, columns: tuple[str, ...]) -> dict[str, str]:
+    s = row.stats
+    text = {"order": str(s.index)} if "order" in columns else {}
+    text |= {"layer": s.name, "type": s.type}
+    if "output" in columns:
+        text["output"] = _output_text(s)
+    if "params" in columns:
+        text["params"] = f"{s.parameters:,}"
+    return text | {
+        "∇out": fmt_num(s.act_grad_norm),
+        "grad/w": fmt_num(s.grad_weight_ratio),
+        "status": row.status.value,
+    }
+
+
+def _name_and_bar(rows: tuple[LayerRow, ...], fixed: dict[str, int], width: int) -> tuple[int, int]:
+    """The name column's width and the bar's: numbers and types whole, the bar narrowing (to
+    MIN_BAR) before a name is shortened, names never below MIN_NAME."""
+    longest = max((len(row.stats.name) for row in rows), default=5)
+    others = sum(fixed.values()) + 2 * (len(fixed) + 1)
+    room = width - others
+    bar = max(MIN_BAR, min(BAR_WIDTH, room - longest))
+    return min(max(longest, len("layer")), max(MIN_NAME, room - bar)), bar
+
+
+def _row_cells(
+    row: LayerRow, text: dict[str, str], severity: dict[str, Severity], scale: tuple[float, float], bar: int
+) -> list[RenderableType]:
+    s = row.stats
+    worst = severity.get(s.name)
+    style = SEVERITY_STYLE[worst] if worst is not None and row.status is not LayerStatus.OK else ""
+    name_cells = [Text(text[k]) for k in ("type", "output", "params") if k in text]
+    cells: list[RenderableType] = [text["order"]] if "order" in text else []
+    cells += [Text(text["layer"]), *name_cells]  # Text, not markup: "[bold]x" prints as it is
+    cells += [
+        GradBar(s.act_grad_norm, *scale, width=bar, style=style or "cyan")
+        if s.hooked
+        else Text("not measured"[:bar], style="dim"),
+        text["∇out"],
+        text["grad/w"],
+        Text(text["status"], style=style or STATUS_STYLE[row.status]),
+    ]
+    return cells
 
 
 def table_legend(report: Report) -> Text:
@@ -370,12 +412,14 @@ def fixes_block(fixes: tuple[TriedFix, ...]) -> RenderableType:
     return Panel(Group(table, Text(""), notes), title=title, title_align="left", border_style="dim")
 
 
-def report_renderables(report: Report, columns: tuple[str, ...] = ()) -> list[RenderableType]:
+def report_renderables(
+    report: Report, columns: tuple[str, ...] = (), width: int = 100
+) -> list[RenderableType]:
     parts: list[RenderableType] = [
         header(report),
-        *terminal_parts(report),
+        *terminal_parts(report, width),
         Text(""),
-        layer_table(report, columns),
+        layer_table(report, columns, width),
         table_legend(report),
     ]
     parts.append(Text(""))
@@ -409,7 +453,7 @@ class TerminalRenderer:
             highlight=False,
             emoji=False,
         )
-        for part in report_renderables(clean_report(report), self.columns):
+        for part in report_renderables(clean_report(report), self.columns, self.width):
             console.print(part)
         out = console.file.getvalue()  # type: ignore[attr-defined]
         return str(out)

@@ -130,28 +130,21 @@ def versus_title(versus: Versus) -> str:
 # --- per-format blocks: each renderer adds these with one call -------------------------------------
 
 
-def terminal_parts(report: Report) -> list[RenderableType]:
-    from rich.table import Table
+def terminal_parts(report: Report, width: int = 100) -> list[RenderableType]:
     from rich.text import Text
+
+    from gradcheck_cli.render.fit import fitted_table
 
     parts: list[RenderableType] = []
     if report.checkpoint is not None:
         parts.append(Text("\n".join(checkpoint_lines(report.checkpoint)), style="dim"))
     if report.versus is not None:
         versus = report.versus
-        table = Table(show_edge=False, pad_edge=False)
-        for i, name in enumerate(versus_headers(versus)):
-            table.add_column(name, justify="left" if i == 0 else "right", no_wrap=i == 0)
-        for row in versus_rows(versus):
-            table.add_row(*row)
+        table = fitted_table(versus_headers(versus), versus_rows(versus), width)
         parts += [Text(""), Text(versus_title(versus), style="bold"), table]
         if versus.activations:
-            acts = Table(show_edge=False, pad_edge=False)
-            for i, name in enumerate(versus_activation_headers(versus)):
-                acts.add_column(name, justify="left" if i == 0 else "right")
-            for row in versus_activation_rows(versus):
-                acts.add_row(*row)
-            parts += [Text(""), acts]
+            headers = versus_activation_headers(versus)
+            parts += [Text(""), fitted_table(headers, versus_activation_rows(versus), width)]
         parts += [Text(line) for line in versus_horizon_lines(versus)]
     return parts
 

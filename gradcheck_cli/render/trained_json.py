@@ -85,6 +85,9 @@ def training_extension(history: TrainingHistory) -> dict[str, Any]:
     d = history.divergence
     return {
         "optimizer_source": history.optimizer_source,
+        "loop": history.loop,
+        "scheduler": history.scheduler,
+        "lrs": [_num(v) for v in history.lrs],
         "optimizer_state": history.optimizer_state or None,
         "clip": history.clip,
         "steps_planned": history.steps_planned,

@@ -128,7 +128,10 @@ def comparable(layers: Iterable[LayerStats], cut_by_dead: frozenset[str] = froze
 
 def group_key(layer: LayerStats) -> str:
     spatial = f"@{'x'.join(map(str, layer.spatial))}" if layer.spatial else ""
-    return layer.role + spatial + (" (behind gates)" if layer.gated_by is not None else "")
+    if layer.gated_by is None:
+        return layer.role + spatial
+    stage = f" of width {layer.gate_width}" if layer.gate_width else ""
+    return f"{layer.role}{spatial} (behind gates{stage})"
 
 
 def dead_cut(probe: ProbeResult, fraction: float = 0.5) -> frozenset[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -10,14 +11,14 @@ from gradcheck_cli.judge.rules.base import rule
 from gradcheck_cli.judge.rules.loop.common import loss_drop, span, watched
 from gradcheck_cli.records.findings import Finding, Severity, Suggestion
 from gradcheck_cli.records.history import StepStats
-from gradcheck_cli.records.stats import ProbeResult
+from gradcheck_cli.records.stats import ProbeResult, TrainingHistory
 
 
 @dataclass(frozen=True, slots=True)
 class StalledLimits:
     min_points: float = 3
     """Consecutive measured steps (the latest) at which no optimized layer's weights changed."""
-    max_loss_drop: float = 0.01
+    max_loss_drop: float = 0.1
     """... while the median loss fell by less than this fraction over them (flat)."""
     lr_collapse: float = 1e-3
     """A learning rate below this fraction of the run's first is reported as collapsed."""
@@ -42,6 +43,11 @@ def training_stalled(probe: ProbeResult, limits: StalledLimits) -> Iterator[Find
     learning rate was below `lr_collapse` of the run's first (a step scheduler stepped per
     batch instead of per epoch takes StepLR(step_size=30, gamma=0.1) to 5e-44 in 1,300 steps).
 
+    Under `--steps` (gradcheck's loop or the model file's `train_step`) the same verdict comes
+    from the recorded update ratios: the trailing `min_points` or more steps whose update was
+    exactly 0 in every layer, with a flat loss; steps are counted from 1 there, as in
+    `training.divergence`.
+
     ## Why it matters
     Every per-step statistic looks healthy: the gradients are fine, only nothing is applied.
     The loss sits still (at ln(10) = 2.30 for ten classes) and a checkpoint resumed from there
@@ -54,7 +60,7 @@ def training_stalled(probe: ProbeResult, limits: StalledLimits) -> Iterator[Find
     `layers`, and the thresholds.
 
     ## Thresholds
-    `min_points` = 3, `max_loss_drop` = 0.01, `lr_collapse` = 1e-3.
+    `min_points` = 3, `max_loss_drop` = 0.1 (batch-to-batch noise of an unchanged model stays below it), `lr_collapse` = 1e-3.
 
     ## Fixes
     scheduler: step the scheduler at the interval it was written for (StepLR per epoch), or
@@ -66,6 +72,8 @@ def training_stalled(probe: ProbeResult, limits: StalledLimits) -> Iterator[Find
     drives the rate below 1e-40; reported with the step at which it collapsed (checked against
     the scheduler's own get_last_lr()) and StepLR named; the same loop stepping it per epoch is not.
     """
+    if probe.training is not None:
+        yield from _steps_stalled(probe.training, limits)
     steps = watched(probe.history)
     run = _still(steps)
     if len(run) < limits.min_points:
@@ -112,6 +120,59 @@ def training_stalled(probe: ProbeResult, limits: StalledLimits) -> Iterator[Find
                 fix="scheduler",
                 text=f"step {loop.scheduler or 'the scheduler'} once per epoch, or give it a floor (eta_min)",
             ),
+            Suggestion(fix="lr", text=f"raise the learning rate from {lr:.3g}"),
+        ),
+    )
+
+
+def _steps_stalled(training: TrainingHistory, limits: StalledLimits) -> Iterator[Finding]:
+    """--steps: the trailing steps whose update was exactly 0 in every layer, with a flat loss."""
+    count = len(training.loss)
+    zero = [all(values[i] == 0 for values in training.update_ratios.values()) for i in range(count)]
+    start = count
+    while start > 0 and zero[start - 1]:
+        start -= 1
+    losses = training.loss[start:]
+    if not training.update_ratios or count - start < limits.min_points:
+        return
+    half = len(losses) // 2
+    before, after = statistics.median(losses[:half]), statistics.median(losses[half:])
+    if not math.isfinite(before) or (before - after) >= limits.max_loss_drop * abs(before):
+        return
+    lrs = training.lrs
+    collapse = (
+        next((i for i, lr in enumerate(lrs) if lr < limits.lr_collapse * lrs[0]), None) if lrs else None
+    )
+    lr = lrs[start] if start < len(lrs) else training.lr
+    named = f" ({training.scheduler})" if training.scheduler else ""
+    why = (
+        f"the learning rate fell from {lrs[0]:.3g} to {lr:.3g}{named} by step {collapse + 1}"
+        if collapse is not None
+        else f"the learning rate is {lr:.3g}{named}"
+    )
+    yield Finding(
+        id="training-stalled",
+        severity=Severity.ERROR,
+        layers=tuple(training.update_ratios),
+        message=(
+            f"Training has stalled: steps {start + 1}-{count} of --steps changed no weight (updates exactly "
+            f"0) and the loss is flat at {after:.4g}; {why}, too small to change the weights."
+        ),
+        evidence={
+            "step": start + 1,
+            "last_step": count,
+            "points": count - start,
+            "lr": lr,
+            "first_lr": lrs[0] if lrs else training.lr,
+            "lr_collapse_step": None if collapse is None else collapse + 1,
+            "scheduler": training.scheduler,
+            "loop": training.loop,
+            "layers": list(training.update_ratios),
+            "max_loss_drop": limits.max_loss_drop,
+            "lr_collapse": limits.lr_collapse,
+        },
+        suggestions=(
+            Suggestion(fix="scheduler", text=f"step {training.scheduler or 'the scheduler'} once per epoch"),
             Suggestion(fix="lr", text=f"raise the learning rate from {lr:.3g}"),
         ),
     )
