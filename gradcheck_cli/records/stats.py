@@ -224,10 +224,8 @@ class TrainingHistory:
     divergence: Divergence | None = None
     """Set when a step went non-finite; the finite steps before it are the ones recorded."""
     loop: str = "gradcheck's loop"
-    """Which loop trained: "train_step() in the model file" (the user's own step) or
-    "gradcheck's loop" (zero_grad, backward, clip, step, and the scheduler after each step)."""
-    scheduler: str | None = None
-    """The learning-rate scheduler's class, when one was stepped."""
+    """Which loop trained: "train_step() in the model file" (the user's) or "gradcheck's loop"."""
+    scheduler: str | None = None  # the learning-rate scheduler's class, when one was stepped
     lrs: tuple[float, ...] = ()
     """The largest param-group learning rate each recorded step was taken with."""
 
