@@ -78,7 +78,7 @@ def test_same_seed_same_numbers(cli) -> None:
         (("builtin:sigmoid-mlp", "--device", "tpu"), ["unknown --device 'tpu'"]),
         (("builtin:sigmoid-mlp", "--dtype", "float8"), ["--dtype must be one of"]),
         (("builtin:sigmoid-mlp", "--fail-on", "errors"), ["did you mean 'error'"]),
-        (("builtin:sigmoid-mlp", "--batches", "0"), ["--batches must be an integer >= 1"]),
+        (("builtin:sigmoid-mlp", "--batches", "0"), ["--batches must be an integer from 1 to 1000"]),
         (("builtin:sigmoid-mlp", "--input", "8x5"), ["forward raised", "--input"]),
         (("missing_model.py",), ["missing_model.py not found"]),
         (("",), ["TARGET is empty"]),

@@ -13,6 +13,7 @@ from typing import Any
 
 from gradcheck_cli.config import config_guard
 from gradcheck_cli.records.errors import ConfigError
+from gradcheck_cli.records.files import check_regular
 
 KeyPath = tuple[str | int, ...]
 
@@ -47,6 +48,7 @@ def shown_path(path: Path) -> str:
 
 
 def read_source(path: Path) -> ConfigSource:
+    check_regular(path, "config file", ConfigError)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found", "check the path given to --config")
     text = config_guard.read_text(path)
@@ -127,6 +129,7 @@ def _tool_section(path: Path, text: str) -> dict[str, Any]:
 def find_default_config(cwd: Path) -> Path | None:
     """gradcheck.yaml in the working directory, else a pyproject.toml with [tool.gradcheck]."""
     for name in ("gradcheck.yaml", "gradcheck.yml"):
+        check_regular(cwd / name, "config file", ConfigError)
         if (cwd / name).is_file():
             return cwd / name
     pyproject = cwd / "pyproject.toml"

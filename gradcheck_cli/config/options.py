@@ -117,22 +117,6 @@ def _choice(option: str, choices: tuple[str, ...]) -> Callable[[Any], None]:
     return check
 
 
-def _int_at_least(option: str, low: int) -> Callable[[Any], None]:
-    def check(value: Any) -> None:
-        if not isinstance(value, int) or value < low:
-            raise ConfigError(f"{option} must be an integer >= {low}, got {value!r}")
-
-    return check
-
-
-def _positive_int(option: str) -> Callable[[Any], None]:
-    def check(value: Any) -> None:
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise ConfigError(f"{option} must be a positive integer, got {value!r}")
-
-    return check
-
-
 def _positive_number(option: str) -> Callable[[Any], None]:
     """A positive, finite number: NaN, infinity, zero and negatives are argument errors, not findings."""
 
@@ -143,6 +127,31 @@ def _positive_number(option: str) -> Callable[[Any], None]:
             raise ConfigError(
                 f"{option} must be a positive finite number, got {value!r}",
                 "NaN, infinity, zero and negative values are refused",
+            )
+
+    return check
+
+
+MAX_BATCHES = 1000
+"""--batches: more sample batches than any gradient statistic needs (3 is the default)."""
+MAX_STEPS = 10_000
+"""--steps: training steps before the measurement (a diagnosis, not a training run)."""
+MAX_BATCH_SIZE = 1 << 20
+"""--batch-size of inferred inputs."""
+
+
+def _int_range(option: str, low: int, high: int) -> Callable[[Any], None]:
+    """An integer from `low` to `high`: checked before the work, the message names the bound."""
+
+    def check(value: Any) -> None:
+        if value is None:
+            return
+        if not is_int(value) or not low <= value <= high:
+            raise ConfigError(
+                f"{option} must be an integer from {low} to {high}, got {value!r}",
+                f"{high} is the documented upper bound (docs/options.md)"
+                if is_int(value) and value > high
+                else None,
             )
 
     return check
@@ -366,8 +375,8 @@ OPTIONS: tuple[Option, ...] = (
         keys=("batches",),
         cli_type=int,
         file_check=INT,
-        check=_int_at_least("--batches", 1),
-        help="Sample batches to aggregate over (default: 3).",
+        check=_int_range("--batches", 1, MAX_BATCHES),
+        help="Sample batches to aggregate over (default: 3, at most 1000).",
         template="batches: 3          # sample batches to aggregate over",
     ),
     Option(
@@ -377,8 +386,8 @@ OPTIONS: tuple[Option, ...] = (
         keys=("batch-size",),
         cli_type=int,
         file_check=INT,
-        check=_positive_int("--batch-size"),
-        help="Batch size of inferred inputs (default: 16).",
+        check=_int_range("--batch-size", 1, MAX_BATCH_SIZE),
+        help="Batch size of inferred inputs (default: 16, at most 1048576).",
     ),
     Option(
         field="device",
@@ -416,8 +425,8 @@ OPTIONS: tuple[Option, ...] = (
         keys=("steps",),
         cli_type=int,
         file_check=INT,
-        check=_int_at_least("--steps", 0),
-        help="Take K optimizer steps on the sample batches first, then measure (default: 0).",
+        check=_int_range("--steps", 0, MAX_STEPS),
+        help="Take K optimizer steps on the sample batches first, then measure (default: 0, at most 10000).",
     ),
     Option(
         field="lr",

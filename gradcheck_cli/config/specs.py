@@ -97,8 +97,9 @@ class InputSpec:
 
 _INPUT_HINT = "examples: 32x784, 8x3x32x32, int:4x64:1000 (tokens below 1000), float:16x784:0..1"
 INT64_MAX = 2**63 - 1
-MAX_ELEMENTS = 2**40
-"""An input larger than this (4 TiB of float32) cannot be allocated anywhere: refused up front."""
+MAX_ELEMENTS = 2**32
+"""The documented upper bound of one input's elements (16 GiB of float32, 32 GiB of int64): a
+batch larger than this is not a sample batch; refused before anything is allocated."""
 
 
 def parse_input(raw: str) -> InputSpec:
@@ -137,7 +138,8 @@ def _parse_shape(text: str, raw: str) -> tuple[int, ...]:
         elements *= dim
     if elements > MAX_ELEMENTS:
         raise InputError(
-            f"--input {raw!r} has {elements:.3g} elements: far too large to allocate",
+            f"--input {raw!r} has {elements:.3g} elements: too large to allocate for a sample batch "
+            f"(the upper bound is {MAX_ELEMENTS} (2^32) elements per input)",
             "give the shape of one training batch, e.g. 32x784",
         )
     return shape

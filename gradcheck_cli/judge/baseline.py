@@ -16,6 +16,7 @@ from typing import Any
 
 from gradcheck_cli.records.comparison import BaselineComparison, Comparison, LayerChange
 from gradcheck_cli.records.errors import ConfigError
+from gradcheck_cli.records.files import check_regular, check_size, not_regular
 from gradcheck_cli.records.findings import Finding, Severity
 from gradcheck_cli.records.report import SCHEMA, Report, summarize
 
@@ -41,6 +42,8 @@ def load_document(path: Path, target: str | None = None) -> dict[str, Any]:
 
 
 def _is_multi(path: Path) -> bool:
+    if not_regular(path):
+        return False
     try:
         return isinstance(json.loads(path.read_text()).get("reports"), list)
     except (OSError, ValueError, AttributeError):
@@ -49,6 +52,8 @@ def _is_multi(path: Path) -> bool:
 
 def load_documents(path: Path) -> dict[str, dict[str, Any]]:
     """Every gradcheck.report/1 document in a file, by target (one for a single-target file)."""
+    check_regular(path, "baseline", ConfigError, hint="name the JSON report file")
+    check_size(path, "baseline", ConfigError)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -7,6 +7,7 @@ Hugging Face-style folders through the optional `safetensors` package.
 from __future__ import annotations
 
 import json
+import math
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 
 from gradcheck_cli.records.errors import GradcheckError
+from gradcheck_cli.records.files import check_regular, real_path
 
 # Keys under which training loops keep the model's state_dict, most specific first.
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "network")
@@ -44,6 +46,7 @@ class RawCheckpoint:
 def read_checkpoint(path: Path, device: str) -> RawCheckpoint:
     if not path.exists():
         raise CheckpointError(f"--weights {path}: no such file or folder")
+    check_regular(path, "--weights", CheckpointError, folder_ok=True)
     if path.is_dir():
         return _read_folder(path, device)
     if path.suffix == ".safetensors":
@@ -107,6 +110,8 @@ def _safetensors_file(path: Path, device: str) -> dict[str, torch.Tensor]:
 
 def _read_folder(folder: Path, device: str) -> RawCheckpoint:
     """A Hugging Face-style folder: model.safetensors, sharded safetensors with an index, or a .bin."""
+    for name in (*FOLDER_FILES, "pytorch_model.bin.index.json"):
+        check_regular(folder / name, "--weights", CheckpointError)
     if (folder / "model.safetensors").is_file():
         return RawCheckpoint(
             tensors=_safetensors_file(folder / "model.safetensors", device), format="safetensors"
@@ -129,14 +134,15 @@ def _read_folder(folder: Path, device: str) -> RawCheckpoint:
 
 
 def _read_shards(folder: Path, index: Path, fmt: str, device: str) -> RawCheckpoint:
+    check_regular(index, "--weights index", CheckpointError)
     try:
         weight_map = json.loads(index.read_text())["weight_map"]
-        files = sorted(set(weight_map.values()))
+        files = sorted(set(weight_map.values()), key=str)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"--weights {index}: not a shard index ({exc})") from None
     tensors: dict[str, torch.Tensor] = {}
     for name in files:
-        shard = folder / name
+        shard = _shard_path(folder, index, name)
         if not shard.is_file():
             raise CheckpointError(f"--weights {folder}: the index names {name}, which is not in the folder")
         part = (
@@ -147,6 +153,24 @@ def _read_shards(folder: Path, index: Path, fmt: str, device: str) -> RawCheckpo
         tensors.update(part)
     label = "safetensors" if fmt == "safetensors" else "pytorch_model.bin"
     return RawCheckpoint(tensors=tensors, format=f"{label} ({len(files)} shards)")
+
+
+def _shard_path(folder: Path, index: Path, name: object) -> Path:
+    """A shard the index names, refused unless it is a plain file name inside the folder: an index
+    must not make gradcheck read `../../secret` or `/etc/...` (symlinks are resolved first)."""
+    if not isinstance(name, str) or not name:
+        raise CheckpointError(f"--weights {index}: the shard name {name!r} is not a file name")
+    text = name
+    shard = folder / text
+    inside = real_path(shard).is_relative_to(real_path(folder))
+    if Path(text).is_absolute() or ".." in Path(text).parts or not inside:
+        raise CheckpointError(
+            f"--weights {index}: the shard name {name!r} points outside the checkpoint folder",
+            "an index names shard files inside its own folder (model-00001-of-00002.safetensors); "
+            "refused so that a checkpoint cannot make gradcheck read other files",
+        )
+    check_regular(shard, "--weights shard", CheckpointError)
+    return shard
 
 
 def unwrap(obj: Any, path: Path) -> RawCheckpoint:
@@ -167,8 +191,8 @@ def unwrap(obj: Any, path: Path) -> RawCheckpoint:
                 format="Lightning checkpoint" if lightning else "training checkpoint",
                 container_key=key,
                 optimizer_state=_optimizer_state(obj),
-                step=_int_of(obj, STEP_KEYS),
-                epoch=_int_of(obj, ("epoch",)),
+                step=_int_of(obj, STEP_KEYS, path),
+                epoch=_int_of(obj, ("epoch",), path),
             )
     keys = ", ".join(repr(k) for k in list(obj)[:8])
     raise CheckpointError(
@@ -184,7 +208,12 @@ def _is_state_dict(obj: Mapping[Any, Any]) -> bool:
 
 
 def _tensors(obj: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    """The tensors, sparse ones made dense (a parameter is dense; the values are the same)."""
+    return {k: _dense(v) for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def _dense(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor if tensor.layout == torch.strided else tensor.to_dense()
 
 
 def _optimizer_state(obj: Mapping[str, Any]) -> Any:
@@ -197,11 +226,17 @@ def _optimizer_state(obj: Mapping[str, Any]) -> Any:
     return None
 
 
-def _int_of(obj: Mapping[str, Any], keys: tuple[str, ...]) -> int | None:
+def _int_of(obj: Mapping[str, Any], keys: tuple[str, ...], path: Path) -> int | None:
     for key in keys:
         value = obj.get(key)
         if isinstance(value, torch.Tensor) and value.numel() == 1:
             value = value.item()
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise CheckpointError(
+                    f"--weights {path}: the checkpoint's {key!r} is {value}, not a count",
+                    f"a training checkpoint stores {key} as a whole number; re-save it, or save "
+                    "the state_dict alone",
+                )
             return int(value)
     return None

@@ -17,6 +17,7 @@ from types import ModuleType
 
 from gradcheck_cli.load.source import user_frame, user_location
 from gradcheck_cli.records.errors import TargetError
+from gradcheck_cli.records.files import check_regular
 
 _counter = itertools.count()
 
@@ -67,6 +68,7 @@ def _checked_file(path: Path) -> Path:
         )
     if path.is_dir():
         raise TargetError(f"{path} is a folder", "name the model file inside it, e.g. model.py")
+    check_regular(path, "model file", TargetError)
     return path.resolve()
 
 

@@ -46,6 +46,7 @@ def load_weights(
     keymap = map_keys(list(checkpoint.tensors), list(own))
     missing = [k for k in own if k not in keymap.renamed]
     shapes = _shape_mismatches(own, checkpoint.tensors, keymap)
+    _check_dtypes(path, own, checkpoint.tensors, keymap)
     if (missing or keymap.unexpected or shapes) and not partial:
         raise _mismatch_error(path, model, keymap, missing, shapes, checkpoint)
     skipped = {m.key for m in shapes}
@@ -132,6 +133,42 @@ def _shape_mismatches(
         if theirs != ours:
             out.append(KeyMismatch(key=key, detail=f"checkpoint {_shape(theirs)}, model {_shape(ours)}"))
     return out
+
+
+def dtype_class(dtype: torch.dtype) -> str:
+    """float, complex, integer (bool included) or quantized: a value keeps its meaning only
+    inside its class (an int64 weight cast to float is not the weight that was trained)."""
+    if dtype.is_complex:
+        return "complex"
+    if dtype.is_floating_point:
+        return "float"
+    if "q" in str(dtype).rsplit(".", 1)[-1][:2]:  # torch.qint8, torch.quint8, ...
+        return "quantized"
+    return "integer"
+
+
+def _check_dtypes(
+    path: Path, own: Mapping[str, torch.Tensor], saved: Mapping[str, torch.Tensor], keymap: KeyMap
+) -> None:
+    """Every tensor loaded must be of the class of the model's: float into float, never an integer
+    or complex tensor cast silently into a float parameter (exit 2, even with --weights-partial)."""
+    wrong = [
+        f"{key} (checkpoint {str(saved[source].dtype).removeprefix('torch.')}, "
+        f"model {str(own[key].dtype).removeprefix('torch.')})"
+        for key, source in keymap.renamed.items()
+        if dtype_class(saved[source].dtype) != dtype_class(own[key].dtype)
+    ]
+    if wrong:
+        listed = "; ".join(wrong[:SHOWN]) + (
+            f"; ... and {len(wrong) - SHOWN} more" if len(wrong) > SHOWN else ""
+        )
+        raise CheckpointError(
+            f"--weights {path}: {len(wrong)} tensor{'s' if len(wrong) != 1 else ''} of another kind "
+            f"than the model's: {listed}",
+            "a checkpoint's tensors must be float where the model's are float (any float width is "
+            "cast); integer, complex or quantized values would be cast into other numbers than were "
+            "trained: save the float weights (model.state_dict()) instead",
+        )
 
 
 def _shape(shape: torch.Size) -> str:

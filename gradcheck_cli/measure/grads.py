@@ -44,6 +44,8 @@ class ParameterGrads:
             for p in group:
                 grad = p.grad
                 if grad is not None:
+                    if grad.layout != torch.strided:  # nn.Embedding(sparse=True): the same values
+                        grad = grad.to_dense()
                     size = grad.numel()
                     found.grads.append(grad)
                     found.owner.append(i)

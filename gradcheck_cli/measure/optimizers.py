@@ -178,11 +178,26 @@ def _class_of(group: Mapping[str, Any]) -> type[torch.optim.Optimizer] | None:
 
 
 def _load_state(optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> str:
+    lacking = _missing_group_keys(optimizer, state)
+    if lacking:  # loading would replace the groups by ones the optimizer's step() cannot read
+        return (
+            f"the checkpoint's optimizer state did not fit (its param groups lack {lacking}); started fresh"
+        )
     try:
         optimizer.load_state_dict(dict(state))
     except (ValueError, KeyError, RuntimeError) as exc:
         return f"the checkpoint's optimizer state did not fit ({_first_line(exc)}); started fresh"
     return "loaded from the checkpoint"
+
+
+def _missing_group_keys(optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> str:
+    """The settings the optimizer's step reads (its defaults' keys) that a saved group lacks:
+    a hand-trimmed or foreign state (no 'weight_decay') that step() would fail on with KeyError."""
+    groups = state.get("param_groups")
+    if not isinstance(groups, (list, tuple)) or not all(isinstance(g, Mapping) for g in groups):
+        return ""
+    missing = sorted({key for g in groups for key in optimizer.defaults if key not in g})
+    return ", ".join(repr(k) for k in missing)
 
 
 def _first_line(exc: Exception) -> str:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from gradcheck_cli.measure.optimizers import ChosenOptimizer, current_lr, group_lrs, optimizer_name
+from gradcheck_cli.records.errors import GradcheckError
 from gradcheck_cli.records.stats import Divergence, TrainingHistory
 
 Owners = list[tuple[str, list[nn.Parameter]]]
@@ -60,6 +61,8 @@ def train(
             watch.reset()
             loss = step_loss(step)
             scaler.scale(loss).backward()
+            if step == 0:
+                refuse_sparse_grads(owners)
             scaler.unscale_(optimizer)  # the records and the step see the true gradients
             grads = _layer_grad_norms(owners)
             grads_finite = _all_finite(owners, grads=True)
@@ -155,6 +158,19 @@ def _divergence(
         gradient_layers=tuple(bad_grads),
         weight_layers=tuple(bad_weights),
     )
+
+
+def refuse_sparse_grads(owners: Owners) -> None:
+    """--steps needs dense gradients (the finiteness checks, clipping and the update ratios):
+    a sparse one (nn.Embedding(sparse=True)) is exit 2 naming the layer, not a crash mid-step."""
+    for name, params in owners:
+        if any(p.grad is not None and p.grad.layout != torch.strided for p in params):
+            raise GradcheckError(
+                f"--steps: {name or 'the model'} has sparse gradients (nn.Embedding or "
+                "nn.EmbeddingBag with sparse=True), which the training steps do not support",
+                "build the embedding with sparse=False for the check (the gradient values are the "
+                "same), or run without --steps (the measurement itself reads sparse gradients)",
+            )
 
 
 def _all_finite(owners: Owners, grads: bool) -> list[torch.Tensor]:

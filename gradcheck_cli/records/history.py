@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gradcheck_cli.records.errors import GradcheckError
+from gradcheck_cli.records.files import check_regular, check_size
 from gradcheck_cli.records.loop import LoopPoint, loop_from_document
 
 
@@ -175,6 +176,8 @@ class RunLog:
 
 def read_run(path: Path) -> RunLog:
     """Read a monitor's JSON-lines file; a line that is not one is an error naming file:line."""
+    check_regular(path, "run file", hint="pass the monitor's jsonl= file")
+    check_size(path, "run file")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:

@@ -13,6 +13,7 @@ from typing import Any
 
 from gradcheck_cli.judge.run_verdict import RunReport, loss_series, unit_rows
 from gradcheck_cli.render.base import fmt_num
+from gradcheck_cli.render.escape import clean_report, md_code, md_text
 from gradcheck_cli.render.json import _clean
 
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -92,6 +93,7 @@ class RunTerminalRenderer:
     def render(self, report: RunReport) -> str:
         from rich.console import Console
 
+        report = clean_report(report)  # names and messages from the file: no escape sequence
         out = io.StringIO()
         console = Console(
             file=out, width=self.width, color_system="standard" if self.color else None, highlight=False
@@ -164,12 +166,14 @@ class RunTerminalRenderer:
 
 # -- markdown ------------------------------------------------------------------------------------
 def _md(text: object) -> str:
+    """A table cell or list item: `|` cannot end the cell, a newline cannot end the row."""
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 class RunMarkdownRenderer:
     def render(self, report: RunReport) -> str:
-        lines = [f"## gradcheck report: {_md(_title(report))}", ""]
+        report = clean_report(report)  # as analyze's Markdown: code spans and escaped text only
+        lines = [f"## gradcheck report: {_md(md_text(_title(report)))}", ""]
         lines += ["| layer | grad norm over steps (log) | first | last | orders/1k steps | grad/w last |"]
         lines += ["| --- | --- | --: | --: | --: | --: |"]
         for name in report.history.layer_names():
@@ -177,7 +181,7 @@ class RunMarkdownRenderer:
             ratio = report.history.layer_series(name, "grad_weight_ratio")
             first, last = _first_last(norms)
             row = [
-                f"`{_md(name)}`",
+                _md(md_code(name)),
                 f"`{layer_spark(report, name)}`",
                 first,
                 last,
@@ -194,8 +198,8 @@ class RunMarkdownRenderer:
             for name, after, measure, series in unit_rows(report):
                 first, last = _first_last(series)
                 cells = [
-                    f"`{_md(name)}`",
-                    f"`{_md(after)}`",
+                    _md(md_code(name)),
+                    _md(md_code(after)),
                     measure,
                     f"`{sparkline(series, log=False)}`",
                     first,
@@ -203,11 +207,15 @@ class RunMarkdownRenderer:
                 ]
                 lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "### Trend findings", ""]
-        lines += [f"- **{f.severity.value}** `{f.id}`: {_md(f.message)}" for f in report.trends] or ["None."]
+        lines += [
+            f"- **{md_text(f.severity.value)}** {md_code(f.id)}: {_md(md_text(f.message))}"
+            for f in report.trends
+        ] or ["None."]
         if report.log.logged:
             lines += ["", "### Findings the monitor logged", ""]
             lines += [
-                f"- step {s}: **{_md(d.get('severity'))}** `{_md(d.get('id'))}`: {_md(d.get('message'))}"
+                f"- step {s}: **{_md(md_text(str(d.get('severity'))))}** {_md(md_code(str(d.get('id'))))}: "
+                f"{_md(md_text(str(d.get('message'))))}"
                 for s, d in report.log.logged
             ]
         return "\n".join(lines) + "\n"

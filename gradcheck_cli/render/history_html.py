@@ -13,6 +13,7 @@ from html import escape
 
 from gradcheck_cli.judge.run_verdict import RunReport, loss_series, unit_rows
 from gradcheck_cli.render.base import fmt_num
+from gradcheck_cli.render.escape import clean_report
 
 WIDTH, HEIGHT, PAD = 250, 110, 8
 COLOURS = {"error": "#c62828", "warning": "#b26a00", "info": "#1565c0"}
@@ -91,6 +92,7 @@ def _card(name: str, meta: str, svg: str, flagged: bool) -> str:
 
 class RunHtmlRenderer:
     def render(self, report: RunReport) -> str:
+        report = clean_report(report)  # as analyze's HTML: control characters shown, then escaped
         history = report.history
         steps = list(history.step_numbers)
         flagged = {name for f in report.trends for name in f.layers}

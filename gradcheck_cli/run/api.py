@@ -23,6 +23,13 @@ from gradcheck_cli.records.errors import InputError
 from gradcheck_cli.records.report import Report, exit_code
 from gradcheck_cli.render import get_renderer
 from gradcheck_cli.render.json import to_document
+from gradcheck_cli.run.api_guards import (
+    ONE_AT_A_TIME,
+    check_arguments,
+    check_model,
+    gradients_on,
+    usable,
+)
 from gradcheck_cli.run.pipeline import analyze_loaded
 
 
@@ -41,6 +48,10 @@ class AnalysisReport(Report):
     def render(self, format: str = "rich", width: int = 100) -> str:
         """The report as text in one of the CLI's formats (rich, json, ...)."""
         return get_renderer(format, width=width).render(self)
+
+    notes: tuple[str, ...] = ()
+    """What analyze() did beyond the CLI's analysis, e.g. that it turned gradients on for its own
+    passes when called inside torch.no_grad() or torch.inference_mode()."""
 
     def exit_code(self, fail_on: str = "error") -> int:
         """What `gradcheck analyze --fail-on LEVEL` would exit with: 0 or 1."""
@@ -76,8 +87,47 @@ def analyze(
     A DDP wrapper is looked through. Inside a torch.distributed process group the analysis
     runs in the calling process alone, unless `split_across_ranks=True`: then every rank must
     call analyze() with the same batches; each measures its share and all get the combined report.
+    batches must be 1 to 1000 and steps 0 to 10000 (else a ValueError naming the argument).
+    Inside torch.no_grad() or torch.inference_mode() gradients are enabled for the analysis's own
+    passes only, and `report.notes` says so. One analysis runs at a time per process: a call from
+    another thread waits for the running one (a lock); a call from inside an analysis raises.
     """
+    check_arguments(batches=batches, steps=steps, seed=seed)
+    with ONE_AT_A_TIME, gradients_on() as note:
+        report = _analyze(
+            model,
+            inputs,
+            loss_fn,
+            device,
+            batches,
+            loss,
+            dtype,
+            steps,
+            seed,
+            thresholds,
+            name,
+            split_across_ranks,
+        )
+    fields_of = {f.name: getattr(report, f.name) for f in fields(report)}
+    return AnalysisReport(**fields_of, notes=(note,) if note else ())
+
+
+def _analyze(
+    model: nn.Module,
+    inputs: Any,
+    loss_fn: Callable[..., Any] | None,
+    device: str | None,
+    batches: int,
+    loss: str,
+    dtype: str,
+    steps: int,
+    seed: int,
+    thresholds: Mapping[str, Mapping[str, float]] | None,
+    name: str | None,
+    split_across_ranks: bool,
+) -> Report:
     model = distributed.unwrap(model)
+    check_model(model, device)
     config = AnalyzeConfig(
         target=TargetRef(raw=name or type(model).__name__, kind="module", location="<python>"),
         inputs=_specs(inputs),
@@ -102,8 +152,7 @@ def analyze(
             loaded.sample_batch = inputs
         given = _given_batches(inputs, batches)
         with contextlib.nullcontext() if split_across_ranks else distributed.local_only():
-            report = analyze_loaded(config, loaded, batches=given)
-    return AnalysisReport(**{f.name: getattr(report, f.name) for f in fields(report)})
+            return analyze_loaded(config, loaded, batches=given)
 
 
 def _subject(model: nn.Module, config: AnalyzeConfig) -> nn.Module:
@@ -132,15 +181,15 @@ def _given_batches(inputs: Any, count: int) -> list[Batch] | None:
     if inputs is None or callable(inputs) or _specs(inputs):
         return None
     if isinstance(inputs, (torch.Tensor, tuple, dict)):
-        return [normalize_batch(inputs)]
+        return [usable(normalize_batch(inputs))]
     if isinstance(inputs, list):
-        return [normalize_batch(b) for b in _non_empty(inputs)]
+        return [usable(normalize_batch(b)) for b in _non_empty(inputs)]
     if isinstance(inputs, Iterable):
         taken: list[Batch] = []
         for raw in inputs:
             if len(taken) == count:
                 break
-            taken.append(normalize_batch(raw))
+            taken.append(usable(normalize_batch(raw)))
         return _non_empty(taken)
     raise InputError(
         f"analyze(inputs=...) got a {type(inputs).__name__}",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -53,6 +55,60 @@ def print_error(message: str, hint: str | None, details: str | None = None) -> N
     typer.echo(f"hint: {hint or f'`gradcheck {_command[0]} --help` describes every option'}", err=True)
 
 
+class StdoutClosed(GradcheckError):
+    """The command has output for stdout, and stdout is closed (`>&-`) or its reader went away."""
+
+    def __init__(self, broken: bool = False) -> None:
+        what = "stdout's reader closed the pipe" if broken else "stdout is closed"
+        super().__init__(
+            f"{what}: the output could not be written",
+            "redirect stdout to a file or a pipe that reads it all, or write the report with --output FILE",
+        )
+
+
+class _ClosedStdout(io.TextIOBase):
+    """Stands in for a stdout that was closed when gradcheck started: writing to it is exit 2."""
+
+    def write(self, text: str) -> int:
+        if text:
+            raise StdoutClosed()
+        return 0
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def guard_standard_streams() -> None:
+    """A command started with stdout or stderr closed (`>&-`, `2>&-`): fd 1 and 2 are pointed at
+    the null device, so that no pipe the run opens lands on them (a worker would read its job
+    from the wrong file); writing output for a closed stdout is then a clean exit 2."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is not None:
+            continue
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if name == "stdout":
+            sys.stdout = _ClosedStdout()
+        else:
+            sys.stderr = open(fd, "w", encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+
+
+def _silence_broken_stdout() -> None:
+    """After a broken pipe, stdout points at the null device: the exit flush cannot fail again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+
+
 def command_boundary(command: str) -> Callable[[F], F]:
     """Wrap a Typer command: known errors, unexpected ones and Ctrl-C all become exit 2."""
 
@@ -62,11 +118,16 @@ def command_boundary(command: str) -> Callable[[F], F]:
             debug = bool(kwargs.get("debug"))
             _activity[:] = [f"running `gradcheck {command}`"]
             _command[0] = command
+            guard_standard_streams()
             try:
                 with signals_raise():
                     return func(*args, **kwargs)
             except (typer.Exit, typer.Abort, typer.TyperException):
                 raise  # Typer's own exits and usage errors (bad option values exit 2 already)
+            except BrokenPipeError:
+                _silence_broken_stdout()
+                error = StdoutClosed(broken=True)
+                print_error(error.message, error.hint)
             except GradcheckError as error:
                 print_error(error.message, error.hint, _traceback() if debug else None)
             except KeyboardInterrupt:

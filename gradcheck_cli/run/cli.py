@@ -172,13 +172,14 @@ def _load_configs(
 ) -> list[Any]:
     """Every option parsed and checked, and every --output checked, before any work starts."""
     from gradcheck_cli.config.configfile import load_configs
+    from gradcheck_cli.config.configread import find_default_config
     from gradcheck_cli.config.options import values_from_flags
     from gradcheck_cli.run.preflight import check_configs
 
     configs = load_configs(
         target, values_from_flags({**flags, "debug": debug}), config_path, Path.cwd(), only
     )
-    check_configs(configs)
+    check_configs(configs, [p for p in (config_path or find_default_config(Path.cwd()),) if p])
     return configs
 
 
@@ -247,9 +248,13 @@ def _write_report(
 
 
 def _write_file(output: Path, text: str) -> None:
+    from gradcheck_cli.run.preflight import check_output
+
+    check_output(output, {})  # again at writing: the model's code ran since the first check
+    from gradcheck_cli.records.files import write_report_file
+
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
+        write_report_file(output, text)
     except OSError as exc:
         raise GradcheckError(
             f"cannot write the report to {output}: {exc.strerror or exc}",
@@ -432,9 +437,11 @@ def init(
 ) -> None:
     """Write a commented gradcheck.yaml template that works as written."""
     from gradcheck_cli.config.options import init_template
+    from gradcheck_cli.run.preflight import check_output
 
     if path.is_dir():
         raise GradcheckError(f"{path} is a folder", f"name the file to write, e.g. {path / 'gradcheck.yaml'}")
+    check_output(path, {}, "init")  # through symlinks: never over code, even with --force
     if path.exists() and not force:
         raise GradcheckError(f"{path} already exists", "use --force to overwrite it")
     with doing(f"writing {path}"):

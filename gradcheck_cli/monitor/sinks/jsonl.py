@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from gradcheck_cli.records.files import PROTECTED_SUFFIXES, real_path
 from gradcheck_cli.records.findings import Finding
 from gradcheck_cli.records.history import StepStats
 from gradcheck_cli.records.loop import loop_document
@@ -42,6 +43,8 @@ class JsonLinesSink:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if real_path(self.path).suffix.lower() in PROTECTED_SUFFIXES:  # through symlinks, as --output
+            raise ValueError(f"jsonl={str(path)!r} is Python source: the monitor never appends to code")
         self._file = self.path.open("a", encoding="utf-8")
 
     def write(self, step: int, stats: StepStats, findings: tuple[Finding, ...]) -> None:
