@@ -19,12 +19,38 @@ LONG_MODULES = {
 }
 
 
-def test_modules_named_in_the_architecture_doc_exist() -> None:
+def test_files_named_in_the_architecture_doc_exist() -> None:
+    """Every module, folder and file docs/architecture.md names in backquotes (its recipes
+    included: the files a new rule, option, format, sink or integration touches) exists, under
+    gradcheck_cli/ or the repository root."""
     text = (ROOT / "docs" / "architecture.md").read_text()
-    named = set(re.findall(r"`([a-z_/]+\.py)`", text)) | {n + "/" for n in re.findall(r"`([a-z_]+)/`", text)}
-    assert named, "the doc names no modules"
+    named = set(re.findall(r"`([a-z0-9_/.-]+\.(?:py|md|toml|yaml))`", text))
+    named |= set(re.findall(r"`([a-z_][a-z0-9_/]*/)`", text))
+    assert len(named) > 50, f"the doc names too few files: {sorted(named)}"
+    for recipe_file in ("measure/measurements.py", "config/command_options.py", "records/formats.py"):
+        assert recipe_file in named, recipe_file
     missing = [name for name in named if not ((PACKAGE / name).exists() or (ROOT / name).exists())]
-    assert not missing, f"docs/architecture.md names modules that do not exist: {missing}"
+    assert not missing, f"docs/architecture.md names files that do not exist: {missing}"
+
+
+MAX_FOLDERS = 12
+MAX_TOP_LEVEL_MODULES = 3
+
+
+def test_the_package_shows_the_architecture_in_few_folders() -> None:
+    """`ls gradcheck_cli/` shows the stages: at most 12 folders and at most 3 modules besides
+    `__init__.py`/`__main__.py`, and each stage folder says in its `__init__` docstring what it is."""
+    folders = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__")
+    modules = sorted(p.name for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    assert len(folders) <= MAX_FOLDERS, folders
+    assert len(modules) <= MAX_TOP_LEVEL_MODULES, modules
+    undocumented = [
+        name
+        for name in folders
+        if (PACKAGE / name / "__init__.py").exists()
+        and not ast.get_docstring(ast.parse((PACKAGE / name / "__init__.py").read_text()))
+    ]
+    assert not undocumented, f"stage folders without an __init__ docstring: {undocumented}"
 
 
 def test_modules_stay_short() -> None:

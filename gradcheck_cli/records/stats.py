@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from gradcheck_cli.records.measures import Measures
+from gradcheck_cli.records.precision import Fp16Underflow as Fp16Underflow  # re-exported
+from gradcheck_cli.records.precision import LayerUnderflow as LayerUnderflow  # re-exported
 from gradcheck_cli.records.trained import AttentionStats, CheckpointInfo, GateSaturation, Versus
 
 if TYPE_CHECKING:
@@ -111,6 +114,8 @@ class LayerStats:
     batch_act_grad_norm: tuple[float, ...] = ()
     """act_grad_norm per batch, for spread."""
     source: SourceRef | None = None
+    measures: Measures = Measures()
+    """The registered per-layer measurements (measure/measurements.py) that rules read by name."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,33 +163,6 @@ class ThroughTime:
     source: SourceRef | None = None
     gate_bias: float | None = None
     """GRU update / LSTM forget gate: mean bias (bias_ih + bias_hh) of the first layer."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LayerUnderflow:
-    """One module's share of an Fp16Underflow measurement."""
-
-    name: str
-    elements: int
-    """Parameter-gradient elements of this module that are nonzero in float32."""
-    fraction_without_scaler: float
-    fraction_with_scaler: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Fp16Underflow:
-    """Under --dtype float16: gradient elements that flush to zero, with and without loss scaling.
-
-    Measured on the first batch against the same run in float32; fractions are of the
-    parameter-gradient elements that are nonzero in float32.
-    """
-
-    loss_scale: float
-    """The loss scale of the scaled run (GradScaler's 2**16, halved while it overflowed)."""
-    elements: int
-    fraction_without_scaler: float
-    fraction_with_scaler: float
-    layers: tuple[LayerUnderflow, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

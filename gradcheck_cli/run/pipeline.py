@@ -33,6 +33,7 @@ from gradcheck_cli.measure.versus import measure_versus, snapshot
 from gradcheck_cli.records.report import Report, build_report
 from gradcheck_cli.records.stats import ProbeResult
 from gradcheck_cli.records.text import count
+from gradcheck_cli.run.confirm import confirm, needs_confirmation
 
 __all__ = ["Session", "analyze", "analyze_loaded", "forward", "loss_of", "prepare", "probe", "train_steps"]
 
@@ -89,6 +90,9 @@ def analyze_loaded(
     diagnosis = diagnose(result, config.thresholds)
     report = build_report(config.target.raw, result, diagnosis.findings, diagnosis.layer_status)
     report = apply_policy(report, config.severity, config.ignore, config.select)
+    if needs_confirmation(report, config, batches is not None):
+        progress("confirming the errors on a second measurement (a larger batch, another seed)")
+        report = confirm(report, session, started)
     if config.try_fixes:
         progress("trying the suggested fixes on copies of the model")
         report = _with_tried_fixes(report, session, result, pristine)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from gradcheck_cli.judge.rules.base import rule
+from gradcheck_cli.judge.rules.base import has_activation, rule
 from gradcheck_cli.judge.rules.profile import layer_where, sig, training_evidence
 from gradcheck_cli.judge.rules.profile import where as where_of
 from gradcheck_cli.records.findings import Finding, LayerStatus, Severity, Suggestion
@@ -28,6 +28,7 @@ class DeadLimits:
     severity=Severity.ERROR,
     fixes=("leaky-relu", "init", "lr", "batchnorm"),
     limits=DeadLimits,
+    applies_when=has_activation("relu", "ReLU-family"),
 )
 def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
     """A large fraction of ReLU-like units never activate, so their weights get no gradient.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from gradcheck_cli.judge.rules.base import rule
+from gradcheck_cli.judge.rules.base import AppliesWhen, rule
 from gradcheck_cli.judge.rules.profile import sig
 from gradcheck_cli.records.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.records.stats import ProbeResult
@@ -22,6 +22,7 @@ class GateLimits:
     severity=Severity.WARNING,
     fixes=("lr", "clip", "layernorm"),
     limits=GateLimits,
+    applies_when=AppliesWhen(lambda r: bool(r.gate_saturation), "no nn.LSTM or nn.GRU in the model"),
 )
 def saturated_gates(probe: ProbeResult, limits: GateLimits) -> Iterator[Finding]:
     """Gates of an nn.LSTM/nn.GRU that sit in the flat tails of their sigmoid or tanh.
