@@ -20,7 +20,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from gradcheck_cli.monitor.integrations.lightning import GradcheckCallback
+from gradcheck_cli import LightningCallback as GradcheckCallback
 
 OUT = "example-runs"
 """Where this example writes (covered by .gitignore); run it from the repository root."""

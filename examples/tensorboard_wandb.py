@@ -21,8 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradcheck_cli import GradientMonitor
-from gradcheck_cli.monitor.sinks.tensorboard import TensorBoardSink
+from gradcheck_cli import GradientMonitor, TensorBoardSink
 
 OUT = "example-runs"
 """Where this example writes (covered by .gitignore); run it from the repository root."""
@@ -57,7 +56,7 @@ def sinks(use_wandb: bool) -> list[Any]:
     if use_wandb:
         import wandb
 
-        from gradcheck_cli.monitor.sinks.wandb import WandbSink
+        from gradcheck_cli import WandbSink
 
         os.environ.setdefault("WANDB_MODE", "offline")
         out.append(WandbSink(wandb.init(project="gradcheck-example", dir=OUT)))

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
-from gradcheck_cli.monitor.integrations.transformers import GradcheckCallback
+from gradcheck_cli import TransformersCallback as GradcheckCallback
 
 OUT = "example-runs"
 """Where this example writes (covered by .gitignore); run it from the repository root."""

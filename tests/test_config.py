@@ -157,6 +157,31 @@ def test_policy_overrides_severity_and_ignores_layers() -> None:
     assert status["layers.0"] is LayerStatus.OK and status["layers.2"] is LayerStatus.VANISHING
 
 
+def test_policy_restatuses_layers_with_the_status_function_diagnosis_uses() -> None:
+    """After the policy drops findings, each layer's status is what diagnose.layer_status gives for
+    the kept findings: a layer measured as gated stays gated (it is a measured fact, not a finding)."""
+    from dataclasses import replace
+
+    from gradcheck_cli.judge.diagnose import layer_status
+
+    base = vanishing()
+    rows = tuple(
+        replace(row, stats=replace(row.stats, gated_by="head.gain"), status=LayerStatus.GATED)
+        if row.stats.name == "layers.4"
+        else row
+        for row in base.layers
+    )
+    report = apply_policy(replace(base, layers=rows), {"saturated-activations": "off"}, [])
+    status = {row.stats.name: row.status for row in report.layers}
+    assert status["layers.4"] is LayerStatus.GATED
+    assert status == {
+        row.stats.name: layer_status([r.stats for r in rows], list(report.findings)).get(
+            row.stats.name, LayerStatus.OK
+        )
+        for row in rows
+    }
+
+
 def test_ignoring_every_layer_drops_the_finding() -> None:
     report = apply_policy(vanishing(), {}, [("vanishing-gradients", ("layers.*",))])
     assert [f.id for f in report.findings] == ["saturated-activations"]

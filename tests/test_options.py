@@ -90,3 +90,27 @@ def test_threshold_flag_changes_the_verdict(cli) -> None:  # type: ignore[no-unt
     ]
     relaxed = cli(*base, "--threshold", "vanishing-gradients.orders=12")
     assert relaxed.exit_code == 0 and json.loads(relaxed.stdout)["findings"] == []
+
+
+def test_every_command_declares_its_options_in_the_table(cli) -> None:  # type: ignore[no-untyped-def]
+    """compare, report, zoo, explain and init take exactly the rows of COMMAND_OPTIONS: each
+    --help lists every declared flag, the docs list them, and a value outside `choices` is exit 2."""
+    import inspect
+
+    from typer.main import get_command
+
+    from gradcheck_cli.config.command_options import COMMAND_OPTIONS, commands_markdown
+    from gradcheck_cli.run.cli import app
+
+    group = get_command(app)
+    assert set(COMMAND_OPTIONS) | {"analyze"} == set(group.commands)  # type: ignore[attr-defined]
+    for name, options in COMMAND_OPTIONS.items():
+        command = group.commands[name]  # type: ignore[attr-defined]
+        assert [p.name for p in command.params] == [o.name for o in options], name
+        shown = cli(name, "--help").stdout
+        for option in options:
+            assert all(flag in shown for flag in option.flags), (name, option.name)
+            assert inspect.cleandoc(option.help).split()[0] in shown
+    assert commands_markdown() in _script().DOC.read_text(), "run python scripts/gen_options.py"
+    refused = cli("report", "run.jsonl", "--fail-on", "sometimes")
+    assert refused.exit_code == 2 and "sometimes" in refused.stderr and "--fail-on" in refused.stderr

@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from gradcheck_cli.records.errors import ConfigError
+from gradcheck_cli.records.findings import FailOn
+from gradcheck_cli.records.formats import choices as format_choices
 from gradcheck_cli.records.hints import did_you_mean
 
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 LOSSES = ("auto", "ce", "mse", "sum", "output")
-FORMATS = ("rich", "json", "markdown", "junit", "html")
-FAIL_ON = ("error", "warning", "info", "never")
+FORMATS = format_choices()
+FAIL_ON = FailOn.choices()
 LAYOUTS = ("batch-first", "seq-first")
 OPTIMIZERS = ("sgd", "adam")
 SEVERITY_CHOICES = ("error", "warning", "info", "off")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from gradcheck_cli.judge.rules import all_rules, get_rule, trend_rules
 from gradcheck_cli.records.errors import ConfigError
 from gradcheck_cli.records.findings import Finding, LayerStatus
-from gradcheck_cli.records.stats import ProbeResult
+from gradcheck_cli.records.stats import LayerStats, ProbeResult
 
 # When several findings mark one layer, the most fundamental one names its status.
 STATUS_PRIORITY = (
@@ -47,11 +47,14 @@ def diagnose(probe: ProbeResult, thresholds: Mapping[str, Mapping[str, float]] |
         limits = spec.limits(thresholds.get(spec.id))
         findings.extend(spec.check(probe, limits))
     findings.sort(key=lambda f: -f.severity.rank)
-    return Diagnosis(findings=tuple(findings), layer_status=layer_status(probe, findings))
+    return Diagnosis(findings=tuple(findings), layer_status=layer_status(probe.layers, findings))
 
 
-def layer_status(probe: ProbeResult, findings: list[Finding]) -> dict[str, LayerStatus]:
-    status = {layer.name: LayerStatus.FROZEN for layer in probe.layers if not layer.trainable}
+def layer_status(layers: Sequence[LayerStats], findings: Sequence[Finding]) -> dict[str, LayerStatus]:
+    """Each layer's status: frozen when not trainable, else the worst status a finding marks it
+    with, else what was measured (gated, not measured); layers not named are ok. The one status
+    function: diagnosis and the policy (after it drops findings) both ask it."""
+    status = {layer.name: LayerStatus.FROZEN for layer in layers if not layer.trainable}
     marks: dict[str, set[LayerStatus]] = {}
     for finding in findings:
         if finding.status is None:
@@ -62,7 +65,7 @@ def layer_status(probe: ProbeResult, findings: list[Finding]) -> dict[str, Layer
         if name in status:
             continue
         status[name] = next(s for s in STATUS_PRIORITY if s in found)
-    for layer in probe.layers:  # measured facts, for layers no finding marked
+    for layer in layers:  # measured facts, for layers no finding marked
         if layer.name not in status and layer.gated_by is not None:
             status[layer.name] = LayerStatus.GATED
         elif layer.name not in status and not layer.measured:

@@ -11,7 +11,7 @@ from dataclasses import replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from gradcheck_cli.judge.diagnose import STATUS_PRIORITY
+from gradcheck_cli.judge.diagnose import layer_status
 from gradcheck_cli.records.findings import Finding, Ignored, LayerStatus, Severity
 from gradcheck_cli.records.report import LayerRow, Report, summarize
 from gradcheck_cli.records.stats import SourceRef
@@ -164,18 +164,7 @@ def _lines(file: str) -> tuple[str, ...]:
 
 
 def _restatus(rows: tuple[LayerRow, ...], findings: list[Finding]) -> tuple[LayerRow, ...]:
-    """A layer whose only findings were ignored goes back to ok."""
-    marks: dict[str, set[LayerStatus]] = {}
-    for finding in findings:
-        if finding.status is not None:
-            for name in finding.layers:
-                marks.setdefault(name, set()).add(finding.status)
-    out = []
-    for row in rows:
-        if row.status in (LayerStatus.OK, LayerStatus.FROZEN) or row.status in marks.get(row.stats.name, ()):
-            out.append(row)
-            continue
-        found = marks.get(row.stats.name, set())
-        status = next((s for s in STATUS_PRIORITY if s in found), LayerStatus.OK)
-        out.append(replace(row, status=status))
-    return tuple(out)
+    """Each layer's status again from the findings the policy kept (a layer whose only findings
+    were ignored goes back to ok), by the one status function diagnosis uses."""
+    status = layer_status([row.stats for row in rows], findings)
+    return tuple(replace(row, status=status.get(row.stats.name, LayerStatus.OK)) for row in rows)

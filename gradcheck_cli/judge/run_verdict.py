@@ -15,9 +15,8 @@ from typing import Any
 from gradcheck_cli.judge.diagnose import check_threshold_ids
 from gradcheck_cli.judge.rules import get_rule, trend_rules
 from gradcheck_cli.judge.rules.trends.series import LogFit, judged_fit
-from gradcheck_cli.records.findings import Finding, Severity
+from gradcheck_cli.records.findings import FailOn, Finding
 from gradcheck_cli.records.history import History, RunLog, read_run
-from gradcheck_cli.records.report import FAIL_ON_RANK
 from gradcheck_cli.records.stats import ModelInfo, ProbeResult, RunInfo
 
 
@@ -97,10 +96,7 @@ def loss_series(report: RunReport) -> list[float]:
     return [math.nan if s.loss is None else s.loss for s in report.history.steps]
 
 
-def run_exit_code(report: RunReport, fail_on: str) -> int:
+def run_exit_code(report: RunReport, fail_on: FailOn | str) -> int:
     """As analyze: 1 when a finding (trend or logged) is at or above `fail_on`, else 0."""
-    if fail_on == "never":
-        return 0
-    bar = FAIL_ON_RANK[fail_on]
-    ranks = {s.value: s.rank for s in Severity}
-    return 1 if any(ranks.get(sev, 0) >= bar for sev in report.severities()) else 0
+    threshold = FailOn(fail_on)
+    return 1 if any(threshold.fails(severity) for severity in report.severities()) else 0

@@ -11,6 +11,7 @@ import math
 import re
 from dataclasses import dataclass, fields
 
+from gradcheck_cli.records.measures import Measures
 from gradcheck_cli.records.stats import LayerStats, SourceRef
 
 
@@ -63,7 +64,12 @@ class LayerRecord:
 
 
 def layer_stats(
-    record: LayerRecord, sums: list[BatchSums], index: int, weight_norm: float, forwards: int
+    record: LayerRecord,
+    sums: list[BatchSums],
+    index: int,
+    weight_norm: float,
+    forwards: int,
+    measures: Measures = Measures(),
 ) -> LayerStats:
     rows = sums or [BatchSums()]
     act_norms = [math.sqrt(r.act_sq) if r.act_numel and not r.missed else math.nan for r in rows]
@@ -98,6 +104,7 @@ def layer_stats(
         init_scale=record.init_scale,
         batch_act_grad_norm=tuple(act_norms),
         source=record.source,
+        measures=measures,
     )
 
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from gradcheck_cli.measure import measurements
 from gradcheck_cli.measure.activations import (
     ModuleActivation,
     family_of,
@@ -35,6 +36,7 @@ from gradcheck_cli.measure.activations import (
 from gradcheck_cli.measure.aggregate import BatchSums, LayerRecord, layer_stats
 from gradcheck_cli.measure.grads import ParameterGrads, hook_target, to_host, weight_norms
 from gradcheck_cli.measure.layer_kinds import feature_dim, is_conv, kind_of
+from gradcheck_cli.records.measures import Measures
 from gradcheck_cli.records.stats import ActivationStats, LayerStats, SourceRef
 
 __all__ = ["GradientProbe", "ParameterGrads"]
@@ -60,6 +62,8 @@ class _Layer:
     """Output-gradient hooks registered this batch (compared with those that fired: a miss is never 0)."""
     rows: list[BatchSums] = field(default_factory=list)
     """Per batch, the raw sums."""
+    measured: list[dict[str, float]] = field(default_factory=list)
+    """Per batch, the registered measurements' values (measure/measurements.py)."""
 
     def record(self, source: SourceRef | None, scale: float = math.nan) -> LayerRecord:
         return LayerRecord(
@@ -212,11 +216,11 @@ class GradientProbe:
         attaching hooks to every module again would cost more than the step itself.
         """
         self.forwards = 0
-        """Forward passes of the whole model seen while attached."""
         self._act_sq.clear()
         self._act_owner.clear()
         for layer in self.layers:
             layer.rows.clear()
+            layer.measured.clear()
             layer.calls = layer.act_numel = 0
         for act in self.activations:
             act.reset()
@@ -229,8 +233,9 @@ class GradientProbe:
         norms are divided by it, so the statistics describe the unscaled gradients.
         """
         grads = ParameterGrads.gather([layer.params for layer in self.layers])
+        extra, owners = measurements.device_values([(layer.module, layer.params) for layer in self.layers])
+        host = measurements.land(owners, to_host(*grads.device_scalars(), self._act_sq, extra), self.layers)
         act_count = len(self._act_sq)
-        host = to_host(*grads.device_scalars(), self._act_sq)
         grads.widen_overflowed(host)
         grad_sq, zeros = grads.per_group(host[: len(host) - act_count], len(self.layers), unscale)
         act_sq = [0.0] * len(self.layers)
@@ -272,6 +277,7 @@ class GradientProbe:
                 i,
                 weights[layer.name][0],
                 self.forwards,
+                Measures(measurements.combined(layer.measured)),
             )
             for i, layer in enumerate(ordered)
         )

@@ -42,6 +42,31 @@ class Severity(str, Enum):
         return {"info": 1, "warning": 2, "error": 3}[self.value]
 
 
+class FailOn(str, Enum):
+    """The fail-on threshold (--fail-on, `fail-on:`, a callback's `fail_on=`): which severities
+    fail a run. Declared once; every place that turns findings into a failure asks `fails`."""
+
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+    NEVER = "never"
+
+    @classmethod
+    def choices(cls) -> tuple[str, ...]:
+        return tuple(level.value for level in cls)
+
+    def fails(self, severity: Severity | str) -> bool:
+        """Whether a finding of `severity` is at or above this threshold (`never`: none is).
+        A severity name this version does not know (read from a file) fails nothing."""
+        if self is FailOn.NEVER:
+            return False
+        try:
+            rank = Severity(severity).rank
+        except ValueError:
+            return False
+        return rank >= Severity(self.value).rank
+
+
 class LayerStatus(str, Enum):
     OK = "ok"
     VANISHING = "vanishing"

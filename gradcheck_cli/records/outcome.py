@@ -1,7 +1,7 @@
 """What one target's analysis came to when it produced no report: a record the worker sends to the
 supervisor, the CLI prints as `error:`/`hint:` and the combined reports list (JUnit error, Markdown row).
 
-Torch-free: it crosses the process boundary as a pickle and is read by the supervisor.
+Torch-free: it crosses the process boundary as JSON (records.wire) and is read by the supervisor.
 """
 
 from __future__ import annotations

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 from gradcheck_cli import __version__
 from gradcheck_cli.records.comparison import BaselineComparison
-from gradcheck_cli.records.findings import Finding, Ignored, LayerStatus, Severity
+from gradcheck_cli.records.findings import FailOn, Finding, Ignored, LayerStatus, Severity
 from gradcheck_cli.records.fixes import TriedFix
 from gradcheck_cli.records.stats import (
     ActivationStats,
     AttentionStats,
-    GateSaturation,
+    CellGateSaturation,
     LayerStats,
     ModelInfo,
     ProbeResult,
@@ -63,7 +63,7 @@ class Report:
     """--versus: the reference state measured with the same batches, layer by layer."""
     attention: tuple[AttentionStats, ...] = ()
     """Attention entropy, collapse and largest logit per site (first batch)."""
-    gate_saturation: tuple[GateSaturation, ...] = ()
+    gate_saturation: tuple[CellGateSaturation, ...] = ()
     """Gate saturation of each nn.LSTM/nn.GRU (first batch)."""
     ignored: tuple[Ignored, ...] = ()
     """Findings suppressed by `rules: off`, `ignore:`, --select/--ignore or an inline comment."""
@@ -114,12 +114,7 @@ def build_report(
     )
 
 
-FAIL_ON_RANK = {"error": Severity.ERROR.rank, "warning": Severity.WARNING.rank, "info": 1}
-
-
-def exit_code(report: Report, fail_on: str) -> int:
+def exit_code(report: Report, fail_on: FailOn | str) -> int:
     """0 when no finding is at or above `fail_on`, else 1. `never` always gives 0."""
-    if fail_on == "never":
-        return 0
-    bar = FAIL_ON_RANK[fail_on]
-    return 1 if any(f.severity.rank >= bar for f in report.findings) else 0
+    threshold = FailOn(fail_on)
+    return 1 if any(threshold.fails(f.severity) for f in report.findings) else 0

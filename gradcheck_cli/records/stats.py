@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gradcheck_cli.records.trained import AttentionStats, CheckpointInfo, GateSaturation, Versus
+from gradcheck_cli.records.measures import Measures
+from gradcheck_cli.records.precision import Fp16Underflow as Fp16Underflow  # re-exported
+from gradcheck_cli.records.precision import LayerUnderflow as LayerUnderflow  # re-exported
+from gradcheck_cli.records.trained import AttentionStats, CellGateSaturation, CheckpointInfo, Versus
 
 if TYPE_CHECKING:
     from gradcheck_cli.records.history import History
@@ -111,6 +114,8 @@ class LayerStats:
     batch_act_grad_norm: tuple[float, ...] = ()
     """act_grad_norm per batch, for spread."""
     source: SourceRef | None = None
+    measures: Measures = Measures()
+    """The registered per-layer measurements (measure/measurements.py) that rules read by name."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,33 +166,6 @@ class ThroughTime:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LayerUnderflow:
-    """One module's share of an Fp16Underflow measurement."""
-
-    name: str
-    elements: int
-    """Parameter-gradient elements of this module that are nonzero in float32."""
-    fraction_without_scaler: float
-    fraction_with_scaler: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Fp16Underflow:
-    """Under --dtype float16: gradient elements that flush to zero, with and without loss scaling.
-
-    Measured on the first batch against the same run in float32; fractions are of the
-    parameter-gradient elements that are nonzero in float32.
-    """
-
-    loss_scale: float
-    """The loss scale of the scaled run (GradScaler's 2**16, halved while it overflowed)."""
-    elements: int
-    fraction_without_scaler: float
-    fraction_with_scaler: float
-    layers: tuple[LayerUnderflow, ...] = ()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Divergence:
     """The first --steps step at which the loss, an output, a gradient or a weight went non-finite."""
 
@@ -231,7 +209,7 @@ class TrainingHistory:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class GateStats:
+class ZeroGainStats:
     """A zero-initialised (or tiny) parameter that closes the gradient path of the layers behind it."""
 
     name: str
@@ -279,7 +257,7 @@ class ProbeResult:
     """Where the user's code called that operation."""
     training: TrainingHistory | None = None
     """Set when --steps trained the model before the measured passes."""
-    gates: tuple[GateStats, ...] = ()
+    gates: tuple[ZeroGainStats, ...] = ()
     """Zero-initialised parameters closing gradient paths (see gradcheck_cli/measure/zero_gains.py)."""
     has_residual: bool | None = None
     """The autograd graph holds a skip connection (x + f(x)); None when not looked at."""
@@ -289,7 +267,7 @@ class ProbeResult:
     a single analysis has none, so they stay silent there."""
     checkpoint: CheckpointInfo | None = None
     """Set when --weights loaded a checkpoint before anything was measured."""
-    gate_saturation: tuple[GateSaturation, ...] = ()
+    gate_saturation: tuple[CellGateSaturation, ...] = ()
     """Gate saturation of each nn.LSTM/nn.GRU, recomputed from its weights on the first batch."""
     attention: tuple[AttentionStats, ...] = ()
     """Attention probabilities per site on the first batch (MultiheadAttention, scaled_dot_product_attention)."""

@@ -1,21 +1,66 @@
-"""Output formats: one small renderer class per format."""
+"""Render: a Report (or several, or a run's history) in, text out; one small renderer class per
+format, registered in `RENDERERS` under its records.formats.Format name."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from enum import Enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+from gradcheck_cli.records.formats import Format
 from gradcheck_cli.records.outcome import TargetFailure
 from gradcheck_cli.records.report import Report
 from gradcheck_cli.render.base import Renderer
 
+__all__ = ["RENDERERS", "Format", "RenderSettings", "get_renderer", "render_reports"]
 
-class Format(str, Enum):
-    RICH = "rich"
-    JSON = "json"
-    MARKDOWN = "markdown"
-    JUNIT = "junit"
-    HTML = "html"
+
+@dataclass(frozen=True, slots=True)
+class RenderSettings:
+    width: int = 100
+    color: bool = False
+    fail_on: str = "error"
+    columns: tuple[str, ...] = ()
+
+
+def _rich(s: RenderSettings) -> Renderer:
+    from gradcheck_cli.render.terminal import TerminalRenderer
+
+    return TerminalRenderer(width=s.width, color=s.color, columns=s.columns)
+
+
+def _json(s: RenderSettings) -> Renderer:
+    from gradcheck_cli.render.json import JsonRenderer
+
+    return JsonRenderer()
+
+
+def _markdown(s: RenderSettings) -> Renderer:
+    from gradcheck_cli.render.markdown import MarkdownRenderer
+
+    return MarkdownRenderer()
+
+
+def _junit(s: RenderSettings) -> Renderer:
+    from gradcheck_cli.render.junit import JunitRenderer
+
+    return JunitRenderer(fail_on=s.fail_on)
+
+
+def _html(s: RenderSettings) -> Renderer:
+    from gradcheck_cli.render.html import HtmlRenderer
+
+    return HtmlRenderer()
+
+
+RENDERERS: dict[Format, Callable[[RenderSettings], Renderer]] = {
+    Format.RICH: _rich,
+    Format.JSON: _json,
+    Format.MARKDOWN: _markdown,
+    Format.JUNIT: _junit,
+    Format.HTML: _html,
+}
+"""The renderer of each format (imported on first use). A new format: a name in records/formats.py,
+a module here with a class whose `format` is that name, and its entry in this table."""
 
 
 def get_renderer(
@@ -26,26 +71,7 @@ def get_renderer(
     fail_on: str = "error",
     columns: tuple[str, ...] = (),
 ) -> Renderer:
-    fmt = Format(fmt)
-    if fmt is Format.RICH:
-        from gradcheck_cli.render.terminal import TerminalRenderer
-
-        return TerminalRenderer(width=width, color=color, columns=columns)
-    if fmt is Format.JSON:
-        from gradcheck_cli.render.json import JsonRenderer
-
-        return JsonRenderer()
-    if fmt is Format.MARKDOWN:
-        from gradcheck_cli.render.markdown import MarkdownRenderer
-
-        return MarkdownRenderer()
-    if fmt is Format.JUNIT:
-        from gradcheck_cli.render.junit import JunitRenderer
-
-        return JunitRenderer(fail_on=fail_on)
-    from gradcheck_cli.render.html import HtmlRenderer
-
-    return HtmlRenderer()
+    return RENDERERS[Format(fmt)](RenderSettings(width, color, fail_on, columns))
 
 
 MULTI_SCHEMA = "gradcheck.reports/1"

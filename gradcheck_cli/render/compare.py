@@ -13,6 +13,7 @@ from gradcheck_cli.records.comparison import Comparison, LayerChange
 from gradcheck_cli.records.text import amount
 from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.render.escape import visible
+from gradcheck_cli.render.fit import fitted_table
 
 
 def _orders_cell(change: LayerChange) -> Text:
@@ -23,28 +24,27 @@ def _orders_cell(change: LayerChange) -> Text:
     return Text(f"{change.orders:+.2f}", style="bold red" if change.regressed else "")
 
 
-def comparison_table(comparison: Comparison) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for name, justify in (("layer", "left"), ("old grad/w", "right"), ("new grad/w", "right")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    table.add_column("Δ orders", justify="right")
-    table.add_column("status", no_wrap=True)
-    table.add_column("verdict", no_wrap=True)
+def comparison_table(comparison: Comparison, width: int = 100) -> Table:
+    """Names shortened in the middle to fit `width`; numbers and verdicts always whole."""
+    rows: list[list[str | Text]] = []
     for change in comparison.layers:
         status = (
             change.new_status
             if change.old_status == change.new_status
             else f"{change.old_status} → {change.new_status}"
         )
-        table.add_row(
-            Text(visible(change.name)),  # names come from the report files: never markup
-            fmt_num(change.old_ratio) if change.old_ratio is not None else "—",
-            fmt_num(change.new_ratio) if change.new_ratio is not None else "—",
-            _orders_cell(change),
-            Text(visible(status)),
-            Text("REGRESSED", style="bold red") if change.regressed else Text("ok", style="green"),
+        rows.append(
+            [
+                visible(change.name),  # names come from the report files: never markup
+                fmt_num(change.old_ratio) if change.old_ratio is not None else "—",
+                fmt_num(change.new_ratio) if change.new_ratio is not None else "—",
+                _orders_cell(change),
+                Text(visible(status)),
+                Text("REGRESSED", style="bold red") if change.regressed else Text("ok", style="green"),
+            ]
         )
-    return table
+    headers = ["layer", "old grad/w", "new grad/w", "Δ orders", "status", "verdict"]
+    return fitted_table(headers, rows, width, boxed=False, left=(4, 5))
 
 
 def _summary_lines(comparison: Comparison) -> list[str]:
@@ -73,7 +73,7 @@ def render_comparison(comparison: Comparison, width: int = 100, color: bool = Fa
         color_system="auto" if color else None,
         no_color=not color,
     )
-    console.print(comparison_table(comparison))
+    console.print(comparison_table(comparison, width))
     for line in _summary_lines(comparison):
         console.print(Text(visible(line)), highlight=False)
     return str(console.file.getvalue())  # type: ignore[attr-defined]

@@ -8,10 +8,11 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gradcheck_cli.judge.run_verdict import RunReport, loss_series, unit_rows
+from gradcheck_cli.records.formats import Format
 from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.render.escape import clean_report, md_code, md_text
 from gradcheck_cli.render.json import _clean
@@ -278,13 +279,20 @@ class RunJsonRenderer:
         return json.dumps(_clean(doc), indent=2, allow_nan=False) + "\n"
 
 
-def get_run_renderer(fmt: str, *, width: int = 100, color: bool = False) -> Any:
-    if fmt == "rich":
-        return RunTerminalRenderer(width=width, color=color)
-    if fmt == "markdown":
-        return RunMarkdownRenderer()
-    if fmt == "json":
-        return RunJsonRenderer()
+def _run_html(width: int, color: bool) -> Any:
     from gradcheck_cli.render.history_html import RunHtmlRenderer
 
     return RunHtmlRenderer()
+
+
+RUN_RENDERERS: dict[Format, Callable[[int, bool], Any]] = {
+    Format.RICH: lambda width, color: RunTerminalRenderer(width=width, color=color),
+    Format.MARKDOWN: lambda width, color: RunMarkdownRenderer(),
+    Format.HTML: _run_html,
+    Format.JSON: lambda width, color: RunJsonRenderer(),
+}
+"""The renderer of a run history per format (`gradcheck report`): keyed by records.formats.RUN_FORMATS."""
+
+
+def get_run_renderer(fmt: Format | str, *, width: int = 100, color: bool = False) -> Any:
+    return RUN_RENDERERS[Format(fmt)](width, color)

@@ -8,10 +8,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from typing import ClassVar
 
-from gradcheck_cli.records.findings import Finding
+from gradcheck_cli.records.findings import FailOn, Finding
 from gradcheck_cli.records.outcome import TargetFailure
-from gradcheck_cli.records.report import FAIL_ON_RANK, Report
-from gradcheck_cli.render.applicable import not_applicable
+from gradcheck_cli.records.report import Report
 from gradcheck_cli.render.escape import xml_safe
 
 
@@ -24,8 +23,16 @@ def _rule_ids(report: Report) -> list[str]:
     return ids + list(dict.fromkeys(extra))
 
 
+def _not_applicable(report: Report, rule_id: str) -> str | None:
+    """Why the rule could not fire on this run (declared on the rule: `@rule(applies_when=...)`)."""
+    from gradcheck_cli.judge.rules import get_rule
+
+    spec = get_rule(rule_id)
+    return spec.not_applicable(report) if spec is not None else None
+
+
 def _fails(finding: Finding, fail_on: str) -> bool:
-    return fail_on != "never" and finding.severity.rank >= FAIL_ON_RANK[fail_on]
+    return FailOn(fail_on).fails(finding.severity)
 
 
 def _details(finding: Finding) -> str:
@@ -53,7 +60,7 @@ def _testcase(suite: ET.Element, report: Report, rule_id: str, fail_on: str) -> 
     notes += [f"ignored ({i.reason}): {_details(i.finding)}" for i in ignored]
     skipped = 0
     if not failures and not any(f.id == rule_id for f in report.findings):
-        reason = f"ignored: {ignored[0].reason}" if ignored else not_applicable(report, rule_id)
+        reason = f"ignored: {ignored[0].reason}" if ignored else _not_applicable(report, rule_id)
         if reason:
             ET.SubElement(case, "skipped", type="gradcheck.skip", message=reason).text = reason
             skipped = 1

@@ -1,5 +1,5 @@
-"""The one error boundary every command ends in: whatever stops a command is exit 2 with one
-`error:` line saying what gradcheck was doing and one `hint:` line. `--debug` adds the traceback
+"""The one error boundary every command ends in: whatever stops a command (a catchable signal
+included) is exit 2 with one `error:` line saying what gradcheck was doing and one `hint:` line. `--debug` adds the traceback
 and keeps exit 2. Exit 1 is left to findings (and to `compare`'s regressions).
 
 Torch-free.
@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import typer
 
 from gradcheck_cli.records.errors import GradcheckError
+from gradcheck_cli.run.reaper import Stopped, signals_raise
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEBUG_HINT = "re-run with --debug for the traceback"
@@ -119,7 +120,8 @@ def command_boundary(command: str) -> Callable[[F], F]:
             _command[0] = command
             guard_standard_streams()
             try:
-                return func(*args, **kwargs)
+                with signals_raise():
+                    return func(*args, **kwargs)
             except (typer.Exit, typer.Abort, typer.TyperException):
                 raise  # Typer's own exits and usage errors (bad option values exit 2 already)
             except BrokenPipeError:
@@ -130,6 +132,8 @@ def command_boundary(command: str) -> Callable[[F], F]:
                 print_error(error.message, error.hint, _traceback() if debug else None)
             except KeyboardInterrupt:
                 print_error(f"interrupted while {_activity[-1]}", "the command did not finish")
+            except Stopped as stop:  # SIGHUP, SIGUSR1, SIGTERM, ...: exit 2, never death by signal
+                print_error(f"{stop} while {_activity[-1]}", "the command did not finish")
             except Exception as exc:  # a bug, or something the environment did: still exit 2
                 first = (str(exc).strip().splitlines() or [""])[0]
                 print_error(

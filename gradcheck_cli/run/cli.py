@@ -3,16 +3,19 @@
 Torch is imported only inside `analyze`, so --help, --version, zoo, init and explain stay fast.
 """
 
+import functools
 import inspect
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from gradcheck_cli import __version__
+from gradcheck_cli.config.command_options import COMMAND_OPTIONS, CommandOption
 from gradcheck_cli.config.options import CLI_OPTIONS, Option
 from gradcheck_cli.records.errors import GradcheckError
 from gradcheck_cli.run.boundary import BoundedTyper, doing, print_error
@@ -82,7 +85,48 @@ def root(
     """gradcheck: gradient-flow diagnostics for PyTorch models."""
 
 
-DEBUG_OPTION = typer.Option("--debug", help="Show tracebacks (the exit code stays 2).")
+def _signature(options: tuple[CommandOption, ...]) -> inspect.Signature:
+    """The signature typer reads, from a command's rows of the option table."""
+    params = []
+    for option in options:
+        settings: dict[str, Any] = {"help": option.help}
+        if option.metavar:
+            settings["metavar"] = option.metavar
+        if option.type is not bool:
+            settings["show_default"] = option.show_default
+        info = typer.Option(*option.flags, **settings) if option.flags else typer.Argument(**settings)
+        params.append(
+            inspect.Parameter(
+                option.name,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                annotation=Annotated[option.type, info],
+                default=inspect.Parameter.empty if option.required else option.default,
+            )
+        )
+    return inspect.Signature(params)
+
+
+def declared(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register `function` as the command `name`, its parameters from COMMAND_OPTIONS[name] (a value
+    outside an option's `choices` is exit 2 naming the flag)."""
+    options = COMMAND_OPTIONS[name]
+
+    def register(function: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(function)
+        def command(**params: Any) -> None:
+            for option in options:
+                if option.choices and params[option.name] not in option.choices:
+                    raise typer.BadParameter(
+                        f"{params[option.name]!r} is not one of {', '.join(option.choices)}",
+                        param_hint=option.flags[0],
+                    )
+            function(**params)
+
+        command.__signature__ = _signature(options)  # type: ignore[attr-defined]
+        app.command(name=name)(command)
+        return function
+
+    return register
 
 
 TARGET_ARGUMENT = typer.Argument(
@@ -262,30 +306,8 @@ def _write_file(output: Path, text: str) -> None:
         ) from exc
 
 
-@app.command()
-def compare(
-    old: Annotated[
-        Path,
-        typer.Argument(metavar="OLD", help="The baseline JSON report (--format json).", show_default=False),
-    ],
-    new: Annotated[Path, typer.Argument(metavar="NEW", help="The new JSON report.", show_default=False)],
-    orders: Annotated[
-        float,
-        typer.Option(
-            "--orders", metavar="ORDERS", help="Orders of magnitude a layer's gradient ratio may fall."
-        ),
-    ] = 1.0,
-    target: Annotated[
-        str | None,
-        typer.Option(
-            "--target",
-            metavar="TARGET",
-            help="Compare only this target of multi-target reports (default: every target in both).",
-            show_default=False,
-        ),
-    ] = None,
-    debug: Annotated[bool, DEBUG_OPTION] = False,
-) -> None:
+@declared("compare")
+def compare(old: Path, new: Path, orders: float, target: str | None, debug: bool) -> None:
     """Compare two JSON reports layer by layer (every target of multi-target reports, or the one
     --target names). Exit 1 on regression, 0 otherwise."""
     from gradcheck_cli.judge.baseline import compare_reports
@@ -304,47 +326,17 @@ def _yaml_text(value: object) -> str:
     return str(value)
 
 
-@app.command()
-def report(
-    path: Annotated[Path, typer.Argument(metavar="RUN.jsonl", help="A monitor's JSON-lines file (jsonl=).")],
-    format: Annotated[
-        str,
-        typer.Option(
-            "--format",
-            "-f",
-            help="rich (sparklines), markdown, html (small multiples) or json.",
-            show_default=True,
-        ),
-    ] = "rich",
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the report there.", show_default=False)
-    ] = None,
-    fail_on: Annotated[
-        str, typer.Option("--fail-on", help="error, warning, info or never: the exit-1 threshold.")
-    ] = "error",
-) -> None:
+@declared("report")
+def report(path: Path, format: str, output: Path | None, fail_on: str) -> None:
     """Render a training run's history (GradientMonitor jsonl=) with trend findings; exit 1 on findings."""
     from gradcheck_cli.run.report_command import report_run
 
-    if format not in ("rich", "markdown", "html", "json"):
-        raise typer.BadParameter(
-            f"{format!r} is not one of rich, markdown, html, json", param_hint="--format"
-        )
-    if fail_on not in ("error", "warning", "info", "never"):
-        raise typer.BadParameter(
-            f"{fail_on!r} is not one of error, warning, info, never", param_hint="--fail-on"
-        )
     width = shutil.get_terminal_size((100, 24)).columns
     raise typer.Exit(report_run(path, format, output, fail_on, width=width, color=_color_allowed()))
 
 
-@app.command()
-def zoo(
-    options: Annotated[
-        bool, typer.Option("--options", help="Also list each builtin's --arch-opt options and defaults.")
-    ] = False,
-    debug: Annotated[bool, DEBUG_OPTION] = False,
-) -> None:
+@declared("zoo")
+def zoo(options: bool, debug: bool) -> None:
     """List the built-in architectures, one per line: `builtin:NAME` then what it shows."""
     from gradcheck_cli.load.zoo import ARCHITECTURES, OPTION_RANGES, describe_range
 
@@ -359,16 +351,8 @@ def zoo(
         typer.echo("\nRanges: " + "; ".join(f"{key} {describe_range(key)}" for key in OPTION_RANGES))
 
 
-@app.command()
-def explain(
-    rule_id: Annotated[
-        str | None,
-        typer.Argument(
-            metavar="ID", help="A finding id, e.g. vanishing-gradients (none: list them).", show_default=False
-        ),
-    ] = None,
-    debug: Annotated[bool, DEBUG_OPTION] = False,
-) -> None:
+@declared("explain")
+def explain(rule_id: str | None, debug: bool) -> None:
     """Print the documentation of one finding id, or list the ids."""
     from gradcheck_cli.judge.rules import every_rule, get_rule
     from gradcheck_cli.records.hints import did_you_mean
@@ -429,12 +413,8 @@ def _list_rules() -> None:
     )
 
 
-@app.command()
-def init(
-    path: Annotated[Path, typer.Argument(help="Where to write the template.")] = Path("gradcheck.yaml"),
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
-    debug: Annotated[bool, DEBUG_OPTION] = False,
-) -> None:
+@declared("init")
+def init(path: Path, force: bool, debug: bool) -> None:
     """Write a commented gradcheck.yaml template that works as written."""
     from gradcheck_cli.config.options import init_template
     from gradcheck_cli.run.preflight import check_output

@@ -54,7 +54,9 @@ class LineProgress:
 
     def _print(self, now: float, prefix: str) -> None:
         self.printed_at = now
-        print(f"gradcheck [{_elapsed(now - self.started)}] {prefix}{self.text}", file=self.stream, flush=True)
+        # One write with its newline: a signal between text and newline would glue the error: line on.
+        self.stream.write(f"gradcheck [{_elapsed(now - self.started)}] {prefix}{self.text}\n")
+        self.stream.flush()
 
     def close(self) -> None:
         pass

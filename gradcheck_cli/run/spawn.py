@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from gradcheck_cli.run.worker import Job, pack
+from gradcheck_cli.run.reaper import become_subreaper, descendants, end_descendants, signals_held
+from gradcheck_cli.run.worker import Job, pack_job
 
 _BOOT = "import sys; sys.path[0] = sys.argv[1]; from gradcheck_cli.run.worker import main; main(sys.argv[2:])"
 """`python -c`: the worker imports the same gradcheck_cli as this process, and the working
@@ -29,6 +30,8 @@ def worker_process(job: Job) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     package_parent = str(Path(__file__).resolve().parents[2])
     output, relay = _worker_output()
     sys.stderr.flush()
+    become_subreaper()  # the orphans of whatever the model's code starts stay in our process tree
+    earlier = descendants()
     process = subprocess.Popen(
         [sys.executable, "-c", _BOOT, package_parent, str(job_read), str(message_write)],
         stdin=subprocess.DEVNULL,
@@ -43,13 +46,21 @@ def worker_process(job: Job) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         relay(process)
     try:
         with contextlib.suppress(BrokenPipeError):
-            os.write(job_write, pack(job))  # small (the configs); the worker reads it first thing
+            os.write(job_write, pack_job(job))  # small (the configs); the worker reads it first thing
         yield process, message_read
     finally:
         os.close(job_write)  # the worker's watchdog sees EOF and exits, should it still run
         os.close(message_read)
-        kill_group_if_running(process)
+        end_run(process, earlier)
+
+
+def end_run(process: subprocess.Popen[bytes], earlier: set[int]) -> None:
+    """The worker, its process group and every process the run started end here, normally or not:
+    a child left in the group, a `setsid` grandchild (re-parented to us, the subreaper)."""
+    with signals_held():  # a signal now would leave the cleanup half done: it is taken after it
+        kill_group(process)
         process.wait()
+        end_descendants(keep=earlier)
 
 
 def _own_process_group() -> dict[str, Any]:
@@ -77,11 +88,13 @@ def _start_relay(process: subprocess.Popen[bytes]) -> None:
 
 
 def kill(process: subprocess.Popen[bytes]) -> None:
-    kill_group_if_running(process)
+    kill_group(process)
     process.wait()
 
 
-def kill_group_if_running(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL to the worker's process group, also once the worker itself has exited (a child the
+    model started in the group would outlive it). Linux does not hand out a pid that is still a
+    process group's id, so the group named by the worker's pid is the worker's while it exists."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)

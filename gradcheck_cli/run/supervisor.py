@@ -8,7 +8,9 @@ target ends with one of the two:
 - the worker exits, crashes (SIGSEGV), is killed (the OOM killer's SIGKILL) or calls os._exit
   before the target's report arrived: a TargetFailure naming the exit code or signal and the stage;
 - --timeout passes: the worker's process group is killed, a TargetFailure names the stage;
-- Ctrl-C or SIGTERM: the same, "interrupted", and the remaining targets are not started.
+- Ctrl-C, SIGTERM or any other catchable signal that would end the CLI (SIGHUP, SIGUSR1, ...): the
+  same, "interrupted (Ctrl-C)" / "stopped (SIGUSR1)", and the remaining targets are not started;
+- in every case, the worker's process group and every process the run started end with it (`reaper`).
 
 A target after one whose worker died gets a fresh worker. The worker's stdout and stderr are this
 process's stderr: stdout carries the report and nothing else.
@@ -22,14 +24,15 @@ import os
 import selectors
 import signal
 import subprocess
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from gradcheck_cli.config.analyze_config import AnalyzeConfig
 from gradcheck_cli.records.outcome import TargetFailure
 from gradcheck_cli.records.report import Report
+from gradcheck_cli.records.wire import MAX_MESSAGE_BYTES, WireError, decode, inconsistent, nothing_measured
+from gradcheck_cli.run.reaper import Stopped, signals_raise
 from gradcheck_cli.run.spawn import kill, worker_process
 from gradcheck_cli.run.worker import HEADER, Job
 
@@ -48,10 +51,6 @@ class Progress(Protocol):
     def tick(self) -> None: ...
 
 
-class _Stopped(Exception):
-    """SIGTERM while the worker runs."""
-
-
 class Collector:
     """Reads the worker's messages: the current target and stage, and every outcome so far."""
 
@@ -64,18 +63,56 @@ class Collector:
         """When the current target started (for --timeout)."""
 
     def handle(self, message: tuple[Any, ...]) -> None:
+        """One message, in the order the protocol allows (WireError otherwise): stages and then the
+        outcome of the first target without one, each in turn, then "done" and nothing after it."""
         kind = message[0]
+        if self.done:
+            raise WireError(f"a {kind!r} message after 'done'")
+        expected = self.pending()
+        if kind == "done":
+            if expected is not None:
+                raise WireError(f"'done' before target {expected} had its report")
+            self.done = True
+            return
+        index = message[1]
+        if index != expected:
+            raise WireError(f"a {kind!r} message for target {index} while target {expected} runs")
         if kind == "stage":
-            _, index, text = message
             if index != self.stage_index:
                 self.since = time.monotonic()
-            self.stage_index, self.stage = index, text
-            self.progress.stage(index, text)
-        elif kind in ("report", "failure"):
-            self.outcomes[message[1]] = message[2]
-            self.stage, self.stage_index, self.since = "starting", None, time.monotonic()
-        elif kind == "done":
-            self.done = True
+            self.stage_index, self.stage = index, message[2]
+            self.progress.stage(index, message[2])
+            return
+        self.outcomes[index] = self._checked(index, message[2])
+        self.stage, self.stage_index, self.since = "starting", None, time.monotonic()
+
+    def _checked(self, index: int, outcome: Outcome) -> Outcome:
+        """A report that cannot be what its own findings say is refused; one that measured nothing
+        never passes."""
+        if isinstance(outcome, TargetFailure):
+            return outcome
+        problem = inconsistent(outcome)
+        if problem is not None:
+            raise WireError(f"a report for target {index} that contradicts itself: {problem}")
+        if nothing_measured(outcome):
+            return TargetFailure(
+                target=outcome.target,
+                stage="judging",
+                message="no layer's gradient was measured, so the report says nothing about gradient flow",
+                hint="does the model's code replace torch's hooks or run its layers outside forward()?",
+            )
+        return outcome
+
+    def refuse_all(self, start: int, problem: str) -> None:
+        """A broken conversation: no outcome of this worker's targets can be believed."""
+        for index in range(start, len(self.configs)):
+            self.outcomes[index] = TargetFailure(
+                target=self.configs[index].target.raw,
+                stage=self.stage,
+                message=f"the analysis process sent a message gradcheck does not accept: {problem}",
+                hint="something in the model's code wrote to gradcheck's message pipe, or ended the "
+                "worker mid-message; nothing it reported is used",
+            )
 
     def overdue(self, timeout: float) -> bool:
         limit = timeout if self.stage_index is not None else max(timeout, STARTUP_SECONDS)
@@ -136,12 +173,16 @@ def _run_worker(job: Job, collector: Collector, timeout: float | None) -> bool:
     collector.stage_index = None
     with worker_process(job) as (process, messages):
         try:
-            with _sigterm_raises():
+            with signals_raise():
                 _read_until_exit(process, messages, collector, timeout)
-        except (KeyboardInterrupt, _Stopped) as exc:
+        except (KeyboardInterrupt, Stopped) as exc:
             kill(process)
-            what = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else "stopped (SIGTERM)"
+            what = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else str(exc)
             collector.fail_current(what, "the analysis did not finish")
+            return False
+        except WireError as exc:
+            kill(process)
+            collector.refuse_all(job.start, str(exc))
             return False
         except TimeoutError:
             kill(process)
@@ -174,26 +215,32 @@ def describe_exit(returncode: int) -> str:
 def _read_until_exit(
     process: subprocess.Popen[bytes], fd: int, collector: Collector, timeout: float | None
 ) -> None:
-    """Messages until "done" or the worker's end, then a short wait for its exit (atexit handlers)."""
+    """Messages until the worker exits. After "done" it has EXIT_GRACE_SECONDS to exit (atexit
+    handlers), and anything more it sends breaks the protocol (WireError)."""
     buffer = bytearray()
     pipe_open = True  # the user's code may close every descriptor: then only the process is watched
+    finished: float | None = None
     with selectors.DefaultSelector() as selector:
         selector.register(fd, selectors.EVENT_READ)
-        while not collector.done and process.poll() is None:
-            if timeout is not None and collector.overdue(timeout):
+        while process.poll() is None:
+            if collector.done:
+                finished = finished or time.monotonic()
+                if time.monotonic() - finished > EXIT_GRACE_SECONDS:
+                    kill(process)  # a thread of the user's that never ends: the reports are in
+                    break
+            elif timeout is not None and collector.overdue(timeout):
                 raise TimeoutError
             if pipe_open and selector.select(_TICK):
                 pipe_open = _read_into(fd, buffer)
             elif not pipe_open:
-                time.sleep(_TICK)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=_TICK)
             _dispatch(buffer, collector)
             collector.progress.tick()
     if pipe_open:
         _drain(fd, buffer, collector)
-    try:
-        process.wait(timeout=EXIT_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:  # a thread of the user's that never ends: the reports are in
-        kill(process)
+    if collector.done and buffer:
+        raise WireError(f"{len(buffer)} bytes after the last complete message")
 
 
 def _read_into(fd: int, buffer: bytearray) -> bool:
@@ -212,29 +259,13 @@ def _drain(fd: int, buffer: bytearray, collector: Collector) -> None:
 
 
 def _dispatch(buffer: bytearray, collector: Collector) -> None:
-    import pickle
-
+    """Each complete message in `buffer`, decoded as data (JSON against the records' types)."""
     while len(buffer) >= HEADER.size:
         (size,) = HEADER.unpack_from(buffer)
+        if size > MAX_MESSAGE_BYTES:
+            raise WireError(f"a message of {size} bytes (at most {MAX_MESSAGE_BYTES})")
         if len(buffer) < HEADER.size + size:
             return
-        message = pickle.loads(bytes(buffer[HEADER.size : HEADER.size + size]))
+        message = decode(bytes(buffer[HEADER.size : HEADER.size + size]))
         del buffer[: HEADER.size + size]
         collector.handle(message)
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """SIGTERM (CI cancelling the job, torchrun stopping its ranks) stops the worker cleanly too."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: object) -> None:
-        raise _Stopped
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

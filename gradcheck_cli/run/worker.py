@@ -1,7 +1,8 @@
 """The analysis process: runs the pipeline on each target and sends what came of it to the supervisor.
 
 `python -m gradcheck_cli.run.worker JOB_FD MESSAGE_FD` is started by `supervisor`. It reads one `Job`
-(pickled) from JOB_FD and writes length-prefixed pickled messages to MESSAGE_FD:
+(pickled: it comes from the supervisor, before any user code runs) from JOB_FD and writes
+length-prefixed JSON messages (`records.wire`, never a pickle) to MESSAGE_FD:
 
     ("stage", index, text)        the target at `index` entered a stage ("measuring 3 batches on cpu")
     ("report", index, Report)     its report
@@ -11,8 +12,10 @@
 Its stdout and stderr are the supervisor's stderr, so nothing the user's code writes, by any means,
 can reach the supervisor's stdout. Whatever the user's code raises (SystemExit and
 KeyboardInterrupt included) becomes a TargetFailure; if the process dies instead, the supervisor
-sees it end without "done" and reports that. The same `run_job` runs in the CLI's own process
-when GRADCHECK_IN_PROCESS=1 (tests that are not about isolation).
+sees it end without "done" and reports that. Before each stage and before a report is sent,
+`integrity` checks that the user's code replaced none of gradcheck's functions, rules or torch's
+hook entry points; a report in which no layer was measured is a failure, never a pass. The same
+`run_job` runs in the CLI's own process when GRADCHECK_IN_PROCESS=1 (tests not about isolation).
 
 Torch-free at import: the pipeline (and torch) are imported when the job runs.
 """
@@ -33,8 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from gradcheck_cli.config.analyze_config import AnalyzeConfig
+from gradcheck_cli.records import wire
 from gradcheck_cli.records.errors import GradcheckError
 from gradcheck_cli.records.outcome import TargetFailure
+from gradcheck_cli.records.wire import nothing_measured
+from gradcheck_cli.run.integrity import Snapshot, TamperedError
 
 Send = Callable[[tuple[Any, ...]], None]
 HEADER = struct.Struct(">I")
@@ -48,12 +54,15 @@ class Job:
 
 
 class StageTracker:
-    """The pipeline's progress callback: remembers the current stage and tells the supervisor."""
+    """The pipeline's progress callback: remembers the current stage and tells the supervisor;
+    at each new stage, checks that nothing gradcheck relies on was replaced (`integrity`)."""
 
-    def __init__(self, index: int, send: Send) -> None:
-        self.index, self.send, self.stage = index, send, "starting"
+    def __init__(self, index: int, send: Send, snapshot: Snapshot | None = None) -> None:
+        self.index, self.send, self.stage, self.snapshot = index, send, "starting", snapshot
 
     def __call__(self, text: str) -> None:
+        if self.snapshot is not None:
+            self.snapshot.check(f"before {text}")
         self.stage = text
         self.send(("stage", self.index, text))
 
@@ -61,11 +70,13 @@ class StageTracker:
 def run_job(job: Job, send: Send, in_process: bool = False) -> None:
     """Each target in turn; `in_process`: a KeyboardInterrupt is the user's Ctrl-C and stops them all
     (in the worker process, where the supervisor handles Ctrl-C, only the user's code raises it)."""
+    snapshot = None
     for index in range(job.start, len(job.configs)):
         config = job.configs[index]
-        tracker = StageTracker(index, send)
+        tracker = StageTracker(index, send, snapshot)
         try:
-            report = _analyze(config, tracker)
+            snapshot = tracker.snapshot = snapshot or _snapshot()
+            report = _checked(_analyze(config, tracker), tracker)
         except KeyboardInterrupt as exc:
             send(("failure", index, failure(config, tracker.stage, exc)))
             if in_process:
@@ -77,18 +88,38 @@ def run_job(job: Job, send: Send, in_process: bool = False) -> None:
     send(("done",))
 
 
+def _snapshot() -> Snapshot:
+    """After gradcheck's pipeline and torch are imported, before any of the user's code runs."""
+    from gradcheck_cli.run import pipeline  # noqa: F401  (what the snapshot is of)
+
+    return Snapshot.take()
+
+
+def _checked(report: Any, tracker: StageTracker) -> Any:
+    """The report, once nothing was replaced while it was made and something was measured."""
+    if tracker.snapshot is not None:
+        tracker.snapshot.check("while the report was made")
+    if nothing_measured(report):
+        raise TamperedError(
+            "no layer's gradient was measured: gradcheck's hooks never fired, so the report could "
+            "say nothing about gradient flow",
+            "does the model's code replace torch's hooks or run its layers outside forward()?",
+        )
+    return report
+
+
 def _analyze(config: AnalyzeConfig, progress: Callable[[str], None]) -> Any:
     import gc
     import warnings
 
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
-    from gradcheck_cli.run.pipeline import analyze
+    from gradcheck_cli.run.pipeline import analyze_target
 
     # torch's import leaves ~10^6 objects that every full garbage collection would walk
     # again (90 ms a time on a short run); they live until exit, so take them out of GC.
     gc.freeze()
     with _script_argv(config):
-        return analyze(config, progress=progress)
+        return analyze_target(config, progress=progress)
 
 
 @contextlib.contextmanager
@@ -165,13 +196,22 @@ def _read_exactly(fd: int, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_message(fd: int) -> Any:
+def read_job(fd: int) -> Job:
+    """The job from the supervisor (the trusted side: it is read before the user's code runs)."""
     (size,) = HEADER.unpack(_read_exactly(fd, HEADER.size))
-    return pickle.loads(_read_exactly(fd, size))
+    job = pickle.loads(_read_exactly(fd, size))
+    assert isinstance(job, Job)
+    return job
 
 
-def pack(message: Any) -> bytes:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+def pack_job(job: Job) -> bytes:
+    data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(data)) + data
+
+
+def pack(message: tuple[Any, ...]) -> bytes:
+    """One message to the supervisor: its length, then JSON (`records.wire`)."""
+    data = wire.encode(wire.as_fields(message))
     return HEADER.pack(len(data)) + data
 
 
@@ -204,7 +244,7 @@ def main(argv: list[str]) -> None:
         os.set_inheritable(fd, False)  # processes the user's code starts never hold them
     # The supervisor handles Ctrl-C (it stops this process); the user's code may still raise it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    job = read_message(job_fd)
+    job = read_job(job_fd)
     if any(config.debug for config in job.configs):
         import faulthandler
 

@@ -46,3 +46,25 @@ def test_every_format_shows_training_baseline_and_tried_fixes(fmt: str, vanishin
     assert "base.json" in text and "layers.0" in text  # the baseline comparison
     assert "residual" in text and "wrapped 3 blocks" in text  # the tried fix
     assert "2.1" in text and "sgd" in text  # the training history
+
+
+def test_the_format_names_the_registries_and_the_option_table_agree() -> None:
+    """One list of formats: the option table's --format choices and `gradcheck report`'s come from
+    records.formats, and every name there has a renderer and every renderer a name."""
+    from gradcheck_cli.config.options import FORMATS, OPTIONS
+    from gradcheck_cli.records.errors import ConfigError
+    from gradcheck_cli.records.formats import RUN_FORMATS
+    from gradcheck_cli.render import RENDERERS
+    from gradcheck_cli.render.history import RUN_RENDERERS
+
+    assert set(RENDERERS) == set(Format)
+    assert set(RUN_RENDERERS) == set(RUN_FORMATS)
+    assert tuple(f.value for f in Format) == FORMATS
+    fmt_option = next(o for o in OPTIONS if o.field == "format")
+    assert fmt_option.check is not None
+    for name in FORMATS:
+        fmt_option.check(name)  # accepted
+    with pytest.raises(ConfigError):
+        fmt_option.check("pdf")
+    for fmt, make in RENDERERS.items():
+        assert get_renderer(fmt).format == fmt.value, make

@@ -59,3 +59,22 @@ def test_rules_that_could_not_apply_and_ignored_findings_are_skipped_with_the_re
     assert skipped["saturated-activations"] == "ignored: rules: saturated-activations: off"
     assert "vanishing-through-time" in skipped and cases["vanishing-gradients"].is_failure
     assert cases["no-gradient"].is_passed
+
+
+def test_applicability_is_declared_on_the_rules_and_junit_reads_it(vanishing_report, tmp_path) -> None:
+    """The rules that need something of the run say so on themselves (`@rule(applies_when=...)`);
+    the JUnit report skips exactly those whose condition does not hold, with the rule's reason."""
+    from gradcheck_cli.judge.rules import every_rule
+
+    conditional = {spec.id for spec in every_rule() if spec.applies_when is not None}
+    assert {"fp16-underflow", "update-ratio", "dead-units", "vanishing-through-time"} <= conditional
+    cases = _cases(JunitRenderer(fail_on="error").render(vanishing_report), tmp_path)
+    skipped = {c.name: c.result[0].message for c in cases if c.is_skipped}
+    expected = {
+        spec.id: spec.not_applicable(vanishing_report)
+        for spec in all_rules()
+        if spec.not_applicable(vanishing_report) is not None
+        and spec.id not in {f.id for f in vanishing_report.findings}
+    }
+    assert expected and set(expected) <= set(skipped)
+    assert skipped["fp16-underflow"] == expected["fp16-underflow"] == "a float32 run, not float16"

@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from gradcheck_cli.judge.rules.base import rule
+from gradcheck_cli.judge.rules.base import AppliesWhen, rule
 from gradcheck_cli.judge.rules.profile import sig
 from gradcheck_cli.records.findings import Finding, Severity, Suggestion
 from gradcheck_cli.records.stats import AttentionStats, ProbeResult
@@ -26,6 +26,9 @@ class AttentionLimits:
     severity=Severity.WARNING,
     fixes=("lr", "layernorm", "clip"),
     limits=AttentionLimits,
+    applies_when=AppliesWhen(
+        lambda r: bool(r.attention), "no attention (MultiheadAttention, scaled_dot_product_attention)"
+    ),
 )
 def attention_collapse(probe: ProbeResult, limits: AttentionLimits) -> Iterator[Finding]:
     """Attention logits that grew until the softmax is one-hot: entropy collapse.

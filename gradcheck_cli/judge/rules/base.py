@@ -9,11 +9,42 @@ from typing import Any, get_args
 
 from gradcheck_cli.records.errors import ConfigError
 from gradcheck_cli.records.findings import Finding, FixId, Severity
+from gradcheck_cli.records.report import Report
 from gradcheck_cli.records.stats import ProbeResult
 
 Check = Callable[[ProbeResult, Any], Iterator[Finding]]
 
 DOC_SECTIONS = ("What it detects", "Why it matters", "Evidence", "Thresholds", "Fixes", "Example")
+
+
+@dataclass(frozen=True, slots=True)
+class AppliesWhen:
+    """When a rule can fire at all on a run: a JUnit report shows a rule whose condition does not
+    hold as skipped, with the reason (as pytest shows a test whose condition does not hold)."""
+
+    holds: Callable[[Report], bool]
+    otherwise: str | Callable[[Report], str]
+    """Why the rule could not fire when `holds` is false (a function of the report, or words)."""
+
+    def reason(self, report: Report) -> str | None:
+        """None when the rule applies to this report's run, else why it does not."""
+        if self.holds(report):
+            return None
+        return self.otherwise if isinstance(self.otherwise, str) else self.otherwise(report)
+
+
+def has_activation(family: str, names: str) -> AppliesWhen:
+    """The model has activations of `family` (sigmoid counts tanh too)."""
+    families = {family, "tanh"} if family == "sigmoid" else {family}
+    return AppliesWhen(
+        lambda r: any(a.family in families for a in r.activations),
+        f"no {names} activations found in the model",
+    )
+
+
+TRAINING_STEPS = AppliesWhen(lambda r: bool(r.run.steps), "no training steps (--steps 0)")
+RECURRENT = AppliesWhen(lambda r: bool(r.through_time), "no recurrent layer to measure through time")
+REFERENCE_STATE = AppliesWhen(lambda r: r.versus is not None, "no reference state (--versus)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -31,6 +62,12 @@ class RuleSpec:
     needs_history: bool = False
     """A trend rule: it reads ProbeResult.history (a training run's measured steps) and finds
     nothing in a single analysis."""
+    applies_when: AppliesWhen | None = None
+    """When the rule can fire at all (None: on every run)."""
+
+    def not_applicable(self, report: Report) -> str | None:
+        """Why this rule could not fire on the report's run, or None when it could."""
+        return None if self.applies_when is None else self.applies_when.reason(report)
 
     def limits(self, overrides: Mapping[str, float] | None = None) -> Any:
         """The rule's thresholds, with config overrides applied (unknown keys are an error)."""
@@ -60,6 +97,7 @@ def rule(
     aliases: tuple[str, ...] = (),
     stage: str | None = None,
     needs_history: bool = False,
+    applies_when: AppliesWhen | None = None,
 ) -> Callable[[Check], Check]:
     """Register a check function as the rule for finding `id`."""
     valid = set(get_args(FixId))
@@ -80,6 +118,7 @@ def rule(
             aliases=aliases,
             stage=stage,
             needs_history=needs_history,
+            applies_when=applies_when,
         )
         return check
 

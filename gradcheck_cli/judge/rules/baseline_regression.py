@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from gradcheck_cli.judge.rules.base import rule
+from gradcheck_cli.judge.rules.base import AppliesWhen, rule
 from gradcheck_cli.records.findings import Finding, Severity
 from gradcheck_cli.records.stats import ProbeResult
 
@@ -21,6 +21,7 @@ class BaselineRegressionLimits:
     fixes=(),
     limits=BaselineRegressionLimits,
     stage="baseline",
+    applies_when=AppliesWhen(lambda r: r.baseline is not None, "no --baseline given"),
 )
 def baseline_regression(probe: ProbeResult, limits: BaselineRegressionLimits) -> Iterator[Finding]:
     """A finding the baseline did not have, or a layer's gradient ratio that moved too far.

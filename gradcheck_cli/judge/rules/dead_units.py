@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from gradcheck_cli.judge.rules.base import rule
+from gradcheck_cli.judge.rules.base import has_activation, rule
 from gradcheck_cli.judge.rules.profile import layer_where, sig, training_evidence
 from gradcheck_cli.judge.rules.profile import where as where_of
 from gradcheck_cli.judge.rules.training import RETRAIN, trained_state
@@ -30,6 +30,7 @@ class DeadLimits:
     severity=Severity.ERROR,
     fixes=("leaky-relu", "init", "lr", "batchnorm", "warmup", "clip"),
     limits=DeadLimits,
+    applies_when=has_activation("relu", "ReLU-family"),
 )
 def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
     """A large fraction of ReLU-like units never activate, so their weights get no gradient.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from gradcheck_cli.judge.rules.base import rule
+from gradcheck_cli.judge.rules.base import RECURRENT, rule
 from gradcheck_cli.judge.rules.profile import orders, sig
 from gradcheck_cli.judge.rules.profile import where as where_of
 from gradcheck_cli.judge.rules.vanishing_through_time import signature
@@ -25,6 +25,7 @@ class ExplodingTimeLimits:
     severity=Severity.ERROR,
     fixes=("clip", "gru", "lstm"),
     limits=ExplodingTimeLimits,
+    applies_when=RECURRENT,
 )
 def exploding_through_time(probe: ProbeResult, limits: ExplodingTimeLimits) -> Iterator[Finding]:
     """In a recurrent model, the gradient grows by orders of magnitude going back in time.

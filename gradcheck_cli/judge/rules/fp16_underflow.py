@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from gradcheck_cli.judge.rules.base import rule
+from gradcheck_cli.judge.rules.base import AppliesWhen, rule
 from gradcheck_cli.records.findings import Finding, Severity, Suggestion
 from gradcheck_cli.records.stats import ProbeResult
 
@@ -18,7 +18,15 @@ class Fp16UnderflowLimits:
     """At or above this fraction the finding is an error, below it a warning."""
 
 
-@rule(id="fp16-underflow", severity=Severity.ERROR, fixes=("grad-scaler",), limits=Fp16UnderflowLimits)
+@rule(
+    id="fp16-underflow",
+    severity=Severity.ERROR,
+    fixes=("grad-scaler",),
+    limits=Fp16UnderflowLimits,
+    applies_when=AppliesWhen(
+        lambda r: r.model.dtype == "float16", lambda r: f"a {r.model.dtype} run, not float16"
+    ),
+)
 def fp16_underflow(probe: ProbeResult, limits: Fp16UnderflowLimits) -> Iterator[Finding]:
     """Gradients that flush to zero in float16 when the loss is not scaled.
 

@@ -6,11 +6,11 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from gradcheck_cli.judge.rules.base import rule
+from gradcheck_cli.judge.rules.base import has_activation, rule
 from gradcheck_cli.judge.rules.profile import layer_where, sig
 from gradcheck_cli.judge.rules.profile import where as where_of
 from gradcheck_cli.records.findings import Finding, LayerStatus, Severity, Suggestion
-from gradcheck_cli.records.stats import ProbeResult
+from gradcheck_cli.records.stats import ActivationStats, ProbeResult
 from gradcheck_cli.records.text import count, verb
 
 
@@ -28,6 +28,7 @@ class SaturatedLimits:
     severity=Severity.WARNING,
     fixes=("batchnorm", "layernorm", "init", "activation"),
     limits=SaturatedLimits,
+    applies_when=has_activation("sigmoid", "sigmoid or tanh"),
 )
 def saturated_activations(probe: ProbeResult, limits: SaturatedLimits) -> Iterator[Finding]:
     """Sigmoid/tanh units sit in their flat tails, where their derivative is near zero.
@@ -65,15 +66,27 @@ def saturated_activations(probe: ProbeResult, limits: SaturatedLimits) -> Iterat
     init: smaller initial weights (Xavier) keep pre-activations near zero.
     activation: use ReLU/GELU, which have no flat positive tail.
 
+    An output head (a sigmoid/tanh after the model's last trainable layer) is only ever an
+    `info`: its tails are its predictions (a sparse heatmap is ~97% confident background),
+    nothing trainable after it can be starved, and under a likelihood loss (BCE) the gradient
+    at its logits is p - y, which the tails do not shrink. A head stuck on the wrong side
+    shows as a small gradient at the last layer, which the gradient rules judge
+    (tests/fixtures/corpus/heatmap_head.py: a trained heatmap head 95% in the tails is
+    healthy; its twin with a saturated hidden layer is not).
+
     ## Example
     A tanh/sigmoid MLP whose weights are initialised with std 3 saturates most units
     (`tests/fixtures/faults/saturated.py`); `builtin:tanh-mlp` at default init does not.
     """
-    hot = [
+    tails = [
         a
         for a in probe.activations
         if a.family in ("sigmoid", "tanh") and a.saturated_fraction > limits.fraction
     ]
+    heads = output_heads(probe, tails)
+    hot = [a for a in tails if a not in heads]
+    if heads:
+        yield _head_finding(heads, probe)
     if not hot:
         return
     worst = max(a.saturated_fraction for a in hot)
@@ -82,7 +95,6 @@ def saturated_activations(probe: ProbeResult, limits: SaturatedLimits) -> Iterat
     severe = worst > limits.error_fraction or attenuation <= limits.error_attenuation
     squashing = [a for a in probe.activations if a.family in ("sigmoid", "tanh")]
     first = hot[0]
-    where = where_of(first.source, probe)
     yield Finding(
         id="saturated-activations",
         severity=Severity.ERROR if severe else Severity.WARNING,
@@ -105,26 +117,62 @@ def saturated_activations(probe: ProbeResult, limits: SaturatedLimits) -> Iterat
             "error_attenuation": limits.error_attenuation,
             "coverage": sig(len(hot) / len(squashing)),
         },
-        suggestions=(
-            Suggestion(
-                fix="layernorm",
-                text=f"normalise the input of {first.name} (LayerNorm/BatchNorm)",
-                where=where,
-            ),
-            Suggestion(
-                fix="init",
-                text=f"initialise {first.after or 'the preceding layer'} smaller (Xavier: nn.init.xavier_uniform_)",
-                where=layer_where(first.after, probe) or where,
-            ),
-            Suggestion(fix="activation", text=f"replace {first.type} with ReLU or GELU", where=where),
-            Suggestion(
-                fix="batchnorm",
-                text=f"in a convolutional model, a BatchNorm before {first.name}",
-                where=where,
-            ),
+        suggestions=_suggestions(first, probe),
+    )
+
+
+def _suggestions(first: ActivationStats, probe: ProbeResult) -> tuple[Suggestion, ...]:
+    where = where_of(first.source, probe)
+    return (
+        Suggestion(
+            fix="layernorm",
+            text=f"normalise the input of {first.name} (LayerNorm/BatchNorm)",
+            where=where,
+        ),
+        Suggestion(
+            fix="init",
+            text=f"initialise {first.after or 'the preceding layer'} smaller (Xavier: nn.init.xavier_uniform_)",
+            where=layer_where(first.after, probe) or where,
+        ),
+        Suggestion(fix="activation", text=f"replace {first.type} with ReLU or GELU", where=where),
+        Suggestion(
+            fix="batchnorm",
+            text=f"in a convolutional model, a BatchNorm before {first.name}",
+            where=where,
         ),
     )
 
 
 def _share(attenuation: float) -> str:
     return f"{attenuation:.0%}" if attenuation >= 0.01 else f"{attenuation:.1e}"
+
+
+def output_heads(probe: ProbeResult, saturated: list[ActivationStats]) -> list[ActivationStats]:
+    """The saturated activations that produce the model's output: after its last trainable layer
+    (in forward order), with no other activation after them."""
+    trainable = [s for s in probe.layers if s.trainable]
+    if not trainable or not saturated:
+        return []
+    last = max(trainable, key=lambda s: s.index).name
+    after_last = [a for a in probe.activations if a.after == last]
+    return [a for a in saturated if a.after == last and len(after_last) == 1]
+
+
+def _head_finding(heads: list[ActivationStats], probe: ProbeResult) -> Finding:
+    head = heads[0]
+    return Finding(
+        id="saturated-activations",
+        severity=Severity.INFO,
+        layers=tuple(a.after or a.name for a in heads),
+        message=(
+            f"the output head {head.name} ({head.type}) has {head.saturated_fraction:.0%} of its "
+            "outputs in the flat tails: confident predictions, not a blocked path (no trainable "
+            "layer follows it, and with a likelihood loss such as BCE the gradient at its input is "
+            "p - y)."
+        ),
+        evidence={
+            "activations": [a.name for a in heads],
+            "saturated_fraction": [sig(a.saturated_fraction) for a in heads],
+            "output_head": True,
+        },
+    )

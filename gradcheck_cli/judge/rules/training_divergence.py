@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from gradcheck_cli.judge.rules.base import rule
+from gradcheck_cli.judge.rules.base import TRAINING_STEPS, rule
 from gradcheck_cli.judge.rules.profile import layer_where, median, sig
 from gradcheck_cli.judge.rules.training import diverged_in_training
 from gradcheck_cli.records.findings import Evidence, Finding, LayerStatus, Severity, Suggestion
@@ -26,6 +26,7 @@ class DivergenceLimits:
     severity=Severity.ERROR,
     fixes=("lr", "clip", "warmup"),
     limits=DivergenceLimits,
+    applies_when=TRAINING_STEPS,
 )
 def training_divergence(probe: ProbeResult, limits: DivergenceLimits) -> Iterator[Finding]:
     """Training steps drove the loss, an output, a gradient or a weight to NaN/inf.

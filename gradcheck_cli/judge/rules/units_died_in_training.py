@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from gradcheck_cli.judge.rules.base import rule
+from gradcheck_cli.judge.rules.base import REFERENCE_STATE, rule
 from gradcheck_cli.judge.rules.profile import sig
 from gradcheck_cli.judge.rules.training import RETRAIN
 from gradcheck_cli.records.findings import Finding, LayerStatus, Severity, Suggestion
@@ -27,6 +27,7 @@ class DiedLimits:
     severity=Severity.ERROR,
     fixes=("lr", "warmup", "leaky-relu"),
     limits=DiedLimits,
+    applies_when=REFERENCE_STATE,
 )
 def units_died_in_training(probe: ProbeResult, limits: DiedLimits) -> Iterator[Finding]:
     """ReLU units that were alive in the reference state died during training.

@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from gradcheck_cli.judge.rules.base import rule
+from gradcheck_cli.judge.rules.base import TRAINING_STEPS, rule
 from gradcheck_cli.judge.rules.profile import median, sig
 from gradcheck_cli.judge.rules.training import diverged_in_training
 from gradcheck_cli.records.findings import Finding, Severity, Suggestion
@@ -41,6 +41,7 @@ class _Layer:
     severity=Severity.WARNING,
     fixes=("lr", "warmup", "clip"),
     limits=UpdateRatioLimits,
+    applies_when=TRAINING_STEPS,
 )
 def update_ratio(probe: ProbeResult, limits: UpdateRatioLimits) -> Iterator[Finding]:
     """Optimizer steps that move weight layers far too much, or hardly at all, for the optimizer in use.

@@ -78,7 +78,10 @@ def vanishing_gradients(probe: ProbeResult, limits: VanishingLimits) -> Iterator
     parameter's own gradient is non-zero (the first step opens it; the layers behind it are
     compared with each other on the flow once it opens, and left out of the absolute floor),
     and an error here when that gradient is zero too (a zero gain behind a zero weight: the
-    gate never opens, the layers behind it never learn). Roles with fewer than `min_layers`
+    gate never opens, the layers behind it never learn) unless it becomes non-zero once the
+    gates in front of it have taken their first step (a chain of two gains, a zero-init
+    projection behind a zero-init BatchNorm gain: it opens at step 2 and is gated too). Gated
+    layers compare only with layers behind gates of the same width (one stage). Roles with fewer than `min_layers`
     members give no depth verdict; layers are never grouped across roles by type.
     `grad_weight_floor` = 1e-7: at lr 1, SGD would move such weights by 1e-7 of their
     size per step, and Adam's default eps (1e-8) swamps gradients this small.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from gradcheck_cli.judge.rules.base import rule
+from gradcheck_cli.judge.rules.base import RECURRENT, rule
 from gradcheck_cli.judge.rules.profile import sig
 from gradcheck_cli.judge.rules.profile import where as where_of
 from gradcheck_cli.judge.rules.training import RETRAIN, trained_state
@@ -29,6 +29,7 @@ GATED = ("GRU", "LSTM", "GRUCell", "LSTMCell")
     severity=Severity.ERROR,
     fixes=("gru", "lstm", "clip", "init"),
     limits=ThroughTimeLimits,
+    applies_when=RECURRENT,
 )
 def vanishing_through_time(probe: ProbeResult, limits: ThroughTimeLimits) -> Iterator[Finding]:
     """In a recurrent model, the gradient reaching early time steps is orders of magnitude below the last.

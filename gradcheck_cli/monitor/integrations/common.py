@@ -6,9 +6,10 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from gradcheck_cli.records.findings import Finding, Severity
+from gradcheck_cli.records.findings import FailOn, Finding
 
-FAIL_ON = ("error", "warning", "info")
+FAIL_ON = tuple(level for level in FailOn.choices() if level != FailOn.NEVER)
+"""A callback takes None, not "never", for "only report"."""
 ACTIONS = ("stop", "raise")
 
 
@@ -35,8 +36,8 @@ def failing(findings: Iterable[Finding], fail_on: str | None) -> tuple[Finding, 
     """The findings at or above `fail_on` (none when fail_on is None)."""
     if fail_on is None:
         return ()
-    bar = Severity(fail_on).rank
-    return tuple(f for f in findings if f.severity.rank >= bar)
+    threshold = FailOn(fail_on)
+    return tuple(f for f in findings if threshold.fails(f.severity))
 
 
 LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO}
