@@ -22,8 +22,8 @@ def require_evidence(probe: ProbeResult) -> None:
         return  # parameters without a gradient: the no-gradient finding is the measured fact
     names = ", ".join(layer.name for layer in judged[:3]) + (", ..." if len(judged) > 3 else "")
     raise NothingMeasuredError(
-        f"nothing was measured: the hooks of none of the {count(len(judged), 'trainable layer')} "
-        f"fired ({names}), so every layer would be `not-measured`",
+        f"nothing was measured: no layer's gradient was measured, the hooks of none of the "
+        f"{count(len(judged), 'trainable layer')} fired ({names}), so every layer would be `not-measured`",
         "gradcheck measures through module hooks: call each layer as a module (self.fc(x)), not through "
         "its parameters (F.linear(x, self.fc.weight)), and pass the eager model, not a torch.jit.script "
         "or torch.compile wrapper",

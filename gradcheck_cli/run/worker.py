@@ -82,7 +82,7 @@ def run_job(job: Job, send: Send, in_process: bool = False) -> None:
             if in_process:
                 break
         except BaseException as exc:  # whatever the user's code raises never decides the exit code
-            send(("failure", index, failure(config, tracker.stage, exc)))
+            send(("failure", index, failure(config, tracker.stage, _tampering_or(exc, tracker))))
         else:
             send(("report", index, report))
     send(("done",))
@@ -106,6 +106,17 @@ def _checked(report: Any, tracker: StageTracker) -> Any:
             "does the model's code replace torch's hooks or run its layers outside forward()?",
         )
     return report
+
+
+def _tampering_or(exc: BaseException, tracker: StageTracker) -> BaseException:
+    """What stopped the run: a replaced hook or rule explains the error it caused (a run that
+    measured nothing because `register_hook` was replaced is reported as the replacement)."""
+    if tracker.snapshot is not None and not isinstance(exc, TamperedError):
+        try:
+            tracker.snapshot.check("while the report was made")
+        except TamperedError as tampered:
+            return tampered
+    return exc
 
 
 def _analyze(config: AnalyzeConfig, progress: Callable[[str], None]) -> Any:
