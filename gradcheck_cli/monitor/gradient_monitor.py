@@ -31,6 +31,7 @@ from gradcheck_cli.monitor.step_stats import model_info, step_stats
 from gradcheck_cli.records.findings import Finding
 from gradcheck_cli.records.history import History, StepStats
 from gradcheck_cli.records.report import Report, build_report
+from gradcheck_cli.records.series_book import SeriesBook
 from gradcheck_cli.records.stats import ModelInfo, ProbeResult, RunInfo
 
 FindingsCallback = Callable[[int, tuple[Finding, ...]], None]
@@ -98,6 +99,8 @@ class GradientMonitor:
         self.history: deque[MonitorRecord] = deque(maxlen=history)
         self.trend: deque[StepStats] = deque(maxlen=trend_history)
         """The numbers of the last `trend_history` measured steps: what the trend rules judge."""
+        self._book = SeriesBook(keep=trend_history + 1)
+        """The trend's steps as columns, for the trend rules (records/series_book.py)."""
         self.steps = 0
         self._sources = locate_modules(self.model)
         self._has_norm = has_normalization(self.model)
@@ -203,6 +206,7 @@ class GradientMonitor:
             nonfinite = any(s.nonfinite for s in layers)
             stats = dataclasses.replace(stats, loop=self._loop.point(self.steps, nonfinite, scale))
             self._loop.disarm()
+        self._book.append(stats)
         result = ProbeResult(
             model=self._info,
             run=RunInfo(batches=1, steps=self.steps, seed=0, loss="training loop", inputs=("training",)),
@@ -210,7 +214,7 @@ class GradientMonitor:
             activations=activations,
             has_normalization=self._has_norm,
             loss_value=loss_value,
-            history=History(steps=(*self.trend, stats)),
+            history=History(steps=(*self.trend, stats), book=self._book, book_end=self._book.count),
         )
         diagnosis = diagnose(result, self.thresholds)
         report = build_report(type(self.model).__name__, result, diagnosis.findings, diagnosis.layer_status)

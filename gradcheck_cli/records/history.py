@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 from gradcheck_cli.records.errors import GradcheckError
 from gradcheck_cli.records.files import check_regular, check_size
 from gradcheck_cli.records.loop import LoopPoint, loop_from_document
+from gradcheck_cli.records.series_book import SeriesBook
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,15 +70,33 @@ class StepStats:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class History:
-    """Measured steps in order. Series helpers give NaN where a step lacks a layer."""
+    """Measured steps in order. Series helpers give NaN where a step lacks a layer.
+
+    `book`: a monitor's SeriesBook whose last `len(steps)` positions before `book_end` are
+    these steps; the series then come from its columns instead of a pass over the steps."""
 
     steps: tuple[StepStats, ...]
+    book: SeriesBook | None = field(default=None, compare=False, repr=False)
+    book_end: int = field(default=0, compare=False, repr=False)
     _index: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
     """Name -> point per step, built on first use: a series costs one pass over the steps."""
 
     @property
     def step_numbers(self) -> tuple[int, ...]:
         return tuple(s.step for s in self.steps)
+
+    def last(self, points: int) -> History:
+        """The last `points` steps (at least one), on the same book."""
+        return History(steps=self.steps[-max(1, points) :], book=self.book, book_end=self.book_end)
+
+    def _span(self, current: bool = False) -> tuple[int, int] | None:
+        """The book positions of these steps, when the book holds them (and, with `current`,
+        they end at the book's latest step: names and latest points are kept for that end only)."""
+        book, end = self.book, self.book_end
+        start = end - len(self.steps)
+        if book is None or not book.holds(start, end, self.steps) or (current and end != book.count):
+            return None
+        return start, end
 
     def _layers(self) -> list[dict[str, LayerPoint]]:
         if "layers" not in self._index:
@@ -91,6 +110,9 @@ class History:
 
     def layer_names(self) -> tuple[str, ...]:
         """Every layer seen, in forward order (the latest index wins)."""
+        span = self._span(current=True)
+        if span is not None and self.book is not None:
+            return tuple(n for n, _, _ in self._booked("layers", span[0], lambda p: (p.index,)))
         index: dict[str, int] = {}
         for stats in self.steps:
             for point in stats.layers:
@@ -98,19 +120,65 @@ class History:
         return tuple(sorted(index, key=lambda name: index[name]))
 
     def unit_names(self) -> tuple[str, ...]:
+        span = self._span(current=True)
+        if span is not None and self.book is not None:
+            return tuple(n for n, _, _ in self._booked("units", span[0], lambda p: ()))
         return tuple(dict.fromkeys(u.name for s in self.steps for u in s.units))
 
+    def _booked(self, kind: str, start: int, first_key: Callable[[Any], tuple[int, ...]]) -> list[Any]:
+        """The book's names seen since `start`, ordered as a pass over the steps would insert
+        them (first step seen, then place within that step), sorted by `first_key`."""
+        assert self.book is not None
+        found = self.book.names(kind, start)
+        places: dict[int, dict[str, int]] = {}
+        for _, position, _ in found:
+            if position not in places:
+                points = getattr(self.steps[position - start], kind)
+                places[position] = {}
+                for i, p in enumerate(points):
+                    places[position].setdefault(p.name, i)
+        return sorted(found, key=lambda f: (*first_key(f[2]), f[1], places[f[1]][f[0]]))
+
     def layer_series(self, name: str, field: str) -> tuple[float, ...]:
+        span = self._span()
+        if span is not None and self.book is not None:
+            values = self.book.series("layers", name, field, *span)
+            if values is not None:
+                return values
         return tuple(_value(step.get(name), field) for step in self._layers())
 
     def unit_series(self, name: str, field: str) -> tuple[float, ...]:
+        span = self._span()
+        if span is not None and self.book is not None:
+            values = self.book.series("units", name, field, *span)
+            if values is not None:
+                return values
         return tuple(_value(step.get(name), field) for step in self._units())
+
+    def total_grad_norms(self) -> tuple[float, ...] | None:
+        """Per step, the whole model's gradient norm summed in float64 from the layers' norms,
+        when the book keeps it (None: sum the layer series)."""
+        span = self._span(current=True)
+        if span is None or self.book is None:
+            return None
+        if not self.book.names("layers", span[0]):
+            return ()  # no layer seen: no series to sum
+        first = self.book.first
+        return tuple(self.book.totals[span[0] - first : span[1] - first])
 
     def unit(self, name: str) -> UnitPoint | None:
         """The latest measurement of an activation module."""
+        span = self._span(current=True)
+        if span is not None and self.book is not None:
+            last = self.book.units.latest.get(name)
+            return last[1] if last is not None and last[0] >= span[0] else None  # type: ignore[return-value]
         return next((step[name] for step in reversed(self._units()) if name in step), None)
 
     def layer(self, name: str) -> LayerPoint | None:
+        span = self._span(current=True)
+        if span is not None and self.book is not None:
+            last = self.book.layers.latest.get(name)
+            return last[1] if last is not None and last[0] >= span[0] else None  # type: ignore[return-value]
         return next((step[name] for step in reversed(self._layers()) if name in step), None)
 
 

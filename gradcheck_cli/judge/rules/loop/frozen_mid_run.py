@@ -86,6 +86,8 @@ def frozen_mid_run(probe: ProbeResult, limits: FrozenMidRunLimits) -> Iterator[F
 def _requires_grad_off(steps: tuple[StepStats, ...], n: int) -> tuple[str, list[str], int, int] | None:
     recent, earlier = steps[-n:], steps[:-n]
     frozen = set.intersection(*(set(s.frozen) for s in recent))
+    if not frozen:
+        return None
     trained_before = {p.name: s.step for s in earlier for p in s.layers if p.name in frozen}
     layers = sorted(trained_before, key=lambda name: trained_before[name])
     if not layers or not recent[-1].layers:

@@ -13,7 +13,6 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gradcheck_cli.records.history import History
 from gradcheck_cli.records.stats import ProbeResult
 
 
@@ -34,11 +33,16 @@ def step_series(probe: ProbeResult, last: int) -> StepSeries | None:
     """The run's per-step series over its `last` recorded steps: the monitor's history first,
     else --steps' training. The monitor judges at every measured step, so the cost stays bounded."""
     if probe.history is not None and probe.history.steps:
-        h = History(steps=probe.history.steps[-max(1, last) :])
+        h = probe.history.last(last)
         layers = {name: h.layer_series(name, "grad_norm") for name in h.layer_names()}
         loss = tuple(math.nan if s.loss is None else s.loss for s in h.steps)
+        total = h.total_grad_norms()
         return StepSeries(
-            source="monitor", steps=h.step_numbers, loss=loss, layers=layers, total=_total(layers)
+            source="monitor",
+            steps=h.step_numbers,
+            loss=loss,
+            layers=layers,
+            total=_total(layers) if total is None else total,
         )
     t = probe.training
     if t is None or not t.loss:
