@@ -30,7 +30,8 @@ def _value(rng: random.Random) -> float:
 
 def _step(rng: random.Random, step: int, names: list[str], units: list[str]) -> StepStats:
     present = [n for n in names if rng.random() > 0.15]
-    rng.shuffle(present) if rng.random() < 0.1 else None
+    if rng.random() < 0.1:
+        rng.shuffle(present)
     if present and rng.random() < 0.05:
         present.append(present[0])  # a duplicate name within one step
     layers = tuple(
@@ -58,7 +59,9 @@ def _step(rng: random.Random, step: int, names: list[str], units: list[str]) -> 
 def _same(a: tuple[float, ...] | None, b: tuple[float, ...] | None) -> bool:
     if a is None or b is None:
         return a is b
-    return len(a) == len(b) and all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in zip(a, b))
+    return len(a) == len(b) and all(
+        x == y or (math.isnan(x) and math.isnan(y)) for x, y in zip(a, b, strict=True)
+    )
 
 
 def _agree(booked: History, plain: History) -> None:
@@ -77,7 +80,7 @@ def _agree(booked: History, plain: History) -> None:
 def _plain_totals(history: History) -> tuple[float, ...]:
     layers = [history.layer_series(n, "grad_norm") for n in history.layer_names()]
     out = []
-    for column in zip(*layers):
+    for column in zip(*layers, strict=True):
         present = [v for v in column if not math.isnan(v)]
         out.append(math.sqrt(math.fsum(v * v for v in present)) if present else math.nan)
     return tuple(out)
@@ -139,8 +142,14 @@ def test_trend_rules_find_the_same_on_the_book() -> None:
         spike = 50.0 if step == 140 else 1.0
         layers = tuple(
             LayerPoint(
-                name=n, type="Linear", index=i, grad_norm=g * spike, weight_norm=1.0,
-                grad_weight_ratio=g * spike, zero_grad_fraction=0.0, nonfinite=0,
+                name=n,
+                type="Linear",
+                index=i,
+                grad_norm=g * spike,
+                weight_norm=1.0,
+                grad_weight_ratio=g * spike,
+                zero_grad_fraction=0.0,
+                nonfinite=0,
             )  # fmt: skip
             for i, (n, g) in enumerate((("grows", grow), ("flat", 0.1 * 10 ** rng.gauss(0, 0.02))))
         )

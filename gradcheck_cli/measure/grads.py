@@ -143,7 +143,8 @@ def weight_norms(groups: Sequence[Sequence[nn.Parameter]]) -> list[tuple[float, 
     if not params:
         return [(0.0, math.nan) for _ in groups]
     with torch.no_grad():
-        stacked = torch.stack([dense(n).double() for n in foreach_norm([p.detach() for p in params])])
+        # one stack, then one widening cast (exact): not a cast per parameter
+        stacked = torch.stack([dense(n) for n in foreach_norm([p.detach() for p in params])]).double()
         squares: list[float] = stacked.square().tolist()
     out = []
     it = iter(squares)

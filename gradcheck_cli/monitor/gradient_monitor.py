@@ -14,13 +14,11 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from gradcheck_cli.judge.diagnose import check_threshold_ids, diagnose
-from gradcheck_cli.load.source import locate_modules
 from gradcheck_cli.measure import distributed
 from gradcheck_cli.measure.layer_kinds import has_normalization
 from gradcheck_cli.measure.probe import GradientProbe
@@ -30,9 +28,11 @@ from gradcheck_cli.monitor.sinks.jsonl import JsonLinesSink
 from gradcheck_cli.monitor.step_stats import model_info, step_stats
 from gradcheck_cli.records.findings import Finding
 from gradcheck_cli.records.history import History, StepStats
-from gradcheck_cli.records.report import Report, build_report
 from gradcheck_cli.records.series_book import SeriesBook
-from gradcheck_cli.records.stats import ModelInfo, ProbeResult, RunInfo
+from gradcheck_cli.records.stats import ModelInfo, ProbeResult, RunInfo, SourceRef
+
+if TYPE_CHECKING:
+    from gradcheck_cli.records.report import Report
 
 FindingsCallback = Callable[[int, tuple[Finding, ...]], None]
 
@@ -95,14 +95,18 @@ class GradientMonitor:
         self.every = every
         self.callback = callback
         self.thresholds = dict(thresholds or {})
-        check_threshold_ids(self.thresholds)
+        if self.thresholds:  # the rule registry is imported at the first measured step otherwise
+            from gradcheck_cli.judge.diagnose import check_threshold_ids
+
+            check_threshold_ids(self.thresholds)
         self.history: deque[MonitorRecord] = deque(maxlen=history)
         self.trend: deque[StepStats] = deque(maxlen=trend_history)
         """The numbers of the last `trend_history` measured steps: what the trend rules judge."""
         self._book = SeriesBook(keep=trend_history + 1)
         """The trend's steps as columns, for the trend rules (records/series_book.py)."""
         self.steps = 0
-        self._sources = locate_modules(self.model)
+        self._sources: dict[str, SourceRef] | None = None
+        """Each module's line in the user's code, found at the first measured step."""
         self._has_norm = has_normalization(self.model)
         self._probe: GradientProbe | None = None
         self._closed = False
@@ -189,6 +193,15 @@ class GradientMonitor:
     def _measure(self, loss: torch.Tensor | float | None) -> MonitorRecord:
         assert self._probe is not None
         started = time.perf_counter()
+        # the judging half, imported when first needed: attaching the monitor stays cheap
+        from gradcheck_cli.judge.diagnose import diagnose
+        from gradcheck_cli.records.report import build_report
+
+        if self._sources is None:
+            from gradcheck_cli.load.source import locate_modules
+
+            self._sources = locate_modules(self.model)
+        self._probe.sources = self._sources
         scale = self._loop.unscale() if self._loop is not None else 1.0
         try:
             self._probe.collect(scale)

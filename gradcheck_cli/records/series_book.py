@@ -14,10 +14,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from gradcheck_cli.records.history import LayerPoint, StepStats, UnitPoint
+
+class _Point(Protocol):
+    """A LayerPoint or UnitPoint (records/history.py, which imports this module)."""
+
+    @property
+    def name(self) -> str: ...
+
+
+class _Step(Protocol):
+    """A StepStats."""
+
+    @property
+    def step(self) -> int: ...
+    @property
+    def layers(self) -> Sequence[Any]: ...
+    @property
+    def units(self) -> Sequence[Any]: ...
+
 
 LAYER_FIELDS = ("grad_norm", "weight_norm", "grad_weight_ratio", "zero_grad_fraction", "nonfinite")
 UNIT_FIELDS = ("dead_fraction", "saturated_fraction")
@@ -31,10 +47,10 @@ class _Columns:
     def __init__(self, fields: tuple[str, ...]) -> None:
         self.fields = (*fields, _PRESENT)
         self.columns: dict[str, dict[str, list[float]]] = {}
-        self.latest: dict[str, tuple[int, LayerPoint | UnitPoint]] = {}
+        self.latest: dict[str, tuple[int, _Point]] = {}
         """Name -> (the absolute position it was last seen at, its point there)."""
 
-    def append(self, position: int, first: int, points: Sequence[LayerPoint | UnitPoint]) -> None:
+    def append(self, position: int, first: int, points: Sequence[_Point]) -> None:
         by_name = {point.name: point for point in points}  # a duplicate name: the last one, as History
         for name, point in by_name.items():
             columns = self.columns.get(name)
@@ -74,7 +90,7 @@ class SeriesBook:
         """Per step, the whole model's gradient norm (float64, from its layers' norms)."""
         self.step_numbers: list[int] = []
 
-    def append(self, stats: StepStats) -> None:
+    def append(self, stats: _Step) -> None:
         self.layers.append(self.count, self.first, stats.layers)
         self.units.append(self.count, self.first, stats.units)
         norms = {p.name: p.grad_norm for p in stats.layers}.values()
@@ -89,13 +105,15 @@ class SeriesBook:
             self.units.drop(drop, self.first)
             del self.totals[:drop], self.step_numbers[:drop]
 
-    def holds(self, start: int, end: int, steps: Sequence[StepStats]) -> bool:
+    def holds(self, start: int, end: int, steps: Sequence[_Step]) -> bool:
         """Positions [start, end) are kept and hold `steps` (checked by their step numbers at
         both ends: a monitor's steps are numbered in increasing order)."""
         if not (self.first <= start < end <= self.count) or len(steps) != end - start:
             return False
         numbers = self.step_numbers
-        return numbers[start - self.first] == steps[0].step and numbers[end - 1 - self.first] == steps[-1].step
+        return (
+            numbers[start - self.first] == steps[0].step and numbers[end - 1 - self.first] == steps[-1].step
+        )
 
     def series(self, kind: str, name: str, field: str, start: int, end: int) -> tuple[float, ...] | None:
         """The values of positions [start, end), or None when the book does not keep that field."""
@@ -108,7 +126,7 @@ class SeriesBook:
             return None
         return tuple(values[start - self.first : end - self.first])
 
-    def names(self, kind: str, start: int) -> list[tuple[str, int, LayerPoint | UnitPoint]]:
+    def names(self, kind: str, start: int) -> list[tuple[str, int, _Point]]:
         """(name, first position at or after `start` where it was seen, its latest point) for
         every name seen since `start` (valid when the History ends at the book's last step)."""
         book = self.layers if kind == "layers" else self.units
