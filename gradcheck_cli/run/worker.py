@@ -130,6 +130,10 @@ def _analyze(config: AnalyzeConfig, progress: Callable[[str], None]) -> Any:
     # again (90 ms a time on a short run); they live until exit, so take them out of GC.
     gc.freeze()
     with _script_argv(config):
+        if config.scale is not None:  # `gradcheck scale`: a width sweep, not an analysis
+            from gradcheck_cli.run.scale_command import scale_target
+
+            return scale_target(config, progress)
         return analyze_target(config, progress=progress)
 
 
