@@ -160,7 +160,7 @@ def render_markdown(report: ScaleReport, width: int = 100) -> str:
 def _html(report: ScaleReport, width: int = 100) -> str:
     from gradcheck_cli.render.scale_html import render_html
 
-    return render_html(report)
+    return render_html(report, render_text(report, width))
 
 
 SCALE_RENDERERS: dict[str, Callable[[ScaleReport, int], str]] = {

@@ -13,9 +13,8 @@ W, H, PAD = 300, 220, 36
 COLORS = {"ok": "#4a7", "off": "#c33", "unchecked": "#999"}
 
 
-def render_html(report: ScaleReport) -> str:
-    from gradcheck_cli.render.scale import render_text
-
+def render_html(report: ScaleReport, table: str) -> str:
+    """The page: the charts, the findings, then `table` (the terminal report) as text."""
     charts = "".join(chart(report, q) for q in QUANTITIES)
     findings = "".join(
         f"<li><b>{f.severity.value}</b> <code>{f.id}</code>: {html.escape(f.message)}</li>"
@@ -26,7 +25,7 @@ def render_html(report: ScaleReport) -> str:
         "<style>body{font-family:sans-serif;margin:2em}svg{margin:0 1em 1em 0;background:#fafafa}"
         "pre{font-size:12px}</style></head><body>"
         f"<h1>gradcheck scale {html.escape(report.target)}: {report.summary.status}</h1>"
-        f"<div>{charts}</div><ul>{findings}</ul><pre>{html.escape(render_text(report))}</pre></body></html>\n"
+        f"<div>{charts}</div><ul>{findings}</ul><pre>{html.escape(table)}</pre></body></html>\n"
     )
 
 

@@ -1,6 +1,6 @@
 """`gradcheck scale TARGET --width KEY=SIZES`: check the options, run the sweep in the worker
 process (as `analyze` runs: the user's code never runs in the CLI's process), render, exit code.
-The worker side, `scale_target`, measures (`measure/scaling.py`) and judges (`judge/scaling.py`).
+The worker side is `run/scale_pipeline.py`.
 
 Torch-free at import.
 """
@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gradcheck_cli.config.analyze_config import AnalyzeConfig, build_config
 from gradcheck_cli.config.options import values_from_flags
 from gradcheck_cli.config.scale_settings import scale_settings
-from gradcheck_cli.records.errors import TargetError
 from gradcheck_cli.records.findings import FailOn
 from gradcheck_cli.records.scaling import ScaleReport
 from gradcheck_cli.run.boundary import doing, print_error
@@ -96,26 +94,3 @@ def _write(text: str, output: Path | None) -> None:
     from gradcheck_cli.records.files import write_report_file
 
     write_report_file(output, text)
-
-
-def scale_target(config: AnalyzeConfig, progress: Callable[[str], None]) -> ScaleReport:
-    """In the worker: measure every width and seed, then judge the exponents."""
-    from gradcheck_cli.judge.scaling import judge_scaling
-    from gradcheck_cli.measure.scaling import measure_widths
-
-    assert config.scale is not None
-    samples = measure_widths(config, progress)
-    key = config.scale.key
-    if not samples.modules:
-        raise TargetError(
-            "no module was measured at every width",
-            f"does the model's structure change with {key}? gradcheck scale compares the modules "
-            "present at every width by name",
-        )
-    if all(m.role == "fixed" for m in samples.modules):
-        raise TargetError(
-            f"no module's shape changed between {key}={samples.widths[0]} and {key}={samples.widths[-1]}",
-            f"does the model use its {key} argument? name the keyword that sets the width",
-        )
-    progress("fitting exponents")
-    return judge_scaling(samples, config.scale.parametrization)

@@ -131,7 +131,7 @@ def _analyze(config: AnalyzeConfig, progress: Callable[[str], None]) -> Any:
     gc.freeze()
     with _script_argv(config):
         if config.scale is not None:  # `gradcheck scale`: a width sweep, not an analysis
-            from gradcheck_cli.run.scale_command import scale_target
+            from gradcheck_cli.run.scale_pipeline import scale_target
 
             return scale_target(config, progress)
         return analyze_target(config, progress=progress)
