@@ -104,9 +104,9 @@ def test_an_unscaled_readout_is_flagged_at_the_readout() -> None:
 
 
 def test_the_report_crosses_the_process_boundary_as_data(mup_report: ScaleReport) -> None:
-    data = wire.encode(wire.as_fields(("report", 0, mup_report)))
+    data = wire.encode(wire.as_fields(("scale", 0, mup_report)))
     kind, index, back = wire.decode(data)
-    assert (kind, index) == ("report", 0) and back == mup_report
+    assert (kind, index) == ("scale", 0) and back == mup_report
     assert not wire.nothing_measured(back) and wire.inconsistent(back) is None
 
 

@@ -9,6 +9,7 @@ nested record), no unknown field, no other kind of object. Anything else is a `W
     {"kind": "stage", "index": 0, "text": "measuring 3 batches on cpu"}
     {"kind": "report", "index": 0, "report": {...Report...}}
     {"kind": "failure", "index": 0, "failure": {...TargetFailure...}}
+    {"kind": "scale", "index": 0, "report": {...ScaleReport...}}    (`gradcheck scale`)
     {"kind": "done"}
 
 Torch-free.
@@ -57,7 +58,8 @@ def _plain(value: Any) -> Any:
 
 _SCHEMA: dict[str, dict[str, Any]] = {
     "stage": {"index": int, "text": str},
-    "report": {"index": int, "report": Report | ScaleReport},
+    "report": {"index": int, "report": Report},
+    "scale": {"index": int, "report": ScaleReport},
     "failure": {"index": int, "failure": TargetFailure},
     "done": {},
 }
