@@ -68,6 +68,8 @@ class Policy:
     """Why this value may not be handed to a constructor (None: it may)."""
     call_hint: str = ALLOWED
     """The hint when a call is refused: what may be called."""
+    refuse_arguments: Callable[[Any, dict[str, Any]], str | None] = lambda func, kwargs: None
+    """Why this call with these keyword arguments may not be made (None: it may)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +185,9 @@ class _Evaluator:
                 node.func, f"calling {ast.unparse(node.func)} ({reason})", self.policy.call_hint
             )
         args, kwargs = self.arguments(node)
+        reason = self.policy.refuse_arguments(func, kwargs)
+        if reason is not None:
+            raise self.refuse(node, f"calling {ast.unparse(node.func)} with {reason}", self.policy.call_hint)
         return func(*args, **kwargs)
 
     def arguments(self, node: ast.Call) -> tuple[list[Any], dict[str, Any]]:

@@ -1,0 +1,255 @@
+"""Config strings are data, by an allowlist: what a TARGET may import and call from installed
+packages is a short list of model libraries and factories, and nothing reachable from a config
+string runs a command, writes a file or downloads weights.
+
+The installed packages here are our own, written into a `site-packages` folder under tmp_path:
+`evilpkg` (a helper annotated to return an nn.Module that exec()s its argument, a class that writes
+the file it is given), and stand-ins for timm and torchvision with the same entry points as the real
+ones. Each case asserts the exit code or the exception, the message, that no marker file appears
+(not even the one `evilpkg` writes when it is imported) and that no file in the project changed.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gradcheck_cli.config.specs import parse_target
+from gradcheck_cli.load.target import load
+from gradcheck_cli.records.errors import TargetError
+
+EVILPKG = """
+import dataclasses
+from pathlib import Path
+
+from torch import nn
+
+Path({imported!r}).write_text("evilpkg was imported")
+
+
+def make(code: str) -> nn.Module:
+    exec(code)
+    return nn.Linear(4, 2)
+
+
+class Writer:
+    def __init__(self, path):
+        Path(path).write_text("written")
+
+
+@dataclasses.dataclass
+class Settings:
+    path: str = "x"
+
+    def __post_init__(self):
+        Path(self.path).write_text("written")
+"""
+TIMM = """
+from pathlib import Path
+from torch import nn
+
+
+def create_model(name, pretrained=False, **options) -> nn.Module:
+    if pretrained:
+        Path({mark!r}).write_text("downloaded")
+    return nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+
+
+def load_checkpoint(model, path) -> nn.Module:
+    Path(path).write_text("written")
+    return model
+"""
+TORCHVISION = """
+from pathlib import Path
+from torch import nn
+
+
+def tiny_net(*, weights=None, progress=True) -> nn.Module:
+    if weights is not None:
+        Path({mark!r}).write_text("downloaded")
+    return nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+
+
+def get_model(name, **config):
+    return globals()[name](**config)
+
+
+def save(path) -> nn.Module:
+    Path(path).write_text("written")
+    return nn.Linear(4, 2)
+"""
+MODEL = """
+import numpy
+import torch
+import torch.package
+from torch import nn
+from evilpkg import Settings, Writer, make
+
+
+class Net(nn.Module):
+    def __init__(self, width=4, *extra):
+        super().__init__()
+        self.fc = nn.Linear(4, width)
+        self.extra = extra
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def sample_batch():
+    return torch.randn(4, 4)
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    site = tmp_path / "venv" / "lib" / "site-packages"
+    for name, text in {
+        "evilpkg/__init__.py": EVILPKG.format(imported=str(tmp_path / "IMPORTED")),
+        "timm/__init__.py": TIMM.format(mark=str(tmp_path / "MARK")),
+        "torchvision/__init__.py": "",
+        "torchvision/models/__init__.py": TORCHVISION.format(mark=str(tmp_path / "MARK")),
+    }.items():
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_text(textwrap.dedent(text))
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "model.py").write_text(MODEL)
+    (project / "victim.py").write_text("VICTIM = 1\n")
+    (project / "victim.bin").write_bytes(b"\x01" * 64)
+    monkeypatch.syspath_prepend(str(site))
+    for name in ("evilpkg", "timm", "torchvision", "torchvision.models"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.chdir(project)
+    return project
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+
+
+def assert_nothing_written(project: Path, before: dict[str, bytes], imported: bool = True) -> None:
+    assert not (project.parent / "MARK").exists()
+    assert not (project / "MARK").exists()
+    assert files(project) == before
+    if not imported:
+        assert not (project.parent / "IMPORTED").exists(), "the installed package was imported"
+
+
+# --- refused before the import ---------------------------------------------------------------------
+
+BEFORE_IMPORT = {
+    "evilpkg:make": "'evilpkg' is from an installed package, outside your project",
+    "evilpkg:make(\"open('MARK', 'w')\")": "'evilpkg' is from an installed package",
+    "evilpkg.sub:Writer('victim.py')": "'evilpkg.sub' is from an installed package",
+    "torch.package:PackageExporter('victim.py')": "'torch.package' is from an installed package",
+    "torch.utils.tensorboard:SummaryWriter('logs')": "'torch.utils.tensorboard' is from an installed package",
+    "torch.hub:load('.', 'x')": "'torch.hub' is from an installed package",
+    "numpy:memmap('victim.bin', mode='w+')": "'numpy' is from an installed package",
+}
+
+
+@pytest.mark.parametrize("target", sorted(BEFORE_IMPORT))
+def test_installed_packages_other_than_model_libraries_are_never_imported(project: Path, target: str) -> None:
+    before = files(project)
+    with pytest.raises(TargetError, match=BEFORE_IMPORT[target].replace("(", r"\(")) as refused:
+        load(parse_target(target), {"code": "open('MARK', 'w')"}, {})
+    assert "write a small model file" in (refused.value.hint or "")
+    assert_nothing_written(project, before, imported=False)
+
+
+# --- refused before the call -----------------------------------------------------------------------
+
+BEFORE_CALL = {
+    "model.py:Net(4, make(\"open('MARK', 'w')\"))": "calling make (from evilpkg: outside your project",
+    "model.py:make": "refusing to call make (from evilpkg: outside your project",
+    "model.py:Net(4, Writer('victim.py'))": "calling Writer (from evilpkg",
+    "model.py:Net(4, Settings(path='victim.py'))": "calling Settings (from evilpkg",
+    "model.py:Net(4, numpy.memmap('victim.bin', mode='w+', shape=(4,)))": "calling numpy.memmap",
+    "model.py:Net(4, torch.package.PackageExporter('victim.py'))": "calling torch.package.PackageExporter",
+    "model.py:Net(4, torch.save(1, 'victim.py'))": "calling torch.save",
+    "model.py:Net(4, numpy.save('victim.bin', 1))": "calling numpy.save",
+    "timm:load_checkpoint(timm.create_model('x'), 'victim.py')": "calling timm:load_checkpoint",
+    "timm:create_model('x', pretrained=True)": "pretrained=True: a config string never downloads",
+    "torchvision.models:tiny_net(weights='DEFAULT')": "weights='DEFAULT': a config string never downloads",
+    "torchvision.models:save('victim.py')": "refusing to call save (from torchvision.models",
+    "torchvision.models:get_model('tiny_net', weights='DEFAULT')": "weights='DEFAULT'",
+}
+
+
+@pytest.mark.parametrize("target", sorted(BEFORE_CALL))
+def test_installed_callables_outside_the_allowlist_are_never_called(project: Path, target: str) -> None:
+    before = files(project)
+    with pytest.raises(TargetError, match=BEFORE_CALL[target].replace("(", r"\(")):
+        load(parse_target(target), {}, {})
+    assert_nothing_written(project, before)
+
+
+def test_init_values_cannot_turn_a_factory_into_a_download(project: Path) -> None:
+    before = files(project)
+    with pytest.raises(TargetError, match="pretrained=True"):
+        load(parse_target("timm:create_model"), {"name": "x", "pretrained": True}, {})
+    assert_nothing_written(project, before)
+
+
+# --- what is allowed ---------------------------------------------------------------------------------
+
+ALLOWED = {
+    "timm:create_model('x')": "Sequential",
+    "timm:create_model('x', pretrained=False)": "Sequential",
+    "torchvision.models:tiny_net()": "Sequential",
+    "torchvision.models:tiny_net(weights=None)": "Sequential",
+    "torchvision.models:get_model('tiny_net')": "Sequential",
+    "torch.nn:Linear(4, 2)": "Linear",
+    "model.py:Net(3)": "Net",
+}
+
+
+@pytest.mark.parametrize("target", sorted(ALLOWED))
+def test_model_libraries_factories_and_the_project_may_be_called(project: Path, target: str) -> None:
+    before = files(project)
+    model = load(parse_target(target), {}, {}).module
+    assert type(model).__name__ == ALLOWED[target]
+    assert_nothing_written(project, before)
+
+
+def test_a_package_in_the_project_folder_is_the_users_own(project: Path) -> None:
+    (project / "mynets").mkdir()
+    (project / "mynets" / "__init__.py").write_text(
+        "from torch import nn\n\ndef build(width=3):\n    return nn.Linear(4, width)\n"
+    )
+    assert load(parse_target("mynets:build(5)"), {}, {}).module.out_features == 5
+
+
+# --- the same through every place a TARGET can come from, on the command line ---------------------
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["gradcheck.yaml", "pyproject.toml", "command line"],
+)
+def test_config_files_and_the_command_line_never_import_an_installed_helper(
+    cli, project: Path, where: str
+) -> None:
+    target = "evilpkg:make(\"open('MARK', 'w')\")"
+    args = ["analyze", "--format", "json", "--batches", "1"]
+    if where == "gradcheck.yaml":
+        (project / "gradcheck.yaml").write_text(f"target: '{target}'\n")
+    elif where == "pyproject.toml":
+        (project / "pyproject.toml").write_text(f"[tool.gradcheck]\ntarget = '{target}'\n")
+    else:
+        args.insert(1, target)
+    before = files(project)
+    result = cli(*args)
+    assert result.exit_code == 2, result
+    assert result.stdout == ""
+    assert "error: " in result.stderr and "installed package, outside your project" in result.stderr
+    assert "hint: " in result.stderr and "Traceback" not in result.stderr
+    assert_nothing_written(project, before, imported=False)
