@@ -33,14 +33,14 @@ def rule_sections() -> str:
 def zoo_table(batches: int, seed: int) -> str:
     from gradcheck_cli.config.analyze_config import build_config
     from gradcheck_cli.load.zoo import ARCHITECTURES
-    from gradcheck_cli.run.pipeline import analyze
+    from gradcheck_cli.run.pipeline import analyze_target
 
     rows = [
         "| model | built to show | verdict | findings | key number |",
         "| --- | --- | --- | --- | --- |",
     ]
     for name, spec in ARCHITECTURES.items():
-        report = analyze(build_config(f"builtin:{name}", {"batches": batches, "seed": seed}, {}))
+        report = analyze_target(build_config(f"builtin:{name}", {"batches": batches, "seed": seed}, {}))
         found = ", ".join(f"`{f.id}` ({f.severity.value})" for f in report.findings) or "none"
         rows.append(
             f"| `builtin:{name}` | {spec.expect} | {report.summary.status} | {found} | {key_number(report)} |"

@@ -17,7 +17,7 @@ import torch
 from gradcheck_cli.config.analyze_config import build_config
 from gradcheck_cli.records.findings import LayerStatus, Severity
 from gradcheck_cli.records.report import Report
-from gradcheck_cli.run.pipeline import analyze
+from gradcheck_cli.run.pipeline import analyze_target
 
 CONTROLS = Path(__file__).parent / "fixtures" / "controls"
 
@@ -28,7 +28,7 @@ torch.set_num_threads(1)
 
 def run(target: str, **flags: object) -> Report:
     config = build_config(str(CONTROLS / target), {"batches": 2, **flags}, {})
-    return analyze(config)
+    return analyze_target(config)
 
 
 def errors(report: Report) -> list[str]:

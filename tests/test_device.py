@@ -20,9 +20,9 @@ from gradcheck_cli.config.analyze_config import AnalyzeConfig
 from gradcheck_cli.config.specs import parse_target
 from gradcheck_cli.load.target import LoadedModel
 from gradcheck_cli.measure import device as device_module
+from gradcheck_cli.measure.batches import move
 from gradcheck_cli.measure.device import Availability, resolve_device
-from gradcheck_cli.measure.inputs import move
-from gradcheck_cli.measure.preparation import _pick_device, prepare
+from gradcheck_cli.measure.preparation import pick_device, prepare
 from gradcheck_cli.measure.probe import GradientProbe
 from gradcheck_cli.records.errors import DeviceError
 
@@ -97,12 +97,12 @@ def test_cli_mps_absent_exits_2(cli, monkeypatch: pytest.MonkeyPatch) -> None:
 # The meta device stands in for an accelerator: it is not cpu, and it exists on every machine.
 def test_model_already_on_a_device_stays_there_under_auto() -> None:
     model = nn.Linear(4, 2, device="meta")
-    assert _pick_device(model, "auto") == "meta"
+    assert pick_device(model, "auto") == "meta"
 
 
 def test_explicit_device_moves_a_model_that_lives_elsewhere() -> None:
     model = nn.Linear(4, 2, device="meta")
-    assert _pick_device(model, "cpu") == "cpu"
+    assert pick_device(model, "cpu") == "cpu"
 
 
 def test_nested_inputs_move_and_keep_their_kinds() -> None:
@@ -127,9 +127,9 @@ def test_sample_batch_inputs_follow_the_model_to_its_device() -> None:
         module=nn.Linear(4, 2, device="meta"), found_by="explicit", source=None, sample_batch=sample_batch
     )
     config = AnalyzeConfig(target=parse_target("x.py"), batches=2)
-    session = prepare(config, loaded)
-    assert session.device == "meta"
-    for batch in session.batches:
+    prepared = prepare(config, loaded)
+    assert prepared.device == "meta"
+    for batch in prepared.batches:
         tensors = [batch.args[0], batch.args[1][0], batch.kwargs["mask"]]
         assert all(t.device.type == "meta" for t in tensors)
 
@@ -226,5 +226,5 @@ def test_gpu_same_seed_same_numbers(cli, tmp_path: Path) -> None:
 @cuda
 def test_gpu_model_on_cuda_stays_and_cpu_flag_moves_it() -> None:
     model = nn.Linear(4, 2).cuda()
-    assert _pick_device(model, "auto") == "cuda:0"
-    assert _pick_device(model, "cpu") == "cpu"
+    assert pick_device(model, "auto") == "cuda:0"
+    assert pick_device(model, "cpu") == "cpu"

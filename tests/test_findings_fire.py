@@ -10,14 +10,14 @@ from gradcheck_cli.config.analyze_config import build_config
 from gradcheck_cli.records.findings import Finding, Severity
 from gradcheck_cli.records.report import Report
 from gradcheck_cli.render.json import to_document
-from gradcheck_cli.run.pipeline import analyze
+from gradcheck_cli.run.pipeline import analyze_target
 
 FAULTS = Path(__file__).parent / "fixtures" / "faults"
 
 
 def run(target: str, **flags: object) -> Report:
     path = target if target.startswith("builtin:") else str(FAULTS / target)
-    return analyze(build_config(path, {"batches": 2, **flags}, {}))
+    return analyze_target(build_config(path, {"batches": 2, **flags}, {}))
 
 
 def only(report: Report, finding_id: str) -> Finding:

@@ -70,7 +70,7 @@ def test_the_checker_finds_a_cycle() -> None:
 def test_the_pipeline_is_the_only_module_importing_the_pipeline_stages_in_order() -> None:
     graph = import_graph()
     assert "gradcheck_cli.run.pipeline" not in graph["gradcheck_cli.repair.measure"]
-    assert "gradcheck_cli.measure.session" in graph["gradcheck_cli.repair.measure"]
+    assert "gradcheck_cli.measure.collect" in graph["gradcheck_cli.repair.measure"]
 
 
 # The stage folders, bottom to top: a module may import its own folder and any folder below it.

@@ -9,14 +9,9 @@ import torch
 from torch import nn
 
 from gradcheck_cli.config.specs import parse_input
-from gradcheck_cli.measure.inputs import (
-    InputPlan,
-    candidate_specs,
-    extra_forward_args,
-    infer_inputs,
-    normalize_batch,
-    search_inputs,
-)
+from gradcheck_cli.measure.batches import normalize_batch
+from gradcheck_cli.measure.input_search import search_inputs
+from gradcheck_cli.measure.inputs import InputPlan, candidate_specs, extra_forward_args, infer_inputs
 from gradcheck_cli.records.errors import InputError
 
 WILD = Path(__file__).parent / "fixtures" / "wild"
@@ -156,7 +151,7 @@ def test_nothing_fits_names_shapes_and_hint() -> None:
 )
 def test_sample_batch_forms(raw, args, kwargs, has_target) -> None:
     batch = normalize_batch(raw)
-    assert (len(batch.args), len(batch.kwargs), batch.target is not None) == (args, kwargs, has_target)
+    assert (len(batch.args), len(batch.kwargs), batch.labels is not None) == (args, kwargs, has_target)
 
 
 def test_input_range_and_dtype(cli, monkeypatch) -> None:
@@ -215,10 +210,10 @@ def test_target_arg_needs_a_target(cli, monkeypatch) -> None:
 
 def test_report_says_which_spatial_size_was_chosen(monkeypatch) -> None:
     from gradcheck_cli.config.analyze_config import build_config
-    from gradcheck_cli.run.pipeline import analyze
+    from gradcheck_cli.run.pipeline import analyze_target
 
     monkeypatch.chdir(WILD)
     config = build_config("stl_net.py", {"batches": 1, "batch_size": 2, "device": "cpu"}, {})
-    run = analyze(config).run
+    run = analyze_target(config).run
     assert run.inputs == ("float:2x1x64x64",)
     assert "chose float:2x1x64x64 after float:2x1x28x28, float:2x1x32x32 failed" in run.input_origin

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from gradcheck_cli.config.analyze_config import build_config
 from gradcheck_cli.config.specs import InputSpec, parse_labels
 from gradcheck_cli.load.target import load
-from gradcheck_cli.measure.inputs import labels_for_head, stream
+from gradcheck_cli.measure.batches import labels_for_head, stream
 from gradcheck_cli.measure.preparation import prepare
 
 HEADS = Path(__file__).parent / "fixtures" / "loaders" / "heads.py"
@@ -37,12 +37,12 @@ def test_labels_are_drawn_from_their_own_stream_and_used_as_given() -> None:
         {},
     )
     loaded = load(config.target, {}, {})
-    session = prepare(config, loaded)
-    for index, batch in enumerate(session.batches):
+    prepared = prepare(config, loaded)
+    for index, batch in enumerate(prepared.batches):
         expected = torch.randint(0, 10, (8,), generator=stream(0, "labels", index))
-        assert torch.equal(batch.target, expected)
+        assert torch.equal(batch.labels, expected)
         logits = loaded.module(*batch.args)
-        assert torch.isfinite(F.cross_entropy(logits, batch.target))
+        assert torch.isfinite(F.cross_entropy(logits, batch.labels))
 
 
 def test_labels_passed_as_the_target_arg(cli) -> None:

@@ -24,7 +24,7 @@ from gradcheck_cli.measure.structure import has_residual_add
 from gradcheck_cli.records.findings import LayerStatus, Severity
 from gradcheck_cli.records.report import Report
 from gradcheck_cli.records.stats import ModelInfo, ProbeResult, RunInfo
-from gradcheck_cli.run.pipeline import analyze
+from gradcheck_cli.run.pipeline import analyze_target
 
 PATTERNS = Path(__file__).parent / "fixtures" / "patterns"
 FAULTS = Path(__file__).parent / "fixtures" / "faults"
@@ -35,7 +35,7 @@ def run(target: str, shape: str | None, batches: int = 2) -> Report:
     flags: dict[str, object] = {"batches": batches}
     if shape:
         flags["inputs"] = (parse_input(shape),)
-    return analyze(build_config(str(PATTERNS / target), flags, {}))
+    return analyze_target(build_config(str(PATTERNS / target), flags, {}))
 
 
 def ids(report: Report, severity: Severity = Severity.ERROR) -> list[str]:
@@ -232,7 +232,7 @@ def test_squeeze_excite_units_are_not_dead_at_any_batch(batch: int) -> None:
 def test_a_dead_layer_is_dead_at_every_batch(batch: int) -> None:
     flags = {"batches": 1, "inputs": (parse_input(f"{batch}x16"),)}
     config = build_config(str(FAULTS / "dead_module.py"), flags, {})
-    report = analyze(config)
+    report = analyze_target(config)
     assert "dead-units" in ids(report, Severity.WARNING)
 
 
@@ -240,7 +240,7 @@ def test_a_dead_layer_is_dead_at_every_batch(batch: int) -> None:
 def test_batchnorm_convs_and_a_tiny_head_draw_no_exploding_verdict_at_any_batch(batch: int) -> None:
     report = run("tiny_head.py", f"{batch}x3x16x16", batches=1)
     assert ids(report, Severity.WARNING) == []
-    resnet = analyze(
+    resnet = analyze_target(
         build_config(
             str(PATTERNS.parent / "controls" / "resnet_cifar.py"),
             {"batches": 1, "inputs": (parse_input(f"{batch}x3x32x32"),)},

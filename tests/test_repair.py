@@ -32,7 +32,7 @@ from gradcheck_cli.repair import activation, normalization, recurrent, reinit, r
 from gradcheck_cli.repair.base import NotApplicable, RepairContext, count_parameters
 from gradcheck_cli.repair.clip import clip_value
 from gradcheck_cli.repair.runner import try_one
-from gradcheck_cli.run.pipeline import analyze
+from gradcheck_cli.run.pipeline import analyze_target
 
 CONTRACT_KEYS = {"fix", "where", "applied", "note", "before", "after", "cleared", "parameters_delta"}
 
@@ -303,7 +303,7 @@ SMALL = {
 
 
 def _analyze(target: str, **flags: Any) -> Any:
-    return analyze(build_config(target, {"try_fixes": True, "batches": 2, **flags}, {}))
+    return analyze_target(build_config(target, {"try_fixes": True, "batches": 2, **flags}, {}))
 
 
 @functools.cache

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gradcheck_cli.measure.inputs import stream
+from gradcheck_cli.measure.batches import stream
 from gradcheck_cli.measure.losses import compute_loss
 from gradcheck_cli.measure.outputs import AUX_WEIGHT, split_output
 from gradcheck_cli.records.findings import Severity

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gradcheck_cli.config.analyze_config import build_config
-from gradcheck_cli.run.pipeline import analyze
+from gradcheck_cli.run.pipeline import analyze_target
 
 FAULTS = Path(__file__).parent / "fixtures" / "faults"
 
@@ -15,7 +15,7 @@ def line_of(file: Path, text: str) -> int:
 
 
 def findings(name: str) -> dict[str, object]:
-    report = analyze(build_config(str(FAULTS / name), {"batches": 1}, {}))
+    report = analyze_target(build_config(str(FAULTS / name), {"batches": 1}, {}))
     return {f.id: f for f in report.findings}
 
 

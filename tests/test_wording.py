@@ -53,11 +53,11 @@ def _targets() -> list[tuple[str, dict[str, object]]]:
     ("target", "arch_opts"), _targets(), ids=lambda v: Path(str(v)).stem if isinstance(v, str) else ""
 )
 def test_every_format_of_every_model_agrees_in_number(target: str, arch_opts: dict[str, object]) -> None:
-    from gradcheck_cli.run.pipeline import analyze
+    from gradcheck_cli.run.pipeline import analyze_target
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     config = build_config(target, {"batches": 1, "device": "cpu", "arch_opts": arch_opts}, {})
-    report = analyze(config)
+    report = analyze_target(config)
     for fmt in ("rich", "markdown", "junit", "html"):
         _check(f"{target} {fmt}", render_reports(fmt, [report], width=80))
     for finding in report.findings:

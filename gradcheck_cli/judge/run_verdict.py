@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gradcheck_cli.judge.diagnose import check_threshold_ids
-from gradcheck_cli.judge.rules import trend_rules
-from gradcheck_cli.judge.rules.trends.series import LogFit, log_fit, positive_points
+from gradcheck_cli.judge.rules import get_rule, trend_rules
+from gradcheck_cli.judge.rules.trends.series import LogFit, judged_fit
 from gradcheck_cli.records.findings import FailOn, Finding
 from gradcheck_cli.records.history import History, RunLog, read_run
 from gradcheck_cli.records.stats import ModelInfo, ProbeResult, RunInfo
@@ -26,7 +26,10 @@ class RunReport:
     trends: tuple[Finding, ...]
     """The trend rules over every step in the file (the monitor judged only its window)."""
     fits: Mapping[str, LogFit | None]
-    """Each layer's log10 gradient-norm slope over the whole file, for the tables."""
+    """Each layer's log10 gradient-norm slope over the whole file, for the tables: None where the
+    evidence is too thin (see `abstained`)."""
+    abstained: Mapping[str, str] = field(default_factory=dict)
+    """Layer -> why no slope is shown (non-finite, too few steps, noise)."""
 
     @property
     def history(self) -> History:
@@ -41,7 +44,9 @@ def build_run_report(path: Path, thresholds: Mapping[str, Mapping[str, float]] |
     thresholds = thresholds or {}
     check_threshold_ids(thresholds)
     log = read_run(path)
-    return RunReport(log=log, trends=judge_history(log.history, thresholds), fits=_fits(log.history))
+    limits = get_rule("gradient-trend").limits(thresholds.get("gradient-trend"))  # type: ignore[union-attr]
+    fits, abstained = _fits(log.history, int(limits.min_points), limits.min_r2)
+    return RunReport(log=log, trends=judge_history(log.history, thresholds), fits=fits, abstained=abstained)
 
 
 def judge_history(
@@ -61,13 +66,18 @@ def judge_history(
     return tuple(sorted(found, key=lambda f: -f.severity.rank))
 
 
-def _fits(history: History) -> dict[str, LogFit | None]:
+def _fits(
+    history: History, min_points: int, min_r2: float
+) -> tuple[dict[str, LogFit | None], dict[str, str]]:
     steps = history.step_numbers
     fits: dict[str, LogFit | None] = {}
+    abstained: dict[str, str] = {}
     for name in history.layer_names():
-        points = positive_points(steps, history.layer_series(name, "grad_norm"))
-        fits[name] = log_fit(points) if len(points) >= 2 else None
-    return fits
+        values, bad = history.layer_series(name, "grad_norm"), history.layer_series(name, "nonfinite")
+        fits[name], why = judged_fit(steps, values, bad, min_points, min_r2)
+        if why:
+            abstained[name] = why
+    return fits, abstained
 
 
 def unit_rows(report: RunReport) -> list[tuple[str, str, str, Sequence[float]]]:

@@ -22,6 +22,9 @@ from gradcheck_cli.records.trained import CheckpointInfo, KeyMismatch
 
 SHOWN = 5
 """Keys listed per kind in the exit-2 message."""
+MIN_FILLED = 0.05
+"""--weights-partial still refuses a checkpoint that fills less than this fraction of the model's
+elements: what is measured would be the model at init, reported as if it were the checkpoint."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -47,10 +50,11 @@ def load_weights(
     missing = [k for k in own if k not in keymap.renamed]
     shapes = _shape_mismatches(own, checkpoint.tensors, keymap)
     _check_dtypes(path, own, checkpoint.tensors, keymap)
-    if (missing or keymap.unexpected or shapes) and not partial:
-        raise _mismatch_error(path, model, keymap, missing, shapes, checkpoint)
     skipped = {m.key for m in shapes}
     values = {k: checkpoint.tensors[c] for k, c in keymap.renamed.items() if k not in skipped}
+    filled = _filled(own, values)
+    if (missing or keymap.unexpected or shapes) and (not partial or filled < MIN_FILLED):
+        raise _mismatch_error(path, model, keymap, missing, shapes, checkpoint, filled)
     with torch.no_grad():
         model.load_state_dict(values, strict=False)
     info = CheckpointInfo(
@@ -71,6 +75,12 @@ def load_weights(
         seconds=time.perf_counter() - started,
     )
     return info, checkpoint
+
+
+def _filled(own: Mapping[str, torch.Tensor], values: Mapping[str, object]) -> float:
+    """The fraction of the model's state elements the checkpoint fills."""
+    total = sum(t.numel() for t in own.values())
+    return sum(own[k].numel() for k in values) / total if total else 1.0
 
 
 def map_keys(saved: list[str], wanted: list[str]) -> KeyMap:
@@ -182,6 +192,7 @@ def _mismatch_error(
     missing: list[str],
     shapes: list[KeyMismatch],
     checkpoint: RawCheckpoint,
+    filled: float,
 ) -> CheckpointError:
     # A missing key's closest is looked for among the keys left over on the other side first:
     # a renamed attribute shows up as one missing and one unexpected key of similar names.
@@ -203,10 +214,17 @@ def _mismatch_error(
     lines += [f"  shape differs: {m.key} ({m.detail})" for m in shapes[:SHOWN]]
     if len(shapes) > SHOWN:
         lines.append(f"  ... and {len(shapes) - SHOWN} more with another shape")
+    build = "build the model that was trained (constructor arguments via --init or a call form 'model.py:Net(...)')"
+    if filled < MIN_FILLED:
+        lines.append(
+            f"  it fills {filled:.0%} of the model's values: measured, the model would be at init, "
+            "not the checkpoint (--weights-partial needs it to fill at least "
+            f"{MIN_FILLED:.0%})"
+        )
+        return CheckpointError("\n".join(lines), f"is this the checkpoint of this model? {build}")
     return CheckpointError(
         "\n".join(lines),
-        "build the model that was trained (constructor arguments via --init or a call form "
-        "'model.py:Net(...)'), or pass --weights-partial to load the keys that fit and keep the rest at init",
+        f"{build}, or pass --weights-partial to load the keys that fit and keep the rest at init",
     )
 
 

@@ -93,13 +93,6 @@ def mean_gain(family: str, hard: bool, total: int, tails: float, centred_sq: flo
     return max(0.0, total - lost) / total
 
 
-def tail_count(out: torch.Tensor, family: str) -> torch.Tensor:
-    """Elements of a sigmoid/tanh output in a flat tail (derivative under 5% of its maximum)."""
-    if family == "sigmoid":
-        return (out - 0.5).abs_().gt_(0.5 - SIGMOID_TAIL).sum()
-    return out.abs().gt_(TANH_TAIL).sum()
-
-
 def dead_units(peaks: list[torch.Tensor], lows: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Units that never exceeded 0 although their input varied, on the device (NaN is not <= 0:
     a NaN unit is not dead). A unit fed a constant (0 behind a closed gate) is not observed."""

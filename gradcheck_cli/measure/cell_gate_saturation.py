@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 from gradcheck_cli.measure.activations import SIGMOID_TAIL, TANH_TAIL
-from gradcheck_cli.records.stats import GateSaturation
+from gradcheck_cli.records.stats import CellGateSaturation
 
 LSTM_GATES = ("input", "forget", "cell", "output")
 GRU_GATES = ("reset", "update", "new")
 
 
-def measure_gates(model: nn.Module, run_forward: Callable[[], Any]) -> tuple[GateSaturation, ...]:
+def measure_cell_gates(model: nn.Module, run_forward: Callable[[], Any]) -> tuple[CellGateSaturation, ...]:
     modules = {name: m for name, m in model.named_modules() if type(m) in (nn.LSTM, nn.GRU)}
     modules = {n: m for n, m in modules.items() if getattr(m, "proj_size", 0) == 0}
     if not modules:
@@ -47,7 +47,7 @@ def _capture(name: str, seen: dict[str, tuple[torch.Tensor, Any]]) -> Callable[.
     return hook
 
 
-def _module_gates(name: str, rnn: nn.RNNBase, x: torch.Tensor, hx: Any) -> GateSaturation:
+def _module_gates(name: str, rnn: nn.RNNBase, x: torch.Tensor, hx: Any) -> CellGateSaturation:
     lstm = isinstance(rnn, nn.LSTM)
     seq = x.float()
     if seq.dim() == 2:
@@ -62,7 +62,7 @@ def _module_gates(name: str, rnn: nn.RNNBase, x: torch.Tensor, hx: Any) -> GateS
         tails += counts
         total += seq.numel()
     fractions = (tails / max(total, 1)).tolist()
-    return GateSaturation(
+    return CellGateSaturation(
         module=name,
         type=type(rnn).__name__,
         layers=rnn.num_layers,

@@ -1,133 +1,174 @@
 """The collect stage: the measured passes over the sample batches, and the ProbeResult they give
 (per-layer statistics, activations, through-time curves, the origin of a NaN, the run's records).
+
+It takes the frozen records of the stages before it (`Prepared`, `StageRecords`) and writes into
+neither; more batches, when a statistic needs them, come from `prepared.source`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from gradcheck_cli.load.source import locate_modules
-from gradcheck_cli.measure import distributed, observe, structure, through_time
-from gradcheck_cli.measure import zero_gains as zero_gates
+from gradcheck_cli.measure import distributed, observe, structure, through_time, zero_gains
 from gradcheck_cli.measure.anomaly import NonfiniteOrigin, find_origin
 from gradcheck_cli.measure.attention import measure_attention
-from gradcheck_cli.measure.cell_gate_saturation import measure_gates
+from gradcheck_cli.measure.batch_source import batch_size_of
+from gradcheck_cli.measure.batches import Batch, describe
+from gradcheck_cli.measure.cell_gate_saturation import measure_cell_gates
 from gradcheck_cli.measure.functional import FunctionalActivations
-from gradcheck_cli.measure.inputs import Batch, describe, describe_extra_args
+from gradcheck_cli.measure.inputs import describe_extra_args
 from gradcheck_cli.measure.layer_kinds import has_normalization
+from gradcheck_cli.measure.losses import LossChoice
 from gradcheck_cli.measure.outputs import left_out_feeders
-from gradcheck_cli.measure.preparation import more_batches
+from gradcheck_cli.measure.passes import Prepared, StageRecords, counted, forward, loss_of
 from gradcheck_cli.measure.probe import GradientProbe
-from gradcheck_cli.measure.session import Session, counted, forward, loss_of
-from gradcheck_cli.records.stats import LayerStats, LeftOutOutputs, ModelInfo, ProbeResult, RunInfo
+from gradcheck_cli.records.stats import (
+    ActivationStats,
+    LayerStats,
+    LeftOutOutputs,
+    ModelInfo,
+    ProbeResult,
+    RunInfo,
+    SourceRef,
+)
+
+NO_RECORDS = StageRecords()
 
 
-def probe(session: Session, started: float) -> ProbeResult:
-    model = session.loaded.module
+@dataclass(frozen=True, slots=True)
+class _Passes:
+    """What the measured forward/backward passes over the batches saw."""
+
+    layers: tuple[LayerStats, ...]
+    activations: tuple[ActivationStats, ...]
+    losses: list[float]
+    loss: LossChoice | None
+    left_out: LeftOutOutputs | None
+    has_residual: bool | None
+
+
+def probe(prepared: Prepared, started: float, records: StageRecords = NO_RECORDS) -> ProbeResult:
+    """Measure the prepared model on its batches; `records` (--weights, --steps, float16) go into
+    the result as they are, and float16's loss scale scales the measured backward passes."""
+    model = prepared.model
     sources = locate_modules(model)
-    losses: list[float] = []
-    left_out: LeftOutOutputs | None = None
-    # Under torchrun each rank measures its share of the batches; the raw sums are combined below.
-    mine = distributed.my_batches(len(session.batches))
-    residual: bool | None = None
-    with GradientProbe(model, sources) as gradient_probe:
-        functional_calls = FunctionalActivations(lambda: gradient_probe.last_layer)
-        for index in counted(session, "measuring batch", mine, len(session.batches)):
-            batch = session.batches[index]
-            model.zero_grad(set_to_none=True)
-            with functional_calls.watch():  # the model's forward only, not the loss
-                output = forward(session, batch)
-            choice = loss_of(session, batch, output, index)
-            if residual is None:
-                residual = structure.has_residual_add(choice.value)
-            left_out = left_out or left_out_feeders(model, choice.value, choice.left_out)
-            (choice.value * session.loss_scale).backward()
-            gradient_probe.collect(unscale=session.loss_scale)
-            losses.append(choice.value.detach())  # type: ignore[arg-type]
-            session.loss = choice
-        distributed.combine_batches(gradient_probe, mine, len(session.batches))
-        layers = gradient_probe.layer_stats()
-        activations = gradient_probe.activation_stats() + functional_calls.stats()
-    model.zero_grad(set_to_none=True)
-    activations, session.extra_samples = observe.top_up(
+    passes = _measured_passes(prepared, sources, records.loss_scale)
+    activations = observe.top_up(
         model,
-        activations,
-        session.batches,
-        lambda count: more_batches(session, count),
-        lambda batch: forward(session, batch),
-        _batch_size(session.batches[0]),
+        passes.activations,
+        prepared.batches,
+        prepared.source.more,
+        lambda batch: forward(prepared, batch),
+        batch_size_of(prepared.batches[0]) or 0,
     )
-    first = session.batches[0]
-    layers, found_gates = zero_gates.measure(
-        model, _backward_runner(session, first), layers, session.config.seed, session.loss_scale
+    first = prepared.batches[0]
+    layers, found_gains = zero_gains.measure(
+        model,
+        _backward_runner(prepared, first, records.loss_scale),
+        passes.layers,
+        prepared.config.seed,
+        records.loss_scale,
     )
-    recurrent = through_time.measure(model, lambda: forward(session, first), session.config.seed, sources)
-    origin = _nonfinite_origin(session, layers)
-    loss_values = torch.stack(losses).float().tolist() if losses else []  # type: ignore[arg-type]
-    loss_values = distributed.gather_floats(loss_values)
+    recurrent = through_time.measure(model, lambda: forward(prepared, first), prepared.config.seed, sources)
+    origin = _nonfinite_origin(prepared, layers)
+    loss_values = distributed.gather_floats(passes.losses)
     return ProbeResult(
-        model=_model_info(session),
-        run=_run_info(session, time.perf_counter() - started),
+        model=_model_info(prepared),
+        run=_run_info(prepared, passes.loss, time.perf_counter() - started),
         layers=layers,
         activations=activations,
         through_time=recurrent,
         has_normalization=has_normalization(model),
         loss_value=sum(loss_values) / len(loss_values) if loss_values else float("nan"),
-        fp16_underflow=session.fp16_underflow,
-        training=session.training,
-        checkpoint=session.checkpoint,
-        **_recomputed(model, lambda: forward(session, first)),
+        fp16_underflow=records.fp16_underflow,
+        training=records.training,
+        checkpoint=records.checkpoint,
+        **_recomputed(model, lambda: forward(prepared, first)),
         nonfinite_op=origin.op if origin else None,
         nonfinite_source=origin.source if origin else None,
-        left_out=left_out,
-        gates=found_gates,
-        has_residual=residual,
+        left_out=passes.left_out,
+        gates=found_gains,
+        has_residual=passes.has_residual,
     )
 
 
+def _measured_passes(prepared: Prepared, sources: dict[str, SourceRef], loss_scale: float) -> _Passes:
+    """Forward, loss and backward on this rank's share of the batches, under the gradient probe
+    (under torchrun each rank measures its share; the raw sums are combined across ranks)."""
+    model, batches = prepared.model, prepared.batches
+    losses: list[torch.Tensor] = []
+    passes = _Passes((), (), [], None, None, None)
+    mine = distributed.my_batches(len(batches))
+    with GradientProbe(model, sources) as gradient_probe:
+        functional_calls = FunctionalActivations(lambda: gradient_probe.last_layer)
+        for index in counted(prepared, "measuring batch", mine, len(batches)):
+            batch = batches[index]
+            model.zero_grad(set_to_none=True)
+            with functional_calls.watch():  # the model's forward only, not the loss
+                output = forward(prepared, batch)
+            choice = loss_of(prepared, batch, output, index)
+            passes = _first_seen(passes, model, choice)
+            (choice.value * loss_scale).backward()
+            gradient_probe.collect(unscale=loss_scale)
+            losses.append(choice.value.detach())
+        distributed.combine_batches(gradient_probe, mine, len(batches))
+        layers = gradient_probe.layer_stats()
+        activations = gradient_probe.activation_stats() + functional_calls.stats()
+    model.zero_grad(set_to_none=True)
+    loss_values = torch.stack(losses).float().tolist() if losses else []
+    return dataclasses.replace(passes, layers=layers, activations=activations, losses=loss_values)
+
+
+def _first_seen(passes: _Passes, model: torch.nn.Module, choice: LossChoice) -> _Passes:
+    """The loss of this batch; the skip connection and the left-out outputs as first found."""
+    residual = passes.has_residual
+    if residual is None:
+        residual = structure.has_residual_add(choice.value)
+    left_out = passes.left_out or left_out_feeders(model, choice.value, choice.left_out)
+    return dataclasses.replace(passes, loss=choice, left_out=left_out, has_residual=residual)
+
+
 def _recomputed(model: torch.nn.Module, run_forward: Callable[[], object]) -> dict[str, Any]:
-    """LSTM/GRU gate saturation and attention probabilities, recomputed from one forward's inputs."""
+    """LSTM/GRU cell gate saturation and attention probabilities, recomputed from one forward's inputs."""
     return {
-        "gate_saturation": measure_gates(model, run_forward),
+        "gate_saturation": measure_cell_gates(model, run_forward),
         "attention": measure_attention(model, run_forward),
     }
 
 
-def _nonfinite_origin(session: Session, layers: tuple[LayerStats, ...]) -> NonfiniteOrigin | None:
+def _nonfinite_origin(prepared: Prepared, layers: tuple[LayerStats, ...]) -> NonfiniteOrigin | None:
     """Only when the probe saw NaN/inf: re-run one batch under anomaly detection to name the op."""
     if not any(layer.nonfinite for layer in layers):
         return None
     origin = None
-    for index, batch in enumerate(session.batches):
-        origin = find_origin(_loss_runner(session, batch, index))
+    for index, batch in enumerate(prepared.batches):
+        origin = find_origin(_loss_runner(prepared, batch, index))
         if origin is not None:
             break
-    session.loaded.module.zero_grad(set_to_none=True)
+    prepared.model.zero_grad(set_to_none=True)
     return origin
 
 
-def _batch_size(batch: Batch) -> int:
-    first = next((t for t in (*batch.args, *batch.kwargs.values()) if isinstance(t, torch.Tensor)), None)
-    return int(first.shape[0]) if first is not None and first.dim() > 0 else 0
-
-
-def _backward_runner(session: Session, batch: Batch) -> Callable[[], None]:
+def _backward_runner(prepared: Prepared, batch: Batch, loss_scale: float) -> Callable[[], None]:
     def run() -> None:
-        loss = loss_of(session, batch, forward(session, batch), 0).value
-        (loss * session.loss_scale).backward()
+        loss = loss_of(prepared, batch, forward(prepared, batch), 0).value
+        (loss * loss_scale).backward()
 
     return run
 
 
-def _loss_runner(session: Session, batch: Batch, index: int) -> Callable[[], torch.Tensor]:
-    return lambda: loss_of(session, batch, forward(session, batch), index).value
+def _loss_runner(prepared: Prepared, batch: Batch, index: int) -> Callable[[], torch.Tensor]:
+    return lambda: loss_of(prepared, batch, forward(prepared, batch), index).value
 
 
-def _batch_shapes(batches: list[Batch]) -> tuple[str, ...]:
+def _batch_shapes(batches: tuple[Batch, ...]) -> tuple[str, ...]:
     """What a hook or the caller handed over, as the header shows it: ('float32[32x784]',)."""
     if not batches:
         return ()
@@ -137,33 +178,32 @@ def _batch_shapes(batches: list[Batch]) -> tuple[str, ...]:
     )
 
 
-def _model_info(session: Session) -> ModelInfo:
-    model = session.loaded.module
+def _model_info(prepared: Prepared) -> ModelInfo:
+    model, loaded = prepared.model, prepared.loaded
     params = {id(p): p for p in model.parameters()}.values()
     return ModelInfo(
         class_name=type(model).__name__,
         parameters=sum(p.numel() for p in params),
         trainable=sum(p.numel() for p in params if p.requires_grad),
-        device=session.device,
-        dtype=session.config.dtype,
-        found_by=session.loaded.found_by,
-        init_args=dict(session.loaded.init_args),
-        source=session.loaded.source,
+        device=prepared.device,
+        dtype=prepared.config.dtype,
+        found_by=loaded.found_by,
+        init_args=dict(loaded.init_args),
+        source=loaded.source,
     )
 
 
-def _run_info(session: Session, seconds: float) -> RunInfo:
-    loss = session.loss
-    plan = session.plan
-    inputs = tuple(str(s) for s in plan.specs) or _batch_shapes(session.batches)
+def _run_info(prepared: Prepared, loss: LossChoice | None, seconds: float) -> RunInfo:
+    config, plan = prepared.config, prepared.plan
+    inputs = tuple(str(s) for s in plan.specs) or _batch_shapes(prepared.batches)
     inputs += describe_extra_args(plan)
-    if session.config.target_arg:
-        inputs += (f"{session.config.target_arg}=<targets>",)
+    if config.target_arg:
+        inputs += (f"{config.target_arg}=<targets>",)
     return RunInfo(
-        batches=len(session.batches),
-        steps=session.config.steps,
-        seed=session.config.seed,
-        loss=loss.name if loss else session.config.loss,
+        batches=len(prepared.batches),
+        steps=config.steps,
+        seed=config.seed,
+        loss=loss.name if loss else config.loss,
         loss_reason=loss.reason if loss else "",
         inputs=inputs,
         seconds=seconds,

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from gradcheck_cli.load.source import is_user_frame
+from gradcheck_cli.measure.compat import ConvNd
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +134,7 @@ def _module_text(module: nn.Module, tensor: torch.Tensor | None) -> str:
     if isinstance(module, nn.Linear):
         size = f", got {tensor.shape[-1]} features" if tensor is not None and tensor.dim() else ""
         return f"Linear({module.in_features} -> {module.out_features}){size}{got}"
-    if isinstance(module, nn.modules.conv._ConvNd) and tensor is not None and tensor.dim() > 1:
+    if isinstance(module, ConvNd) and tensor is not None and tensor.dim() > 1:
         kind = type(module).__name__
         return f"{kind}({module.in_channels} -> {module.out_channels}), got {tensor.shape[1]} channels{got}"
     if isinstance(module, nn.Embedding) and tensor is not None and tensor.numel():

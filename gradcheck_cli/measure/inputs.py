@@ -1,119 +1,21 @@
-"""Build the sample batches: from --input, the file's sample_batch(), or the model itself."""
+"""Input inference: which inputs the model takes (--input, a builtin's defaults, or read off its
+first layer), as an InputPlan, and the forward arguments it needs after them. The search that
+tries candidate inputs is input_search.py; making the batches is batches.py and batch_source.py."""
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import re
-import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from gradcheck_cli.config.specs import InputSpec, parse_input
-from gradcheck_cli.measure.forward_error import describe_failure
 from gradcheck_cli.records.errors import InputError
 
 DEFAULT_BATCH = 16
 DEFAULT_SEQ = 32
-EXPLICIT_KEYS = {"args", "kwargs", "target"}
-
-
-@dataclass(slots=True, kw_only=True)
-class Batch:
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    target: Any = None
-
-
-STREAMS = {"targets": 1, "labels": 2}
-"""Random draws besides the inputs, each from its own generator: a loss's random targets never
-repeat the inputs (for a model whose output equals its input that would make every gradient 0)."""
-
-
-def stream(seed: int, purpose: str, index: int = 0) -> torch.Generator:
-    """The generator for `purpose` ('targets', 'labels') on batch `index`, independent of the inputs'.
-
-    The inputs draw from a generator seeded with `seed` itself; these seeds are a 64-bit mix of
-    (seed, purpose, index) (splitmix64's finaliser), so they never coincide with a small seed.
-    """
-    value = (seed * 0x9E3779B97F4A7C15 + STREAMS[purpose] * 0xBF58476D1CE4E5B9 + index) & _MASK64
-    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return torch.Generator().manual_seed(value ^ (value >> 31))
-
-
-_MASK64 = (1 << 64) - 1
-
-
-def reference_input(batch: Batch) -> torch.Tensor | None:
-    """The batch's first float tensor (positional first): what a reconstruction loss gives back."""
-    for value in (*batch.args, *batch.kwargs.values()):
-        if isinstance(value, torch.Tensor) and value.is_floating_point():
-            return value
-    return None
-
-
-def generate(spec: InputSpec, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
-    if spec.kind == "int":
-        high = int(spec.high or 2)
-        return torch.randint(0, high, spec.shape, generator=generator)
-    if spec.low is not None and spec.high is not None:
-        return spec.low + (spec.high - spec.low) * torch.rand(spec.shape, generator=generator, dtype=dtype)
-    return torch.randn(spec.shape, generator=generator, dtype=dtype)
-
-
-def batches_from_specs(specs: Sequence[InputSpec], count: int, seed: int, dtype: torch.dtype) -> list[Batch]:
-    generator = torch.Generator().manual_seed(seed)
-    return [Batch(args=tuple(generate(s, generator, dtype) for s in specs)) for _ in range(count)]
-
-
-def batches_from_hook(hook: Callable[[], Any], count: int, seed: int) -> list[Batch]:
-    out = []
-    for i in range(count):
-        torch.manual_seed(seed + i)
-        try:
-            with contextlib.redirect_stdout(sys.stderr):  # keep a JSON report on stdout clean
-                raw = hook()
-        except Exception as exc:
-            raise InputError(f"sample_batch() raised {type(exc).__name__}: {exc}") from exc
-        out.append(normalize_batch(raw))
-    return out
-
-
-def normalize_batch(raw: Any) -> Batch:
-    """A batch as a training loop sees it: tensor, kwargs dict, (inputs, target), or args/kwargs/target."""
-    if isinstance(raw, torch.Tensor):
-        return Batch(args=(raw,))
-    if isinstance(raw, dict):
-        if raw and set(raw) <= EXPLICIT_KEYS:
-            args = raw.get("args", ())
-            return Batch(
-                args=tuple(args) if isinstance(args, (tuple, list)) else (args,),
-                kwargs=dict(raw.get("kwargs", {})),
-                target=raw.get("target"),
-            )
-        return Batch(args=(), kwargs=dict(raw))
-    if isinstance(raw, (tuple, list)) and len(raw) == 2:
-        inputs, target = raw
-        if isinstance(inputs, dict):
-            return Batch(args=(), kwargs=dict(inputs), target=target)
-        if isinstance(inputs, (tuple, list)):
-            return Batch(args=tuple(inputs), target=target)
-        return Batch(args=(inputs,), target=target)
-    if isinstance(raw, (tuple, list)):
-        return Batch(args=tuple(raw))
-    raise InputError(
-        f"sample_batch() returned a {type(raw).__name__}",
-        "return a tensor, a dict of keyword arguments, (inputs, target), or {'args', 'kwargs', 'target'}",
-    )
-
-
-Attempt = Callable[["InputPlan"], Exception | None]
-"""Run one forward on a plan's inputs; the exception it raised, or None when it ran."""
 
 SPATIAL_SIZES = (28, 32, 64, 224)
 VOLUME_SIZES = (16, 32)
@@ -150,95 +52,20 @@ def infer_inputs(model: nn.Module, batch_size: int | None, layout: str | None) -
     size = batch_size or DEFAULT_BATCH
     for name, module in revealing_modules(model):
         specs = candidate_specs(model, module, size, layout)
-        return _plan(model, name, module, specs[0], size, "")
-    raise _no_revealing_layer(model)
+        return plan_for_layer(model, name, module, specs[0], size, "")
+    raise no_revealing_layer(model)
 
 
-def _no_revealing_layer(model: nn.Module) -> InputError:
+def no_revealing_layer(model: nn.Module) -> InputError:
     return InputError(
         f"cannot infer an input for {type(model).__name__}: no Linear, Conv, Embedding or recurrent layer found",
         "pass one with --input, e.g. --input 16x784, or define sample_batch() in the file",
     )
 
 
-def search_inputs(
-    model: nn.Module, batch_size: int | None, layout: str | None, attempt: Attempt
+def plan_for_layer(
+    model: nn.Module, name: str, module: nn.Module, spec: InputSpec, size: int, note: str
 ) -> InputPlan:
-    """Try inputs for the first layer that runs (forward order), over spatial sizes and sequence lengths.
-
-    Registration order gives the first guess; a forward pre-hook on every revealing module tells
-    which one actually ran first, and the search restarts from that one when they differ.
-    """
-    size = batch_size or DEFAULT_BATCH
-    layers = revealing_modules(model)
-    if not layers:
-        raise _no_revealing_layer(model)
-    name, module = layers[0]
-    tried: list[tuple[InputPlan, Exception]] = []
-    for _ in range(2):
-        ran_first, found = _search_one(model, name, module, size, layout, attempt, tried)
-        if found is not None:
-            return found
-        if ran_first is None or ran_first[1] is module:
-            break
-        name, module = ran_first
-    raise _nothing_fits(model, tried)
-
-
-def _search_one(
-    model: nn.Module,
-    name: str,
-    module: nn.Module,
-    size: int,
-    layout: str | None,
-    attempt: Attempt,
-    tried: list[tuple[InputPlan, Exception]],
-) -> tuple[tuple[str, nn.Module] | None, InputPlan | None]:
-    specs = candidate_specs(model, module, size, layout)
-    first_run: tuple[str, nn.Module] | None = None
-    for index, spec in enumerate(specs):
-        note = _search_note(module, spec, specs, tried) if index else ""
-        plan = _plan(model, name, module, spec, size, note)
-        with _first_called(model) as seen:
-            error = attempt(plan)
-        first_run = first_run or (seen[0] if seen else None)
-        if error is None:
-            return first_run, plan
-        tried.append((plan, error))
-    return first_run, None
-
-
-class _first_called:
-    """Context manager: which revealing module's forward is called first."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.seen: list[tuple[str, nn.Module]] = []
-        self.handles: list[Any] = []
-
-    def __enter__(self) -> list[tuple[str, nn.Module]]:
-        for name, module in revealing_modules(self.model):
-            self.handles.append(module.register_forward_pre_hook(self._hook(name)))
-        return self.seen
-
-    def _hook(self, name: str) -> Callable[..., None]:
-        def record(module: nn.Module, args: Any) -> None:
-            if not self.seen:
-                self.seen.append((name, module))
-
-        return record
-
-    def __exit__(self, *exc: object) -> None:
-        for handle in self.handles:
-            handle.remove()
-
-
-def _search_note(module: nn.Module, spec: InputSpec, specs: list[InputSpec], tried: list[Any]) -> str:
-    failed = [str(plan.specs[0]) for plan, _ in tried]
-    return f"; chose {spec} after {', '.join(failed)} failed" if failed else ""
-
-
-def _plan(model: nn.Module, name: str, module: nn.Module, spec: InputSpec, size: int, note: str) -> InputPlan:
     origin = f"inferred from {name or 'the model'} ({type(module).__name__}){note}"
     tokens = token_inputs(model, size, given=1)
     if tokens:
@@ -281,25 +108,6 @@ def _required_positional(model: nn.Module) -> list[inspect.Parameter]:
         return []
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     return [p for p in positional if p.default is inspect.Parameter.empty]
-
-
-def _nothing_fits(model: nn.Module, tried: list[tuple[InputPlan, Exception]]) -> InputError:
-    plan, error = tried[0]
-    shapes = ", ".join(str(p.specs[0]) for p, _ in tried)
-    text = str(error).strip().splitlines()
-    first = text[0] if text else ""
-    hint = "pass the input shape with --input (e.g. --input 16x3x32x32, --input int:8x128:50257), "
-    hint += "or define sample_batch() in the model file"
-    if "Double" in first:
-        hint = "the model computes in float64: pass --dtype float64; or " + hint
-    user, layer = describe_failure(error, model)
-    head = f"{user.function} ({user.where}): {user.call} raised" if user else "the model's forward raised"
-    return InputError(
-        f"{head} {type(error).__name__}: {first}"
-        + (f"\n  in {layer}" if layer else "")
-        + f"\n  inputs tried ({plan.origin.split(';')[0]}): {shapes}",
-        hint,
-    )
 
 
 def candidate_specs(model: nn.Module, module: nn.Module, size: int, layout: str | None) -> list[InputSpec]:
@@ -375,54 +183,11 @@ def extra_forward_args(model: nn.Module, given: int) -> tuple[str, ...]:
     return tuple("init_hidden" if has_init_hidden and i == 0 else "none" for i, _ in enumerate(missing))
 
 
-def fill_extra_args(model: nn.Module, batches: list[Batch], plan: InputPlan) -> list[Batch]:
-    """Append the required extra forward arguments: model.init_hidden(batch) where it exists, else None."""
-    if not plan.extra_args:
-        return batches
-    out = []
-    for batch in batches:
-        extras = tuple(
-            model.init_hidden(plan.batch_size) if kind == "init_hidden" else None  # type: ignore[operator]
-            for kind in plan.extra_args
-        )
-        out.append(Batch(args=batch.args + extras, kwargs=batch.kwargs, target=batch.target))
-    return out
-
-
 def describe_extra_args(plan: InputPlan) -> tuple[str, ...]:
     return tuple(
         f"model.init_hidden({plan.batch_size})" if kind == "init_hidden" else "None"
         for kind in plan.extra_args
     )
-
-
-def labels_from_spec(spec: InputSpec, seed: int, index: int) -> torch.Tensor:
-    """--labels SPEC for batch `index`: integer class labels (or float targets), from the labels stream."""
-    return generate(spec, stream(seed, "labels", index), torch.float32)
-
-
-def labels_for_head(output: Any, batch_size: int) -> InputSpec | None:
-    """Labels shaped for the head that consumes them, read off the output of a forward without them.
-
-    (B, C) logits: one class per sample, int:B:C; (B, T, V): one per position, int:BxT:V; (B, 1)
-    or (B,): a regression, float:B. None when the output does not say.
-    """
-    from gradcheck_cli.measure.outputs import split_output
-
-    head = split_output(output).main
-    if head is None or not head.tensor.is_floating_point() or head.tensor.dim() == 0:
-        return None
-    shape = tuple(head.tensor.shape)
-    if shape[0] != batch_size:
-        return None
-    if len(shape) == 1 or (len(shape) == 2 and shape[1] == 1):
-        return InputSpec(shape=(batch_size,))
-    return InputSpec(shape=shape[:-1], kind="int", low=0, high=shape[-1])
-
-
-def token_targets(spec: InputSpec, generator: torch.Generator) -> torch.Tensor:
-    """Next-token-style targets for --target-arg: integers of the input's shape and range."""
-    return torch.randint(0, int(spec.high or 2), spec.shape, generator=generator)
 
 
 def plan_inputs(
@@ -445,27 +210,3 @@ def plan_inputs(
         )
         return InputPlan(specs=specs, origin="builtin", batch_size=size)
     return infer_inputs(model, batch_size, layout)
-
-
-def move(value: Any, device: torch.device | str, dtype: torch.dtype | None = None) -> Any:
-    """Move tensors inside tuples, lists and dicts; float tensors also take `dtype`."""
-    if isinstance(value, torch.Tensor):
-        if dtype is not None and value.is_floating_point():
-            return value.to(device=device, dtype=dtype)
-        return value.to(device)
-    if isinstance(value, dict):
-        return {k: move(v, device, dtype) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return type(value)(move(v, device, dtype) for v in value)
-    return value
-
-
-def describe(value: Any) -> str:
-    """Shapes of a batch's tensors, for messages: 'float32[16x784]'."""
-    if isinstance(value, torch.Tensor):
-        return f"{str(value.dtype).removeprefix('torch.')}[{'x'.join(map(str, value.shape))}]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {describe(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (tuple, list)):
-        return "(" + ", ".join(describe(v) for v in value) + ")"
-    return type(value).__name__

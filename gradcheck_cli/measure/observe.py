@@ -45,20 +45,19 @@ def top_up(
     more: Callable[[int], list[Any]],
     run_forward: Callable[[Any], object],
     batch_size: int,
-) -> tuple[tuple[ActivationStats, ...], int]:
-    """The ReLU statistics over `batches` plus enough extra batches from `more(count)`, and the
-    number of extra samples run (0 when nothing was needed or no more inputs can be made)."""
+) -> tuple[ActivationStats, ...]:
+    """The ReLU statistics over `batches` plus enough extra batches from `more(count)` (as they
+    were when nothing was needed or no more inputs can be made)."""
     need = needed_samples(activations, batch_size * len(batches))
     if not need or batch_size <= 0:
-        return activations, 0
+        return activations
     extra = more(min(MAX_EXTRA_BATCHES, math.ceil(need / batch_size)))
     if not extra:
-        return activations, 0
+        return activations
     with model_kept(model), torch.no_grad(), GradientProbe(model) as probe:
         functional = FunctionalActivations(lambda: probe.last_layer)
         for batch in (*batches, *extra):
             with functional.watch():
                 run_forward(batch)
         fresh = {a.name: a for a in (*probe.activation_stats(), *functional.stats())}
-    topped = tuple(fresh.get(a.name, a) if a.family == "relu" else a for a in activations)
-    return topped, batch_size * len(extra)
+    return tuple(fresh.get(a.name, a) if a.family == "relu" else a for a in activations)

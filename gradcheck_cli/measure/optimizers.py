@@ -20,7 +20,6 @@ from torch import nn
 
 from gradcheck_cli.records.errors import ConfigError
 
-FILE_HOOKS = ("configure_optimizers", "build_optimizer", "optimizer")
 DEFAULT_LR = 0.01
 
 

@@ -74,7 +74,8 @@ def train(
             scaler.update()
             ratios = _update_ratios(owners, before)
             flags = [*grads_finite, *_all_finite(owners, grads=False)]
-            host = torch.stack([loss.detach().float().reshape(()), total, *grads, *ratios, *flags]).tolist()
+            wide = [loss.detach().reshape(()), total, *grads, *ratios, *flags]
+            host = torch.stack([t.to(_wide(t.device)) for t in wide]).tolist()
             skipped = scale is not None and scaler.get_scale() < scale  # GradScaler skipped an overflow
             records.divergence = _divergence(step, host, owners, watch.first_nonfinite(), skipped)
             if records.divergence is not None:
@@ -99,7 +100,7 @@ def _layer_grad_norms(owners: Owners) -> list[torch.Tensor]:
     """Each module's own parameter-gradient L2 norm (NaN when none got a gradient), on the device."""
     out = []
     for _, params in owners:
-        grads = [p.grad.detach().float().square().sum() for p in params if p.grad is not None]
+        grads = [_square_sum(p.grad) for p in params if p.grad is not None]
         device = params[0].device
         out.append(torch.stack(grads).sum().sqrt() if grads else torch.tensor(math.nan, device=device))
     return out
@@ -110,13 +111,10 @@ def _total_norm(owners: Owners, clip: float | None) -> torch.Tensor:
     params = [p for _, ps in owners for p in ps if p.grad is not None]
     if not params:
         return torch.tensor(math.nan)
+    total = torch.stack([_square_sum(p.grad) for p in params if p.grad is not None]).sum().sqrt()
     if clip is not None:
-        return torch.nn.utils.clip_grad_norm_(params, clip).detach().float()
-    return (
-        torch.stack([p.grad.detach().float().square().sum() for p in params if p.grad is not None])
-        .sum()
-        .sqrt()
-    )
+        torch.nn.utils.clip_grad_norm_(params, clip)
+    return total
 
 
 def _update_ratios(owners: Owners, before: list[list[torch.Tensor]]) -> list[torch.Tensor]:
@@ -124,11 +122,25 @@ def _update_ratios(owners: Owners, before: list[list[torch.Tensor]]) -> list[tor
     out = []
     for (_, params), olds in zip(owners, before, strict=True):
         delta = torch.stack(
-            [(p.detach() - o).float().square().sum() for p, o in zip(params, olds, strict=True)]
+            [
+                _square_sum(p.detach().to(_wide(o.device)) - o.to(_wide(o.device)))
+                for p, o in zip(params, olds, strict=True)
+            ]
         )
-        weight = torch.stack([o.float().square().sum() for o in olds])
-        out.append(delta.sum().sqrt() / weight.sum().sqrt().clamp_min(1e-30))
+        weight = torch.stack([_square_sum(o) for o in olds])
+        out.append(delta.sum().sqrt() / weight.sum().sqrt().clamp_min(1e-300))
     return out
+
+
+def _wide(device: torch.device) -> torch.dtype:
+    """float64 wherever the device has it (MPS has not): a float32 sum of squares overflows at
+    norms above ~1.8e19, which would drop the layer that blew up most as merely non-finite."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _square_sum(t: torch.Tensor) -> torch.Tensor:
+    """The sum of squares in float64 (a float32 square of 2e19 is already inf)."""
+    return t.detach().to(_wide(t.device)).square().sum()
 
 
 def _restore(owners: Owners, before: list[list[torch.Tensor]]) -> None:

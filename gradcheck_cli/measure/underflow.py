@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from gradcheck_cli.measure.passes import Prepared, forward, loss_of
 from gradcheck_cli.records.stats import Fp16Underflow, LayerUnderflow
 
 # The loss scale torch.amp.GradScaler starts at and how it backs off after an overflow.
@@ -16,6 +17,16 @@ GRAD_SCALER_BACKOFF = 0.5
 
 RunLoss = Callable[[str], torch.Tensor]
 """Runs one forward pass under the given dtype ('float32' or 'float16') and returns the loss."""
+
+
+def measure_precision(prepared: Prepared) -> Fp16Underflow:
+    """float16: how many gradient elements flush to zero without a GradScaler, and the scale to use."""
+    first = prepared.batches[0]
+
+    def run_loss(dtype: str) -> torch.Tensor:
+        return loss_of(prepared, first, forward(prepared, first, dtype), 0).value
+
+    return measure_fp16_underflow(prepared.model, run_loss, prepared.config.seed)
 
 
 def measure_fp16_underflow(model: nn.Module, run_loss: RunLoss, seed: int) -> Fp16Underflow:

@@ -17,9 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradcheck_cli.measure.inputs import Batch
+from gradcheck_cli.measure.batches import Batch
 from gradcheck_cli.measure.optimizers import ChosenOptimizer
 from gradcheck_cli.measure.training import (
+    Owners,
     StepRecords,
     _all_finite,
     _append,
@@ -65,23 +66,7 @@ def train_user_step(
                 pending.clear()
                 watch.reset()
                 loss = _call(train_step, model, batch_of(step), optimizer, extra)
-                if "grads" not in pending:
-                    raise ConfigError(
-                        f"--steps: train_step() in the model file did not call optimizer.step() (step {step + 1})",
-                        "train_step(model, batch, optimizer) must run one training step with the optimizer it is given",
-                    )
-                ratios = pending.get("ratios") or [torch.zeros(()) for _ in owners]
-                flags = [*pending["finite"], *_all_finite(owners, grads=False)]
-                value = torch.as_tensor(float("nan") if loss is None else _float(loss))
-                host = torch.stack(
-                    [
-                        value.float().reshape(()),
-                        pending["total"].float().reshape(()),
-                        *pending["grads"],
-                        *ratios,
-                        *flags,
-                    ]
-                ).tolist()
+                host = _step_numbers(step, loss, pending, owners)
                 records.divergence = _divergence(step, host, owners, watch.first_nonfinite(), False)
                 if records.divergence is not None:
                     _restore(owners, start)
@@ -95,14 +80,36 @@ def train_user_step(
     return records
 
 
+def _step_numbers(step: int, loss: Any, pending: dict[str, Any], owners: Owners) -> list[float]:
+    """One step's loss, total norm, per-layer norms and update ratios, and finiteness flags, in one
+    host transfer (as training.train lays them out)."""
+    if "grads" not in pending:
+        raise ConfigError(
+            f"--steps: train_step() in the model file did not call optimizer.step() (step {step + 1})",
+            "train_step(model, batch, optimizer) must run one training step with the optimizer it is given",
+        )
+    ratios = pending.get("ratios") or [torch.zeros(()) for _ in owners]
+    flags = [*pending["finite"], *_all_finite(owners, grads=False)]
+    value = torch.as_tensor(float("nan") if loss is None else _float(loss))
+    return torch.stack(
+        [
+            value.float().reshape(()),
+            pending["total"].float().reshape(()),
+            *pending["grads"],
+            *ratios,
+            *flags,
+        ]
+    ).tolist()
+
+
 def user_batch(batch: Batch) -> Any:
     """The batch as sample_batch() returned it: the inputs (a tensor, a tuple or a kwargs dict),
-    paired with the target when there is one."""
+    paired with the labels (the target) when there are some."""
     if batch.kwargs and not batch.args:
         inputs: Any = dict(batch.kwargs)
     else:
         inputs = batch.args[0] if len(batch.args) == 1 else tuple(batch.args)
-    return inputs if batch.target is None else (inputs, batch.target)
+    return inputs if batch.labels is None else (inputs, batch.labels)
 
 
 def _float(loss: Any) -> float:

@@ -11,30 +11,30 @@ import dataclasses
 import math
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import nn
 
+from gradcheck_cli.measure.collect import probe
 from gradcheck_cli.measure.device import seed_everything
+from gradcheck_cli.measure.passes import Prepared, StageRecords
 from gradcheck_cli.records.stats import ProbeResult
 from gradcheck_cli.records.trained import (
     ActivationVersus,
     AttentionVersus,
-    GateVersus,
+    CellGateVersus,
     HorizonVersus,
     LayerVersus,
     Versus,
 )
 
-if TYPE_CHECKING:
-    from gradcheck_cli.measure.session import Session
-
 State = dict[str, torch.Tensor]
 T = TypeVar("T")
 
 
-def snapshot(model: nn.Module) -> State:
+def state_copy(model: nn.Module) -> State:
+    """The model's state (parameters and buffers), detached and cloned."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
@@ -58,22 +58,19 @@ def load_reference(
 
 
 def measure_versus(
-    session: Session, now: ProbeResult, init_state: State | None, started: float
+    prepared: Prepared, records: StageRecords, now: ProbeResult, init_state: State | None, started: float
 ) -> ProbeResult:
-    """`now` with its `versus` filled: the reference state measured by the same probe, same batches."""
-    from gradcheck_cli.measure.collect import probe
-
-    config, model = session.config, session.loaded.module
+    """`now` with its `versus` filled: the reference state measured by the same probe, same batches
+    (and the same float16 loss scale; the reference state was not trained, so no training record)."""
+    config, model = prepared.config, prepared.model
     assert config.versus is not None
-    own, training = snapshot(model), session.training
+    own = state_copy(model)
     try:
-        name = load_reference(model, config.versus, init_state, session.device, config.weights_partial)
+        name = load_reference(model, config.versus, init_state, prepared.device, config.weights_partial)
         seed_everything(config.seed)
-        session.training = None
-        then = probe(session, started)
+        then = probe(prepared, started, dataclasses.replace(records, training=None))
     finally:
         put_state(model, own)
-        session.training = training
     return dataclasses.replace(now, versus=compare(now, then, name))
 
 
@@ -84,7 +81,7 @@ def compare(now: ProbeResult, then: ProbeResult, reference: str) -> Versus:
         layers=_layers(now, then),
         activations=_activations(now, then),
         through_time=_horizons(now, then),
-        gates=_gates(now, then),
+        gates=_cell_gates(now, then),
         attention=_attention(now, then),
         loss=(now.loss_value, then.loss_value),
     )
@@ -134,9 +131,9 @@ def _horizons(now: ProbeResult, then: ProbeResult) -> tuple[HorizonVersus, ...]:
     )
 
 
-def _gates(now: ProbeResult, then: ProbeResult) -> tuple[GateVersus, ...]:
+def _cell_gates(now: ProbeResult, then: ProbeResult) -> tuple[CellGateVersus, ...]:
     return tuple(
-        GateVersus(module=g.module, gate=gate, saturated_fraction=(value, old.gates.get(gate, math.nan)))
+        CellGateVersus(module=g.module, gate=gate, saturated_fraction=(value, old.gates.get(gate, math.nan)))
         for g, old in _pairs(now.gate_saturation, then.gate_saturation, lambda g: g.module)
         for gate, value in g.gates.items()
     )

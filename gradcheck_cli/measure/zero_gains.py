@@ -28,7 +28,7 @@ from torch import nn
 
 from gradcheck_cli.measure.grads import dense
 from gradcheck_cli.measure.probe import GradientProbe
-from gradcheck_cli.records.stats import GateStats, LayerStats
+from gradcheck_cli.records.stats import LayerStats, ZeroGainStats
 
 GATE_SCALE = 1e-2
 """A parameter is a gate candidate when its largest value, relative to its natural scale (1 for
@@ -64,7 +64,7 @@ def measure(
     layers: tuple[LayerStats, ...],
     seed: int,
     unscale: float = 1.0,
-) -> tuple[tuple[LayerStats, ...], tuple[GateStats, ...]]:
+) -> tuple[tuple[LayerStats, ...], tuple[ZeroGainStats, ...]]:
     """`layers` with gated layers marked, and every gate found. `run_backward` runs one batch's
     forward, loss and backward; it runs twice (closed, then opened), only when candidates exist."""
     found = candidates(model)
@@ -164,7 +164,7 @@ def _judge(
     opened: dict[str, float],
     late: dict[str, torch.Tensor],
     step: float,
-) -> tuple[tuple[LayerStats, ...], tuple[GateStats, ...]]:
+) -> tuple[tuple[LayerStats, ...], tuple[ZeroGainStats, ...]]:
     order = {layer.name: layer.index for layer in layers}
     gates = [
         _gate_record(name, param, grads[name], name in late)
@@ -190,12 +190,12 @@ def _judge(
     return tuple(out), records
 
 
-def _gate_record(name: str, param: nn.Parameter, grad: torch.Tensor | None, second: bool) -> GateStats:
+def _gate_record(name: str, param: nn.Parameter, grad: torch.Tensor | None, second: bool) -> ZeroGainStats:
     with torch.no_grad():
         value = float(dense(param.detach()).abs().max())
         grad_norm = float(dense(grad).float().norm()) if grad is not None else 0.0
     stuck = grad_norm == 0.0 and not second
-    return GateStats(
+    return ZeroGainStats(
         name=name,
         module=name.rsplit(".", 1)[0] if "." in name else "",
         value=value,
@@ -206,14 +206,14 @@ def _gate_record(name: str, param: nn.Parameter, grad: torch.Tensor | None, seco
     )
 
 
-def _gate_of(layer: LayerStats, gates: list[GateStats], order: dict[str, int]) -> GateStats | None:
+def _gate_of(layer: LayerStats, gates: list[ZeroGainStats], order: dict[str, int]) -> ZeroGainStats | None:
     """The gate closing `layer`'s path: one in the same block if any (the longest shared name
     prefix; a squeeze-excite fed by a zero branch is gated by the gain before it), else one that
     runs after it, the nearest in forward order."""
     if not gates:
         return None
 
-    def rank(gate: GateStats) -> tuple[int, int, int]:
+    def rank(gate: ZeroGainStats) -> tuple[int, int, int]:
         index = order.get(gate.module, math.inf)
         downstream = index >= layer.index if gate.module else False
         distance = int(index - layer.index) if math.isfinite(index) else 1 << 30

@@ -32,3 +32,7 @@ class DeviceError(GradcheckError):
 
 class LossError(GradcheckError):
     """The model's output gives no usable loss."""
+
+
+class NothingMeasuredError(GradcheckError):
+    """The run produced no measurement to judge (no hook fired, no tensor loaded): never a verdict."""

@@ -11,7 +11,7 @@ from gradcheck_cli.records.fixes import TriedFix
 from gradcheck_cli.records.stats import (
     ActivationStats,
     AttentionStats,
-    GateSaturation,
+    CellGateSaturation,
     LayerStats,
     ModelInfo,
     ProbeResult,
@@ -63,7 +63,7 @@ class Report:
     """--versus: the reference state measured with the same batches, layer by layer."""
     attention: tuple[AttentionStats, ...] = ()
     """Attention entropy, collapse and largest logit per site (first batch)."""
-    gate_saturation: tuple[GateSaturation, ...] = ()
+    gate_saturation: tuple[CellGateSaturation, ...] = ()
     """Gate saturation of each nn.LSTM/nn.GRU (first batch)."""
     ignored: tuple[Ignored, ...] = ()
     """Findings suppressed by `rules: off`, `ignore:`, --select/--ignore or an inline comment."""

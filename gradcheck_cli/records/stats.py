@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from gradcheck_cli.records.measures import Measures
 from gradcheck_cli.records.precision import Fp16Underflow as Fp16Underflow  # re-exported
 from gradcheck_cli.records.precision import LayerUnderflow as LayerUnderflow  # re-exported
-from gradcheck_cli.records.trained import AttentionStats, CheckpointInfo, GateSaturation, Versus
+from gradcheck_cli.records.trained import AttentionStats, CellGateSaturation, CheckpointInfo, Versus
 
 if TYPE_CHECKING:
     from gradcheck_cli.records.history import History
@@ -209,7 +209,7 @@ class TrainingHistory:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class GateStats:
+class ZeroGainStats:
     """A zero-initialised (or tiny) parameter that closes the gradient path of the layers behind it."""
 
     name: str
@@ -257,7 +257,7 @@ class ProbeResult:
     """Where the user's code called that operation."""
     training: TrainingHistory | None = None
     """Set when --steps trained the model before the measured passes."""
-    gates: tuple[GateStats, ...] = ()
+    gates: tuple[ZeroGainStats, ...] = ()
     """Zero-initialised parameters closing gradient paths (see gradcheck_cli/measure/zero_gains.py)."""
     has_residual: bool | None = None
     """The autograd graph holds a skip connection (x + f(x)); None when not looked at."""
@@ -267,7 +267,7 @@ class ProbeResult:
     a single analysis has none, so they stay silent there."""
     checkpoint: CheckpointInfo | None = None
     """Set when --weights loaded a checkpoint before anything was measured."""
-    gate_saturation: tuple[GateSaturation, ...] = ()
+    gate_saturation: tuple[CellGateSaturation, ...] = ()
     """Gate saturation of each nn.LSTM/nn.GRU, recomputed from its weights on the first batch."""
     attention: tuple[AttentionStats, ...] = ()
     """Attention probabilities per site on the first batch (MultiheadAttention, scaled_dot_product_attention)."""

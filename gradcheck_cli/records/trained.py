@@ -88,7 +88,7 @@ class HorizonVersus:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class GateVersus:
+class CellGateVersus:
     module: str
     gate: str
     saturated_fraction: tuple[float, float]
@@ -111,13 +111,13 @@ class Versus:
     layers: tuple[LayerVersus, ...] = ()
     activations: tuple[ActivationVersus, ...] = ()
     through_time: tuple[HorizonVersus, ...] = ()
-    gates: tuple[GateVersus, ...] = ()
+    gates: tuple[CellGateVersus, ...] = ()
     attention: tuple[AttentionVersus, ...] = ()
     loss: tuple[float, float] = (float("nan"), float("nan"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class GateSaturation:
+class CellGateSaturation:
     """Gates of one nn.LSTM/nn.GRU on the first batch: the fraction of gate values in a flat tail."""
 
     module: str

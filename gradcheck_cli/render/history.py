@@ -22,12 +22,18 @@ NONFINITE = "!"
 
 
 def sparkline(
-    values: Sequence[float], width: int = 24, log: bool = True, bad: Sequence[bool] | None = None
+    values: Sequence[float],
+    width: int = 24,
+    log: bool = True,
+    bad: Sequence[bool] | None = None,
+    bounds: tuple[float, float] | None = None,
 ) -> str:
     """One character per bucket of steps, height by mean log10 (or linear) value.
 
     `!` marks a bucket with a NaN/inf value or a step flagged in `bad`, `·` one whose values are
-    all zero on a log scale, and a blank one where the series has no value (layer absent)."""
+    all zero on a log scale, and a blank one where the series has no value (layer absent).
+    `bounds` fixes the scale (a fraction is drawn on 0..1: always 0 is the lowest block, not a
+    half-height line that reads as 50%)."""
     flags = list(bad) if bad is not None else [False] * len(values)
     levels = [
         _level([values[i] for i in group], any(flags[i] for i in group), log)
@@ -35,6 +41,8 @@ def sparkline(
     ]
     finite = [v for v in levels if isinstance(v, float) and math.isfinite(v)]
     low, high = (min(finite), max(finite)) if finite else (0.0, 0.0)
+    if bounds is not None:
+        low, high = bounds
     return "".join(_char(level, low, high) for level in levels)
 
 
@@ -62,13 +70,24 @@ def _char(level: float | str | None, low: float, high: float) -> str:
         return level
     if high - low < 1e-12:
         return BLOCKS[3]
-    return BLOCKS[min(7, int((level - low) / (high - low) * 8))]
+    return BLOCKS[max(0, min(7, int((level - low) / (high - low) * 8)))]
 
 
 def layer_spark(report: RunReport, name: str, width: int = 24) -> str:
     norms = report.history.layer_series(name, "grad_norm")
     bad = [n > 0 for n in report.history.layer_series(name, "nonfinite")]
     return sparkline(norms, width, bad=bad)
+
+
+def abstained_text(report: RunReport) -> str:
+    """Why a layer shows no slope: the trend needs finite values, enough steps and a good fit."""
+    reasons: dict[str, list[str]] = {}
+    for name, why in report.abstained.items():
+        reasons.setdefault(why, []).append(name)
+    parts = [
+        f"{', '.join(names[:3])}{' ...' if len(names) > 3 else ''}: {why}" for why, names in reasons.items()
+    ]
+    return "no slope (—) for " + "; ".join(parts)
 
 
 def slope_text(report: RunReport, layer: str) -> str:
@@ -107,6 +126,8 @@ class RunTerminalRenderer:
         from rich.text import Text
 
         parts: list[Any] = [Text(_title(report), style="bold"), self._layer_table(report)]
+        if report.abstained:
+            parts.append(Text(abstained_text(report), style="dim"))
         if unit_rows(report):
             parts.append(self._unit_table(report))
         loss = loss_series(report)
@@ -143,7 +164,14 @@ class RunTerminalRenderer:
             table.add_column(column)
         for name, after, measure, series in unit_rows(report):
             first, last = _first_last(series)
-            table.add_row(name, after, measure.split("_")[0], sparkline(series, log=False), first, last)
+            table.add_row(
+                name,
+                after,
+                measure.split("_")[0],
+                sparkline(series, log=False, bounds=(0.0, 1.0)),
+                first,
+                last,
+            )
         return table
 
     def _findings(self, report: RunReport) -> list[Any]:
@@ -190,6 +218,8 @@ class RunMarkdownRenderer:
                 fmt_num(ratio[-1]),
             ]
             lines.append("| " + " | ".join(row) + " |")
+        if report.abstained:
+            lines += ["", _md(abstained_text(report))]
         if unit_rows(report):
             lines += [
                 "",
@@ -202,7 +232,7 @@ class RunMarkdownRenderer:
                     _md(md_code(name)),
                     _md(md_code(after)),
                     measure,
-                    f"`{sparkline(series, log=False)}`",
+                    f"`{sparkline(series, log=False, bounds=(0.0, 1.0))}`",
                     first,
                     last,
                 ]
@@ -239,6 +269,7 @@ class RunJsonRenderer:
                     "orders_per_1000_steps": None
                     if (fit := report.fits.get(name)) is None
                     else fit.orders_per_1000_steps,
+                    "no_slope_because": report.abstained.get(name),
                 }
                 for name in report.history.layer_names()
             ],

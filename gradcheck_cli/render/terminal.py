@@ -1,4 +1,5 @@
-"""--format rich: the per-layer table with a log-scale gradient bar, and the findings."""
+"""--format rich: the header, the per-layer table with a log-scale gradient bar, the verdict
+(render/verdict.py) and the tried fixes; the pictures are render/pictures.py."""
 
 from __future__ import annotations
 
@@ -7,22 +8,23 @@ from io import StringIO
 from pathlib import PurePath
 from typing import ClassVar
 
-from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
-from rich.measure import Measurement
+from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from gradcheck_cli.records.findings import Finding, LayerStatus, Severity
+from gradcheck_cli.records.findings import LayerStatus, Severity
 from gradcheck_cli.records.fixes import Measured, TriedFix
 from gradcheck_cli.records.report import LayerRow, Report
-from gradcheck_cli.records.stats import LayerStats, ThroughTime, TrainingHistory
-from gradcheck_cli.records.text import amount, count, plural, span
+from gradcheck_cli.records.stats import LayerStats
+from gradcheck_cli.records.text import amount, count, plural
 from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.render.escape import clean_report
 from gradcheck_cli.render.fit import MIN_NAME, cell_width, middle
+from gradcheck_cli.render.pictures import GradBar, Phrases, through_time_block, training_sparks
 from gradcheck_cli.render.sections import baseline_lines, training_line
 from gradcheck_cli.render.trained import terminal_parts
+from gradcheck_cli.render.verdict import SEVERITY_STYLE, summary_panel
 
 STATUS_STYLE = {
     LayerStatus.OK: "green",
@@ -36,113 +38,7 @@ STATUS_STYLE = {
     LayerStatus.GATED: "cyan",
     LayerStatus.NOT_MEASURED: "dim",
 }
-SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
-VERDICT_STYLE = {"healthy": "bold green", "warning": "bold yellow", "error": "bold red"}
-EIGHTHS = " ▏▎▍▌▋▊▉█"
-SPARKS = "▁▂▃▄▅▆▇█"
 MAX_ROWS = 60
-
-
-class GradBar:
-    """A bar whose length is log10 of a value, over `decades` decades below `top`."""
-
-    def __init__(
-        self, value: float, top: float, decades: float, width: int = 16, style: str = "cyan"
-    ) -> None:
-        self.value, self.top, self.decades, self.width, self.style = value, top, decades, width, style
-
-    def fraction(self) -> float:
-        if not (self.value > 0) or not math.isfinite(self.value) or not (self.top > 0):
-            return 0.0
-        return max(0.0, min(1.0, 1 + math.log10(self.value / self.top) / self.decades))
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        eighths = round(self.fraction() * self.width * 8)
-        full, part = divmod(eighths, 8)
-        text = "█" * full + (EIGHTHS[part] if part else "")
-        if not math.isfinite(self.value):
-            text = "NaN/inf"
-        yield Text(text.ljust(self.width), style=self.style)
-
-    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
-        return Measurement(self.width, self.width)
-
-
-def sparkline(curve: tuple[float, ...], width: int = 40, decades: float = 6.0) -> str:
-    """Log-scale sparkline of a through-time curve, oldest step left, last step right.
-
-    `decades` below the last step's gradient map to the lowest bar; exact zeros (float32
-    underflow) show as '·' so they are not mistaken for a small value.
-    """
-    if not curve:
-        return ""
-    count = min(width, len(curve))
-    picks = [round(i * (len(curve) - 1) / max(1, count - 1)) for i in range(count)]
-    return "".join(_spark(curve[i], decades) for i in picks)
-
-
-def _spark(value: float, decades: float) -> str:
-    if not value > 0:
-        return "·"
-    level = max(0.0, min(1.0, 1 + math.log10(min(value, 1.0)) / decades))
-    return SPARKS[round(level * (len(SPARKS) - 1))]
-
-
-class Phrases:
-    """Lines of short phrases joined by " · " that wrap between phrases, never inside one
-    (unless a single phrase is wider than the line)."""
-
-    def __init__(self, lines: list[list[tuple[str, str]]], sep: str = " · ") -> None:
-        self.lines, self.sep = lines, sep
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        width = options.max_width
-        for phrases in self.lines:
-            line, used = Text(), 0
-            for i, (phrase, style) in enumerate(phrases):
-                gap = self.sep if i and used else ""
-                if used and used + len(gap) + len(phrase) > width:
-                    yield line
-                    line, used, gap = Text("  "), 2, ""
-                line.append(gap + phrase, style=style)
-                used += len(gap) + len(phrase)
-            yield line
-
-
-def trend(values: tuple[float, ...] | list[float], width: int = 40) -> str:
-    """A sparkline of a series on a log scale between its own smallest and largest value;
-    a non-finite step shows as '×'."""
-    good = [v for v in values if v > 0 and math.isfinite(v)]
-    if not values:
-        return ""
-    low, high = (math.log10(min(good)), math.log10(max(good))) if good else (0.0, 0.0)
-    count_ = min(width, len(values))
-    picks = [round(i * (len(values) - 1) / max(1, count_ - 1)) for i in range(count_)]
-    out = []
-    for i in picks:
-        v = values[i]
-        if not math.isfinite(v):
-            out.append("×")
-        elif not v > 0:
-            out.append("·")
-        else:
-            level = (math.log10(v) - low) / (high - low) if high > low else 0.5
-            out.append(SPARKS[round(level * (len(SPARKS) - 1))])
-    return "".join(out)
-
-
-def training_sparks(history: TrainingHistory) -> Text:
-    """--steps: the loss and the whole model's gradient norm per step, as sparklines."""
-    text = Text(style="dim")
-    rows = [("loss", history.loss)]
-    if history.total_grad_norm:
-        rows.append(("‖∇‖", history.total_grad_norm))
-    for label, values in rows:
-        finite = [v for v in values if math.isfinite(v)]
-        span = f"{fmt_num(min(finite))}…{fmt_num(max(finite))}" if finite else "non-finite"
-        text.append(f"  {label:<5}{trend(list(values))}  {span} over {count(len(values), 'step')} (log)\n")
-    text.rstrip()
-    return text
 
 
 def header(report: Report) -> Phrases:
@@ -168,10 +64,6 @@ def header(report: Report) -> Phrases:
         second.append((f"{count(r.steps, 'training step')} first", "dim"))
     second.append((f"{r.seconds:.2f}s", "dim"))
     return Phrases([first, second])
-
-
-# Extra columns for --columns (torchinfo-style); the default table has none of them.
-EXTRA_COLUMNS = ("order", "params", "output")
 
 
 def _output_text(stats: LayerStats) -> str:
@@ -286,27 +178,6 @@ def table_legend(report: Report) -> Text:
     )
 
 
-def nothing_text(report: Report) -> str:
-    if report.ignored:
-        return f"No findings apart from {count(len(report.ignored), 'ignored finding')} (below)."
-    return "Gradients flow through every layer within the thresholds; nothing to fix."
-
-
-def ignored_block(report: Report) -> Table:
-    """Suppressed findings, dim: what was ignored, where, and by which setting."""
-    grid = Table.grid(padding=(0, 1))
-    grid.add_column(no_wrap=True, min_width=9)
-    grid.add_column(ratio=1)
-    for item in report.ignored:
-        f = item.finding
-        text = Text(f"{f.id} ({f.severity.value})", style="bold")
-        if f.layers:
-            text.append(f" on {span(f.layers)}")
-        text.append(f": {item.reason}", style="dim")
-        grid.add_row(Text("IGNORED", style="dim"), text)
-    return grid
-
-
 def layer_severity(report: Report) -> dict[str, Severity]:
     """The worst severity of the findings that name each layer (colours follow severity)."""
     out: dict[str, Severity] = {}
@@ -315,62 +186,6 @@ def layer_severity(report: Report) -> dict[str, Severity]:
             if name not in out or finding.severity.rank > out[name].rank:
                 out[name] = finding.severity
     return out
-
-
-def through_time_block(items: tuple[ThroughTime, ...]) -> RenderableType:
-    lines = Text()
-    for tt in items:
-        lines.append(f"{tt.module} ({tt.type}, {tt.steps} steps) ", style="bold")
-        lines.append(f"x{tt.per_step_factor:.3f}/step · horizon {tt.horizon} steps\n")
-        lines.append("  first step ")
-        lines.append(sparkline(tt.curve), style="cyan")
-        lines.append(" last step\n")
-    lines.rstrip()
-    return Panel(
-        lines,
-        title="gradient through time (log scale, 6 decades; · = underflow to 0)",
-        title_align="left",
-        border_style="dim",
-    )
-
-
-def finding_block(finding: Finding) -> Table:
-    """One finding: severity and id, the message, then each fix with where it applies."""
-    grid = Table.grid(padding=(0, 1))
-    grid.add_column(no_wrap=True, min_width=9)
-    grid.add_column(ratio=1)
-    grid.add_row(
-        Text(finding.severity.value.upper(), style=SEVERITY_STYLE[finding.severity]),
-        Text(finding.id, style="bold"),
-    )
-    grid.add_row("", Text(finding.message))
-    for s in finding.suggestions:
-        text = Text(s.text)
-        if s.where:
-            text.append(f"  {s.where}", style="dim")
-        grid.add_row(Text(f"  → {s.fix}", style="bold green"), text)
-    return grid
-
-
-def summary_panel(report: Report) -> Panel:
-    s = report.summary
-    verdict = Text()
-    verdict.append(s.status.upper(), style=VERDICT_STYLE[s.status])
-    verdict.append(
-        f"  {count(s.errors, 'error')} · {count(s.warnings, 'warning')} · {count(s.infos, 'info')}"
-        + (f" · {s.ignored} ignored" if s.ignored else "")
-        + "\n"
-    )
-    if not report.findings:
-        verdict.append(nothing_text(report))
-    verdict.rstrip()
-    blocks: list[RenderableType] = []
-    for finding in report.findings:
-        blocks += [Text(""), finding_block(finding)]
-    if report.ignored:
-        blocks += [Text(""), ignored_block(report)]
-    body = Group(verdict, *blocks)
-    return Panel(body, title="verdict", title_align="left", border_style=VERDICT_STYLE[s.status].split()[-1])
 
 
 def _ratio_text(measured: Measured | None) -> str:

@@ -16,9 +16,9 @@ from gradcheck_cli.config.specs import InputSpec, TargetRef, parse_input
 from gradcheck_cli.load.source import source_of
 from gradcheck_cli.load.target import LoadedModel
 from gradcheck_cli.measure import distributed, model_state
+from gradcheck_cli.measure.batches import Batch, normalize_batch
 from gradcheck_cli.measure.device import model_dtype
-from gradcheck_cli.measure.inputs import Batch, normalize_batch
-from gradcheck_cli.measure.preparation import _pick_device as pick_device
+from gradcheck_cli.measure.preparation import pick_device
 from gradcheck_cli.records.errors import InputError
 from gradcheck_cli.records.report import Report, exit_code
 from gradcheck_cli.render import get_renderer

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from gradcheck_cli.config.options import MAX_BATCHES, MAX_STEPS, SEED_MAX
+from gradcheck_cli.measure.batches import Batch
 from gradcheck_cli.measure.device import resolve_device
-from gradcheck_cli.measure.inputs import Batch
 from gradcheck_cli.records.errors import DeviceError
 
 LOG = logging.getLogger("gradcheck_cli")
@@ -95,7 +95,7 @@ def usable(batch: Batch) -> Batch:
         batch,
         args=tuple(_normal(a) for a in batch.args),
         kwargs={k: _normal(v) for k, v in batch.kwargs.items()},
-        target=_normal(batch.target),
+        labels=_normal(batch.labels),
     )
 
 

@@ -23,8 +23,9 @@ from gradcheck_cli.judge.policy import apply_policy
 from gradcheck_cli.load.target import LoadedModel
 from gradcheck_cli.measure.collect import probe
 from gradcheck_cli.measure.device import seed_everything
+from gradcheck_cli.measure.passes import Prepared, StageRecords
 from gradcheck_cli.measure.preparation import prepare
-from gradcheck_cli.measure.session import Session, measure_precision
+from gradcheck_cli.measure.underflow import measure_precision
 from gradcheck_cli.records.findings import Finding, Severity
 from gradcheck_cli.records.report import Report, build_report, summarize
 
@@ -42,15 +43,14 @@ def needs_confirmation(report: Report, config: AnalyzeConfig, given_batches: boo
     return any(f.severity is Severity.ERROR for f in report.findings)
 
 
-def confirm(report: Report, session: Session, started: float) -> Report:
+def confirm(report: Report, session: Prepared, started: float) -> Report:
     """`report` with each error finding confirmed on the second measurement, or made an info line."""
     config, what = confirmation_config(session)
     seed_everything(config.seed)
-    second = prepare(config, session.loaded)
-    second.progress = session.progress
-    if config.dtype == "float16":  # fp16-underflow is measured there, as in the first pass
-        measure_precision(second)
-    result = probe(second, started)
+    second = prepare(config, session.loaded, progress=session.progress)
+    # float16: the underflow is measured there, as in the first pass
+    records = StageRecords(fp16_underflow=measure_precision(second) if config.dtype == "float16" else None)
+    result = probe(second, started, records)
     diagnosis = diagnose(result, config.thresholds)
     again = apply_policy(
         build_report(config.target.raw, result, diagnosis.findings, diagnosis.layer_status),
@@ -68,7 +68,7 @@ def confirm(report: Report, session: Session, started: float) -> Report:
     return dataclasses.replace(report, findings=findings, summary=summarize(findings, len(report.ignored)))
 
 
-def confirmation_config(session: Session) -> tuple[AnalyzeConfig, dict[str, Any]]:
+def confirmation_config(session: Prepared) -> tuple[AnalyzeConfig, dict[str, Any]]:
     """The config of the second measurement, and what it changed (for the evidence)."""
     config, plan = session.config, session.plan
     seed = config.seed + 1
@@ -124,7 +124,7 @@ def _resized(spec: InputSpec, old: int, new: int, native: tuple[int, int] | None
     return dataclasses.replace(spec, shape=tuple(shape))
 
 
-def _size_text(session: Session) -> str:
+def _size_text(session: Prepared) -> str:
     plan = session.plan
     if not plan.specs:
         return f"the batches of {plan.origin} (seed {session.config.seed})"

@@ -82,7 +82,7 @@ def run_job(job: Job, send: Send, in_process: bool = False) -> None:
             if in_process:
                 break
         except BaseException as exc:  # whatever the user's code raises never decides the exit code
-            send(("failure", index, failure(config, tracker.stage, exc)))
+            send(("failure", index, failure(config, tracker.stage, _tampering_or(exc, tracker))))
         else:
             send(("report", index, report))
     send(("done",))
@@ -108,18 +108,29 @@ def _checked(report: Any, tracker: StageTracker) -> Any:
     return report
 
 
+def _tampering_or(exc: BaseException, tracker: StageTracker) -> BaseException:
+    """What stopped the run: a replaced hook or rule explains the error it caused (a run that
+    measured nothing because `register_hook` was replaced is reported as the replacement)."""
+    if tracker.snapshot is not None and not isinstance(exc, TamperedError):
+        try:
+            tracker.snapshot.check("while the report was made")
+        except TamperedError as tampered:
+            return tampered
+    return exc
+
+
 def _analyze(config: AnalyzeConfig, progress: Callable[[str], None]) -> Any:
     import gc
     import warnings
 
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
-    from gradcheck_cli.run.pipeline import analyze
+    from gradcheck_cli.run.pipeline import analyze_target
 
     # torch's import leaves ~10^6 objects that every full garbage collection would walk
     # again (90 ms a time on a short run); they live until exit, so take them out of GC.
     gc.freeze()
     with _script_argv(config):
-        return analyze(config, progress=progress)
+        return analyze_target(config, progress=progress)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,14 @@ from gradcheck_cli.records.stats import ModelInfo, ProbeResult, RunInfo
 from tests.rules.rule_factories import probe as single_probe
 from tests.rules.rule_factories import stack
 
-TREND_IDS = {"gradient-trend", "nonfinite-first-layer", "ratio-drift", "dead-units-growing"}
+TREND_IDS = {
+    "gradient-trend",
+    "nonfinite-first-layer",
+    "ratio-drift",
+    "dead-units-growing",
+    "loss-spike",
+    "grad-norm-spike",
+}
 LOOP_IDS = {
     "not-in-optimizer",
     "zero-grad-missing",

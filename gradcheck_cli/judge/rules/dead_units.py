@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from gradcheck_cli.judge.rules.base import has_activation, rule
 from gradcheck_cli.judge.rules.profile import layer_where, sig, training_evidence
 from gradcheck_cli.judge.rules.profile import where as where_of
+from gradcheck_cli.judge.rules.training import RETRAIN, trained_state
 from gradcheck_cli.records.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.records.stats import ActivationStats, ProbeResult
 from gradcheck_cli.records.text import count, verb
@@ -26,7 +28,7 @@ class DeadLimits:
 @rule(
     id="dead-units",
     severity=Severity.ERROR,
-    fixes=("leaky-relu", "init", "lr", "batchnorm"),
+    fixes=("leaky-relu", "init", "lr", "batchnorm", "warmup", "clip"),
     limits=DeadLimits,
     applies_when=has_activation("relu", "ReLU-family"),
 )
@@ -49,7 +51,8 @@ def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
 
     ## Evidence
     `dead_fraction` per activation, `units`, `activations`, `observations` (values seen per
-    unit), `unobserved_fraction`, `min_observations`, `threshold`, `error_threshold`.
+    unit), `unobserved_fraction`, `min_observations`, `threshold`, `error_threshold`; under
+    `--versus`, `dead_at_reference` per activation.
 
     ## Thresholds
     `fraction` = 0.5 (a warning), `error_fraction` = 0.9. A healthy unit is positive on
@@ -68,6 +71,14 @@ def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
     init: He init and a small positive bias keep units alive at the start.
     lr: lower the learning rate; large steps push biases negative.
     batchnorm: normalise before the activation so inputs stay centred.
+    warmup: on a trained model, warm the learning rate up so early large gradients take small steps.
+    clip: on a trained model, clip the gradient norm so no single step kills units.
+
+    On a trained model (`--weights`, `--steps`, `--versus`) the advice is the recipe's first
+    (learning rate, warm-up, clipping: units die from large steps) and the activation swap
+    last, marked as a change that needs retraining. Under `--versus` the activations are
+    ranked by how much their dead fraction grew since the reference state, not by how dead
+    they are: one that went from 2% to 79% leads one at 44% that was already 40%.
 
     ## Example
     `gradcheck analyze builtin:relu-mlp-bad-init --steps 3 --lr 0.5` kills most units (the
@@ -85,8 +96,10 @@ def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
         return
     worst = max(a.dead_fraction for a in dead)
     severity = Severity.ERROR if worst > limits.error_fraction else Severity.WARNING
+    reference = _reference(probe)
+    if reference:  # under --versus the largest change since the reference leads, not the deadest
+        dead.sort(key=lambda a: -(a.dead_fraction - reference.get(a.name, a.dead_fraction)))
     first = dead[0]
-    where = where_of(first.source, probe)
     yield Finding(
         id="dead-units",
         severity=severity,
@@ -95,8 +108,9 @@ def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
         message=(
             f"{count(len(dead), 'ReLU activation')} {verb('have', len(dead))} most units dead "
             f"({'' if len(dead) == 1 else 'worst '}{worst:.0%} never active), "
-            f"{'at' if len(dead) == 1 else 'starting at'} {first.name} "
-            f"({first.type}{f', after {first.after}' if first.after else ''})."
+            f"{'at' if len(dead) == 1 else ('most newly dead at' if reference else 'starting at')} {first.name} "
+            f"({first.type}{f', after {first.after}' if first.after else ''})"
+            f"{_since(first, reference, probe)}."
         ),
         evidence={
             "activations": [a.name for a in dead],
@@ -107,25 +121,69 @@ def dead_units(probe: ProbeResult, limits: DeadLimits) -> Iterator[Finding]:
             "min_observations": limits.min_observations,
             "threshold": limits.fraction,
             "error_threshold": limits.error_fraction,
+            **(
+                {"dead_at_reference": [sig(reference.get(a.name, math.nan)) for a in dead]}
+                if reference
+                else {}
+            ),
             **training_evidence(probe, first.after),
         },
-        suggestions=(
-            Suggestion(
-                fix="leaky-relu",
-                text=_leaky_text(first.type, first.name),
-                where=where,
-            ),
-            Suggestion(
-                fix="init",
-                text=f"use He init (kaiming_normal_) and a small positive bias for {first.after or 'the layer before'}",
-                where=layer_where(first.after, probe) or where,
-            ),
-            Suggestion(fix="lr", text="lower the learning rate", where=None),
-            Suggestion(
-                fix="batchnorm",
-                text=f"normalise the input of {first.name} (BatchNorm/LayerNorm)",
-                where=where,
-            ),
+        suggestions=_trained_suggestions(first, probe)
+        if trained_state(probe)
+        else _build_suggestions(first, probe),
+    )
+
+
+def _build_suggestions(first: ActivationStats, probe: ProbeResult) -> tuple[Suggestion, ...]:
+    where = where_of(first.source, probe)
+    return (
+        Suggestion(
+            fix="leaky-relu",
+            text=_leaky_text(first.type, first.name),
+            where=where,
+        ),
+        Suggestion(
+            fix="init",
+            text=f"use He init (kaiming_normal_) and a small positive bias for {first.after or 'the layer before'}",
+            where=layer_where(first.after, probe) or where,
+        ),
+        Suggestion(fix="lr", text="lower the learning rate", where=None),
+        Suggestion(
+            fix="batchnorm",
+            text=f"normalise the input of {first.name} (BatchNorm/LayerNorm)",
+            where=where,
+        ),
+    )
+
+
+def _reference(probe: ProbeResult) -> dict[str, float]:
+    if probe.versus is None:
+        return {}
+    return {a.name: a.dead_fraction[1] for a in probe.versus.activations if math.isfinite(a.dead_fraction[1])}
+
+
+def _since(first: ActivationStats, reference: dict[str, float], probe: ProbeResult) -> str:
+    if first.name not in reference or probe.versus is None:
+        return ""
+    return f", {reference[first.name]:.0%} at {probe.versus.reference}"
+
+
+def _trained_suggestions(first: ActivationStats, probe: ProbeResult) -> tuple[Suggestion, ...]:
+    """On a trained model: the recipe first (units die from large steps), the build change last."""
+    return (
+        Suggestion(
+            fix="lr",
+            text="lower the learning rate (large updates pushed these units where no input turns them on): "
+            "resume from a checkpoint before they died",
+        ),
+        Suggestion(fix="warmup", text="warm the learning rate up over the first steps (LinearLR)"),
+        Suggestion(
+            fix="clip", text="clip the gradient norm (clip_grad_norm_) so no single step is that large"
+        ),
+        Suggestion(
+            fix="leaky-relu",
+            text=f"{_leaky_text(first.type, first.name)}: {RETRAIN}",
+            where=where_of(first.source, probe),
         ),
     )
 

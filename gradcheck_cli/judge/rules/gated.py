@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from gradcheck_cli.judge.rules.profile import layer_where, sig
 from gradcheck_cli.records.findings import Finding, LayerStatus, Severity, Suggestion
-from gradcheck_cli.records.stats import GateStats, ProbeResult
+from gradcheck_cli.records.stats import ProbeResult, ZeroGainStats
 
 
-def stuck_gates_finding(stuck: list[GateStats], probe: ProbeResult) -> Finding:
+def stuck_gates_finding(stuck: list[ZeroGainStats], probe: ProbeResult) -> Finding:
     first = stuck[0]
     behind = tuple(name for gate in stuck for name in gate.layers)
     where = layer_where(first.module, probe)

@@ -95,7 +95,6 @@ def saturated_activations(probe: ProbeResult, limits: SaturatedLimits) -> Iterat
     severe = worst > limits.error_fraction or attenuation <= limits.error_attenuation
     squashing = [a for a in probe.activations if a.family in ("sigmoid", "tanh")]
     first = hot[0]
-    where = where_of(first.source, probe)
     yield Finding(
         id="saturated-activations",
         severity=Severity.ERROR if severe else Severity.WARNING,
@@ -118,23 +117,28 @@ def saturated_activations(probe: ProbeResult, limits: SaturatedLimits) -> Iterat
             "error_attenuation": limits.error_attenuation,
             "coverage": sig(len(hot) / len(squashing)),
         },
-        suggestions=(
-            Suggestion(
-                fix="layernorm",
-                text=f"normalise the input of {first.name} (LayerNorm/BatchNorm)",
-                where=where,
-            ),
-            Suggestion(
-                fix="init",
-                text=f"initialise {first.after or 'the preceding layer'} smaller (Xavier: nn.init.xavier_uniform_)",
-                where=layer_where(first.after, probe) or where,
-            ),
-            Suggestion(fix="activation", text=f"replace {first.type} with ReLU or GELU", where=where),
-            Suggestion(
-                fix="batchnorm",
-                text=f"in a convolutional model, a BatchNorm before {first.name}",
-                where=where,
-            ),
+        suggestions=_suggestions(first, probe),
+    )
+
+
+def _suggestions(first: ActivationStats, probe: ProbeResult) -> tuple[Suggestion, ...]:
+    where = where_of(first.source, probe)
+    return (
+        Suggestion(
+            fix="layernorm",
+            text=f"normalise the input of {first.name} (LayerNorm/BatchNorm)",
+            where=where,
+        ),
+        Suggestion(
+            fix="init",
+            text=f"initialise {first.after or 'the preceding layer'} smaller (Xavier: nn.init.xavier_uniform_)",
+            where=layer_where(first.after, probe) or where,
+        ),
+        Suggestion(fix="activation", text=f"replace {first.type} with ReLU or GELU", where=where),
+        Suggestion(
+            fix="batchnorm",
+            text=f"in a convolutional model, a BatchNorm before {first.name}",
+            where=where,
         ),
     )
 

@@ -12,7 +12,7 @@ from gradcheck_cli.records.stats import ProbeResult
 
 
 @dataclass(frozen=True, slots=True)
-class GateLimits:
+class CellGateLimits:
     fraction: float = 0.5
     """Warn when more than this fraction of a gate's values (all steps, units, samples) is saturated."""
 
@@ -21,10 +21,10 @@ class GateLimits:
     id="saturated-gates",
     severity=Severity.WARNING,
     fixes=("lr", "clip", "layernorm"),
-    limits=GateLimits,
+    limits=CellGateLimits,
     applies_when=AppliesWhen(lambda r: bool(r.gate_saturation), "no nn.LSTM or nn.GRU in the model"),
 )
-def saturated_gates(probe: ProbeResult, limits: GateLimits) -> Iterator[Finding]:
+def saturated_gates(probe: ProbeResult, limits: CellGateLimits) -> Iterator[Finding]:
     """Gates of an nn.LSTM/nn.GRU that sit in the flat tails of their sigmoid or tanh.
 
     ## What it detects

@@ -48,7 +48,10 @@ def training_divergence(probe: ProbeResult, limits: DivergenceLimits) -> Iterato
     else the first weight), `forward_layer`, `gradient_layers`, `weight_layers`, `loss_first`,
     `loss_before` (the last finite loss), `update_ratio_before` (the largest per-layer
     ||ΔW||/||W|| at the step before) and `update_ratio_first` (at step 1) with their layers,
-    `grad_norm_before` and `grad_norm_first` (total), `lr`, `optimizer`, and the measured
+    `update_ratio_max` with `update_ratio_max_layer` and `update_ratio_max_step` (the largest
+    change over every recorded step, in float64: a float32 norm of a change above ~1.8e19
+    overflows and would drop the layer that blew up most), `grad_norm_before` and
+    `grad_norm_first` (total), `lr`, `optimizer`, and the measured
     suggestions `suggested_lr` and `suggested_max_norm`, with `target_update_ratio`.
 
     ## Thresholds
@@ -84,7 +87,7 @@ def training_divergence(probe: ProbeResult, limits: DivergenceLimits) -> Iterato
         status=LayerStatus.EXPLODING,  # the layer whose values blew up during the steps
         message=(
             f"Training diverged at step {d.step} of {history.steps_planned}: {_what(d, layer)}"
-            f"{_before_text(history, before)}."
+            f"{_before_text(history, before)}{_largest_text(history)}."
         ),
         evidence=_evidence(d, history, layer, before, first, suggested_lr, max_norm, limits),
         suggestions=_suggestions(history, d, layer, suggested_lr, max_norm, probe),
@@ -121,6 +124,23 @@ def _largest_ratio(history: TrainingHistory, step: int) -> tuple[str | None, flo
         if best[0] is None or values[step] > best[1]:
             best = (name, values[step])
     return best
+
+
+def largest_change(history: TrainingHistory) -> tuple[str | None, float, int]:
+    """The largest per-layer update/weight ratio over every recorded step: layer, ratio, 1-based step."""
+    best: tuple[str | None, float, int] = (None, math.nan, 0)
+    for name, values in history.update_ratios.items():
+        for step, value in enumerate(values, start=1):
+            if math.isfinite(value) and (best[0] is None or value > best[1]):
+                best = (name, value, step)
+    return best
+
+
+def _largest_text(history: TrainingHistory) -> str:
+    name, ratio, step = largest_change(history)
+    if name is None or step == len(history.loss):
+        return ""
+    return f"; the largest change was at step {step}: {name} moved {ratio:.3g} times its norm"
 
 
 def _before_text(history: TrainingHistory, before: tuple[str | None, float]) -> str:
@@ -173,6 +193,7 @@ def _evidence(
         "update_ratio_first_layer": first[0],
         "update_ratio_before": sig(before[1]) if before[0] else None,
         "update_ratio_before_layer": before[0],
+        **_largest_evidence(history),
         "grad_norm_first": sig(norms[0]) if norms else None,
         "grad_norm_before": sig(norms[-1]) if norms else None,
         "lr": history.lr,
@@ -180,6 +201,15 @@ def _evidence(
         "suggested_lr": suggested_lr,
         "suggested_max_norm": max_norm,
         "target_update_ratio": limits.target_update_ratio,
+    }
+
+
+def _largest_evidence(history: TrainingHistory) -> Evidence:
+    name, ratio, step = largest_change(history)
+    return {
+        "update_ratio_max": sig(ratio) if name else None,
+        "update_ratio_max_layer": name,
+        "update_ratio_max_step": step if name else None,
     }
 
 

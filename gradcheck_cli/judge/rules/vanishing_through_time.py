@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gradcheck_cli.judge.rules.base import RECURRENT, rule
 from gradcheck_cli.judge.rules.profile import sig
 from gradcheck_cli.judge.rules.profile import where as where_of
+from gradcheck_cli.judge.rules.training import RETRAIN, trained_state
 from gradcheck_cli.records.findings import Finding, LayerStatus, Severity, Suggestion
 from gradcheck_cli.records.stats import ProbeResult, ThroughTime
 
@@ -88,11 +89,7 @@ def _finding(tt: ThroughTime, bar: float, probe: ProbeResult) -> Finding:
         severity=Severity.WARNING if gated else Severity.ERROR,
         layers=(tt.module,),
         status=LayerStatus.VANISHING,
-        message=(
-            f"{tt.module} ({tt.type}) forgets: the gradient from the last step falls below "
-            f"{tt.horizon_floor:g} of its size after {tt.horizon} of {tt.steps} steps "
-            f"(x{tt.per_step_factor:.2f} per step)."
-        ),
+        message=f"{tt.module} ({tt.type}) forgets: the gradient from the last step {_falls(tt)}.",
         evidence={
             "module": tt.module,
             "steps": tt.steps,
@@ -103,8 +100,23 @@ def _finding(tt: ThroughTime, bar: float, probe: ProbeResult) -> Finding:
             "threshold": bar,
             "curve": [sig(v) for v in tt.curve],
         },
-        suggestions=_gated_fix(tt, where) if gated else _replace_fixes(tt, where),
+        suggestions=_retrain(_gated_fix(tt, where) if gated else _replace_fixes(tt, where), probe),
     )
+
+
+def _falls(tt: ThroughTime) -> str:
+    size = f"{tt.horizon_floor:g} of its size"
+    per_step = f"x{tt.per_step_factor:.2f} per step"
+    if tt.horizon == 0:
+        return f"is below {size} already one step back, of {tt.steps} ({per_step})"
+    return f"falls below {size} after {tt.horizon} of {tt.steps} steps ({per_step})"
+
+
+def _retrain(suggestions: tuple[Suggestion, ...], probe: ProbeResult) -> tuple[Suggestion, ...]:
+    """On a trained model a gate bias or a cell swap is a build-time change: say it needs retraining."""
+    if not trained_state(probe):
+        return suggestions
+    return tuple(replace(s, text=f"{s.text} ({RETRAIN})") if s.fix != "clip" else s for s in suggestions)
 
 
 def signature(tt: ThroughTime) -> str:

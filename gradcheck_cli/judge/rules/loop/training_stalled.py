@@ -115,13 +115,17 @@ def training_stalled(probe: ProbeResult, limits: StalledLimits) -> Iterator[Find
             "max_loss_drop": limits.max_loss_drop,
             "lr_collapse": limits.lr_collapse,
         },
-        suggestions=(
-            Suggestion(
-                fix="scheduler",
-                text=f"step {loop.scheduler or 'the scheduler'} once per epoch, or give it a floor (eta_min)",
-            ),
-            Suggestion(fix="lr", text=f"raise the learning rate from {lr:.3g}"),
+        suggestions=_suggestions(loop.scheduler, lr),
+    )
+
+
+def _suggestions(scheduler: str | None, lr: float) -> tuple[Suggestion, ...]:
+    return (
+        Suggestion(
+            fix="scheduler",
+            text=f"step {scheduler or 'the scheduler'} once per epoch, or give it a floor (eta_min)",
         ),
+        Suggestion(fix="lr", text=f"raise the learning rate from {lr:.3g}"),
     )
 
 

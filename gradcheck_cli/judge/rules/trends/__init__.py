@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from gradcheck_cli.judge.rules.trends import (  # noqa: F401  (imported to register)
     dead_units_growing,
+    grad_norm_spike,
     gradient_trend,
+    loss_spike,
     nonfinite_first_layer,
     ratio_drift,
 )

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from gradcheck_cli.judge.rules.base import rule
-from gradcheck_cli.judge.rules.trends.series import LogFit, log_fit, positive_points, window
+from gradcheck_cli.judge.rules.trends.series import LogFit, judged_fit, window
 from gradcheck_cli.records.findings import Finding, Severity, Suggestion
 from gradcheck_cli.records.history import History
 from gradcheck_cli.records.stats import ProbeResult
@@ -57,7 +57,9 @@ def gradient_trend(probe: ProbeResult, limits: GradientTrendLimits) -> Iterator[
     ## Thresholds
     `orders_per_1000_steps` = 1.0, `min_change_orders` = 1.0 (the norm moved tenfold over the
     window), `min_r2` = 0.6 (stationary noise fits a line with r2 near 0), `min_points` = 8,
-    `window` = 100 measured steps.
+    `window` = 100 measured steps. A layer whose window holds a non-finite gradient is not
+    fitted (`nonfinite-first-layer` reports where it started; a slope through a blow-up is
+    meaningless), nor one with fewer than `min_points` finite positive norms.
 
     ## Fixes
     clip: clip the gradient norm so a growing gradient cannot blow up the weights.
@@ -83,8 +85,8 @@ def _fits(history: History, limits: GradientTrendLimits) -> dict[str, LogFit]:
     steps = history.step_numbers
     out: dict[str, LogFit] = {}
     for name in history.layer_names():
-        points = positive_points(steps, history.layer_series(name, "grad_norm"))
-        fit = log_fit(points) if len(points) >= limits.min_points else None
+        values, bad = history.layer_series(name, "grad_norm"), history.layer_series(name, "nonfinite")
+        fit, _ = judged_fit(steps, values, bad, int(limits.min_points), limits.min_r2)
         if fit is not None and _steep(fit, limits):
             out[name] = fit
     return out

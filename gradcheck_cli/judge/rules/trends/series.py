@@ -81,3 +81,26 @@ def edges(steps: Sequence[int], values: Sequence[float], min_points: int) -> Edg
         early_steps=(head[0][0], head[-1][0]),
         recent_steps=(tail[0][0], tail[-1][0]),
     )
+
+
+def judged_fit(
+    steps: Sequence[int], values: Sequence[float], nonfinite: Sequence[float], min_points: int, min_r2: float
+) -> tuple[LogFit | None, str]:
+    """A slope only on enough evidence: (the fit, "") or (None, why it abstains).
+
+    A series that went non-finite has no trend to report (its last finite values are the
+    blow-up, and a slope through them reads as thousands of orders per 1000 steps): the
+    non-finite rules say where it started. Fewer than `min_points` finite positive values, or
+    a line that explains less than `min_r2` of the variance (noise), is no trend either."""
+    bad = next((s for s, v, n in zip(steps, values, nonfinite, strict=True) if math.isinf(v) or n > 0), None)
+    if bad is not None:
+        return None, f"went non-finite at step {bad}"
+    points = positive_points(steps, values)
+    if len(points) < min_points:
+        return None, f"{len(points)} finite steps (a slope needs {min_points})"
+    fit = log_fit(points)
+    if fit is None:
+        return None, "one step"
+    if fit.r2 < min_r2:
+        return None, f"noise, not a trend (r² {fit.r2:.2f} < {min_r2:g})"
+    return fit, ""
