@@ -115,7 +115,7 @@ def _from_call(
     policy = safe_eval.Policy(
         lookup=lambda name: _module_name(module, name),
         refuse_call=lambda obj: trust.refuse_call(obj, project),
-        refuse_value=trust.refuse_value,
+        refuse_value=lambda obj: trust.refuse_value(obj, project),
         call_hint=trust.RULE_HINT,
         refuse_arguments=lambda obj, kwargs: trust.refuse_arguments(obj, kwargs, project),
     )

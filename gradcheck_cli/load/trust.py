@@ -27,22 +27,22 @@ exec()s a string) is refused with a hint to build the model in a small model fil
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import functools
 import importlib.util
 import inspect
 import sys
-import typing
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from gradcheck_cli.load.model_libraries import MODEL_LIBRARIES, is_model_factory, is_transformers_config
 from gradcheck_cli.records.errors import TargetError
 
 _INSTALLED = ("site-packages", "dist-packages")
-MODEL_LIBRARIES = ("torch.nn", "torchvision.models", "timm", "transformers")
-"""The installed modules (and their submodules) a `pkg.module:NAME` TARGET may import."""
 _LOADING_KEYWORDS = ("pretrained", "weights", "checkpoint_path", "pretrained_cfg_overlay", "trust_remote_code",
                      "cache_dir", "pretrained_model_name_or_path", "model_dir")  # fmt: skip
 """Keywords of the model factories that download, read or cache weights: refused from a config."""
@@ -131,7 +131,7 @@ def refuse_call(obj: Any, project: Project) -> str | None:
     home = _home_module(target)
     if home is None or is_stdlib(home):
         return "from the standard library or builtins"
-    if _in_project(home, project) or _is_config_class(target) or _is_model_factory(obj, target, home):
+    if _in_project(home, project) or _is_config_class(target) or is_model_factory(obj, target, home):
         return None
     return (
         f"from {home}: outside your project, and not an nn.Module class, a config class or a known "
@@ -150,17 +150,27 @@ def refuse_arguments(obj: Any, kwargs: dict[str, Any], project: Project) -> str 
     return None
 
 
-def refuse_value(obj: Any) -> str | None:
-    """Why `obj` may not be handed to a constructor; None when it may."""
+def refuse_value(obj: Any, project: Project) -> str | None:
+    """Why `obj` may not be handed to a constructor; None when it may.
+
+    Data passes (numbers, strings, dtypes, instances such as `nn.ReLU()`), and so do plain builtin
+    types (int, float) and the functions of torch.nn.functional. A module never does; any other
+    class or function only when the config string could call it itself (refuse_call): the model's
+    code calls what it is given."""
     if inspect.ismodule(obj):
         return f"passing the module {obj.__name__!r}"
     target = _unwrap(obj)
-    if not callable(target) or (inspect.isclass(target) and target.__module__ == "builtins"):
-        return None  # data, or a plain type such as int or float
+    if not (inspect.isclass(target) or inspect.isroutine(target)) or not callable(target):
+        return None  # data, or an instance (an nn.Module, a config object)
+    if inspect.isclass(target) and target.__module__ == "builtins":
+        return None  # a plain type such as int or float
     home = _home_module(target)
     if home is None or is_stdlib(home):
         return f"passing {_describe(obj)} (from the standard library)"
-    return None
+    if _is_functional(target):
+        return None
+    reason = refuse_call(obj, project)
+    return None if reason is None else f"passing {_describe(obj)} ({reason})"
 
 
 def _unwrap(obj: Any) -> Any:
@@ -195,37 +205,43 @@ def _is_config_class(obj: Any) -> bool:
     """A dataclass that only stores its fields, or a transformers config class."""
     if not inspect.isclass(obj):
         return False
-    if any(f"{c.__module__}.{c.__qualname__}" == "transformers.configuration_utils.PretrainedConfig"
-           for c in obj.__mro__):  # fmt: skip
+    if is_transformers_config(obj):
         return True
     if not dataclasses.is_dataclass(obj) or hasattr(obj, "__post_init__"):
         return False
-    init = vars(obj).get("__init__") or getattr(obj, "__init__", None)
-    return getattr(getattr(init, "__code__", None), "co_filename", None) == "<string>"  # dataclasses made it
+    if type(obj) not in (type, abc.ABCMeta) or obj.__new__ is not object.__new__:
+        return False  # a metaclass __call__ or a __new__ runs the class's own code
+    generated = all(_generated(getattr(obj, name, None)) for name in ("__init__", "__setattr__"))
+    return generated and all(_stored(obj, field) for field in dataclasses.fields(obj))
 
 
-def _is_model_factory(obj: Any, target: Any, home: str) -> bool:
-    """timm.create_model, a torchvision.models builder or get_model, a transformers from_config."""
-    timm = sys.modules.get("timm")
-    if timm is not None and target is getattr(timm, "create_model", None):
-        return True
-    if home == "torchvision.models" or home.startswith("torchvision.models."):
-        return inspect.isfunction(target) and (target.__name__ == "get_model" or _returns_module(target))
-    owner = getattr(obj, "__self__", None)
+def _generated(method: Any) -> bool:
+    """object's own slot, or a method dataclasses wrote (its code comes from a string)."""
+    code = getattr(method, "__code__", None)
     return (
-        inspect.ismethod(obj)
-        and obj.__name__ == "from_config"
-        and inspect.isclass(owner)
-        and owner.__module__.partition(".")[0] == "transformers"
+        code is None
+        and method in (object.__init__, object.__setattr__)
+        or (code is not None and code.co_filename == "<string>")
     )
 
 
-def _returns_module(func: Any) -> bool:
-    try:
-        returned = typing.get_type_hints(func).get("return")
-    except Exception:  # unresolvable annotations: not a declared model factory
-        return False
-    return _is_module_class(returned)
+def _stored(owner: type, field: dataclasses.Field[Any]) -> bool:
+    """A field whose default is stored as it is: a default factory may only be a plain container
+    type (list, dict, ...) or another config class."""
+    if hasattr(type(slot := inspect.getattr_static(owner, field.name, None)), "__set__"):
+        return isinstance(slot, types.MemberDescriptorType)  # a __slots__ field; any other runs code
+    factory = field.default_factory
+    if factory is dataclasses.MISSING:
+        return True
+    return (inspect.isclass(factory) and factory.__module__ == "builtins") or _is_config_class(factory)
+
+
+def _is_functional(obj: Any) -> bool:
+    """A public function of torch.nn.functional (F.gelu, F.relu): computes, never writes."""
+    from torch.nn import functional
+
+    name = getattr(obj, "__name__", "")
+    return not name.startswith("_") and getattr(functional, name, None) is obj
 
 
 def _is_module_class(obj: Any) -> bool:
