@@ -107,6 +107,10 @@ def test_book_answers_as_the_steps_do_through_many_trims() -> None:
         for width in (1, 5, keep):
             _agree(booked.last(width), plain.last(width))
             assert _same(booked.last(width).total_grad_norms(), _plain_totals(plain.last(width)))
+            worst = tuple(
+                max((float(p.nonfinite) for p in s.layers), default=-math.inf) for s in kept[-width:]
+            )
+            assert booked.last(width).worst_nonfinite() == worst
     assert book.first > 0  # the book was trimmed
 
 
@@ -131,12 +135,13 @@ def _run(history: History) -> ProbeResult:
 
 
 def test_trend_rules_find_the_same_on_the_book() -> None:
-    """A layer whose gradient grows tenfold every 25 steps, a spike, a ReLU dying: the rules'
-    findings from the book equal those from the steps."""
+    """A layer whose gradient grows tenfold every 25 steps, a spike, a ReLU dying, a non-finite
+    gradient at step 150: the rules' findings from the book equal those from the steps."""
     book = SeriesBook(keep=120)
     kept: list[StepStats] = []
     rng = random.Random(1)
     compared = 0
+    seen: set[str] = set()
     for step in range(160):
         grow = 1e-3 * 10 ** (step / 25) * 10 ** rng.gauss(0, 0.02)
         spike = 50.0 if step == 140 else 1.0
@@ -149,8 +154,8 @@ def test_trend_rules_find_the_same_on_the_book() -> None:
                 weight_norm=1.0,
                 grad_weight_ratio=g * spike,
                 zero_grad_fraction=0.0,
-                nonfinite=0,
-            )  # fmt: skip
+                nonfinite=int(n == "flat" and step == 150),
+            )
             for i, (n, g) in enumerate((("grows", grow), ("flat", 0.1 * 10 ** rng.gauss(0, 0.02))))
         )
         dead = min(0.9, step / 150)
@@ -164,4 +169,6 @@ def test_trend_rules_find_the_same_on_the_book() -> None:
         plain = diagnose(_run(History(steps=tuple(kept)))).findings
         assert booked == plain
         compared += bool(plain)
+        seen |= {f.id for f in plain}
     assert compared > 5
+    assert {"gradient-trend", "loss-spike", "nonfinite-first-layer"} <= seen

@@ -156,6 +156,11 @@ class GradientMonitor:
         self._resume_armed = False
 
     @property
+    def measuring(self) -> bool:
+        """The hooks are attached: the step now running (its next step() call) is a measured one."""
+        return self._probe is not None
+
+    @property
     def last(self) -> MonitorRecord | None:
         return self.history[-1] if self.history else None
 

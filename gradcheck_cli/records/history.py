@@ -166,6 +166,14 @@ class History:
         first = self.book.first
         return tuple(self.book.totals[span[0] - first : span[1] - first])
 
+    def worst_nonfinite(self) -> tuple[float, ...] | None:
+        """Per step, the largest non-finite count of any of its layers, when the book keeps it."""
+        span = self._span()
+        if span is None or self.book is None:
+            return None
+        first = self.book.first
+        return tuple(self.book.worst_nonfinite[span[0] - first : span[1] - first])
+
     def unit(self, name: str) -> UnitPoint | None:
         """The latest measurement of an activation module."""
         span = self._span(current=True)

@@ -89,6 +89,8 @@ class SeriesBook:
         self.totals: list[float] = []
         """Per step, the whole model's gradient norm (float64, from its layers' norms)."""
         self.step_numbers: list[int] = []
+        self.worst_nonfinite: list[float] = []
+        """Per step, the largest non-finite count of any layer (-inf with no layer)."""
 
     def append(self, stats: _Step) -> None:
         self.layers.append(self.count, self.first, stats.layers)
@@ -97,13 +99,14 @@ class SeriesBook:
         present = [v for v in norms if not math.isnan(v)]
         self.totals.append(math.sqrt(math.fsum(v * v for v in present)) if present else math.nan)
         self.step_numbers.append(stats.step)
+        self.worst_nonfinite.append(max((float(p.nonfinite) for p in stats.layers), default=-math.inf))
         self.count += 1
         if self.count - self.first > 2 * self.keep:  # amortised: a copy every `keep` steps
             drop = self.count - self.first - self.keep
             self.first += drop
             self.layers.drop(drop, self.first)
             self.units.drop(drop, self.first)
-            del self.totals[:drop], self.step_numbers[:drop]
+            del self.totals[:drop], self.step_numbers[:drop], self.worst_nonfinite[:drop]
 
     def holds(self, start: int, end: int, steps: Sequence[_Step]) -> bool:
         """Positions [start, end) are kept and hold `steps` (checked by their step numbers at

@@ -8,7 +8,8 @@ loss the model returns (a dict or ModelOutput with "loss", a tuple whose first e
 scalar, or a scalar tensor), and a hook on that loss queues the measurement for when backward
 has finished. With gradient accumulation it measures after the last micro-batch of each
 optimizer step. If the model returns no loss (the Trainer computes it from logits), it falls
-back to `on_pre_optimizer_step`, where gradients are already clipped.
+back to `on_pre_optimizer_step`, where gradients are already clipped. On the steps that are
+not measured the forward hook returns at once and `on_pre_optimizer_step` only counts them.
 Tested with transformers 5.24 (the extra requires >= 5; `on_pre_optimizer_step` exists there).
 
 The Trainer's optimizer and scheduler are watched (the monitor's loop record: param groups,
@@ -102,7 +103,9 @@ class GradcheckCallback(TrainerCallback):
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.monitor is not None and not self._measured:
-            self._measure()  # the model returned no loss: gradients here are after clipping
+            # an unmeasured step is counted here; a measured one is measured here only when the
+            # model returned no loss (the gradients are then after clipping)
+            self._measure()
         if self._stop:
             control.should_training_stop = True
 
@@ -119,6 +122,8 @@ class GradcheckCallback(TrainerCallback):
 
     # -- the end of each backward pass ---------------------------------------------------------
     def _on_forward(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        if self.monitor is None or not self.monitor.measuring:
+            return  # an unmeasured step: on_pre_optimizer_step only counts it
         loss = _loss_of(output)
         if loss is None or not loss.requires_grad or not module.training:
             return

@@ -63,7 +63,11 @@ def nonfinite_first_layer(probe: ProbeResult, limits: NonfiniteFirstLimits) -> I
     """
     if probe.history is None:
         return
-    first = next((s for s in probe.history.steps if _bad_layers(s, limits) and not _scaler_skip(s)), None)
+    steps = probe.history.steps
+    worst = probe.history.worst_nonfinite()  # a monitor's book: look only at steps that can be bad
+    if worst is not None:
+        steps = tuple(s for s, w in zip(steps, worst, strict=True) if w > limits.max_count)
+    first = next((s for s in steps if _bad_layers(s, limits) and not _scaler_skip(s)), None)
     if first is None:
         return
     yield _finding(probe.history, first, limits)
