@@ -12,6 +12,7 @@ import math
 import random
 
 from gradcheck_cli.judge.diagnose import diagnose
+from gradcheck_cli.judge.rules.trends.series import change_bound, log_fit, positive_points
 from gradcheck_cli.records.history import History, LayerPoint, StepStats, UnitPoint
 from gradcheck_cli.records.series_book import LAYER_FIELDS, UNIT_FIELDS, SeriesBook
 from gradcheck_cli.records.stats import ModelInfo, ProbeResult, RunInfo
@@ -172,3 +173,24 @@ def test_trend_rules_find_the_same_on_the_book() -> None:
         seen |= {f.id for f in plain}
     assert compared > 5
     assert {"gradient-trend", "loss-spike", "nonfinite-first-layer"} <= seen
+
+
+def test_the_change_bound_is_never_below_the_fitted_change() -> None:
+    """gradient-trend skips the fit of a layer whose change_bound is below the threshold: on
+    random series (noise, steep lines, steps with gaps) the bound is never below |change|."""
+    rng = random.Random(5)
+    tight = 0
+    for _ in range(2000):
+        n = rng.randrange(2, 60)
+        steps = sorted(rng.sample(range(0, 400), n))
+        slope, noise = rng.choice((0.0, 0.001, 0.01, 0.05)), rng.choice((0.0, 0.01, 0.3, 1.0))
+        values = [10 ** (slope * s + rng.gauss(0, noise) - 3) for s in steps]
+        fit = log_fit(positive_points(steps, values))
+        bound = change_bound(steps, values)
+        if fit is None:
+            continue
+        assert abs(fit.change_orders) <= bound * (1 + 1e-9) + 1e-12, (steps, values)
+        tight += abs(fit.change_orders) > 0.5 * bound
+    assert tight > 100  # the bound is not vacuous
+    assert change_bound([1, 2, 3], [1.0, math.nan, 2.0]) == math.inf
+    assert change_bound([1, 2, 3], [1.0, 0.0, 2.0]) == math.inf

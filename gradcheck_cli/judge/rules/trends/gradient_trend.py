@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from gradcheck_cli.judge.rules.base import rule
-from gradcheck_cli.judge.rules.trends.series import LogFit, judged_fit, window
+from gradcheck_cli.judge.rules.trends.series import LogFit, change_bound, judged_fit, window
 from gradcheck_cli.records.findings import Finding, Severity, Suggestion
 from gradcheck_cli.records.history import History
 from gradcheck_cli.records.stats import ProbeResult
@@ -85,7 +85,10 @@ def _fits(history: History, limits: GradientTrendLimits) -> dict[str, LogFit]:
     steps = history.step_numbers
     out: dict[str, LogFit] = {}
     for name in history.layer_names():
-        values, bad = history.layer_series(name, "grad_norm"), history.layer_series(name, "nonfinite")
+        values = history.layer_series(name, "grad_norm")
+        if change_bound(steps, values) < limits.min_change_orders * (1 - 1e-6):
+            continue  # no line through these values moves far enough to be steep: skip the fit
+        bad = history.layer_series(name, "nonfinite")
         fit, _ = judged_fit(steps, values, bad, int(limits.min_points), limits.min_r2)
         if fit is not None and _steep(fit, limits):
             out[name] = fit

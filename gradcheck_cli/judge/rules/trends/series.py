@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Sequence
@@ -62,6 +63,33 @@ def log_fit(points: Sequence[tuple[int, float]]) -> LogFit | None:
         first_step=int(xs[0]),
         last_step=int(xs[-1]),
     )
+
+
+def change_bound(steps: Sequence[int], values: Sequence[float]) -> float:
+    """An upper bound on |change_orders| of the line log_fit fits through these values (inf: none).
+
+    With n points all finite and positive, |slope| = |sxy| / sxx <= sqrt(syy / sxx) (Cauchy-
+    Schwarz), and syy <= n (ymax - ymin)^2 / 4 (a variance is at most a quarter of the squared
+    range), so the line moves at most (ymax - ymin) (last - first) sqrt(n / (4 sxx)) orders: from
+    a max, a min and one sum over the steps shared by every layer. A monitor judging every step
+    skips the fit of each layer that cannot move far enough (most of them, on a healthy run)."""
+    if len(values) < 2:
+        return math.inf
+    total = sum(values)  # NaN or inf when any value is
+    if not math.isfinite(total) or min(values) <= 0:
+        return math.inf
+    sxx = _sxx(tuple(steps))
+    if sxx <= 0:
+        return math.inf
+    spread = math.log10(max(values)) - math.log10(min(values))
+    return spread * (steps[-1] - steps[0]) * math.sqrt(len(values) / (4 * sxx))
+
+
+@functools.lru_cache(maxsize=8)
+def _sxx(steps: tuple[int, ...]) -> float:
+    xs = [float(s) for s in steps]
+    mean = statistics.fmean(xs)
+    return sum([(x - mean) ** 2 for x in xs])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
