@@ -3,11 +3,13 @@ GPT of our own, the per-head attention statistics against plain PyTorch, and the
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -28,8 +30,18 @@ from gradcheck_cli.render.markdown import MarkdownRenderer
 from gradcheck_cli.render.terminal import TerminalRenderer
 from gradcheck_cli.run.pipeline import analyze_loaded
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "headroom"))
-import gpt as headroom_gpt  # noqa: E402
+
+def _fixture_module(name: str) -> ModuleType:
+    path = Path(__file__).parent / "fixtures" / "headroom" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"headroom_fixture_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+headroom_gpt = _fixture_module("gpt")
 
 MULTIPLIERS = (1.0, 3.0, 10.0, 30.0)
 
@@ -123,7 +135,9 @@ def test_the_model_is_back_in_its_initial_state() -> None:
     torch.manual_seed(0)
     model = nn.Linear(2, 1, bias=False)
     before = model.weight.detach().clone()
-    prepared = prepare(_config(loss="mse", optimizer="sgd", lr=0.5), _loaded(model), [normalize_batch((x, y))])
+    prepared = prepare(
+        _config(loss="mse", optimizer="sgd", lr=0.5), _loaded(model), [normalize_batch((x, y))]
+    )
     measure_headroom(prepared)
     assert torch.equal(model.weight, before)
 

@@ -66,8 +66,9 @@ def lr_headroom_low(probe: ProbeResult, limits: HeadroomLimits) -> Iterator[Find
     clip: clip the total gradient norm (--clip measures the headroom with clipping).
 
     ## Example
-    `gradcheck analyze builtin:relu-mlp-bad-init --lr-headroom --lr 2` breaks at 1x; the
-    same with `--lr 0.01` has headroom beyond 30x and no finding.
+    A linear regression trained by plain SGD at 0.8 / lambda_max (the largest curvature of its
+    loss) breaks at 3x, where 2.4 / lambda_max passes gradient descent's limit of 2 / lambda_max,
+    and this fires; at 0.3 / lambda_max it breaks at 10x and does not (tests/test_lr_headroom.py).
     """
     h = probe.lr_headroom
     if h is None or h.limit is None or h.limit > limits.max_limit:
