@@ -25,6 +25,7 @@ from gradcheck_cli.measure.lr_headroom import measure_headroom
 from gradcheck_cli.measure.preparation import prepare
 from gradcheck_cli.records.headroom import LrHeadroom
 from gradcheck_cli.records.report import Report
+from gradcheck_cli.render.html import HtmlRenderer
 from gradcheck_cli.render.json import to_document
 from gradcheck_cli.render.markdown import MarkdownRenderer
 from gradcheck_cli.render.terminal import TerminalRenderer
@@ -122,6 +123,8 @@ def test_low_headroom_is_a_finding_and_in_the_json() -> None:
     assert section["runs"][0]["per_step"]["update_ratio"]
     assert "breaks at 3x" in MarkdownRenderer().render(report)
     assert "lr headroom: breaks at 3x" in TerminalRenderer(width=120).render(report)
+    html = HtmlRenderer().render(report)
+    assert "Learning-rate headroom" in html and "loss at 3x (broke)" in html
 
 
 def test_the_current_rate_breaking_is_an_error() -> None:
