@@ -8,6 +8,7 @@ from gradcheck_cli import __version__
 from gradcheck_cli.records.comparison import BaselineComparison
 from gradcheck_cli.records.findings import FailOn, Finding, Ignored, LayerStatus, Severity
 from gradcheck_cli.records.fixes import TriedFix
+from gradcheck_cli.records.precision import PrecisionHeadroom
 from gradcheck_cli.records.stats import (
     ActivationStats,
     AttentionStats,
@@ -65,6 +66,8 @@ class Report:
     """Attention entropy, collapse and largest logit per site (first batch)."""
     gate_saturation: tuple[CellGateSaturation, ...] = ()
     """Gate saturation of each nn.LSTM/nn.GRU (first batch)."""
+    precision: PrecisionHeadroom | None = None
+    """--precision: each layer's headroom in each number format asked for."""
     ignored: tuple[Ignored, ...] = ()
     """Findings suppressed by `rules: off`, `ignore:`, --select/--ignore or an inline comment."""
     schema: str = SCHEMA
@@ -111,6 +114,7 @@ def build_report(
         versus=probe.versus,
         gate_saturation=probe.gate_saturation,
         attention=probe.attention,
+        precision=probe.precision,
     )
 
 
