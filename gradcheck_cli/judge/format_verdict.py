@@ -90,7 +90,9 @@ def verdict(layer: LayerErrors, fmt: NumberFormat, scale: float) -> tuple[str, s
     what = (
         f"its gradients lose {_pct(layer.grad_error)} unscaled ({_pct(layer.grad_to_zero)} of elements to 0)"
     )
-    at = f"{_pct(layer.grad_error_scaled)} at loss scale {scale:g}"
+    at = f"{_pct(layer.grad_error_scaled)} " + (
+        "with per-tensor scaling" if fmt.tensor_scaled else f"at loss scale {scale:g}"
+    )
     if scaled_lose:
         return KEEP_HIGHER, f"{what}, still {at} (tolerance {_pct(tol)})"
     return NEEDS_SCALING, f"{what}, {at}"

@@ -129,10 +129,18 @@ def torch_dtype(fmt: NumberFormat) -> torch.dtype:
     return dtype
 
 
-def rounded(tensor: torch.Tensor, fmt: NumberFormat, scale: float = 1.0) -> torch.Tensor:
+def rounded(tensor: torch.Tensor, fmt: NumberFormat, scale: float | torch.Tensor = 1.0) -> torch.Tensor:
     """`tensor` scaled, stored in the format, read back and unscaled (in the tensor's own dtype)."""
-    low = (tensor * scale if scale != 1.0 else tensor).to(torch_dtype(fmt)).to(tensor.dtype)
-    return low / scale if scale != 1.0 else low
+    if isinstance(scale, float) and scale == 1.0:
+        return tensor.to(torch_dtype(fmt)).to(tensor.dtype)
+    return (tensor * scale).to(torch_dtype(fmt)).to(tensor.dtype) / scale
+
+
+def tensor_scale(tensor: torch.Tensor, fmt: NumberFormat) -> torch.Tensor:
+    """An fp8 recipe's per-tensor scale: the power of two 2^floor(log2(max / amax)) (1 for zeros)."""
+    amax = magnitudes(tensor).max().double()
+    ratio = torch.where(amax > 0, fmt.max / amax, torch.ones((), dtype=amax.dtype, device=amax.device))
+    return torch.exp2(torch.floor(torch.log2(ratio))).to(tensor.dtype)
 
 
 @dataclass(slots=True)
@@ -179,11 +187,13 @@ def run_in_format(
 
     native: run in the dtype itself (bf16/fp16). Otherwise (fp8, or a dtype without a kernel
     here) each operand is rounded through the dtype, the arithmetic is float32, and the output is
-    rounded through the dtype again, as it would be stored."""
+    rounded through the dtype again, as it would be stored; fp8 with each tensor's own scale."""
     dtype = torch_dtype(fmt)
 
     def cast(t: torch.Tensor) -> torch.Tensor:
-        return t.detach().to(dtype) if native else t.detach().to(dtype).to(t.dtype)
+        if native:
+            return t.detach().to(dtype)
+        return rounded(t.detach(), fmt, tensor_scale(t, fmt) if fmt.tensor_scaled else 1.0)
 
     state = {n: cast(p) if p.is_floating_point() else p for n, p in module.named_parameters()}
     state |= {n: cast(b) if b.is_floating_point() else b for n, b in module.named_buffers()}

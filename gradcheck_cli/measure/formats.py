@@ -39,6 +39,7 @@ from gradcheck_cli.measure.format_counts import (
     float_tensors,
     rounded,
     run_in_format,
+    tensor_scale,
     to_host,
 )
 from gradcheck_cli.measure.grads import hook_target
@@ -84,13 +85,17 @@ class _Session:
             params = [p for _, p in direct_params(module) if p.requires_grad and id(p) not in owners]
             owners.update(id(p) for p in params)
             if params:
-                self.layers.append(
-                    _Layer(name or type(module).__name__, module, params, Counts(maxima), Counts(maxima),
-                           Counts(maxima), *([ErrorSums() for _ in formats] for _ in range(3)))
-                )  # fmt: skip
+                self.layers.append(self._layer(name or type(module).__name__, module, params, maxima))
         self.confirming = False
         self.scales: list[float] | None = None
         """Set between the two backward passes: the suggested loss scale of each format."""
+
+    def _layer(self, name: str, module: nn.Module, params: list[nn.Parameter], maxima: list[float]) -> _Layer:
+        def sums() -> list[ErrorSums]:
+            return [ErrorSums() for _ in self.formats]
+
+        counts = (Counts(maxima), Counts(maxima), Counts(maxima))
+        return _Layer(name, module, params, *counts, sums(), sums(), sums())
 
     @contextmanager
     def hooks(self) -> Iterator[None]:
@@ -151,7 +156,7 @@ class _Session:
         assert self.scales is not None
         for fmt, scale, plain, lifted in zip(self.formats, self.scales, unscaled, scaled, strict=True):
             plain.add(rounded(grad, fmt), grad)
-            lifted.add(rounded(grad, fmt, scale), grad)
+            lifted.add(rounded(grad, fmt, tensor_scale(grad, fmt) if fmt.tensor_scaled else scale), grad)
 
     def count_weight_grads(self) -> None:
         for layer in self.layers:
@@ -244,9 +249,20 @@ def _headroom(session: _Session, counts: list[Any], scales: list[LossScale]) -> 
     return PrecisionHeadroom(formats=tuple(formats), elements=elements)
 
 
+def _lift(counts: HostCounts, fmt: NumberFormat, scale: LossScale) -> int:
+    """log2 of the scale the gradients are stored at: fp8's per-tensor scale, else the loss scale
+    (power_of(1) = 0). A layer's parameter gradients share one scale here (their largest value)."""
+    if fmt.tensor_scaled:
+        return math.floor(math.log2(fmt.max / counts.peak)) if counts.peak > 0 else 0
+    return power_of(scale.suggested) if scale.suggested > 0 else 0
+
+
 def _method(fmt: NumberFormat, fallback: list[str]) -> str:
     if not fmt.native_on_cpu:
-        return f"rounded through {fmt.dtype}, computed in float32 (no {fmt.dtype} matmul in torch on every device)"
+        return (
+            f"each tensor scaled by its own power of two (max/amax), rounded through {fmt.dtype}, "
+            "computed in float32 (torch has no fp8 matmul on CPU)"
+        )
     if fallback:
         return f"ran in {fmt.dtype}; rounded through it where no kernel ran here: {', '.join(fallback)}"
     return f"ran in {fmt.dtype}"
@@ -256,8 +272,8 @@ def _layer(layer: _Layer, counts: tuple[HostCounts, HostCounts, HostCounts], fmt
            index: int, scale: LossScale) -> FormatLayer:  # fmt: skip
     act, grad, wgrad = counts
     normal, zero = power_of(fmt.min_normal), power_of(fmt.min_subnormal) - 1
-    lifted = power_of(scale.suggested) if scale.suggested > 0 else 0
     grads = grad.nonzero + wgrad.nonzero
+    lift = [_lift(c, fmt, scale) for c in (grad, wgrad)]
     confirmed, nonfinite = _errors(layer.forward_error[index])
     errors = LayerErrors(
         activation_overflow=_share(act.over[index] if act.over else 0, act.nonzero),
@@ -268,7 +284,7 @@ def _layer(layer: _Layer, counts: tuple[HostCounts, HostCounts, HostCounts], fmt
         grad_error=_errors(layer.grad_error[index])[0],
         grad_error_scaled=_errors(layer.grad_error_scaled[index])[0],
         grad_to_zero=_share(grad.below(zero) + wgrad.below(zero), grads),
-        grad_to_zero_scaled=_share(grad.below(zero - lifted) + wgrad.below(zero - lifted), grads),
+        grad_to_zero_scaled=_share(grad.below(zero - lift[0]) + wgrad.below(zero - lift[1]), grads),
     )
     kind, reason = verdict(errors, fmt, scale.suggested)
     return FormatLayer(

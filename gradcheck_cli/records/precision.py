@@ -70,6 +70,10 @@ class NumberFormat:
     native_on_cpu: bool
     """True: the layer is run in the dtype; False (fp8): operands are rounded through the dtype
     and the arithmetic is float32 (torch has no fp8 matmul on CPU), the output rounded again."""
+    tensor_scaled: bool = False
+    """fp8 as fp8 recipes run it: every tensor is multiplied by its own power-of-two scale
+    2^floor(log2(max / amax)) before it is stored in the format (and divided after), so the
+    verdict's run and its scaled gradients use per-tensor scales, not one loss scale."""
 
     @property
     def roundoff(self) -> float:
@@ -86,9 +90,9 @@ NUMBER_FORMATS: tuple[NumberFormat, ...] = (
     NumberFormat(name="fp16", dtype="float16", max=65504.0, min_normal=2.0**-14,
                  min_subnormal=2.0**-24, mantissa_bits=10, native_on_cpu=True),
     NumberFormat(name="fp8-e4m3", dtype="float8_e4m3fn", max=448.0, min_normal=2.0**-6,
-                 min_subnormal=2.0**-9, mantissa_bits=3, native_on_cpu=False),
+                 min_subnormal=2.0**-9, mantissa_bits=3, native_on_cpu=False, tensor_scaled=True),
     NumberFormat(name="fp8-e5m2", dtype="float8_e5m2", max=57344.0, min_normal=2.0**-14,
-                 min_subnormal=2.0**-16, mantissa_bits=2, native_on_cpu=False),
+                 min_subnormal=2.0**-16, mantissa_bits=2, native_on_cpu=False, tensor_scaled=True),
 )  # fmt: skip
 FORMAT_NAMES = tuple(f.name for f in NUMBER_FORMATS)
 

@@ -14,16 +14,10 @@ from gradcheck_cli.render.base import fmt_num
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-HEADERS = (
-    "layer",
-    "act under",
-    "act over",
-    "grad under",
-    "grad over",
-    "output error",
-    "grad error (scaled)",
-    "verdict",
-)
+HEADERS = ("layer", "act under/over", "grad under/over", "out err", "grad err (scaled)", "verdict")
+"""Shares of elements out of the format's range (gradient: the worse of output and parameter
+gradients), the relative error of the layer run in the format, of its gradients rounded through
+it (unscaled, and at the suggested loss scale), and the verdict."""
 
 
 def _num(value: float) -> float | None:
@@ -80,7 +74,9 @@ def precision_section(precision: PrecisionHeadroom) -> dict[str, Any]:
 
 
 def _share(value: float) -> str:
-    return "0" if value == 0 else f"{value:.1%}" if value >= 0.001 else "<0.1%"
+    if value == 0 or value == 1:
+        return f"{value:.0%}"
+    return f"{value:.1%}" if value >= 0.001 else "<0.1%"
 
 
 def rows(headroom: FormatHeadroom) -> list[tuple[str, ...]]:
@@ -88,8 +84,8 @@ def rows(headroom: FormatHeadroom) -> list[tuple[str, ...]]:
     return [
         (
             layer.name,
-            f"{_share(layer.activation_underflow)} / {_share(layer.activation_overflow)}",
-            f"{_share(max(layer.grad_underflow, layer.weight_grad_underflow))} / "
+            f"{_share(layer.activation_underflow)}/{_share(layer.activation_overflow)}",
+            f"{_share(max(layer.grad_underflow, layer.weight_grad_underflow))}/"
             f"{_share(max(layer.grad_overflow, layer.weight_grad_overflow))}",
             fmt_num(layer.confirmed_error),
             f"{fmt_num(layer.grad_error)} ({fmt_num(layer.grad_error_scaled)})",

@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from gradcheck_cli.records.findings import Finding, Severity, Suggestion
-from gradcheck_cli.records.precision import KEEP_HIGHER, NEEDS_SCALING, FormatHeadroom, FormatLayer
+from gradcheck_cli.records.precision import (
+    KEEP_HIGHER,
+    NEEDS_SCALING,
+    FormatHeadroom,
+    FormatLayer,
+    number_format,
+)
 from gradcheck_cli.records.report import Report
 from gradcheck_cli.records.stats import ProbeResult
 
@@ -58,7 +64,8 @@ def _finding(finding_id: str, headroom: FormatHeadroom, layers: list[FormatLayer
     if keep:
         parts.append(f"{_names(keep)} must stay in higher precision")
     if scaling:
-        parts.append(f"{_names(scaling)} need a loss scale (suggested {scale.suggested:g})")
+        how = "per-tensor scaling" if _tensor_scaled(fmt) else f"a loss scale (suggested {scale.suggested:g})"
+        parts.append(f"{_names(scaling)} need {how}")
     message = f"In {fmt}, {' and '.join(parts)} ({finding_id.removeprefix('precision-')}); worst: {worst.name}: {worst.reason}."
     suggestions = []
     if keep:
@@ -121,7 +128,16 @@ def _keep_text(fmt: str, layers: list[FormatLayer]) -> str:
     )
 
 
+def _tensor_scaled(fmt: str) -> bool:
+    return number_format(fmt).tensor_scaled
+
+
 def _scale_text(fmt: str, scale: float) -> str:
+    if _tensor_scaled(fmt):
+        return (
+            f"scale every {fmt} tensor by its own factor (an fp8 recipe's per-tensor amax scaling, "
+            "e.g. TransformerEngine's DelayedScaling); one loss scale does not fit every layer"
+        )
     return (
         f"scale the loss for {fmt}: torch.amp.GradScaler(init_scale={scale:g}) "
         "(scaler.scale(loss).backward(); scaler.step(optimizer); scaler.update())"
