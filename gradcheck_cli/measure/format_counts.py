@@ -10,6 +10,7 @@ directly. One host transfer at the end of the measurement.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -160,6 +161,26 @@ class ErrorSums:
         self.ref.append(torch.linalg.vector_norm(reference, dtype=wide) ** 2)
         self.nonfinite.append((~finite).sum())
         self.numel += reference.numel()
+
+
+def relative_error(sums: ErrorSums) -> tuple[float, float]:
+    """(relative L2 error, share of non-finite elements); NaN when nothing was compared."""
+    if not sums.diff:
+        return math.nan, 0.0
+    diff, ref, bad = (float(torch.stack(v).sum()) for v in (sums.diff, sums.ref, sums.nonfinite))
+    error = math.sqrt(diff / ref) if ref > 0 else (0.0 if diff == 0 else math.inf)
+    return error, bad / sums.numel if sums.numel else 0.0
+
+
+def method_text(fmt: NumberFormat, fallback: list[str]) -> str:
+    if not fmt.native_on_cpu:
+        return (
+            f"each tensor scaled by its own power of two (max/amax), rounded through {fmt.dtype}, "
+            "computed in float32 (torch has no fp8 matmul on CPU)"
+        )
+    if fallback:
+        return f"ran in {fmt.dtype}; rounded through it where no kernel ran here: {', '.join(fallback)}"
+    return f"ran in {fmt.dtype}"
 
 
 def float_tensors(value: Any) -> list[torch.Tensor]:

@@ -37,6 +37,8 @@ from gradcheck_cli.measure.format_counts import (
     ErrorSums,
     HostCounts,
     float_tensors,
+    method_text,
+    relative_error,
     rounded,
     run_in_format,
     tensor_scale,
@@ -225,15 +227,6 @@ def _share(part: float, whole: float) -> float:
     return part / whole if whole else 0.0
 
 
-def _errors(sums: ErrorSums) -> tuple[float, float]:
-    """(relative L2 error, share of non-finite elements); NaN when nothing was compared."""
-    if not sums.diff:
-        return math.nan, 0.0
-    diff, ref, bad = (float(torch.stack(v).sum()) for v in (sums.diff, sums.ref, sums.nonfinite))
-    error = math.sqrt(diff / ref) if ref > 0 else (0.0 if diff == 0 else math.inf)
-    return error, _share(bad, sums.numel)
-
-
 def _headroom(session: _Session, counts: list[Any], scales: list[LossScale]) -> PrecisionHeadroom:
     formats = []
     for index, (fmt, scale) in enumerate(zip(session.formats, scales, strict=True)):
@@ -242,7 +235,7 @@ def _headroom(session: _Session, counts: list[Any], scales: list[LossScale]) -> 
         )
         fallback = sorted(layer.name for layer in session.layers if fmt.name in layer.fallback)
         formats.append(
-            FormatHeadroom(format=fmt.name, method=_method(fmt, fallback), tolerance=fmt.tolerance,
+            FormatHeadroom(format=fmt.name, method=method_text(fmt, fallback), tolerance=fmt.tolerance,
                            layers=layers, loss_scale=scale)
         )  # fmt: skip
     elements = sum(h.nonzero + h.hist[0] for triple in counts for h in triple)
@@ -257,32 +250,21 @@ def _lift(counts: HostCounts, fmt: NumberFormat, scale: LossScale) -> int:
     return power_of(scale.suggested) if scale.suggested > 0 else 0
 
 
-def _method(fmt: NumberFormat, fallback: list[str]) -> str:
-    if not fmt.native_on_cpu:
-        return (
-            f"each tensor scaled by its own power of two (max/amax), rounded through {fmt.dtype}, "
-            "computed in float32 (torch has no fp8 matmul on CPU)"
-        )
-    if fallback:
-        return f"ran in {fmt.dtype}; rounded through it where no kernel ran here: {', '.join(fallback)}"
-    return f"ran in {fmt.dtype}"
-
-
 def _layer(layer: _Layer, counts: tuple[HostCounts, HostCounts, HostCounts], fmt: NumberFormat,
            index: int, scale: LossScale) -> FormatLayer:  # fmt: skip
     act, grad, wgrad = counts
     normal, zero = power_of(fmt.min_normal), power_of(fmt.min_subnormal) - 1
     grads = grad.nonzero + wgrad.nonzero
     lift = [_lift(c, fmt, scale) for c in (grad, wgrad)]
-    confirmed, nonfinite = _errors(layer.forward_error[index])
+    confirmed, nonfinite = relative_error(layer.forward_error[index])
     errors = LayerErrors(
         activation_overflow=_share(act.over[index] if act.over else 0, act.nonzero),
         activation_underflow=_share(act.below(normal), act.nonzero),
         confirmed_error=confirmed,
         confirmed_nonfinite=nonfinite,
         grad_overflow=_share(sum(c.over[index] for c in (grad, wgrad) if c.over), grads),
-        grad_error=_errors(layer.grad_error[index])[0],
-        grad_error_scaled=_errors(layer.grad_error_scaled[index])[0],
+        grad_error=relative_error(layer.grad_error[index])[0],
+        grad_error_scaled=relative_error(layer.grad_error_scaled[index])[0],
         grad_to_zero=_share(grad.below(zero) + wgrad.below(zero), grads),
         grad_to_zero_scaled=_share(grad.below(zero - lift[0]) + wgrad.below(zero - lift[1]), grads),
     )
