@@ -181,17 +181,22 @@ def by_hand(module: nn.Module, x: torch.Tensor, fmt_name: str) -> torch.Tensor:
             out = torch.func.functional_call(module, {n: cast(p) for n, p in params.items()}, (cast(x),))
         return cast(out)
     with torch.no_grad():
-        return torch.func.functional_call(module, {n: p.to(dtype) for n, p in params.items()}, (x.to(dtype),)).float()
+        return torch.func.functional_call(
+            module, {n: p.to(dtype) for n, p in params.items()}, (x.to(dtype),)
+        ).float()
 
 
 def relative_error(low: torch.Tensor, full: torch.Tensor) -> float:
     low = torch.where(torch.isfinite(low), low, torch.zeros(()))
-    return float(torch.linalg.vector_norm(low.double() - full.double()) / torch.linalg.vector_norm(full.double()))
+    return float(
+        torch.linalg.vector_norm(low.double() - full.double()) / torch.linalg.vector_norm(full.double())
+    )
 
 
 def analyse(path: Path) -> tuple[dict[str, Any], float]:
-    from gradcheck_cli.run.cli import app
     from typer.testing import CliRunner
+
+    from gradcheck_cli.run.cli import app
 
     started = time.perf_counter()
     result = CliRunner().invoke(app, ["analyze", str(path), "--device", "cpu", "--format", "json",
@@ -229,7 +234,9 @@ def rows_for(name: str, folder: Path) -> tuple[list[list[str]], list[str]]:
             ])  # fmt: skip
     findings = sorted({f"{f['id']} ({f['evidence']['format']})" for f in report["findings"]
                        if f["id"].startswith("precision-")})  # fmt: skip
-    summary = f"`{name}`: {seconds:.1f} s for `analyze --precision all`, findings: {', '.join(findings) or 'none'}"
+    summary = (
+        f"`{name}`: {seconds:.1f} s for `analyze --precision all`, findings: {', '.join(findings) or 'none'}"
+    )
     return rows, [summary]
 
 

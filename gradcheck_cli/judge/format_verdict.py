@@ -114,7 +114,10 @@ def _forward_reason(layer: LayerErrors, fmt: NumberFormat) -> str:
     if layer.activation_overflow > 0:
         parts.append(f"{_pct(layer.activation_overflow)} of its outputs exceed {fmt.max:g}")
     if layer.activation_underflow > 0:
-        parts.append(f"{_pct(layer.activation_underflow)} are below {fmt.min_normal:.3g} (subnormal or 0)")
+        scaled = " at its per-tensor scale" if fmt.tensor_scaled else ""
+        parts.append(
+            f"{_pct(layer.activation_underflow)} are below {fmt.min_normal:.3g}{scaled} (subnormal or 0)"
+        )
     return "; ".join(parts)
 
 

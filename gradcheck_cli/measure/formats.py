@@ -257,9 +257,16 @@ def _layer(layer: _Layer, counts: tuple[HostCounts, HostCounts, HostCounts], fmt
     grads = grad.nonzero + wgrad.nonzero
     lift = [_lift(c, fmt, scale) for c in (grad, wgrad)]
     confirmed, nonfinite = relative_error(layer.forward_error[index])
+    under, over = (
+        _share(act.below(normal), act.nonzero),
+        _share(act.over[index] if act.over else 0, act.nonzero),
+    )
+    # the verdict's cause, fp8: the output at its own scale (it cannot overflow; what is small is
+    # small against the largest output)
+    scaled_under = _share(act.below(normal - _lift(act, fmt, scale)), act.nonzero)
     errors = LayerErrors(
-        activation_overflow=_share(act.over[index] if act.over else 0, act.nonzero),
-        activation_underflow=_share(act.below(normal), act.nonzero),
+        activation_overflow=0.0 if fmt.tensor_scaled else over,
+        activation_underflow=scaled_under if fmt.tensor_scaled else under,
         confirmed_error=confirmed,
         confirmed_nonfinite=nonfinite,
         grad_overflow=_share(sum(c.over[index] for c in (grad, wgrad) if c.over), grads),
@@ -271,8 +278,8 @@ def _layer(layer: _Layer, counts: tuple[HostCounts, HostCounts, HostCounts], fmt
     kind, reason = verdict(errors, fmt, scale.suggested)
     return FormatLayer(
         name=layer.name,
-        activation_underflow=errors.activation_underflow,
-        activation_overflow=errors.activation_overflow,
+        activation_underflow=under,
+        activation_overflow=over,
         grad_underflow=_share(grad.below(normal), grad.nonzero),
         grad_overflow=_share(grad.over[index] if grad.over else 0, grad.nonzero),
         weight_grad_underflow=_share(wgrad.below(normal), wgrad.nonzero),

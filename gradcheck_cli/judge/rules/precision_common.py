@@ -36,10 +36,14 @@ def precision_findings(
     if probe.precision is None:
         return
     for headroom in probe.precision.formats:
+        # fp8 recipes scale every tensor anyway: a layer that only needs that is no finding
+        scaled = number_format(headroom.format).tensor_scaled
         layers = [
             layer
             for layer in headroom.layers
-            if layer.cause == cause and layer.verdict != "fine" and _above(layer, headroom, limits)
+            if layer.cause == cause
+            and (layer.verdict == KEEP_HIGHER or (layer.verdict == NEEDS_SCALING and not scaled))
+            and _above(layer, headroom, limits)
         ]
         if layers:
             yield _finding(finding_id, headroom, layers)
