@@ -278,3 +278,16 @@ def test_rules_are_registered_and_documented(rule_id: str) -> None:
     assert spec is not None
     for section in DOC_SECTIONS:
         assert f"## {section}" in spec.doc
+
+
+def test_fp8_per_tensor_scale_is_the_recipes_power_of_two() -> None:
+    from gradcheck_cli.measure.format_counts import rounded, tensor_scale
+
+    e4m3 = number_format("fp8-e4m3")
+    x = torch.tensor([1e6, 0.1, -3.0, 0.0])
+    scale = float(tensor_scale(x, e4m3))
+    assert scale == 2.0 ** math.floor(math.log2(448 / 1e6)) == 2.0**-12
+    by_hand = (x * scale).to(torch.float8_e4m3fn).float() / scale
+    assert torch.equal(rounded(x, e4m3, tensor_scale(x, e4m3)), by_hand)
+    assert by_hand[1] == 0.0  # 0.1 * 2^-12 is below half of e4m3's smallest subnormal 2^-9: lost
+    assert float(tensor_scale(torch.zeros(3), e4m3)) == 1.0

@@ -139,8 +139,9 @@ def rounded(tensor: torch.Tensor, fmt: NumberFormat, scale: float | torch.Tensor
 
 def tensor_scale(tensor: torch.Tensor, fmt: NumberFormat) -> torch.Tensor:
     """An fp8 recipe's per-tensor scale: the power of two 2^floor(log2(max / amax)) (1 for zeros)."""
-    amax = magnitudes(tensor).max().double()
-    ratio = torch.where(amax > 0, fmt.max / amax, torch.ones((), dtype=amax.dtype, device=amax.device))
+    amax = magnitudes(tensor).max()  # float32 (MPS has no float64); the ratio capped at 2^100
+    ratio = (fmt.max / amax.clamp(min=2.0**-126)).clamp(max=2.0**100)
+    ratio = torch.where(amax > 0, ratio, torch.ones_like(ratio))
     return torch.exp2(torch.floor(torch.log2(ratio))).to(tensor.dtype)
 
 
