@@ -22,6 +22,7 @@ from gradcheck_cli.config.options import (
     parse_key_values,
     values_from_file,
 )
+from gradcheck_cli.config.scale_settings import ScaleSettings
 from gradcheck_cli.config.specs import InputSpec, TargetRef, parse_target
 from gradcheck_cli.records.errors import ConfigError
 from gradcheck_cli.records.hints import did_you_mean
@@ -97,6 +98,8 @@ class AnalyzeConfig:
     precision: tuple[str, ...] = ()
     """--precision: the number formats (bf16, fp16, fp8-e4m3, fp8-e5m2) to measure each layer's headroom in."""
     """Seconds a target's analysis may take before its worker is stopped (exit 2)."""
+    scale: ScaleSettings | None = None
+    """`gradcheck scale`: the width sweep the worker runs instead of an analysis."""
 
 
 def build_config(
