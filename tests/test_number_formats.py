@@ -291,3 +291,19 @@ def test_fp8_per_tensor_scale_is_the_recipes_power_of_two() -> None:
     assert torch.equal(rounded(x, e4m3, tensor_scale(x, e4m3)), by_hand)
     assert by_hand[1] == 0.0  # 0.1 * 2^-12 is below half of e4m3's smallest subnormal 2^-9: lost
     assert float(tensor_scale(torch.zeros(3), e4m3)) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("fmt", "marker"),
+    [("markdown", "**Number-format headroom**"), ("html", "<h2>Number-format headroom</h2>")],
+)
+def test_markdown_and_html_show_the_tables(cli, tmp_path: Path, fmt: str, marker: str) -> None:
+    path = tmp_path / "healthy.py"
+    path.write_text(textwrap.dedent(HEALTHY))
+    result = cli(
+        "analyze", str(path), "--device", "cpu", "--format", fmt, "--batches", "1", "--precision", "fp16"
+    )
+    assert result.exit_code == 0, result
+    assert marker in result.stdout
+    assert "fp16: 0 to keep in higher precision" in result.stdout
+    assert "act under/over" in result.stdout and "loss scale" in result.stdout
