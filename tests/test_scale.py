@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -161,4 +160,43 @@ def test_roles_come_from_how_the_shapes_change() -> None:
     assert role_of(shapes((64, 8), (128, 8))) == "readout"
     assert role_of(shapes((8, 8), (8, 8))) == "fixed"
     assert role_of([Shape("LayerNorm", 0, 0, "norm")] * 2) == "norm"
-    assert not math.isnan(0.0)
+
+
+def test_modules_are_classified_by_kind_and_shape() -> None:
+    from torch import nn
+
+    from gradcheck_cli.measure.scale_roles import classify, select_modules
+
+    assert classify(nn.MultiheadAttention(32, 4)).group == "attention"
+    assert classify(nn.LayerNorm(32)).group == "norm"
+    embedding = classify(nn.Embedding(1000, 32))
+    assert (embedding.fan_in, embedding.fan_out) == (1000, 32)
+    conv = classify(nn.Conv2d(8, 16, 3))
+    assert (conv.fan_in, conv.fan_out) == (8 * 9, 16)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.MultiheadAttention(8, 2))
+    assert set(select_modules(model)) == {"0", "2", "2.out_proj"}
+
+
+def test_a_call_form_target_gets_the_width_as_a_keyword(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "scale.json"
+    target = f"{MODELS}:MLP(mup=True, bottleneck=False)"
+    result = cli(
+        "scale",
+        target,
+        "-w",
+        "width=32,64",
+        "-i",
+        "8x16",
+        "--seeds",
+        "1",
+        "-p",
+        "mup",
+        "-f",
+        "json",
+        "-o",
+        str(out),
+    )
+    assert result.exit_code in (0, 1), result
+    modules = {m["name"]: m for m in json.loads(out.read_text())["scale"]["modules"]}
+    assert modules["fc2"]["role"] == "hidden" and modules["fc2"]["fan_in"] == "width"
+    assert modules["fc2"]["expected"]["backward"] == [-1.0, -1.0]

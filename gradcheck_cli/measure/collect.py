@@ -90,6 +90,7 @@ def probe(prepared: Prepared, started: float, records: StageRecords = NO_RECORDS
         fp16_underflow=records.fp16_underflow,
         precision=records.precision,
         training=records.training,
+        lr_headroom=records.lr_headroom,
         checkpoint=records.checkpoint,
         **_recomputed(model, lambda: forward(prepared, first)),
         nonfinite_op=origin.op if origin else None,
