@@ -31,9 +31,11 @@ def precision_overflow(probe: ProbeResult, limits: PrecisionLimits) -> Iterator[
     buffers cast to float16/bfloat16; for fp8 each operand rounded through the fp8 dtype and the
     arithmetic done in float32, since torch has no fp8 matmul on a CPU) and its output compared with
     the float32 one. It fires for a layer whose relative error there is above the format's
-    tolerance while some of its outputs exceed the format's largest value (fp16 65504, fp8-e4m3
-    448, fp8-e5m2 57344, bf16 3.4e38), or whose gradients overflow the format. Outputs that become
-    inf count as lost (fp16); fp8-e4m3 has no inf and saturates at 448.
+    tolerance while some of its outputs exceed the format's largest value (fp16 65504, bf16
+    3.4e38), or whose gradients overflow the format and still lose more than the tolerance at the
+    suggested loss scale. Outputs that become inf count as lost. In fp8 (largest values: e4m3 448,
+    e5m2 57344) every tensor is scaled by its own power of two first, as fp8 recipes do, so an fp8
+    output cannot overflow; the shares above the largest value are still reported, unscaled.
 
     ## Why it matters
     An overflowed activation is inf or a clipped value in the next layer's input: the loss turns

@@ -28,7 +28,8 @@ def precision_rounding(probe: ProbeResult, limits: PrecisionLimits) -> Iterator[
 
     ## What it detects
     The layer is run in the format (float16/bfloat16 natively; fp8 by rounding every operand
-    through the fp8 dtype and computing in float32) on the inputs of the float32 reference pass.
+    through the fp8 dtype at its own power-of-two scale, as fp8 recipes scale each tensor, and
+    computing in float32) on the inputs of the float32 reference pass.
     Its relative error against float32 is above the format's tolerance, and fewer than 1% of its
     outputs are below the smallest normal and none above the largest value: the error comes
     from rounding (cancellation in a sum of large terms, or a format with 2-3 mantissa bits).
