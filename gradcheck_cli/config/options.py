@@ -525,7 +525,8 @@ OPTIONS: tuple[Option, ...] = (
         file_check=BOOL,
         help="Measure how far the learning rate can go up: k steps on one batch at the rate times each "
         "--headroom-multipliers, from the same start; reports the smallest multiplier at which the loss "
-        "diverges or an instrument (update ratio, attention logit, output logits) grows super-linearly.",
+        "diverges or stalls or an instrument (update ratio, attention logit, output logits) grows "
+        "super-linearly (docs/lr-headroom.md).",
         template="# lr-headroom: true   # how far the learning rate can go up before training breaks",
     ),
     Option(
