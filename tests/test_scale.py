@@ -119,6 +119,8 @@ def test_json_has_the_scale_section(mup_report: ScaleReport) -> None:
     assert first["expected"]["backward"] == [-1.0, -1.0]
     for fmt in ("rich", "markdown", "html"):
         assert "fc2" in SCALE_RENDERERS[fmt](mup_report, 100)
+    page = SCALE_RENDERERS["html"](mup_report, 100)
+    assert page.count("<svg") == 3 and page.count("stroke='#4a7'") == 3 * len(mup_report.modules)
 
 
 def test_the_command_runs_and_exits_by_its_findings(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -200,3 +202,37 @@ def test_a_call_form_target_gets_the_width_as_a_keyword(cli, tmp_path: Path) -> 
     modules = {m["name"]: m for m in json.loads(out.read_text())["scale"]["modules"]}
     assert modules["fc2"]["role"] == "hidden" and modules["fc2"]["fan_in"] == "width"
     assert modules["fc2"]["expected"]["backward"] == [-1.0, -1.0]
+
+
+def test_the_sweep_runs_in_the_worker_process(tmp_path: Path) -> None:
+    """The user's code runs in the worker, never in the CLI's process; the report crosses as data."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "GRADCHECK_IN_PROCESS"}
+    args = [
+        "scale",
+        f"{MODELS}:mup",
+        "-w",
+        "width=16,32",
+        "-i",
+        "4x16",
+        "--seeds",
+        "1",
+        "-p",
+        "mup",
+        "-f",
+        "json",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "gradcheck_cli", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode in (0, 1), done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["scale"]["widths"] == [16, 32] and len(doc["scale"]["modules"]) == 4

@@ -46,7 +46,9 @@ def measure_widths(config: AnalyzeConfig, progress: Progress | None = None) -> S
     for seed in seeds:
         for width in settings.widths:
             if progress is not None:
-                progress(f"width {settings.key}={width}, seed {seed}: {settings.steps} steps")
+                progress(
+                    f"building and stepping {settings.key}={width}, seed {seed} ({settings.steps} steps)"
+                )
             series, shapes[width], optimizer, device = _one_run(config, settings, width, seed)
             runs[seed, width] = series
     return ScaleSamples(
