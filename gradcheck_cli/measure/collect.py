@@ -52,6 +52,8 @@ class _Passes:
     loss: LossChoice | None
     left_out: LeftOutOutputs | None
     has_residual: bool | None
+    gates: tuple[tuple[str, torch.nn.Parameter], ...] | None = None
+    """The zero-init candidates the first batch's graph multiplies by (`zero_gains.gating`)."""
 
 
 def probe(prepared: Prepared, started: float, records: StageRecords = NO_RECORDS) -> ProbeResult:
@@ -75,6 +77,7 @@ def probe(prepared: Prepared, started: float, records: StageRecords = NO_RECORDS
         passes.layers,
         prepared.config.seed,
         records.loss_scale,
+        passes.gates,
     )
     recurrent = through_time.measure(model, lambda: forward(prepared, first), prepared.config.seed, sources)
     origin = _nonfinite_origin(prepared, layers)
@@ -132,7 +135,8 @@ def _first_seen(passes: _Passes, model: torch.nn.Module, choice: LossChoice) -> 
     if residual is None:
         residual = structure.has_residual_add(choice.value)
     left_out = passes.left_out or left_out_feeders(model, choice.value, choice.left_out)
-    return dataclasses.replace(passes, loss=choice, left_out=left_out, has_residual=residual)
+    gates = passes.gates if passes.gates is not None else tuple(zero_gains.gating(choice.value, model))
+    return dataclasses.replace(passes, loss=choice, left_out=left_out, has_residual=residual, gates=gates)
 
 
 def _recomputed(model: torch.nn.Module, run_forward: Callable[[], object]) -> dict[str, Any]:
