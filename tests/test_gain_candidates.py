@@ -77,7 +77,11 @@ def test_plain_pytorch_an_added_zero_closes_no_path_a_multiplied_one_does() -> N
 
 
 def test_the_graph_tells_added_from_multiplied_parameters() -> None:
-    gain, cls, pos = nn.Parameter(torch.zeros(4)), nn.Parameter(torch.zeros(1, 4)), nn.Parameter(torch.zeros(3, 4))
+    gain, cls, pos = (
+        nn.Parameter(torch.zeros(4)),
+        nn.Parameter(torch.zeros(1, 4)),
+        nn.Parameter(torch.zeros(3, 4)),
+    )
     table, head = nn.Parameter(torch.zeros(5, 4)), nn.Parameter(torch.zeros(2, 4))
     one_plus = nn.Parameter(torch.zeros(4))
     x = torch.randn(2, 4, requires_grad=True)
@@ -85,7 +89,14 @@ def test_the_graph_tells_added_from_multiplied_parameters() -> None:
     looked_up = nn.functional.embedding(torch.tensor([1, 2, 3]), table)
     mixed = (tokens + looked_up) * gain * (1 + one_plus)  # multiplied; (1 + p) is a sum
     loss = nn.functional.linear(mixed, head).sum()  # a zero head multiplies
-    named = [("gain", gain), ("cls", cls), ("pos", pos), ("table", table), ("head", head), ("one_plus", one_plus)]
+    named = [
+        ("gain", gain),
+        ("cls", cls),
+        ("pos", pos),
+        ("table", table),
+        ("head", head),
+        ("one_plus", one_plus),
+    ]
     assert sorted(multiplied(loss, named)) == ["gain", "head"]
     assert multiplied(loss, [("unused", nn.Parameter(torch.zeros(1)))]) == []
 
