@@ -52,6 +52,8 @@ class _Passes:
     loss: LossChoice | None
     left_out: LeftOutOutputs | None
     has_residual: bool | None
+    attention_seen: bool | None = None
+    """The first forward called F.scaled_dot_product_attention (None: no forward was watched)."""
     gates: tuple[tuple[str, torch.nn.Parameter], ...] | None = None
     """The zero-init candidates the first batch's graph multiplies by (`zero_gains.gating`)."""
 
@@ -93,7 +95,7 @@ def probe(prepared: Prepared, started: float, records: StageRecords = NO_RECORDS
         fp16_underflow=records.fp16_underflow,
         training=records.training,
         checkpoint=records.checkpoint,
-        **_recomputed(model, lambda: forward(prepared, first)),
+        **_recomputed(model, lambda: forward(prepared, first), passes.attention_seen),
         nonfinite_op=origin.op if origin else None,
         nonfinite_source=origin.source if origin else None,
         left_out=passes.left_out,
@@ -126,7 +128,10 @@ def _measured_passes(prepared: Prepared, sources: dict[str, SourceRef], loss_sca
         activations = gradient_probe.activation_stats() + functional_calls.stats()
     model.zero_grad(set_to_none=True)
     loss_values = torch.stack(losses).float().tolist() if losses else []
-    return dataclasses.replace(passes, layers=layers, activations=activations, losses=loss_values)
+    seen = functional_calls.attention_seen()
+    return dataclasses.replace(
+        passes, layers=layers, activations=activations, losses=loss_values, attention_seen=seen
+    )
 
 
 def _first_seen(passes: _Passes, model: torch.nn.Module, choice: LossChoice) -> _Passes:
@@ -139,12 +144,15 @@ def _first_seen(passes: _Passes, model: torch.nn.Module, choice: LossChoice) -> 
     return dataclasses.replace(passes, loss=choice, left_out=left_out, has_residual=residual, gates=gates)
 
 
-def _recomputed(model: torch.nn.Module, run_forward: Callable[[], object]) -> dict[str, Any]:
-    """LSTM/GRU cell gate saturation and attention probabilities, recomputed from one forward's inputs."""
-    return {
-        "gate_saturation": measure_cell_gates(model, run_forward),
-        "attention": measure_attention(model, run_forward),
-    }
+def _recomputed(
+    model: torch.nn.Module, run_forward: Callable[[], object], attention_seen: bool | None = None
+) -> dict[str, Any]:
+    """LSTM/GRU cell gate saturation and attention probabilities, recomputed from one forward's
+    inputs; the attention forward only where there is attention (an nn.MultiheadAttention, or a
+    scaled_dot_product_attention call the measured forward made, or no forward was watched)."""
+    mha = any(isinstance(m, torch.nn.MultiheadAttention) for m in model.modules())
+    attention = measure_attention(model, run_forward) if mha or attention_seen is not False else ()
+    return {"gate_saturation": measure_cell_gates(model, run_forward), "attention": attention}
 
 
 def _nonfinite_origin(prepared: Prepared, layers: tuple[LayerStats, ...]) -> NonfiniteOrigin | None:
