@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_models import ResidualMLP  # noqa: E402
+from reference_models import ResidualMLP
 
-from gradcheck_cli import analyze  # noqa: E402
+from gradcheck_cli import analyze
 
 
 class Counted:
@@ -111,7 +111,9 @@ def profile(depth: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--depths", default="100,300,1000")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", type=int, default=0, help="cProfile one analysis at this depth")
