@@ -1,3 +1,3 @@
-from gradcheck_cli.run.cli import main
+from gradcheck_cli.run.entry import main
 
 main()

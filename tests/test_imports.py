@@ -86,3 +86,66 @@ def test_the_check_would_see_torch_if_it_were_imported() -> None:
     # The same harness, on a path that must load torch: a builtin analysis.
     result = run_in_fresh_interpreter("analyze", "builtin:tanh-mlp", "--format", "json", "--batches", "1")
     assert "torch" in result["heavy"]  # type: ignore[operator]
+
+
+# --- what the command line leaves out (issue 24: start-up near a plain script) ---------------------
+
+ENTRY_PROBE = """
+import json, sys
+from gradcheck_cli.run.entry import main
+sys.argv = ["gradcheck", *sys.argv[1:]]
+code = 0
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code or 0
+watched = ("torch", "typer", "click", "rich", "pydantic", "markdown_it", "pygments", "attr", "yaml",
+           "gradcheck_cli.judge.rules", "gradcheck_cli.config.options")
+print(json.dumps({"code": code, "loaded": [m for m in watched if m in sys.modules]}), file=sys.stderr)
+"""
+
+
+def run_entry(*argv: str, env: dict[str, str] | None = None) -> dict[str, object]:
+    """The installed `gradcheck` script's path (`run.entry`) in a fresh interpreter."""
+    import os
+
+    done = subprocess.run(
+        [sys.executable, "-c", ENTRY_PROBE, *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+    result: dict[str, object] = json.loads(done.stderr.strip().splitlines()[-1])
+    result["stdout"] = done.stdout
+    return result
+
+
+def test_version_imports_no_command_line_library() -> None:
+    result = run_entry("--version")
+    assert result["code"] == 0 and str(result["stdout"]).startswith("gradcheck ")
+    assert result["loaded"] == []
+
+
+@pytest.mark.parametrize("argv", [("--help",), ("analyze", "--help"), ("-h",), ()])
+def test_help_leaves_out_the_markdown_and_traceback_stack(argv: tuple[str, ...]) -> None:
+    """typer's help formatter imports rich.markdown (markdown_it, pygments) and rich.traceback
+    (rich.pretty, attrs) at module level; `run.entry` keeps both out, and the text is the same."""
+    result = run_entry(*argv)
+    plain = run_in_fresh_interpreter(*argv)
+    assert result["stdout"] == plain["stdout"] and "gradcheck" in str(result["stdout"])
+    assert result["code"] == plain["code"]
+    for heavy in ("markdown_it", "pygments", "attr", "pydantic", "torch"):
+        assert heavy not in result["loaded"], heavy  # type: ignore[operator]
+
+
+def test_the_supervisor_imports_only_what_it_uses() -> None:
+    """`gradcheck analyze` in its own process (the worker is another): no torch, no pydantic (typer's
+    option conversion), no rule registry, no rich (output is not a terminal)."""
+    result = run_entry(
+        "analyze", "builtin:tanh-mlp", "--batches", "1", "--format", "json", env={"GRADCHECK_IN_PROCESS": "0"}
+    )
+    assert result["code"] == 1 and json.loads(str(result["stdout"]))["summary"]["errors"] >= 1
+    loaded = set(result["loaded"])  # type: ignore[call-overload]
+    assert not loaded & {"torch", "pydantic", "rich", "markdown_it", "gradcheck_cli.judge.rules"}, loaded
+    assert {"typer", "gradcheck_cli.config.options"} <= loaded  # the check sees what is imported

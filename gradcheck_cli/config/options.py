@@ -206,11 +206,13 @@ def _id_list(value: Any) -> tuple[str, ...]:
 
 def _known_ids(option: str) -> Callable[[Any], None]:
     def check(value: Any) -> None:
+        names = list(value) if isinstance(value, (list, tuple)) else []
+        if not names:
+            return  # the rule registry (every rule module) is imported only when there are ids to check
         from gradcheck_cli.judge.rules import all_rules
 
         ids = [r.id for r in all_rules()]
         ids += [alias for r in all_rules() for alias in r.aliases]
-        names = list(value) if isinstance(value, (list, tuple)) else []
         for name in names:
             rule_id = name[0] if isinstance(name, tuple) else name
             if rule_id not in ids:

@@ -52,6 +52,10 @@ class _Passes:
     loss: LossChoice | None
     left_out: LeftOutOutputs | None
     has_residual: bool | None
+    attention_seen: bool | None = None
+    """The first forward called F.scaled_dot_product_attention (None: no forward was watched)."""
+    gates: tuple[tuple[str, torch.nn.Parameter], ...] | None = None
+    """The zero-init candidates the first batch's graph multiplies by (`zero_gains.gating`)."""
 
 
 def probe(prepared: Prepared, started: float, records: StageRecords = NO_RECORDS) -> ProbeResult:
@@ -75,6 +79,7 @@ def probe(prepared: Prepared, started: float, records: StageRecords = NO_RECORDS
         passes.layers,
         prepared.config.seed,
         records.loss_scale,
+        passes.gates,
     )
     recurrent = through_time.measure(model, lambda: forward(prepared, first), prepared.config.seed, sources)
     origin = _nonfinite_origin(prepared, layers)
@@ -92,7 +97,7 @@ def probe(prepared: Prepared, started: float, records: StageRecords = NO_RECORDS
         training=records.training,
         lr_headroom=records.lr_headroom,
         checkpoint=records.checkpoint,
-        **_recomputed(model, lambda: forward(prepared, first)),
+        **_recomputed(model, lambda: forward(prepared, first), passes.attention_seen),
         nonfinite_op=origin.op if origin else None,
         nonfinite_source=origin.source if origin else None,
         left_out=passes.left_out,
@@ -125,7 +130,10 @@ def _measured_passes(prepared: Prepared, sources: dict[str, SourceRef], loss_sca
         activations = gradient_probe.activation_stats() + functional_calls.stats()
     model.zero_grad(set_to_none=True)
     loss_values = torch.stack(losses).float().tolist() if losses else []
-    return dataclasses.replace(passes, layers=layers, activations=activations, losses=loss_values)
+    seen = functional_calls.attention_seen()
+    return dataclasses.replace(
+        passes, layers=layers, activations=activations, losses=loss_values, attention_seen=seen
+    )
 
 
 def _first_seen(passes: _Passes, model: torch.nn.Module, choice: LossChoice) -> _Passes:
@@ -134,15 +142,19 @@ def _first_seen(passes: _Passes, model: torch.nn.Module, choice: LossChoice) -> 
     if residual is None:
         residual = structure.has_residual_add(choice.value)
     left_out = passes.left_out or left_out_feeders(model, choice.value, choice.left_out)
-    return dataclasses.replace(passes, loss=choice, left_out=left_out, has_residual=residual)
+    gates = passes.gates if passes.gates is not None else tuple(zero_gains.gating(choice.value, model))
+    return dataclasses.replace(passes, loss=choice, left_out=left_out, has_residual=residual, gates=gates)
 
 
-def _recomputed(model: torch.nn.Module, run_forward: Callable[[], object]) -> dict[str, Any]:
-    """LSTM/GRU cell gate saturation and attention probabilities, recomputed from one forward's inputs."""
-    return {
-        "gate_saturation": measure_cell_gates(model, run_forward),
-        "attention": measure_attention(model, run_forward),
-    }
+def _recomputed(
+    model: torch.nn.Module, run_forward: Callable[[], object], attention_seen: bool | None = None
+) -> dict[str, Any]:
+    """LSTM/GRU cell gate saturation and attention probabilities, recomputed from one forward's
+    inputs; the attention forward only where there is attention (an nn.MultiheadAttention, or a
+    scaled_dot_product_attention call the measured forward made, or no forward was watched)."""
+    mha = any(isinstance(m, torch.nn.MultiheadAttention) for m in model.modules())
+    attention = measure_attention(model, run_forward) if mha or attention_seen is not False else ()
+    return {"gate_saturation": measure_cell_gates(model, run_forward), "attention": attention}
 
 
 def _nonfinite_origin(prepared: Prepared, layers: tuple[LayerStats, ...]) -> NonfiniteOrigin | None:

@@ -80,6 +80,8 @@ class FunctionalActivations(TorchFunctionMode):
         self._last_layer = last_layer or (lambda: None)
         self._sites: dict[tuple[object, ...], _Site] = {}
         self._passes = 0
+        self.attention_called = False
+        """F.scaled_dot_product_attention ran in a watched pass (`attention_seen`)."""
 
     def watch(self) -> contextlib.AbstractContextManager[object]:
         """The mode for one forward pass; nothing once a first pass found no functional activation.
@@ -92,7 +94,13 @@ class FunctionalActivations(TorchFunctionMode):
         self._passes += 1
         return self
 
+    def attention_seen(self) -> bool | None:
+        """Whether the watched forward called F.scaled_dot_product_attention; None: none was watched."""
+        return self.attention_called if self._passes else None
+
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func is F.scaled_dot_product_attention:
+            self.attention_called = True
         family = FAMILIES.get(func)
         inp = args[0] if family and args and isinstance(args[0], torch.Tensor) else None
         # A ReLU is measured on its input (positive exactly when the output is), taken before

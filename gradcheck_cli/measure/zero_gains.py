@@ -14,6 +14,12 @@ gradient is divided by s. That is the output gradient per unit of learning rate:
 SGD step at lr η it is about η times `open_act_grad_norm` (tests/test_gates.py checks this
 against real optimizer steps). Ratios between layers behind gates do not depend on s, so the
 depth rules compare gated layers with each other on these numbers, never with open layers.
+
+Only a parameter that can gate a signal costs those passes: `gating` reads the first batch's
+autograd graph and keeps the candidates some op multiplies by (a matmul, a convolution, a norm's
+gain, an elementwise product), looking through views, casts and broadcasts. One that is only ever
+added, concatenated or looked up (a ViT's zero cls token or position embedding, an embedding
+table) closes no path, so a model whose only tiny parameters are of that kind gets no extra pass.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from torch import nn
 
 from gradcheck_cli.measure.grads import dense
 from gradcheck_cli.measure.probe import GradientProbe
+from gradcheck_cli.measure.structure import multiplied
 from gradcheck_cli.records.stats import LayerStats, ZeroGainStats
 
 GATE_SCALE = 1e-2
@@ -58,16 +65,27 @@ def candidates(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     ]
 
 
+def gating(loss: torch.Tensor, model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The candidates that some op in `loss`'s graph may multiply by (`structure.multiplied`).
+    One the graph does not use is left out: it gets no gradient, and no pass could open it."""
+    found = candidates(model)
+    kept = set(multiplied(loss, found)) if found else set()
+    return [(name, p) for name, p in found if name in kept]
+
+
 def measure(
     model: nn.Module,
     run_backward: Callable[[], None],
     layers: tuple[LayerStats, ...],
     seed: int,
     unscale: float = 1.0,
+    gates: Sequence[tuple[str, nn.Parameter]] | None = None,
 ) -> tuple[tuple[LayerStats, ...], tuple[ZeroGainStats, ...]]:
     """`layers` with gated layers marked, and every gate found. `run_backward` runs one batch's
-    forward, loss and backward; it runs twice (closed, then opened), only when candidates exist."""
-    found = candidates(model)
+    forward, loss and backward; it runs twice (closed, then opened), only when candidates exist.
+    `gates`: the candidates that can gate (`gating`, on the first measured batch's graph); None
+    checks every candidate."""
+    found = candidates(model) if gates is None else list(gates)
     if not found:
         return layers, ()
     with model_kept(model, [p for _, p in found]):

@@ -154,9 +154,18 @@ def _traceback() -> str:
 
 
 class BoundedTyper(typer.Typer):
-    """A Typer app whose every command, including any added later, ends in the error boundary."""
+    """A Typer app whose every command, including any added later, ends in the error boundary
+    (and converts its plain option values without pydantic: `coercion`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        from gradcheck_cli.run.coercion import PlainGroup
+
+        super().__init__(**{"cls": PlainGroup, **kwargs})
 
     def command(self, name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
+        from gradcheck_cli.run.coercion import PlainCommand
+
+        kwargs.setdefault("cls", PlainCommand)  # option values converted without pydantic
         register = super().command(name, **kwargs)
 
         def decorate(func: F) -> F:

@@ -6,6 +6,7 @@ Torch-free.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -82,9 +83,22 @@ class SpinnerProgress:
 
 
 def progress_for(targets: Sequence[str]) -> LineProgress | SpinnerProgress:
+    if not _may_be_terminal():
+        return LineProgress(targets)  # rich is not imported for a log or a pipe
     from rich.console import Console
 
     console = Console(stderr=True)
     if console.is_terminal:
         return SpinnerProgress(targets, console)
     return LineProgress(targets)
+
+
+def _may_be_terminal() -> bool:
+    """Whether rich could take stderr for a terminal: it is a TTY, or one of the variables rich
+    reads to decide (FORCE_COLOR, TTY_COMPATIBLE) is set, and then rich decides."""
+    if any(name in os.environ for name in ("FORCE_COLOR", "TTY_COMPATIBLE")):
+        return True
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
