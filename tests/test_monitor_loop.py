@@ -22,6 +22,7 @@ LOOP_IDS = {
     "training-stalled",
     "frozen-mid-run",
     "grad-scaler-skips",
+    "eval-mode-training",
 }
 
 
@@ -329,3 +330,42 @@ def test_loop_record_round_trips_through_the_jsonl_and_report(tmp_path: Path) ->
     assert [k.lrs if k else None for k in kept] == [r.lrs if r else None for r in read]
     found = next(f for f in report.trends if f.id == "not-in-optimizer")
     assert found.layers == ("2",) and found.evidence["step"] == 0
+
+
+def bn_mlp() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, 3))
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_batchnorm_left_in_eval_mode_after_validation(fixed: bool) -> None:
+    model = bn_mlp()
+    frozen: list[torch.Tensor] = []
+
+    def validate(step: int) -> None:
+        if step == 4:
+            model.eval()  # the validation pass
+            with torch.no_grad():
+                model(batches(1)[0][0])
+            if fixed:
+                model.train()
+        frozen.append(model[1].running_mean.clone())
+
+    _, findings = run(model, torch.optim.SGD(model.parameters(), lr=0.1), steps=12, at_step=validate)
+    after = torch.stack(frozen[5:])
+    # plain PyTorch: in eval mode the running mean never moves again while the weights train on
+    assert bool((after == after[0]).all()) is not fixed
+    found = [f for f in findings if f.id == "eval-mode-training"]
+    if fixed:
+        assert found == []
+        return
+    assert found[0].layers == ("1",) and found[0].evidence["step"] == 4
+    assert found[0].evidence["last_train_step"] == 2 and found[0].evidence["optimizer_steps"] == 6
+    assert "model.train()" in found[0].message
+
+
+def test_batchnorm_frozen_from_the_start_is_not_reported() -> None:
+    model = bn_mlp()
+    model[1].eval()  # fine-tuning with frozen BatchNorm statistics, on purpose
+    _, findings = run(model, torch.optim.SGD(model.parameters(), lr=0.1), steps=12)
+    assert "eval-mode-training" not in {f.id for f in findings}

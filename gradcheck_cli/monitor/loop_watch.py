@@ -43,6 +43,22 @@ def layer_params(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     return out
 
 
+def modal_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Modules whose training flag changes what they compute: BatchNorm with running statistics
+    (batch statistics vs the frozen running ones) and dropout with p > 0."""
+    norms: list[tuple[str, nn.Module]] = [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+    drops: list[tuple[str, nn.Module]] = [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0
+    ]
+    return norms + drops
+
+
 def checksum(params: Sequence[torch.Tensor]) -> torch.Tensor:
     """A sum of the parameters' raw bits (wrapping int64), kept to 52 bits: exact in float64."""
     sums = []
@@ -68,6 +84,7 @@ class LoopWatch:
         self._seen: dict[int, tuple[str, torch.Tensor, torch.Tensor]] = {}
         self._checksums: dict[str, int] = {}
         self._layers = layer_params(model)
+        self._modal = modal_modules(model)
 
     def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.optimizer_steps += 1
@@ -156,6 +173,7 @@ class LoopWatch:
             scaler_skipped=on and nonfinite,
             skipped_steps=self.skipped,
             layers=layers,
+            eval_modules=tuple(name for name, module in self._modal if not module.training),
         )
 
     def _scaler_on(self) -> bool:

@@ -55,6 +55,9 @@ class LoopPoint:
     skipped_steps: int
     """Optimizer steps the GradScaler skipped so far."""
     layers: Mapping[str, LayerLoop]
+    eval_modules: tuple[str, ...] = ()
+    """BatchNorm (with running statistics) and dropout modules in eval mode at this step: they
+    behave as at inference (frozen statistics, no dropout) while the loop trains."""
 
 
 def _num(value: Any) -> float:
@@ -86,6 +89,7 @@ def loop_document(point: LoopPoint) -> dict[str, Any]:
             }
             for name, layer in point.layers.items()
         },
+        "eval_modules": list(point.eval_modules),
     }
 
 
@@ -114,4 +118,5 @@ def loop_from_document(doc: Mapping[str, Any] | None) -> LoopPoint | None:
         scaler_skipped=bool(doc.get("scaler_skipped")),
         skipped_steps=int(doc.get("skipped_steps") or 0),
         layers=layers,
+        eval_modules=tuple(str(name) for name in doc.get("eval_modules") or ()),
     )

@@ -28,6 +28,7 @@ LOOP_IDS = {
     "training-stalled",
     "frozen-mid-run",
     "grad-scaler-skips",
+    "eval-mode-training",
 }
 
 
