@@ -35,6 +35,8 @@ class StepRecords:
     lrs: list[float] = field(default_factory=list)
     """The largest param-group learning rate each step was taken with."""
     divergence: Divergence | None = None
+    scaler_skips: int = 0
+    """User train_step() calls a GradScaler skipped (inf/NaN gradients, no optimizer.step())."""
 
 
 def owners_of(model: nn.Module) -> Owners:
@@ -258,5 +260,6 @@ def history(
         divergence=records.divergence,
         loop=loop,
         lrs=tuple(records.lrs),
+        scaler_skips=records.scaler_skips,
         scheduler=type(chosen.scheduler).__name__ if chosen.scheduler is not None else None,
     )

@@ -35,10 +35,13 @@ def grad_scaler_skips(probe: ProbeResult, limits: ScalerSkipLimits) -> Iterator[
 
     ## What it detects
     From the monitor's loop record (`GradientMonitor(model, optimizer=opt, scaler=scaler)`):
-    the optimizer steps the scaler skipped because the scaled gradients held inf/NaN. A few
-    skips while the scale settles (typically the first 2-4 steps from 65536) are its normal
-    behaviour and are neither reported here nor taken for non-finite events by
-    `nonfinite-first-layer`. It fires as a warning when, over the last `window` measured
+    the optimizer steps the scaler skipped because the scaled gradients held inf/NaN. The skips
+    before the first optimizer step are the scale settling (from 65536, or any initial scale,
+    one halving per skip until the scaled gradients fit float16: log2(initial / settled)
+    skips, 6 from 2^24 on `tests/fixtures/corpus/fp16_overflow.py`): they are its normal
+    behaviour and are neither counted here nor taken for non-finite events by
+    `nonfinite-first-layer`, and the single-step rules do not judge a skipped step's
+    gradients (the scaler throws them away). A skip after the first step is counted. It fires as a warning when, over the last `window` measured
     steps, more than `max_skip_fraction` of the steps (and at least `min_skips`) were
     skipped, and as an error when the scale fell below `min_scale`: then the gradients
     overflow even unscaled, or the loss itself is NaN/inf.
@@ -63,7 +66,8 @@ def grad_scaler_skips(probe: ProbeResult, limits: ScalerSkipLimits) -> Iterator[
 
     ## Example
     `tests/test_monitor_loop.py`: a float16-scaled loop whose first steps overflow at the
-    initial scale is not reported (and `nonfinite-first-layer` names no step); a loss that is
+    initial scale (2^24: 6 settling skips, counted in plain PyTorch from the scaler's scale) is
+    not reported (and `nonfinite-first-layer` names no step); a loss that is
     inf at every step makes the scale collapse and is reported.
     """
     steps = watched(probe.history)
@@ -73,8 +77,11 @@ def grad_scaler_skips(probe: ProbeResult, limits: ScalerSkipLimits) -> Iterator[
     recent = scaled[-int(limits.window) :]
     first, last = recent[0].loop, recent[-1].loop
     assert first is not None and last is not None and last.loss_scale is not None
-    skipped = last.skipped_steps - (first.skipped_steps if len(recent) < len(scaled) else 0)
-    calls = last.calls - (first.calls if len(recent) < len(scaled) else 0) + 1
+    partial = len(recent) < len(scaled)
+    skipped = (last.skipped_steps - last.settling_skips) - (
+        first.skipped_steps - first.settling_skips if partial else 0
+    )
+    calls = last.calls - (first.calls if partial else last.settling_skips) + 1
     collapsed = last.loss_scale < limits.min_scale
     persistent = skipped >= limits.min_skips and skipped > limits.max_skip_fraction * calls
     if not collapsed and not persistent:
