@@ -22,6 +22,7 @@ from gradcheck_cli.config.options import (
     parse_key_values,
     values_from_file,
 )
+from gradcheck_cli.config.scale_settings import ScaleSettings
 from gradcheck_cli.config.specs import InputSpec, TargetRef, parse_target
 from gradcheck_cli.records.errors import ConfigError
 from gradcheck_cli.records.hints import did_you_mean
@@ -95,6 +96,8 @@ class AnalyzeConfig:
     """A configured target's `name:` (for --target NAME)."""
     timeout: float | None = None
     """Seconds a target's analysis may take before its worker is stopped (exit 2)."""
+    scale: ScaleSettings | None = None
+    """`gradcheck scale`: the width sweep the worker runs instead of an analysis."""
 
 
 def build_config(

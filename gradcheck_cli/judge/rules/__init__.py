@@ -21,6 +21,7 @@ from gradcheck_cli.judge.rules import (  # noqa: F401  (imported to register)
     vanishing_gradients,
     vanishing_through_time,
     weight_norm_change,
+    width_exponent,
     zero_gradient,
 )
 from gradcheck_cli.judge.rules.base import RuleSpec, registry
