@@ -369,3 +369,44 @@ def test_batchnorm_frozen_from_the_start_is_not_reported() -> None:
     model[1].eval()  # fine-tuning with frozen BatchNorm statistics, on purpose
     _, findings = run(model, torch.optim.SGD(model.parameters(), lr=0.1), steps=12)
     assert "eval-mode-training" not in {f.id for f in findings}
+
+
+def test_grad_scaler_settling_from_a_large_scale_with_the_monitor_after_the_step() -> None:
+    """The corpus's loop: monitor.step() after scaler.step()/update(), init_scale 2**24. The first
+    skips are the scale settling (plain PyTorch: it halves at each), the gradients the monitor
+    reads are the ones scaler.step() unscaled in place, and no step gets a finding for it."""
+    model = mlp()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**24)
+    monitor = GradientMonitor(model, every=1, callback=None, optimizer=optimizer, scaler=scaler)
+    data, scales, truths = batches(), [], []
+    for step in range(16):
+        x, y = data[step % len(data)]
+        optimizer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = nn.functional.cross_entropy(model(x), y)
+        scales.append(scaler.get_scale())
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        truths.append(float(torch.cat([p.grad.flatten() for p in model[0].parameters()]).double().norm()))
+        monitor.step(loss)
+    monitor.close()
+    scales.append(scaler.get_scale())
+    # plain PyTorch: a skipped step halves the scale; the leading skips are the settling
+    skipped = [i for i in range(16) if scales[i + 1] < scales[i]]
+    settled = next(i for i in range(16) if i not in skipped)
+    assert settled >= 2 and skipped[:settled] == list(range(settled))
+    records = list(monitor.history)
+    last = records[-1].stats.loop
+    # called after the step, the monitor sees a skip as no optimizer step since its previous
+    # call: iteration 0 has none before it, so its skip is the one not counted
+    assert last is not None and last.settling_skips == settled - 1
+    assert last.skipped_steps == len(skipped) - 1
+    assert [r.step for r in records if r.stats.loop and r.stats.loop.scaler_skipped] == skipped
+    ids = {f.id for r in records for f in r.report.findings if f.severity.value != "info"}
+    noise = {"grad-scaler-skips", "nonfinite-gradients", "nonfinite-first-layer", "exploding-gradients"}
+    assert not ids & (noise | {"zero-gradient", "training-stalled"}), ids
+    fine = [i for i in range(16) if i not in skipped]
+    measured = [next(p.grad_norm for p in records[i].stats.layers if p.name == "0") for i in fine]
+    assert measured == pytest.approx([truths[i] for i in fine], rel=1e-5)

@@ -261,5 +261,13 @@ def history(
         loop=loop,
         lrs=tuple(records.lrs),
         scaler_skips=records.scaler_skips,
+        initial_lr=_initial_lr(chosen.optimizer),
         scheduler=type(chosen.scheduler).__name__ if chosen.scheduler is not None else None,
     )
+
+
+def _initial_lr(optimizer: torch.optim.Optimizer) -> float | None:
+    """The schedule's starting rate: a torch scheduler writes it into each param group as
+    'initial_lr' (kept in the optimizer's state_dict, so a resumed checkpoint has it)."""
+    values = [float(g["initial_lr"]) for g in optimizer.param_groups if "initial_lr" in g]
+    return max(values) if values else None
