@@ -88,6 +88,11 @@ class AnalyzeConfig:
     """'init' or a second checkpoint: measured with the same batches and shown side by side."""
     clip: float | None = None
     """--steps: clip the total gradient norm at this value (clip_grad_norm_) before each step."""
+    lr_headroom: bool = False
+    """Measure the learning-rate headroom (measure/lr_headroom.py) before anything else is trained."""
+    headroom_steps: int = 30
+    headroom_multipliers: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
+    """The learning-rate multipliers --lr-headroom tries; the smallest is the reference run."""
     select: tuple[str, ...] = ()
     """Only these finding ids are reported (--select); empty: all."""
     columns: tuple[str, ...] = ()

@@ -10,6 +10,7 @@ from gradcheck_cli.judge.rules import (  # noqa: F401  (imported to register)
     exploding_through_time,
     fp16_underflow,
     loop,
+    lr_headroom_low,
     no_gradient,
     nonfinite_gradients,
     saturated_activations,
