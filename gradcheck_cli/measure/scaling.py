@@ -46,7 +46,9 @@ def measure_widths(config: AnalyzeConfig, progress: Progress | None = None) -> S
     for seed in seeds:
         for width in settings.widths:
             if progress is not None:
-                progress(f"width {settings.key}={width}, seed {seed}: {settings.steps} steps")
+                progress(
+                    f"building and stepping {settings.key}={width}, seed {seed} ({settings.steps} steps)"
+                )
             series, shapes[width], optimizer, device = _one_run(config, settings, width, seed)
             runs[seed, width] = series
     return ScaleSamples(
@@ -81,6 +83,7 @@ def _one_run(
         for t in range(1, settings.steps + 1):
             recorder.t = t
             chosen.optimizer.zero_grad(set_to_none=True)
+            torch.manual_seed(seed)  # the same dropout masks at every t: the update is the weights' doing
             output = forward(prepared, batch)
             loss = loss_of(prepared, batch, output, 0).value
             if not torch.isfinite(loss):

@@ -30,6 +30,7 @@ FixId = Literal[
     "zero-grad",
     "scheduler",
     "train-mode",
+    "precision",
 ]
 
 
