@@ -22,6 +22,7 @@ LOOP_IDS = {
     "training-stalled",
     "frozen-mid-run",
     "grad-scaler-skips",
+    "eval-mode-training",
 }
 
 
@@ -329,3 +330,83 @@ def test_loop_record_round_trips_through_the_jsonl_and_report(tmp_path: Path) ->
     assert [k.lrs if k else None for k in kept] == [r.lrs if r else None for r in read]
     found = next(f for f in report.trends if f.id == "not-in-optimizer")
     assert found.layers == ("2",) and found.evidence["step"] == 0
+
+
+def bn_mlp() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, 3))
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_batchnorm_left_in_eval_mode_after_validation(fixed: bool) -> None:
+    model = bn_mlp()
+    frozen: list[torch.Tensor] = []
+
+    def validate(step: int) -> None:
+        if step == 4:
+            model.eval()  # the validation pass
+            with torch.no_grad():
+                model(batches(1)[0][0])
+            if fixed:
+                model.train()
+        frozen.append(model[1].running_mean.clone())
+
+    _, findings = run(model, torch.optim.SGD(model.parameters(), lr=0.1), steps=12, at_step=validate)
+    after = torch.stack(frozen[5:])
+    # plain PyTorch: in eval mode the running mean never moves again while the weights train on
+    assert bool((after == after[0]).all()) is not fixed
+    found = [f for f in findings if f.id == "eval-mode-training"]
+    if fixed:
+        assert found == []
+        return
+    assert found[0].layers == ("1",) and found[0].evidence["step"] == 4
+    assert found[0].evidence["last_train_step"] == 2 and found[0].evidence["optimizer_steps"] == 6
+    assert "model.train()" in found[0].message
+
+
+def test_batchnorm_frozen_from_the_start_is_not_reported() -> None:
+    model = bn_mlp()
+    model[1].eval()  # fine-tuning with frozen BatchNorm statistics, on purpose
+    _, findings = run(model, torch.optim.SGD(model.parameters(), lr=0.1), steps=12)
+    assert "eval-mode-training" not in {f.id for f in findings}
+
+
+def test_grad_scaler_settling_from_a_large_scale_with_the_monitor_after_the_step() -> None:
+    """The corpus's loop: monitor.step() after scaler.step()/update(), init_scale 2**24. The first
+    skips are the scale settling (plain PyTorch: it halves at each), the gradients the monitor
+    reads are the ones scaler.step() unscaled in place, and no step gets a finding for it."""
+    model = mlp()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**24)
+    monitor = GradientMonitor(model, every=1, callback=None, optimizer=optimizer, scaler=scaler)
+    data, scales, truths = batches(), [], []
+    for step in range(16):
+        x, y = data[step % len(data)]
+        optimizer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = nn.functional.cross_entropy(model(x), y)
+        scales.append(scaler.get_scale())
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        truths.append(float(torch.cat([p.grad.flatten() for p in model[0].parameters()]).double().norm()))
+        monitor.step(loss)
+    monitor.close()
+    scales.append(scaler.get_scale())
+    # plain PyTorch: a skipped step halves the scale; the leading skips are the settling
+    skipped = [i for i in range(16) if scales[i + 1] < scales[i]]
+    settled = next(i for i in range(16) if i not in skipped)
+    assert settled >= 2 and skipped[:settled] == list(range(settled))
+    records = list(monitor.history)
+    last = records[-1].stats.loop
+    # called after the step, the monitor sees a skip as no optimizer step since its previous
+    # call: iteration 0 has none before it, so its skip is the one not counted
+    assert last is not None and last.settling_skips == settled - 1
+    assert last.skipped_steps == len(skipped) - 1
+    assert [r.step for r in records if r.stats.loop and r.stats.loop.scaler_skipped] == skipped
+    ids = {f.id for r in records for f in r.report.findings if f.severity.value != "info"}
+    noise = {"grad-scaler-skips", "nonfinite-gradients", "nonfinite-first-layer", "exploding-gradients"}
+    assert not ids & (noise | {"zero-gradient", "training-stalled"}), ids
+    fine = [i for i in range(16) if i not in skipped]
+    measured = [next(p.grad_norm for p in records[i].stats.layers if p.name == "0") for i in fine]
+    assert measured == pytest.approx([truths[i] for i in fine], rel=1e-5)

@@ -167,3 +167,63 @@ def test_a_fine_tuned_head_grown_alone_is_not_a_weight_norm_warning(tmp_path):
     assert "weight-norm-change" not in docs[False]
     assert growth[True]["fc1"] > 5
     assert "fc1" in docs[True]["weight-norm-change"]["evidence"]["grown"]
+
+
+def test_a_head_gradient_falling_with_the_loss_is_not_a_trend(tmp_path):
+    """The fine-tuned head's gradient falls more than tenfold as the loss does (plain PyTorch):
+    cross-entropy's gradient shrinks with the loss; the monitor raises no gradient-trend."""
+    from common import fit
+
+    from gradcheck_cli.judge.run_verdict import build_run_report
+    from gradcheck_cli.monitor.gradient_monitor import GradientMonitor
+
+    mod = _case("finetune_head")
+    log = tmp_path / "run.jsonl"
+    trace = fit(mod, False, monitor_factory=lambda m: GradientMonitor(m, every=1, jsonl=log, callback=None))
+    head, loss = trace.series("head"), [s.loss for s in trace.steps]
+    median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    assert median(head[-10:]) < median(head[:10]) / 10 and median(loss[-10:]) < median(loss[:10]) / 10
+    report = build_run_report(log)
+    serious = [f.id for f in report.trends if f.severity.value != "info"]
+    serious += [d["id"] for _, d in report.log.logged if d["severity"] != "info"]
+    assert "gradient-trend" not in serious
+
+
+def test_steps_mode_runs_on_a_float16_checkpoint_with_a_grad_scaler(tmp_path):
+    """--steps with the model file's train_step on a GradScaler run: the scaler's settling skips
+    (plain PyTorch: its scale halves from 2^24) are skipped steps, not an exit 2."""
+    from common import fit
+
+    mod = _case("fp16_overflow")
+    ck = tmp_path / "ck.pt"
+    trace = fit(mod, False, 12, checkpoint=ck)
+    assert trace.steps[-1].scale < 2.0**24  # the twin's own run skipped its first steps too
+    target = f"{CORPUS / 'fp16_overflow.py'}:Net(broken=False)"
+    result = run_cli("analyze", target, "--weights", str(ck), "--steps", "12", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert [f["id"] for f in doc["findings"] if f["severity"] in ("warning", "error")] == []
+
+
+def test_small_steps_at_the_end_of_a_schedule_are_not_an_update_ratio_warning(tmp_path):
+    """StepLR stepped per epoch (the fix of sched_per_batch) has annealed the rate 0.1 -> 1e-4 by
+    step 60 (plain PyTorch, from the checkpoint's param groups): --steps resumes there, the steps
+    are small because the schedule made them so: an info, not a warning; the broken twin (stepped
+    per batch, updates exactly 0) is still training-stalled."""
+    import torch
+    from common import fit
+
+    mod = _case("sched_per_batch")
+    docs = {}
+    for broken in (False, True):
+        ck = tmp_path / f"ck-{broken}.pt"
+        fit(mod, broken, checkpoint=ck)
+        target = f"{CORPUS / 'sched_per_batch.py'}:Net(broken={broken})"
+        result = run_cli("analyze", target, "--weights", str(ck), "--steps", "20", "--format", "json")
+        docs[broken] = json.loads(result.stdout)["findings"]
+    (group,) = torch.load(tmp_path / "ck-False.pt")["optimizer"]["param_groups"]
+    assert group["initial_lr"] == 0.1 and group["lr"] == pytest.approx(1e-4)
+    healthy = [f for f in docs[False] if f["id"] == "update-ratio"]
+    assert [f["severity"] for f in healthy] == ["info"] and healthy[0]["evidence"]["initial_lr"] == 0.1
+    assert [f["id"] for f in docs[False] if f["severity"] in ("warning", "error")] == []
+    assert "training-stalled" in {f["id"] for f in docs[True]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -42,12 +43,23 @@ def diagnose(probe: ProbeResult, thresholds: Mapping[str, Mapping[str, float]] |
     findings: list[Finding] = []
     # the trend rules need a run: a monitor's history, or --steps (training-stalled reads it)
     trained = probe.history is not None or probe.training is not None
-    rules = all_rules() + (trend_rules() if trained else [])
+    rules = ([] if scaler_skipped(probe) else all_rules()) + (trend_rules() if trained else [])
     for spec in rules:
         limits = spec.limits(thresholds.get(spec.id))
         findings.extend(spec.check(probe, limits))
     findings.sort(key=lambda f: -f.severity.rank)
     return Diagnosis(findings=tuple(findings), layer_status=layer_status(probe.layers, findings))
+
+
+def scaler_skipped(probe: ProbeResult) -> bool:
+    """The monitor's current step is one a GradScaler skips (the scaled gradients hold inf/NaN,
+    the loss is finite): it throws these gradients away and halves its scale, so the single-step
+    rules do not judge them; the loop rules judge the skips (grad-scaler-skips)."""
+    if probe.history is None or not probe.history.steps:
+        return False
+    last = probe.history.steps[-1]
+    loss_ok = last.loss is None or math.isfinite(last.loss)
+    return last.loop is not None and last.loop.scaler_skipped and loss_ok
 
 
 def layer_status(layers: Sequence[LayerStats], findings: Sequence[Finding]) -> dict[str, LayerStatus]:

@@ -35,6 +35,8 @@ class StepRecords:
     lrs: list[float] = field(default_factory=list)
     """The largest param-group learning rate each step was taken with."""
     divergence: Divergence | None = None
+    scaler_skips: int = 0
+    """User train_step() calls a GradScaler skipped (inf/NaN gradients, no optimizer.step())."""
 
 
 def owners_of(model: nn.Module) -> Owners:
@@ -258,5 +260,14 @@ def history(
         divergence=records.divergence,
         loop=loop,
         lrs=tuple(records.lrs),
+        scaler_skips=records.scaler_skips,
+        initial_lr=_initial_lr(chosen.optimizer),
         scheduler=type(chosen.scheduler).__name__ if chosen.scheduler is not None else None,
     )
+
+
+def _initial_lr(optimizer: torch.optim.Optimizer) -> float | None:
+    """The schedule's starting rate: a torch scheduler writes it into each param group as
+    'initial_lr' (kept in the optimizer's state_dict, so a resumed checkpoint has it)."""
+    values = [float(g["initial_lr"]) for g in optimizer.param_groups if "initial_lr" in g]
+    return max(values) if values else None

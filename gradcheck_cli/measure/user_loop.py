@@ -5,7 +5,9 @@ scheduler it steps itself); gradcheck only watches the optimizer: a hook before 
 optimizer.step() reads the gradients it is about to apply (per-layer norms, finiteness, the
 total norm) and keeps the weights, one after it measures the update. A train_step that takes a
 fourth argument named `scheduler` gets the scheduler from the model file's factory
-(`build_scheduler(optimizer)`), to step when the user's loop steps it.
+(`build_scheduler(optimizer)`), to step when the user's loop steps it. A call that ran no
+optimizer.step() with inf/NaN gradients is a GradScaler's skipped step (its scale settling, as in
+the user's own run): counted in `scaler_skips`, not recorded as a step, not an error.
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ def train_user_step(
                 pending.clear()
                 watch.reset()
                 loss = _call(train_step, model, batch_of(step), optimizer, extra)
+                if "grads" not in pending and _overflowed(owners):
+                    records.scaler_skips += 1  # a GradScaler skipped it: nothing applied, nothing to record
+                    continue
                 host = _step_numbers(step, loss, pending, owners)
                 records.divergence = _divergence(step, host, owners, watch.first_nonfinite(), False)
                 if records.divergence is not None:
@@ -77,7 +82,21 @@ def train_user_step(
         for handle in handles:
             handle.remove()
     optimizer.zero_grad(set_to_none=True)
+    if records.scaler_skips and not records.losses and records.divergence is None:
+        raise ConfigError(
+            f"--steps: the gradients held inf/NaN at each of the {steps} steps, so train_step() never "
+            "called optimizer.step() (a GradScaler skips such steps): nothing was trained",
+            "the model overflows float16 at this loss scale: run more --steps so the scale can settle, "
+            "or train the checkpoint in bfloat16/float32 (--dtype)",
+        )
     return records
+
+
+def _overflowed(owners: Owners) -> bool:
+    """Some parameter's .grad holds inf/NaN: the step a GradScaler skips (it calls no optimizer.step)."""
+    return any(
+        p.grad is not None and not bool(torch.isfinite(p.grad.detach()).all()) for _, ps in owners for p in ps
+    )
 
 
 def _step_numbers(step: int, loss: Any, pending: dict[str, Any], owners: Owners) -> list[float]:

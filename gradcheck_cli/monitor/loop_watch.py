@@ -43,6 +43,22 @@ def layer_params(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     return out
 
 
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+def modal_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Modules whose training flag changes what they compute: BatchNorm with running statistics
+    (batch statistics vs the frozen running ones) and dropout with p > 0."""
+    norms: list[tuple[str, nn.Module]] = [
+        (name, m) for name, m in model.named_modules() if isinstance(m, _NORMS) and m.track_running_stats
+    ]
+    drops: list[tuple[str, nn.Module]] = [
+        (name, m) for name, m in model.named_modules() if isinstance(m, _DROPOUTS) and m.p > 0
+    ]
+    return norms + drops
+
+
 def checksum(params: Sequence[torch.Tensor]) -> torch.Tensor:
     """A sum of the parameters' raw bits (wrapping int64), kept to 52 bits: exact in float64."""
     sums = []
@@ -61,13 +77,18 @@ class LoopWatch:
         self.model, self.optimizer, self.scaler, self.scheduler = model, optimizer, scaler, scheduler
         self.optimizer_steps = 0
         self.skipped = 0
+        self.settling = 0
         self._steps_at_call = 0
+        self._stepped_since_call = False
+        """monitor.step() came after this iteration's optimizer step (a loop that calls it after
+        scaler.step()/update(): the scaler has unscaled the gradients in place already)."""
         self._steps_at_arm: int | None = None
         self._handles: list[Any] = [optimizer.register_step_post_hook(self._on_optimizer_step)]
         self._grad_hooks: list[Any] = []
         self._seen: dict[int, tuple[str, torch.Tensor, torch.Tensor]] = {}
         self._checksums: dict[str, int] = {}
         self._layers = layer_params(model)
+        self._modal = modal_modules(model)
 
     def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.optimizer_steps += 1
@@ -75,8 +96,10 @@ class LoopWatch:
     # -- every monitor.step() call: integers only ------------------------------------------------
     def call(self, calls: int) -> None:
         """Before the monitor counts step `calls`: was the previous iteration's step skipped?"""
+        self._stepped_since_call = self.optimizer_steps > self._steps_at_call
         if calls > 0 and self.optimizer_steps == self._steps_at_call and self._scaler_on():
             self.skipped += 1
+            self.settling += self.optimizer_steps == 0  # no step taken yet: the scale settling
         self._steps_at_call = self.optimizer_steps
 
     # -- measured steps ---------------------------------------------------------------------------
@@ -110,11 +133,11 @@ class LoopWatch:
 
     def unscale(self) -> float:
         """The loss scale of the gradients the monitor is about to read (1 once unscaled)."""
-        if not self._scaler_on():
+        if not self._scaler_on() or self._stepped_since_call:
             return 1.0
         states = getattr(self.scaler, "_per_optimizer_states", {})
         stage = states.get(id(self.optimizer), {}).get("stage")
-        if stage is not None and getattr(stage, "name", "") == "UNSCALED":
+        if stage is not None and getattr(stage, "name", "") in ("UNSCALED", "STEPPED"):
             return 1.0
         return float(self.scaler.get_scale())
 
@@ -155,7 +178,9 @@ class LoopWatch:
             loss_scale=scale if on else None,
             scaler_skipped=on and nonfinite,
             skipped_steps=self.skipped,
+            settling_skips=self.settling,
             layers=layers,
+            eval_modules=tuple(name for name, module in self._modal if not module.training),
         )
 
     def _scaler_on(self) -> bool:

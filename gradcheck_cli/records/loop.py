@@ -54,7 +54,13 @@ class LoopPoint:
     the optimizer step and lower its scale (its normal behaviour, not a failure by itself)."""
     skipped_steps: int
     """Optimizer steps the GradScaler skipped so far."""
+    settling_skips: int = 0
+    """Of those, the skips before the first optimizer step: the scaler lowering its initial scale
+    until the scaled gradients fit float16 (log2(initial / settled) halvings), not failures."""
     layers: Mapping[str, LayerLoop]
+    eval_modules: tuple[str, ...] = ()
+    """BatchNorm (with running statistics) and dropout modules in eval mode at this step: they
+    behave as at inference (frozen statistics, no dropout) while the loop trains."""
 
 
 def _num(value: Any) -> float:
@@ -77,6 +83,7 @@ def loop_document(point: LoopPoint) -> dict[str, Any]:
         "loss_scale": finite(point.loss_scale),
         "scaler_skipped": point.scaler_skipped,
         "skipped_steps": point.skipped_steps,
+        "settling_skips": point.settling_skips,
         "layers": {
             name: {
                 "group": layer.group,
@@ -86,6 +93,7 @@ def loop_document(point: LoopPoint) -> dict[str, Any]:
             }
             for name, layer in point.layers.items()
         },
+        "eval_modules": list(point.eval_modules),
     }
 
 
@@ -114,4 +122,6 @@ def loop_from_document(doc: Mapping[str, Any] | None) -> LoopPoint | None:
         scaler_skipped=bool(doc.get("scaler_skipped")),
         skipped_steps=int(doc.get("skipped_steps") or 0),
         layers=layers,
+        settling_skips=int(doc.get("settling_skips") or 0),
+        eval_modules=tuple(str(name) for name in doc.get("eval_modules") or ()),
     )

@@ -208,6 +208,12 @@ class TrainingHistory:
     scheduler: str | None = None  # the learning-rate scheduler's class, when one was stepped
     lrs: tuple[float, ...] = ()
     """The largest param-group learning rate each recorded step was taken with."""
+    initial_lr: float | None = None
+    """The learning-rate schedule's starting rate (a torch scheduler's 'initial_lr' in the
+    optimizer's param groups, kept in a checkpoint's optimizer state); None without one."""
+    scaler_skips: int = 0
+    """Steps of the model file's train_step() that a GradScaler skipped (inf/NaN gradients, no
+    optimizer.step()): its scale settling; not recorded as steps."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -28,6 +28,7 @@ LOOP_IDS = {
     "training-stalled",
     "frozen-mid-run",
     "grad-scaler-skips",
+    "eval-mode-training",
 }
 
 
@@ -109,8 +110,46 @@ def test_decay_is_its_own_finding_and_the_window_limits_the_fit() -> None:
     assert found.evidence["slopes"][0] == pytest.approx(-10.0, rel=1e-6)
     probe = run_of(steps)
     spec = next(s for s in trend_rules() if s.id == "gradient-trend")
-    windowed = list(spec.check(probe, spec.limits({"window": 12})))
-    assert windowed[0].evidence["first_step"] == 180
+    windowed = list(spec.check(probe, spec.limits({"window": 24})))
+    assert windowed[0].evidence["first_step"] == 60
+    assert not list(spec.check(probe, spec.limits({"window": 12})))  # 12 points: too few to trust
+
+
+def loss_run(grad: float, loss: float | None, steps: int = 40, noise: float = 0.0) -> list[StepStats]:
+    """A layer's gradient and the loss, each moving `grad`/`loss` orders of magnitude over the run."""
+    rng = random.Random(3)
+    out = []
+    for s in range(steps):
+        frac = s / (steps - 1)
+        value = None if loss is None else 1.5 * 10 ** (loss * frac + rng.gauss(0, noise))
+        out.append(
+            StepStats(step=s, loss=value, seconds=0.0, layers=(point("fc1", 0, 0.1 * 10 ** (grad * frac)),))
+        )
+    return out
+
+
+def test_a_gradient_falling_with_the_loss_is_learning_not_a_trend() -> None:
+    # cross-entropy: the gradient at the logits is p - y, its size falls with the loss
+    assert findings(loss_run(grad=-1.5, loss=-1.5), "gradient-trend") == []
+    assert findings(loss_run(grad=-1.2, loss=-0.5), "gradient-trend") == []  # 0.7 orders beyond it
+    (found,) = findings(loss_run(grad=-2.0, loss=-0.5), "gradient-trend")  # 1.5 orders beyond
+    assert found.evidence["direction"] == "decay"
+    assert found.evidence["excess_orders"] == pytest.approx(-1.5, abs=1e-6)
+    assert "the loss fell only 3.16x (the gradient fell 31.6x more)" in found.message
+
+
+def test_a_gradient_growing_while_the_loss_falls_is_learning() -> None:
+    assert findings(loss_run(grad=1.2, loss=-0.6), "gradient-trend") == []
+    (flat,) = findings(loss_run(grad=1.2, loss=0.0, noise=0.02), "gradient-trend")
+    assert flat.evidence["direction"] == "growth" and "the loss stayed flat" in flat.message
+    (rising,) = findings(loss_run(grad=1.2, loss=0.3), "gradient-trend")
+    assert "the loss rose 2x" in rising.message
+
+
+def test_without_a_loss_the_rule_abstains_and_says_so() -> None:
+    (found,) = findings(loss_run(grad=-2.0, loss=None), "gradient-trend")
+    assert found.severity.value == "info" and found.evidence["abstained"] == "no loss recorded"
+    assert "monitor.step(loss)" in found.message
 
 
 def test_first_nonfinite_layer_and_the_loss_lag() -> None:

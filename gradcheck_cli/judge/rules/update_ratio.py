@@ -25,6 +25,10 @@ class UpdateRatioLimits:
     """Warn when the median is below this (10x under the usual 1e-4): the layer barely moves."""
     target: float = 1e-3
     """The per-step ratio the suggested learning rate aims for (the middle of 1e-4..1e-2)."""
+    max_anneal: float = 1e4
+    """Small steps are the schedule's end when it lowered the rate by at most this factor (the
+    classic step schedule goes 0.1 -> 1e-4, 1e3); a rate 1e5x or more below its start is a
+    collapse (a scheduler stepped per batch), still reported."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,10 @@ def update_ratio(probe: ProbeResult, limits: UpdateRatioLimits) -> Iterator[Find
     (the precursor of divergence and of dead units); a single step above the layer's own norm
     replaced its weights; ten times less and it does not learn in any number of steps this
     run can afford. It does not fire when the run diverged: `training-divergence` reports that.
+    Nor does "too small" fire when the optimizer's schedule annealed the rate (a torch
+    scheduler's `initial_lr` in the checkpoint's param groups) and the step at the schedule's
+    starting rate would be in range (updates scale linearly with the rate), by at most
+    `max_anneal` = 1e4: that is the end of a schedule, said in an info finding.
 
     ## Evidence
     `too_large` and `too_small` (layer names), per listed layer `median_ratio`, `worst_ratio`,
@@ -92,6 +100,10 @@ def update_ratio(probe: ProbeResult, limits: UpdateRatioLimits) -> Iterator[Find
         n for n, x in layers.items() if x.median > limits.high or max(x.worst, x.first) > limits.step_high
     ]
     small = [n for n, x in layers.items() if 0 < x.median < limits.low and n not in large]
+    annealed = [n for n in small if _annealed(history, layers[n], limits)]
+    small = [n for n in small if n not in annealed]
+    if annealed and not large and not small:
+        yield _annealed_finding(history, layers, annealed)
     if not large and not small:
         return
     shown = large + small
@@ -118,6 +130,38 @@ def update_ratio(probe: ProbeResult, limits: UpdateRatioLimits) -> Iterator[Find
             "low_threshold": limits.low,
         },
         suggestions=_suggestions(history, suggested, bool(large)),
+    )
+
+
+def _annealed(history: TrainingHistory, layer: _Layer, limits: UpdateRatioLimits) -> bool:
+    """The schedule lowered the rate, and at its starting rate the step would be in range:
+    updates scale linearly with the learning rate, so the small steps are the schedule's end."""
+    start = history.initial_lr
+    if start is None or not start > history.lr > 0 or start / history.lr > limits.max_anneal:
+        return False
+    return layer.median * start / history.lr >= limits.low
+
+
+def _annealed_finding(history: TrainingHistory, layers: dict[str, _Layer], annealed: list[str]) -> Finding:
+    start = history.initial_lr
+    assert start is not None
+    name = annealed[0]
+    return Finding(
+        id="update-ratio",
+        severity=Severity.INFO,
+        layers=tuple(annealed),
+        message=(
+            f"{name} moves {layers[name].median:.2g} of its norm per step at lr {history.lr:g}: the "
+            f"schedule has annealed the rate from {start:g} (at that rate about "
+            f"{layers[name].median * start / history.lr:.2g} per step), the end of a schedule, not a "
+            "problem; to train further, resume with a new schedule."
+        ),
+        evidence={
+            "annealed": annealed,
+            "median_ratio": [sig(layers[n].median) for n in annealed],
+            "lr": history.lr,
+            "initial_lr": start,
+        },
     )
 
 

@@ -35,10 +35,14 @@ def grad_scaler_skips(probe: ProbeResult, limits: ScalerSkipLimits) -> Iterator[
 
     ## What it detects
     From the monitor's loop record (`GradientMonitor(model, optimizer=opt, scaler=scaler)`):
-    the optimizer steps the scaler skipped because the scaled gradients held inf/NaN. A few
-    skips while the scale settles (typically the first 2-4 steps from 65536) are its normal
-    behaviour and are neither reported here nor taken for non-finite events by
-    `nonfinite-first-layer`. It fires as a warning when, over the last `window` measured
+    the optimizer steps the scaler skipped because the scaled gradients held inf/NaN. The skips
+    before the first optimizer step are the scale settling (from 65536, or any initial scale,
+    one halving per skip until the scaled gradients fit float16: log2(initial / settled)
+    skips, 6 from 2^24 on `tests/fixtures/corpus/fp16_overflow.py`): they are its normal
+    behaviour and are neither counted here nor taken for non-finite events by
+    `nonfinite-first-layer`, and the single-step rules do not judge a skipped step's
+    gradients (the scaler throws them away). A skip after the first step is counted; a scale
+    that collapses is an error whether or not any step was ever taken. It fires as a warning when, over the last `window` measured
     steps, more than `max_skip_fraction` of the steps (and at least `min_skips`) were
     skipped, and as an error when the scale fell below `min_scale`: then the gradients
     overflow even unscaled, or the loss itself is NaN/inf.
@@ -49,7 +53,8 @@ def grad_scaler_skips(probe: ProbeResult, limits: ScalerSkipLimits) -> Iterator[
 
     ## Evidence
     `step` (the first measured step of the window), `last_step`, `skipped` and `calls`
-    (skipped steps and steps in the window), `loss_scale` (latest), `scale_collapsed`, and
+    (skipped steps and steps in the window), `settling_skips` (of those, before the first
+    optimizer step), `loss_scale` (latest), `scale_collapsed`, and
     the thresholds.
 
     ## Thresholds
@@ -63,7 +68,8 @@ def grad_scaler_skips(probe: ProbeResult, limits: ScalerSkipLimits) -> Iterator[
 
     ## Example
     `tests/test_monitor_loop.py`: a float16-scaled loop whose first steps overflow at the
-    initial scale is not reported (and `nonfinite-first-layer` names no step); a loss that is
+    initial scale (2^24: 6 settling skips, counted in plain PyTorch from the scaler's scale) is
+    not reported (and `nonfinite-first-layer` names no step); a loss that is
     inf at every step makes the scale collapse and is reported.
     """
     steps = watched(probe.history)
@@ -73,10 +79,13 @@ def grad_scaler_skips(probe: ProbeResult, limits: ScalerSkipLimits) -> Iterator[
     recent = scaled[-int(limits.window) :]
     first, last = recent[0].loop, recent[-1].loop
     assert first is not None and last is not None and last.loss_scale is not None
-    skipped = last.skipped_steps - (first.skipped_steps if len(recent) < len(scaled) else 0)
-    calls = last.calls - (first.calls if len(recent) < len(scaled) else 0) + 1
+    partial = len(recent) < len(scaled)
+    skipped = last.skipped_steps - (first.skipped_steps if partial else 0)
+    settling = last.settling_skips - (first.settling_skips if partial else 0)
+    calls = last.calls - (first.calls if partial else 0) + 1
     collapsed = last.loss_scale < limits.min_scale
-    persistent = skipped >= limits.min_skips and skipped > limits.max_skip_fraction * calls
+    counted = skipped - settling
+    persistent = counted >= limits.min_skips and counted > limits.max_skip_fraction * (calls - settling)
     if not collapsed and not persistent:
         return
     severity = Severity.ERROR if collapsed else Severity.WARNING
@@ -94,6 +103,7 @@ def grad_scaler_skips(probe: ProbeResult, limits: ScalerSkipLimits) -> Iterator[
             "last_step": recent[-1].step,
             "skipped": skipped,
             "calls": calls,
+            "settling_skips": settling,
             "loss_scale": last.loss_scale,
             "scale_collapsed": collapsed,
             "max_skip_fraction": limits.max_skip_fraction,

@@ -37,8 +37,9 @@ def training_stalled(probe: ProbeResult, limits: StalledLimits) -> Iterator[Find
     ## What it detects
     From the monitor's loop record: the latest `min_points` or more measured steps at which
     the weights of every layer in the optimizer's groups were bitwise the same as at the
-    previous measured step (the updates are exactly 0, or too small for the weights' dtype to
-    add: float32 cannot add a relative change below 6e-8), while the median loss fell by less
+    previous measured step although the optimizer stepped in between (the updates are exactly
+    0, or too small for the weights' dtype to add: float32 cannot add a relative change below
+    6e-8; steps a GradScaler skipped applied nothing and are `grad-scaler-skips`'s), while the median loss fell by less
     than `max_loss_drop`. It names the scheduler and the first measured step at which the
     learning rate was below `lr_collapse` of the run's first (a step scheduler stepped per
     batch instead of per epoch takes StepLR(step_size=30, gamma=0.1) to 5e-44 in 1,300 steps).
@@ -190,8 +191,8 @@ def _optimized(stats: StepStats) -> list[str]:
 def _still(steps: list[StepStats]) -> list[StepStats]:
     """The trailing measured steps at which no optimized layer's weights changed."""
     run: list[StepStats] = []
-    for stats in reversed(steps):
-        loop = stats.loop
+    for i in range(len(steps) - 1, 0, -1):
+        loop, before = steps[i].loop, steps[i - 1].loop
         changes = (
             [layer.weight_changed for layer in loop.layers.values() if layer.group is not None]
             if loop
@@ -199,5 +200,7 @@ def _still(steps: list[StepStats]) -> list[StepStats]:
         )
         if not changes or any(c is None or c for c in changes):
             break
-        run.append(stats)
+        if loop is not None and before is not None and loop.optimizer_steps == before.optimizer_steps:
+            break  # no optimizer step in between (a GradScaler's skips): nothing was applied
+        run.append(steps[i])
     return run[::-1]
