@@ -68,6 +68,8 @@ class Policy:
     """Why this value may not be handed to a constructor (None: it may)."""
     call_hint: str = ALLOWED
     """The hint when a call is refused: what may be called."""
+    refuse_arguments: Callable[[Any, dict[str, Any]], str | None] = lambda func, kwargs: None
+    """Why this call with these keyword arguments may not be made (None: it may)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +101,7 @@ def evaluate_call(text: str, policy: Policy) -> CallParts:
     call = parse_call(text)
     evaluator = _Evaluator(text, policy)
     try:
-        func = evaluator.value(call.func)
+        func = evaluator.callable(call.func)  # refused before any argument is evaluated
         args, kwargs = evaluator.arguments(call)
     except RecursionError:
         raise UnsafeExpression(f"the call {text[:60]!r}... is nested too deeply", ALLOWED) from None
@@ -175,14 +177,20 @@ class _Evaluator:
                 f"{ast.unparse(node.value)} has no attribute {node.attr!r} (in the call {self.text.strip()!r})"
             ) from None
 
-    def _call(self, node: ast.Call) -> Any:
-        func = self.evaluate(node.func)
+    def callable(self, node: ast.expr) -> Any:
+        """What `node(...)` would call, once the policy allows calling it."""
+        func = self.evaluate(node)
         reason = self.policy.refuse_call(func)
         if reason is not None:
-            raise self.refuse(
-                node.func, f"calling {ast.unparse(node.func)} ({reason})", self.policy.call_hint
-            )
+            raise self.refuse(node, f"calling {ast.unparse(node)} ({reason})", self.policy.call_hint)
+        return func
+
+    def _call(self, node: ast.Call) -> Any:
+        func = self.callable(node.func)
         args, kwargs = self.arguments(node)
+        reason = self.policy.refuse_arguments(func, kwargs)
+        if reason is not None:
+            raise self.refuse(node, f"calling {ast.unparse(node.func)} with {reason}", self.policy.call_hint)
         return func(*args, **kwargs)
 
     def arguments(self, node: ast.Call) -> tuple[list[Any], dict[str, Any]]:
@@ -217,5 +225,5 @@ class _Evaluator:
     def _passable(self, node: ast.expr, item: Any) -> Any:
         reason = self.policy.refuse_value(item)
         if reason is not None:
-            raise self.refuse(node, reason)
+            raise self.refuse(node, reason, self.policy.call_hint)
         return item

@@ -34,7 +34,7 @@ def load(ref: TargetRef, init_args: Mapping[str, Any], arch_opts: Mapping[str, A
     if ref.kind == "builtin":
         return _load_builtin(ref.location, arch_opts)
     if ref.kind == "module":
-        trust.refuse_stdlib_target(ref.location)  # before the import: `os:system`, `antigravity:x`
+        trust.refuse_module_target(ref.location)  # before the import: `os:system`, `somepkg.tools:run`
     module = import_file(Path(ref.location)) if ref.kind == "file" else import_module(ref.location)
     root = package_root(Path(ref.location).resolve().parent) if ref.kind == "file" else None
     project = trust.project_of(module, root)
@@ -73,16 +73,18 @@ def _find_model(
         return _from_call(module, ref, init_args, project)
     if ref.name:
         obj = _attr(module, ref.name, ref)
-        _check_callable(obj, ref.name, project)
+        _check_callable(obj, ref.name, project, init_args)
         return from_object(obj, ref.name, "explicit", init_args, ref)
-    return by_convention(module, ref, init_args, lambda obj, name: _check_callable(obj, name, project))
+    return by_convention(
+        module, ref, init_args, lambda obj, name: _check_callable(obj, name, project, init_args)
+    )
 
 
-def _check_callable(obj: Any, name: str, project: trust.Project) -> None:
+def _check_callable(obj: Any, name: str, project: trust.Project, kwargs: dict[str, Any]) -> None:
     """An instance is taken as it is; anything to be called must pass the trust rule first."""
     if isinstance(obj, nn.Module) or not callable(obj):
         return
-    reason = trust.refuse_call(obj, project)
+    reason = trust.refuse_call(obj, project) or trust.refuse_arguments(obj, kwargs, project)
     if reason is not None:
         raise TargetError(f"refusing to call {name} ({reason})", trust.RULE_HINT)
 
@@ -113,8 +115,9 @@ def _from_call(
     policy = safe_eval.Policy(
         lookup=lambda name: _module_name(module, name),
         refuse_call=lambda obj: trust.refuse_call(obj, project),
-        refuse_value=trust.refuse_value,
+        refuse_value=lambda obj: trust.refuse_value(obj, project),
         call_hint=trust.RULE_HINT,
+        refuse_arguments=lambda obj, kwargs: trust.refuse_arguments(obj, kwargs, project),
     )
     try:
         parts = safe_eval.evaluate_call(ref.call, policy)
@@ -122,8 +125,9 @@ def _from_call(
         raise
     except Exception as exc:
         raise TargetError(f"evaluating {ref.call!r} failed: {type(exc).__name__}: {exc}") from exc
-    _check_callable(parts.func, parts.name, project)
-    built = call_constructor(parts.func, parts.name, parts.args, {**parts.kwargs, **init_args}, ref)
+    kwargs = {**parts.kwargs, **init_args}
+    _check_callable(parts.func, parts.name, project, kwargs)
+    built = call_constructor(parts.func, parts.name, parts.args, kwargs, ref)
     recorded = {"call": ref.call.strip(), **{k: json_safe(v) for k, v in init_args.items()}}
     return LoadedModel(module=built, found_by="call", source=source_of(type(built)), init_args=recorded)
 
