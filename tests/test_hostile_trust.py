@@ -14,10 +14,12 @@ tensorboard or the real model libraries being installed. Each case asserts the e
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -240,8 +242,24 @@ def sample_batch():
 """
 
 
+STAND_INS = ("evilpkg", "arraylib", "boardlib", "timm", "torchvision", "transformers")
+
+
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def stand_in_modules() -> Iterator[None]:
+    """The stand-in packages must not outlive the test: later tests import the real ones."""
+    saved = {k: m for k, m in sys.modules.items() if k.partition(".")[0] in STAND_INS}
+    for name in saved:
+        del sys.modules[name]
+    yield
+    for name in [k for k in sys.modules if k.partition(".")[0] in STAND_INS]:
+        del sys.modules[name]
+    sys.modules.update(saved)
+    importlib.invalidate_caches()
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stand_in_modules: None) -> Path:
     site = tmp_path / "venv" / "lib" / "site-packages"
     for name, text in {
         "evilpkg/__init__.py": EVILPKG.format(
@@ -263,16 +281,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (project / "victim.py").write_text("VICTIM = 1\n")
     (project / "victim.bin").write_bytes(b"\x01" * 64)
     monkeypatch.syspath_prepend(str(site))
-    for name in list(sys.modules):
-        if name.partition(".")[0] in (
-            "evilpkg",
-            "arraylib",
-            "boardlib",
-            "timm",
-            "torchvision",
-            "transformers",
-        ):
-            monkeypatch.delitem(sys.modules, name)
     monkeypatch.chdir(project)
     return project
 

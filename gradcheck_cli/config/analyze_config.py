@@ -22,6 +22,7 @@ from gradcheck_cli.config.options import (
     parse_key_values,
     values_from_file,
 )
+from gradcheck_cli.config.scale_settings import ScaleSettings
 from gradcheck_cli.config.specs import InputSpec, TargetRef, parse_target
 from gradcheck_cli.records.errors import ConfigError
 from gradcheck_cli.records.hints import did_you_mean
@@ -92,6 +93,11 @@ class AnalyzeConfig:
     """'init' or a second checkpoint: measured with the same batches and shown side by side."""
     clip: float | None = None
     """--steps: clip the total gradient norm at this value (clip_grad_norm_) before each step."""
+    lr_headroom: bool = False
+    """Measure the learning-rate headroom (measure/lr_headroom.py) before anything else is trained."""
+    headroom_steps: int = 30
+    headroom_multipliers: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
+    """The learning-rate multipliers --lr-headroom tries; the smallest is the reference run."""
     select: tuple[str, ...] = ()
     """Only these finding ids are reported (--select); empty: all."""
     columns: tuple[str, ...] = ()
@@ -100,6 +106,8 @@ class AnalyzeConfig:
     """A configured target's `name:` (for --target NAME)."""
     timeout: float | None = None
     """Seconds a target's analysis may take before its worker is stopped (exit 2)."""
+    scale: ScaleSettings | None = None
+    """`gradcheck scale`: the width sweep the worker runs instead of an analysis."""
 
 
 def build_config(

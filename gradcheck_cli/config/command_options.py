@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gradcheck_cli.config.options import BY_FIELD
+from gradcheck_cli.config.scale_settings import PARAMETRIZATIONS
 from gradcheck_cli.records.findings import FailOn
-from gradcheck_cli.records.formats import RUN_FORMATS, choices
+from gradcheck_cli.records.formats import RUN_FORMATS, SCALE_FORMATS, choices
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,6 +40,102 @@ DEBUG = CommandOption(
     type=bool,
     default=False,
     help="Show tracebacks (the exit code stays 2).",
+)
+
+
+def analyze_option(field: str) -> CommandOption:
+    """An option `analyze` declares (config/options.py), taken as it is: same flags and help."""
+    option = BY_FIELD[field]
+    return CommandOption(
+        name=field, flags=option.flags, type=option.cli_type | None, help=option.help, metavar=option.metavar
+    )
+
+
+SCALE_OPTIONS: tuple[CommandOption, ...] = (
+    CommandOption(
+        name="target",
+        type=str,
+        required=True,
+        metavar="TARGET",
+        help="The model to build at each width: model.py, model.py:NAME, 'model.py:make(depth=4)', "
+        "pkg.module:NAME or builtin:NAME; --width's KEY is passed to it as a keyword argument.",
+    ),
+    CommandOption(
+        name="width",
+        flags=("--width", "-w"),
+        required=True,
+        metavar="KEY=SIZES",
+        help="The constructor keyword (a builtin's --arch-opt) that sets the width, and the widths: "
+        "width=64,128,256,512.",
+    ),
+    CommandOption(
+        name="parametrization",
+        flags=("--parametrization", "-p"),
+        default="standard",
+        show_default=True,
+        choices=PARAMETRIZATIONS,
+        help="What the model declares to be, and so what each module's exponents should be "
+        "(docs/scaling.md): standard (fan-in init, one lr) or mup (readout multiplier 1/width, "
+        "hidden Adam lr 1/fan_in).",
+    ),
+    CommandOption(
+        name="seeds",
+        flags=("--seeds",),
+        type=int,
+        default=3,
+        show_default=True,
+        metavar="N",
+        help="Inits per width (seed, seed+1, ...): the exponents' spread.",
+    ),
+    CommandOption(
+        name="steps",
+        flags=("--steps",),
+        type=int,
+        default=3,
+        show_default=True,
+        metavar="T",
+        help="Forward passes t = 1..T on the fixed batch, an optimizer step between each (2 to 20).",
+    ),
+    CommandOption(
+        name="optimizer",
+        flags=("--optimizer",),
+        default="adam",
+        show_default=True,
+        choices=("sgd", "adam"),
+        help="When the model file defines no configure_optimizers() or build_optimizer().",
+    ),
+    *(
+        analyze_option(field)
+        for field in ("lr", "inputs", "labels", "init_args", "arch_opts", "loss", "device")
+    ),
+    CommandOption(
+        name="seed",
+        flags=("--seed",),
+        type=int,
+        default=0,
+        show_default=True,
+        metavar="N",
+        help="The batch's seed, and the first init's.",
+    ),  # fmt: skip
+    CommandOption(
+        name="format",
+        flags=("--format", "-f"),
+        default="rich",
+        show_default=True,
+        choices=choices(SCALE_FORMATS),
+        help="rich (a table), markdown, html (log-log charts) or json (gradcheck.scale/1).",
+    ),
+    CommandOption(name="output", flags=("--output", "-o"), type=Path | None, help="Write the report there."),
+    CommandOption(
+        name="fail_on",
+        flags=("--fail-on",),
+        default="error",
+        show_default=True,
+        choices=FailOn.choices(),
+        help="error, warning, info or never: the exit-1 threshold.",
+    ),
+    analyze_option("timeout"),
+    DEBUG,
 )
 
 COMMAND_OPTIONS: dict[str, tuple[CommandOption, ...]] = {
@@ -128,6 +226,7 @@ COMMAND_OPTIONS: dict[str, tuple[CommandOption, ...]] = {
         ),
         DEBUG,
     ),
+    "scale": SCALE_OPTIONS,
 }
 
 

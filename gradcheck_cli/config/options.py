@@ -258,6 +258,32 @@ def _threshold_flags(items: Any) -> dict[str, dict[str, float]]:
     return out
 
 
+def _multipliers(value: Any) -> tuple[float, ...]:
+    """`1,3,10,30`, `[1, 3, 10, 30]` or repeated flags -> (1.0, 3.0, 10.0, 30.0), sorted."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    out = []
+    for part in (p.strip() for item in items for p in str(item).split(",")):
+        try:
+            number = float(part)
+        except ValueError:
+            number = math.nan
+        if not 0 < number < math.inf:
+            raise ConfigError(
+                f"--headroom-multipliers: {part!r} is not a positive finite number",
+                "write them as 1,3,10,30 (the first is the reference run)",
+            )
+        out.append(number)
+    return tuple(sorted(set(out)))
+
+
+def _multipliers_check(value: Any) -> None:
+    if value is not None and not 2 <= len(value) <= 8:
+        raise ConfigError(
+            f"--headroom-multipliers needs 2 to 8 distinct multipliers, got {len(value)}",
+            "e.g. --headroom-multipliers 1,3,10,30 (the smallest is the reference run)",
+        )
+
+
 # --- the table -----------------------------------------------------------------------------------
 
 
@@ -461,6 +487,39 @@ OPTIONS: tuple[Option, ...] = (
         metavar="MAX_NORM",
         help="With --steps: clip the total gradient norm at MAX_NORM before each step, as your training loop does.",
         template="# clip: 1.0          # --steps clips the gradient norm as your loop does",
+    ),
+    Option(
+        field="lr_headroom",
+        flags=("--lr-headroom",),
+        keys=("lr-headroom",),
+        cli_type=bool,
+        file_check=BOOL,
+        help="Measure how far the learning rate can go up: k steps on one batch at the rate times each "
+        "--headroom-multipliers, from the same start; reports the smallest multiplier at which the loss "
+        "diverges or an instrument (update ratio, attention logit, output logits) grows super-linearly.",
+        template="# lr-headroom: true   # how far the learning rate can go up before training breaks",
+    ),
+    Option(
+        field="headroom_steps",
+        flags=("--headroom-steps",),
+        metavar="K",
+        keys=("headroom-steps",),
+        cli_type=int,
+        file_check=INT,
+        check=_int_range("--headroom-steps", 2, 200),
+        help="With --lr-headroom: steps per multiplier on the fixed batch (default: 30; 20 to 50 is the useful range).",
+    ),
+    Option(
+        field="headroom_multipliers",
+        flags=("--headroom-multipliers",),
+        metavar="M[,M]",
+        keys=("headroom-multipliers",),
+        file_check=("a list of numbers or a comma-separated string", lambda v: isinstance(v, (str, list))),
+        from_flag=_multipliers,
+        from_file=_multipliers,
+        check=_multipliers_check,
+        help="With --lr-headroom: the learning-rate multipliers tried, the smallest being the reference "
+        "(default: 1,3,10,30).",
     ),
     Option(
         field="seed",

@@ -89,6 +89,7 @@ def probe(prepared: Prepared, started: float, records: StageRecords = NO_RECORDS
         loss_value=sum(loss_values) / len(loss_values) if loss_values else float("nan"),
         fp16_underflow=records.fp16_underflow,
         training=records.training,
+        lr_headroom=records.lr_headroom,
         checkpoint=records.checkpoint,
         **_recomputed(model, lambda: forward(prepared, first)),
         nonfinite_op=origin.op if origin else None,

@@ -24,6 +24,7 @@ from gradcheck_cli.measure.forward_error import forward_failure
 from gradcheck_cli.measure.inputs import InputPlan
 from gradcheck_cli.measure.losses import LossChoice, compute_loss, require_grad
 from gradcheck_cli.records.errors import InputError
+from gradcheck_cli.records.headroom import LrHeadroom
 from gradcheck_cli.records.stats import Fp16Underflow, TrainingHistory
 from gradcheck_cli.records.trained import CheckpointInfo
 
@@ -68,6 +69,8 @@ class StageRecords:
     """--steps: what every step did."""
     fp16_underflow: Fp16Underflow | None = None
     """float16: the gradient elements lost without loss scaling, and the scale to use."""
+    lr_headroom: LrHeadroom | None = None
+    """--lr-headroom: the runs at each learning-rate multiplier and the limit."""
 
     @property
     def loss_scale(self) -> float:

@@ -20,6 +20,9 @@ RUN_FORMATS: tuple[Format, ...] = (Format.RICH, Format.MARKDOWN, Format.HTML, Fo
 """The formats `gradcheck report RUN.jsonl` renders a training run's history in (no JUnit: a run
 history has no test cases)."""
 
+SCALE_FORMATS: tuple[Format, ...] = (Format.RICH, Format.MARKDOWN, Format.HTML, Format.JSON)
+"""The formats `gradcheck scale` renders its width sweep in (no JUnit: one verdict, no layers)."""
+
 
 def choices(formats: tuple[Format, ...] | type[Format] = Format) -> tuple[str, ...]:
     return tuple(f.value for f in formats)

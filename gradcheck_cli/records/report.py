@@ -8,6 +8,7 @@ from gradcheck_cli import __version__
 from gradcheck_cli.records.comparison import BaselineComparison
 from gradcheck_cli.records.findings import FailOn, Finding, Ignored, LayerStatus, Severity
 from gradcheck_cli.records.fixes import TriedFix
+from gradcheck_cli.records.headroom import LrHeadroom
 from gradcheck_cli.records.stats import (
     ActivationStats,
     AttentionStats,
@@ -65,6 +66,8 @@ class Report:
     """Attention entropy, collapse and largest logit per site (first batch)."""
     gate_saturation: tuple[CellGateSaturation, ...] = ()
     """Gate saturation of each nn.LSTM/nn.GRU (first batch)."""
+    lr_headroom: LrHeadroom | None = None
+    """--lr-headroom: the runs at each learning-rate multiplier and the smallest that broke."""
     ignored: tuple[Ignored, ...] = ()
     """Findings suppressed by `rules: off`, `ignore:`, --select/--ignore or an inline comment."""
     schema: str = SCHEMA
@@ -111,6 +114,7 @@ def build_report(
         versus=probe.versus,
         gate_saturation=probe.gate_saturation,
         attention=probe.attention,
+        lr_headroom=probe.lr_headroom,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from gradcheck_cli.records.headroom import LrHeadroom
 from gradcheck_cli.records.measures import Measures
 from gradcheck_cli.records.precision import Fp16Underflow as Fp16Underflow  # re-exported
 from gradcheck_cli.records.precision import LayerUnderflow as LayerUnderflow  # re-exported
@@ -277,3 +278,5 @@ class ProbeResult:
     """Set under --versus: the reference state measured with the same batches, paired layer by layer."""
     left_out: LeftOutOutputs | None = None
     """Set when the output holds float tensors the loss leaves out."""
+    lr_headroom: LrHeadroom | None = None
+    """Set under --lr-headroom: the runs at each learning-rate multiplier and the limit."""

@@ -9,6 +9,7 @@ nested record), no unknown field, no other kind of object. Anything else is a `W
     {"kind": "stage", "index": 0, "text": "measuring 3 batches on cpu"}
     {"kind": "report", "index": 0, "report": {...Report...}}
     {"kind": "failure", "index": 0, "failure": {...TargetFailure...}}
+    {"kind": "scale", "index": 0, "report": {...ScaleReport...}}    (`gradcheck scale`)
     {"kind": "done"}
 
 Torch-free.
@@ -27,6 +28,7 @@ from typing import Any, Literal, Union
 
 from gradcheck_cli.records.outcome import TargetFailure
 from gradcheck_cli.records.report import Report
+from gradcheck_cli.records.scaling import ScaleReport
 
 MAX_MESSAGE_BYTES = 256 << 20
 """A message larger than this is refused unread (a report of a 10^5-layer model is ~100 MiB)."""
@@ -57,6 +59,7 @@ def _plain(value: Any) -> Any:
 _SCHEMA: dict[str, dict[str, Any]] = {
     "stage": {"index": int, "text": str},
     "report": {"index": int, "report": Report},
+    "scale": {"index": int, "report": ScaleReport},
     "failure": {"index": int, "failure": TargetFailure},
     "done": {},
 }
@@ -178,12 +181,15 @@ def as_fields(message: tuple[Any, ...]) -> dict[str, Any]:
     return {"kind": kind, **dict(zip(_SCHEMA[kind], values, strict=True))}
 
 
-def nothing_measured(report: Report) -> bool:
-    """No layer whose gradients were measured: such a report can say nothing about gradient flow."""
+def nothing_measured(report: Report | ScaleReport) -> bool:
+    """No layer whose gradients were measured: such a report can say nothing about gradient flow
+    (a width sweep: no module with an exponent)."""
+    if isinstance(report, ScaleReport):
+        return not any(m.status != "unchecked" for m in report.modules)
     return not any(row.stats.measured and row.stats.hooked for row in report.layers)
 
 
-def inconsistent(report: Report) -> str | None:
+def inconsistent(report: Report | ScaleReport) -> str | None:
     """Why the report's summary cannot be the one its findings make (None: it can)."""
     from gradcheck_cli.records.report import summarize
 

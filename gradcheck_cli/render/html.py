@@ -18,6 +18,7 @@ from gradcheck_cli.records.text import count
 from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.render.charts import flow_chart, history_charts, layer_colors, through_time_chart
 from gradcheck_cli.render.escape import clean_report
+from gradcheck_cli.render.headroom import headroom_html
 from gradcheck_cli.render.sections import FIX_HEADERS, baseline_lines, fix_rows, training_line
 from gradcheck_cli.render.trained import html_parts
 
@@ -119,6 +120,8 @@ def _later_stages(report: Report) -> list[str]:
     if report.training is not None:
         parts += ["<h2>Training</h2>", f"<p>{escape(training_line(report.training))}</p>"]
         parts.append(history_charts(report.training, report))
+    if report.lr_headroom is not None:
+        parts += ["<h2>Learning-rate headroom</h2>", headroom_html(report.lr_headroom)]
     if report.baseline is not None:
         items = "".join(f"<li>{escape(line)}</li>" for line in baseline_lines(report.baseline))
         parts += ["<h2>Baseline</h2>", f"<ul>{items}</ul>"]

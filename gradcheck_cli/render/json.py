@@ -12,6 +12,7 @@ from gradcheck_cli.records.findings import Finding
 from gradcheck_cli.records.fixes import Measured, TriedFix
 from gradcheck_cli.records.report import LayerRow, Report
 from gradcheck_cli.records.stats import ThroughTime, TrainingHistory
+from gradcheck_cli.render.headroom import headroom_section
 from gradcheck_cli.render.trained_json import json_sections, training_extension
 
 
@@ -135,6 +136,8 @@ def _optional_sections(report: Report) -> dict[str, Any]:
         out["fixes"] = _clean([tried_fix(t) for t in report.fixes])
     if report.baseline is not None:
         out["baseline"] = _clean(baseline_section(report.baseline))
+    if report.lr_headroom is not None:
+        out["lr_headroom"] = _clean(headroom_section(report.lr_headroom))
     out.update(json_sections(report))
     if report.ignored:
         out["ignored"] = [{**_finding(i.finding), "reason": i.reason} for i in report.ignored]

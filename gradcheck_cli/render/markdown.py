@@ -11,6 +11,7 @@ from gradcheck_cli.records.report import Report
 from gradcheck_cli.records.text import count
 from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.render.escape import clean_report, md_code, md_text
+from gradcheck_cli.render.headroom import HEADROOM_HEADERS, headroom_line, headroom_rows
 from gradcheck_cli.render.sections import FIX_HEADERS, baseline_lines, fix_rows, training_line
 from gradcheck_cli.render.trained import markdown_lines
 
@@ -142,6 +143,10 @@ def later_stages_section(report: Report) -> list[str]:
     lines: list[str] = []
     if report.training is not None:
         lines += [f"**Training**: {md_text(training_line(report.training))}", ""]
+    if report.lr_headroom is not None:
+        rows = [tuple(md_text(c) for c in row) for row in headroom_rows(report.lr_headroom)]
+        lines += [f"**Learning-rate headroom**: {md_text(headroom_line(report.lr_headroom))}", ""]
+        lines += [*_table(HEADROOM_HEADERS, rows, "rrlll"), ""]
     if report.baseline is not None:
         lines += ["**Baseline**", "", *(f"- {md_text(line)}" for line in baseline_lines(report.baseline)), ""]
     if report.fixes is not None:

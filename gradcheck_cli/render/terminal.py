@@ -21,6 +21,7 @@ from gradcheck_cli.records.text import amount, count, plural
 from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.render.escape import clean_report
 from gradcheck_cli.render.fit import MIN_NAME, cell_width, middle
+from gradcheck_cli.render.headroom import headroom_block
 from gradcheck_cli.render.pictures import GradBar, Phrases, through_time_block, training_sparks
 from gradcheck_cli.render.sections import baseline_lines, training_line
 from gradcheck_cli.render.trained import terminal_parts
@@ -245,6 +246,8 @@ def report_renderables(
     if report.training is not None:
         parts.append(Text(f"training: {training_line(report.training)}", style="dim"))
         parts.append(training_sparks(report.training))
+    if report.lr_headroom is not None:
+        parts.append(headroom_block(report.lr_headroom))
     if report.baseline is not None:
         lines = baseline_lines(report.baseline)
         parts.append(Text("baseline: " + "\n  ".join(lines), style="dim"))

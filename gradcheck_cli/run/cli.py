@@ -429,5 +429,20 @@ def init(path: Path, force: bool, debug: bool) -> None:
     typer.echo(f"wrote {path}; run `gradcheck analyze` next to it", err=True)
 
 
+@declared("scale")
+def scale(**params: Any) -> None:
+    """Build TARGET at several widths and check how each module's output, gradient and update
+    scale with width against the declared parametrization (docs/scaling.md).
+
+      gradcheck scale 'model.py:make' --width width=64,128,256,512 --parametrization mup
+
+    Exit codes: 0 every exponent in its band, 1 findings at or above --fail-on, 2 could not run.
+    """
+    from gradcheck_cli.run.scale_command import scale_run
+
+    width = shutil.get_terminal_size((100, 24)).columns
+    raise typer.Exit(scale_run(params, width=width, color=_color_allowed()))
+
+
 def main() -> None:
     app()

@@ -26,6 +26,7 @@ from gradcheck_cli.measure.device import seed_everything
 from gradcheck_cli.measure.passes import Prepared, StageRecords
 from gradcheck_cli.measure.preparation import GIVEN, prepare
 from gradcheck_cli.measure.versus import State, measure_versus, state_copy
+from gradcheck_cli.records.headroom import LrHeadroom
 from gradcheck_cli.records.report import Report, build_report
 from gradcheck_cli.records.stats import Fp16Underflow, ProbeResult, TrainingHistory
 from gradcheck_cli.records.text import count
@@ -72,12 +73,16 @@ def analyze_loaded(
     init_state = state_copy(prepared.model) if config.versus == "init" else None
     checkpoint, optimizer_state = _load_checkpoint(prepared, progress)
     pristine = _pristine_for_fixes(prepared) if config.try_fixes and config.steps else None
+    headroom = _headroom(prepared, optimizer_state, progress) if config.lr_headroom else None
     training = None
     if config.steps:
         progress(f"training {count(config.steps, 'step')}")
         training = _train(prepared, optimizer_state)
     records = StageRecords(
-        checkpoint=checkpoint, training=training, fp16_underflow=_precision(prepared, progress)
+        checkpoint=checkpoint,
+        training=training,
+        fp16_underflow=_precision(prepared, progress),
+        lr_headroom=headroom,
     )
     result = _collect(prepared, records, init_state, started, progress)
     return _judge(config, prepared, result, pristine, progress, started)
@@ -100,6 +105,16 @@ def _train(prepared: Prepared, optimizer_state: Any) -> TrainingHistory:
     from gradcheck_cli.measure.train_stage import train_steps
 
     return train_steps(prepared, optimizer_state)
+
+
+def _headroom(prepared: Prepared, optimizer_state: Any, progress: Progress) -> LrHeadroom:
+    """--lr-headroom, on the model as loaded (before --steps trains it); the model is put back."""
+    from gradcheck_cli.measure.lr_headroom import measure_headroom
+
+    config = prepared.config
+    multipliers = ", ".join(f"{m:g}x" for m in config.headroom_multipliers)
+    progress(f"measuring the learning-rate headroom ({config.headroom_steps} steps at {multipliers})")
+    return measure_headroom(prepared, optimizer_state)
 
 
 def _precision(prepared: Prepared, progress: Progress) -> Fp16Underflow | None:

@@ -31,12 +31,13 @@ from typing import Any, Protocol
 from gradcheck_cli.config.analyze_config import AnalyzeConfig
 from gradcheck_cli.records.outcome import TargetFailure
 from gradcheck_cli.records.report import Report
+from gradcheck_cli.records.scaling import ScaleReport
 from gradcheck_cli.records.wire import MAX_MESSAGE_BYTES, WireError, decode, inconsistent, nothing_measured
 from gradcheck_cli.run.reaper import Stopped, signals_raise
 from gradcheck_cli.run.spawn import kill, worker_process
 from gradcheck_cli.run.worker import HEADER, Job
 
-Outcome = Report | TargetFailure
+Outcome = Report | ScaleReport | TargetFailure
 IN_PROCESS_ENV = "GRADCHECK_IN_PROCESS"
 _TICK = 0.25
 EXIT_GRACE_SECONDS = 10.0

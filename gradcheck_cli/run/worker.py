@@ -7,6 +7,7 @@ length-prefixed JSON messages (`records.wire`, never a pickle) to MESSAGE_FD:
     ("stage", index, text)        the target at `index` entered a stage ("measuring 3 batches on cpu")
     ("report", index, Report)     its report
     ("failure", index, TargetFailure)
+    ("scale", index, ScaleReport)   `gradcheck scale`: a width sweep's report
     ("done",)                     every target of the job has its report or its failure
 
 Its stdout and stderr are the supervisor's stderr, so nothing the user's code writes, by any means,
@@ -39,6 +40,7 @@ from gradcheck_cli.config.analyze_config import AnalyzeConfig
 from gradcheck_cli.records import wire
 from gradcheck_cli.records.errors import GradcheckError
 from gradcheck_cli.records.outcome import TargetFailure
+from gradcheck_cli.records.scaling import ScaleReport
 from gradcheck_cli.records.wire import nothing_measured
 from gradcheck_cli.run.integrity import Snapshot, TamperedError
 
@@ -84,7 +86,7 @@ def run_job(job: Job, send: Send, in_process: bool = False) -> None:
         except BaseException as exc:  # whatever the user's code raises never decides the exit code
             send(("failure", index, failure(config, tracker.stage, _tampering_or(exc, tracker))))
         else:
-            send(("report", index, report))
+            send(("scale" if isinstance(report, ScaleReport) else "report", index, report))
     send(("done",))
 
 
@@ -130,6 +132,10 @@ def _analyze(config: AnalyzeConfig, progress: Callable[[str], None]) -> Any:
     # again (90 ms a time on a short run); they live until exit, so take them out of GC.
     gc.freeze()
     with _script_argv(config):
+        if config.scale is not None:  # `gradcheck scale`: a width sweep, not an analysis
+            from gradcheck_cli.run.scale_pipeline import scale_target
+
+            return scale_target(config, progress)
         return analyze_target(config, progress=progress)
 
 

@@ -10,6 +10,7 @@ from gradcheck_cli.judge.rules import (  # noqa: F401  (imported to register)
     exploding_through_time,
     fp16_underflow,
     loop,
+    lr_headroom_low,
     no_gradient,
     nonfinite_gradients,
     saturated_activations,
@@ -21,6 +22,7 @@ from gradcheck_cli.judge.rules import (  # noqa: F401  (imported to register)
     vanishing_gradients,
     vanishing_through_time,
     weight_norm_change,
+    width_exponent,
     zero_gradient,
 )
 from gradcheck_cli.judge.rules.base import RuleSpec, registry
