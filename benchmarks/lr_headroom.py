@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
+import multiprocessing
 import platform
 import sys
 import time
@@ -43,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BASE_LR = 3e-3
 MULTIPLIERS = (1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0)
 SEQ, BATCH, HEADS = 16, 8, 2
+WIDTHS = (16, 32)
 
 
 def _gpt_module():  # type: ignore[no-untyped-def]
@@ -78,8 +80,8 @@ def configurations() -> list[Config]:
     out = []
     for qk in (False, True):
         for z in (0.0, 1e-4):
-            for width in (32, 64):
-                odd = (qk + (z > 0) + (width == 64)) % 2 == 1
+            for width in WIDTHS:
+                odd = (qk + (z > 0) + (width == WIDTHS[1])) % 2 == 1
                 out.append(Config(qk_norm=qk, z_loss=z, width=width, depth=2 if odd else 1))
     return out
 
@@ -127,8 +129,8 @@ def train(config: Config, seed: int, lr: float, steps: int) -> list[float]:
         seq = G.tokens(BATCH, SEQ, data)
         loss = net(seq[:, :-1], seq[:, 1:])["loss"]
         losses.append(float(loss.detach()))
-        if not math.isfinite(losses[-1]):
-            break
+        if not math.isfinite(losses[-1]) or losses[-1] > 1.5 * losses[0]:
+            break  # diverged: the rest of the run changes nothing
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -149,11 +151,17 @@ def diverged(losses: list[float], base_final: float) -> bool:
 
 
 def actual(config: Config, seed: int, steps: int) -> float | None:
+    """The smallest multiplier whose run diverges, by bisection (divergence taken as monotone in
+    the rate); None when the largest does not."""
     base_final = final(train(config, seed, BASE_LR, steps))
-    for multiplier in MULTIPLIERS[1:]:
-        if diverged(train(config, seed, BASE_LR * multiplier, steps), base_final):
-            return multiplier
-    return None
+    lo, hi = 0, len(MULTIPLIERS)  # MULTIPLIERS[lo] holds; MULTIPLIERS[hi] diverges (len: none known)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if diverged(train(config, seed, BASE_LR * MULTIPLIERS[mid], steps), base_final):
+            hi = mid
+        else:
+            lo = mid
+    return MULTIPLIERS[hi] if hi < len(MULTIPLIERS) else None
 
 
 def ranks(values: list[float]) -> list[float]:
@@ -191,27 +199,39 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100-step runs and 20 headroom steps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--processes", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(1)
     steps, k = (100, 20) if args.quick else (300, 30)
-    rows, predicted_values, actual_values = [], [], []
     started = time.perf_counter()
-    for config in configurations():
-        t0 = time.perf_counter()
-        limit, instrument, layer = predicted(config, args.seed, k)
-        t1 = time.perf_counter()
-        real = actual(config, args.seed, steps)
-        t2 = time.perf_counter()
-        predicted_values.append(_value(limit))
-        actual_values.append(_value(real))
-        rows.append(
-            (config.label, _cell(limit), instrument, layer, _cell(real), f"{t1 - t0:.1f}", f"{t2 - t1:.1f}")
-        )
-        print(" | ".join(rows[-1]), flush=True)
+    jobs = [(config, args.seed, steps, k) for config in configurations()]
+    with multiprocessing.get_context("fork").Pool(args.processes) as pool:
+        rows = pool.starmap(_row, jobs)
+    predicted_values = [_value(r.predicted) for r in rows]
+    actual_values = [_value(r.actual) for r in rows]
     rho = spearman(predicted_values, actual_values)
     print(f"Spearman rho = {rho:.3f} over {len(rows)} configurations ({time.perf_counter() - started:.0f} s)")
     if args.output is not None:
-        args.output.write_text(_document(rows, rho, steps, k, args.seed))
+        args.output.write_text(_document([r.cells for r in rows], rho, steps, k, args.seed))
+
+
+@dataclass(frozen=True)
+class Row:
+    predicted: float | None
+    actual: float | None
+    cells: tuple[str, ...]
+
+
+def _row(config: Config, seed: int, steps: int, k: int) -> Row:
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    limit, instrument, layer = predicted(config, seed, k)
+    t1 = time.perf_counter()
+    real = actual(config, seed, steps)
+    t2 = time.perf_counter()
+    cells = (config.label, _cell(limit), instrument, layer, _cell(real), f"{t1 - t0:.1f}", f"{t2 - t1:.1f}")
+    print(" | ".join(cells), flush=True)
+    return Row(predicted=limit, actual=real, cells=cells)
 
 
 def _document(rows: list[tuple[str, ...]], rho: float, steps: int, k: int, seed: int) -> str:

@@ -290,36 +290,10 @@ ARGS = argparse.ArgumentParser().parse_args()  # sees the model file alone, not 
 """
 
 
-def test_stdout_carries_only_the_report_whatever_the_model_prints(folder: Path) -> None:
-    model_file(
-        folder,
-        'import os; os.write(1, b"os.write in forward\\n"); print("print in forward"); return self.fc(x)',
-        NOISY_TOP,
-    )
-    done = gradcheck("analyze", "model.py", "--format", "json", "--fail-on", "never", cwd=folder)
-    assert done.returncode == 0, done
-    assert json.loads(done.stdout)["schema"] == "gradcheck.report/1"
-    for text in ("os.write at import", "print to sys.__stdout__", "os.write in forward", "atexit print"):
-        assert text in done.stderr
-
-
-def test_stdlib_names_beside_the_model_do_not_shadow_gradcheck(folder: Path) -> None:
-    (folder / "html.py").write_text("raise RuntimeError('the user html.py was imported')\n")
-    (folder / "xml").mkdir()
-    (folder / "xml" / "__init__.py").write_text("raise RuntimeError('the user xml package was imported')\n")
-    (folder / "gradcheck.yaml").write_text(
-        "target: model.py\nformat: json\nfail-on: never\nreports:\n"
-        "  - {format: html, output: r.html}\n  - {format: junit, output: r.xml}\n"
-    )
-    done = gradcheck("analyze", cwd=folder)
-    assert done.returncode == 0, done
-    assert json.loads(done.stdout)["summary"]["status"]
-    assert "<html" in (folder / "r.html").read_text().lower()
-    assert "<testsuites" in (folder / "r.xml").read_text()
-
-
 SUPERVISOR_MODULES = """
-import json, sys
+import sys
+sys.path[:] = [p for p in sys.path if p not in ("", ".")]  # as the `gradcheck` script: no cwd first
+import json
 from gradcheck_cli.run.cli import main
 sys.argv = ["gradcheck", *sys.argv[1:]]
 try:
@@ -329,12 +303,50 @@ except SystemExit as exc:
 """
 
 
-def test_the_supervisor_never_imports_torch_the_worker_does(folder: Path) -> None:
+@pytest.fixture(scope="module")
+def noisy_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """One supervised run shared by the three tests below (a fresh CLI process costs ~4 s of CPU):
+    a model that prints to stdout every way it can and parses argv, beside a user `html.py` and
+    `xml/` package, configured for HTML and JUnit reports; the CLI runs from a script that says
+    at its exit whether torch was imported in the CLI's own process."""
+    folder = tmp_path_factory.mktemp("noisy")
+    model_file(
+        folder,
+        'import os; os.write(1, b"os.write in forward\\n"); print("print in forward"); return self.fc(x)',
+        NOISY_TOP,
+    )
+    (folder / "html.py").write_text("raise RuntimeError('the user html.py was imported')\n")
+    (folder / "xml").mkdir()
+    (folder / "xml" / "__init__.py").write_text("raise RuntimeError('the user xml package was imported')\n")
+    (folder / "gradcheck.yaml").write_text(
+        "target: model.py\nformat: json\nfail-on: never\nreports:\n"
+        "  - {format: html, output: r.html}\n  - {format: junit, output: r.xml}\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "GRADCHECK_IN_PROCESS"}
     done = subprocess.run(
-        [sys.executable, "-c", SUPERVISOR_MODULES, "analyze", "model.py", "--format", "json", "--fail-on", "never"],
+        [sys.executable, "-c", SUPERVISOR_MODULES, "analyze", "--format", "json", "--fail-on", "never"],
         cwd=folder, env=env, capture_output=True, text=True, timeout=90,
     )  # fmt: skip
+    return done, folder
+
+
+def test_stdout_carries_only_the_report_whatever_the_model_prints(noisy_run) -> None:
+    done, _ = noisy_run
+    assert json.loads(done.stderr.strip().splitlines()[-1])["code"] == 0, done.stderr
+    assert json.loads(done.stdout)["schema"] == "gradcheck.report/1"
+    for text in ("os.write at import", "print to sys.__stdout__", "os.write in forward", "atexit print"):
+        assert text in done.stderr
+
+
+def test_stdlib_names_beside_the_model_do_not_shadow_gradcheck(noisy_run) -> None:
+    done, folder = noisy_run
+    assert json.loads(done.stdout)["summary"]["status"], done.stderr
+    assert "<html" in (folder / "r.html").read_text().lower()
+    assert "<testsuites" in (folder / "r.xml").read_text()
+
+
+def test_the_supervisor_never_imports_torch_the_worker_does(noisy_run) -> None:
+    done, _ = noisy_run
     assert json.loads(done.stdout)["layers"], done.stderr  # the worker measured the model
     assert json.loads(done.stderr.strip().splitlines()[-1]) == {"code": 0, "torch": False}
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import struct
 import sys
@@ -91,7 +92,15 @@ FORGERIES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(FORGERIES))
+# End to end (a fresh `gradcheck` each, ~4 s of CPU): the pickle and the forged healthy report by
+# default, every case under `-m slow`; every case also runs in-process below, through the supervisor's
+# own reader, which is what decides.
+END_TO_END = ("a pickle", "a healthy report, then the real one")
+
+
+@pytest.mark.parametrize(
+    "case", [c if c in END_TO_END else pytest.param(c, marks=pytest.mark.slow) for c in sorted(FORGERIES)]
+)
 def test_forged_messages_are_exit_2_and_run_nothing(tmp_path: Path, case: str) -> None:
     code, *words = FORGERIES[case]
     model_file(tmp_path, top=(FIND_PIPE + code).replace("MARK", str(tmp_path / "MARK")))
@@ -100,6 +109,42 @@ def test_forged_messages_are_exit_2_and_run_nothing(tmp_path: Path, case: str) -
     assert_could_not_run(done, *words)
     assert not (tmp_path / "MARK").exists()
     assert digest(tmp_path) == before
+
+
+class _Target:
+    def __init__(self, raw: str) -> None:
+        self.target = type("Ref", (), {"raw": raw})()
+
+
+class _Quiet:
+    def stage(self, index: int, text: str) -> None:
+        pass
+
+    def tick(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("case", sorted(FORGERIES))
+def test_forged_messages_are_refused_by_the_supervisors_reader(tmp_path: Path, case: str) -> None:
+    """The bytes each forgery writes, read by the supervisor's own `_dispatch` and `Collector`: a
+    WireError naming the problem (the end-to-end run turns it into exit 2), nothing unpickled."""
+    from gradcheck_cli.run.supervisor import Collector, _dispatch
+
+    code, _, words = FORGERIES[case]
+    read, write = os.pipe()
+    namespace = {"os": os, "struct": struct, "FD": write}
+    namespace["send"] = lambda data: os.write(write, struct.pack(">I", len(data)) + data)
+    exec(code.replace("MARK", str(tmp_path / "MARK")), namespace)
+    namespace["send"](wire.encode(wire.as_fields(("stage", 0, "measuring"))))  # the real worker goes on
+    os.close(write)
+    buffer = bytearray()
+    while chunk := os.read(read, 1 << 16):
+        buffer.extend(chunk)
+    os.close(read)
+    collector = Collector([_Target("model.py")], _Quiet())  # type: ignore[list-item]
+    with pytest.raises(WireError, match=re.escape(words)):
+        _dispatch(buffer, collector)
+    assert not (tmp_path / "MARK").exists()
 
 
 def test_a_forged_report_in_which_nothing_was_measured_never_passes(tmp_path: Path) -> None:
@@ -162,14 +207,68 @@ TAMPERING = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(TAMPERING))
+TAMPERING_END_TO_END = ("register_hook made a no-op", "register_hook replaced during the measurement")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [c if c in TAMPERING_END_TO_END else pytest.param(c, marks=pytest.mark.slow) for c in sorted(TAMPERING)],
+)
 def test_replacing_what_gradcheck_measures_with_is_exit_2_naming_it(tmp_path: Path, case: str) -> None:
+    """End to end: one case after the import and one during the measurement by default (each a
+    fresh `gradcheck`), every case under `-m slow`; the check itself runs for every case below."""
     top, body, changed = TAMPERING[case]
     model_file(tmp_path, body or "return self.fc(x)", top=top)
     before = digest(tmp_path)
     done = gradcheck("analyze", "model.py", "--format", "json", cwd=tmp_path)
     assert_could_not_run(done, "were replaced", changed)
     assert digest(tmp_path) == before
+
+
+@contextlib.contextmanager
+def _restored_afterwards():
+    """A Snapshot of this process, and everything in it put back afterwards."""
+    from torch.nn.modules import module as torch_module
+
+    import gradcheck_cli.run.pipeline  # noqa: F401  # loaded before the snapshot, as in the worker
+    from gradcheck_cli.judge.rules import base
+    from gradcheck_cli.run.integrity import _GLOBAL_HOOKS, Snapshot
+
+    registry = dict(base.registry())
+    hooks = {attr: dict(getattr(torch_module, attr)) for attr in _GLOBAL_HOOKS}
+    snapshot = Snapshot.take()
+    try:
+        yield snapshot
+    finally:
+        for entry in snapshot.entries:
+            if entry.changed() and isinstance(entry.owner, dict):
+                entry.owner[entry.attr] = entry.obj
+            elif entry.changed():
+                setattr(entry.owner, entry.attr, entry.obj)
+        base.registry().clear()
+        base.registry().update(registry)
+        for attr, saved in hooks.items():
+            getattr(torch_module, attr).clear()
+            getattr(torch_module, attr).update(saved)
+    assert not [entry.label for entry in snapshot.entries if entry.changed()]
+
+
+@pytest.mark.parametrize("case", sorted(TAMPERING))
+def test_the_self_check_names_every_replacement(case: str) -> None:
+    """The worker's check (`integrity.Snapshot`) against each tampering, run in this process and
+    undone afterwards: TamperedError naming what changed."""
+    import torch
+
+    from gradcheck_cli.run.integrity import TamperedError
+
+    top, body, changed = TAMPERING[case]
+    code = top or body.rpartition("; return")[0]
+    with _restored_afterwards() as snapshot:
+        snapshot.check("before")  # nothing changed yet
+        exec(code, {"torch": torch})
+        with pytest.raises(TamperedError, match=re.escape(changed)) as tampered:
+            snapshot.check("after the model's code ran")
+    assert "were replaced after the model's code ran" in str(tampered.value)
 
 
 def test_layers_run_outside_forward_measure_nothing_and_never_pass(tmp_path: Path) -> None:
@@ -271,9 +370,10 @@ def _sleepers(since: set[int]) -> set[int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the subreaper and /proc are Linux's")
 @pytest.mark.parametrize("timeout", [False, True], ids=["normal run", "--timeout"])
-@pytest.mark.parametrize("case", sorted(LEFT_RUNNING))
-def test_nothing_the_model_starts_outlives_the_run(tmp_path: Path, case: str, timeout: bool) -> None:
-    top = f"import subprocess\n{LEFT_RUNNING[case]}\n"
+def test_nothing_the_model_starts_outlives_the_run(tmp_path: Path, timeout: bool) -> None:
+    """One run starts all three (a child in the worker's group, a `setsid` grandchild, a
+    double-forked daemon): none is left once the run ends, normally or by --timeout."""
+    top = "import subprocess\n" + "".join(f"{start}\n" for start in LEFT_RUNNING.values())
     model_file(tmp_path, "import time; time.sleep(600)" if timeout else "return self.fc(x)", top=top)
     before, earlier = digest(tmp_path), _sleepers(set())
     args = ("--timeout", "3") if timeout else ("--fail-on", "never")
@@ -290,7 +390,15 @@ def test_nothing_the_model_starts_outlives_the_run(tmp_path: Path, case: str, ti
     assert digest(tmp_path) == before
 
 
-@pytest.mark.parametrize("name", ["SIGUSR1", "SIGHUP", "SIGUSR2", "SIGALRM"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "SIGUSR1",
+        "SIGHUP",
+        pytest.param("SIGUSR2", marks=pytest.mark.slow),
+        pytest.param("SIGALRM", marks=pytest.mark.slow),
+    ],
+)  # every one is in the same handler: test_every_ending_signal_is_caught_and_faults_are_not
 def test_a_signal_from_the_model_is_exit_2_naming_it(tmp_path: Path, name: str) -> None:
     model_file(tmp_path, f"import os, signal, time; os.kill(os.getppid(), signal.{name}); time.sleep(60)")
     before = digest(tmp_path)

@@ -39,6 +39,8 @@ def run_in_fresh_interpreter(*argv: str) -> dict[str, object]:
         ("explain", "gradient-trend"),
         ("analyze", "--help"),
         ("report", "--help"),
+        ("scale", "--help"),
+        ("explain", "width-exponent"),
     ],
 )
 def test_fast_commands_leave_torch_unimported(argv: tuple[str, ...]) -> None:

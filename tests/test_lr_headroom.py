@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from gradcheck_cli.measure.lr_headroom import measure_headroom
 from gradcheck_cli.measure.preparation import prepare
 from gradcheck_cli.records.headroom import LrHeadroom
 from gradcheck_cli.records.report import Report
+from gradcheck_cli.render.html import HtmlRenderer
 from gradcheck_cli.render.json import to_document
 from gradcheck_cli.render.markdown import MarkdownRenderer
 from gradcheck_cli.render.terminal import TerminalRenderer
@@ -122,6 +124,8 @@ def test_low_headroom_is_a_finding_and_in_the_json() -> None:
     assert section["runs"][0]["per_step"]["update_ratio"]
     assert "breaks at 3x" in MarkdownRenderer().render(report)
     assert "lr headroom: breaks at 3x" in TerminalRenderer(width=120).render(report)
+    html = HtmlRenderer().render(report)
+    assert "Learning-rate headroom" in html and "loss at 3x (broke)" in html
 
 
 def test_the_current_rate_breaking_is_an_error() -> None:
@@ -220,3 +224,16 @@ def test_qk_norm_has_at_least_the_headroom_over_five_seeds(one_thread: None) -> 
         plain, normed = gpt_headroom(False, seed), gpt_headroom(True, seed)
         assert plain.limit is not None
         assert _rank(normed.limit) >= _rank(plain.limit), seed
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [("0,3", "'0' is not a positive finite number"), ("3", "needs 2 to 8 distinct multipliers")],
+)
+def test_bad_multipliers_are_exit_2_before_the_work(value: str, words: str, tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "gradcheck_cli", "analyze", "builtin:residual-mlp", "--lr-headroom"]
+    result = subprocess.run(
+        [*command, "--headroom-multipliers", value], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert words in result.stderr and "Traceback" not in result.stderr

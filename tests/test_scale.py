@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -120,6 +119,8 @@ def test_json_has_the_scale_section(mup_report: ScaleReport) -> None:
     assert first["expected"]["backward"] == [-1.0, -1.0]
     for fmt in ("rich", "markdown", "html"):
         assert "fc2" in SCALE_RENDERERS[fmt](mup_report, 100)
+    page = SCALE_RENDERERS["html"](mup_report, 100)
+    assert page.count("<svg") == 3 and page.count("stroke='#4a7'") == 3 * len(mup_report.modules)
 
 
 def test_the_command_runs_and_exits_by_its_findings(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -161,4 +162,77 @@ def test_roles_come_from_how_the_shapes_change() -> None:
     assert role_of(shapes((64, 8), (128, 8))) == "readout"
     assert role_of(shapes((8, 8), (8, 8))) == "fixed"
     assert role_of([Shape("LayerNorm", 0, 0, "norm")] * 2) == "norm"
-    assert not math.isnan(0.0)
+
+
+def test_modules_are_classified_by_kind_and_shape() -> None:
+    from torch import nn
+
+    from gradcheck_cli.measure.scale_roles import classify, select_modules
+
+    assert classify(nn.MultiheadAttention(32, 4)).group == "attention"
+    assert classify(nn.LayerNorm(32)).group == "norm"
+    embedding = classify(nn.Embedding(1000, 32))
+    assert (embedding.fan_in, embedding.fan_out) == (1000, 32)
+    conv = classify(nn.Conv2d(8, 16, 3))
+    assert (conv.fan_in, conv.fan_out) == (8 * 9, 16)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.MultiheadAttention(8, 2))
+    assert set(select_modules(model)) == {"0", "2", "2.out_proj"}
+
+
+def test_a_call_form_target_gets_the_width_as_a_keyword(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "scale.json"
+    target = f"{MODELS}:MLP(mup=True, bottleneck=False)"
+    result = cli(
+        "scale",
+        target,
+        "-w",
+        "width=32,64",
+        "-i",
+        "8x16",
+        "--seeds",
+        "1",
+        "-p",
+        "mup",
+        "-f",
+        "json",
+        "-o",
+        str(out),
+    )
+    assert result.exit_code in (0, 1), result
+    modules = {m["name"]: m for m in json.loads(out.read_text())["scale"]["modules"]}
+    assert modules["fc2"]["role"] == "hidden" and modules["fc2"]["fan_in"] == "width"
+    assert modules["fc2"]["expected"]["backward"] == [-1.0, -1.0]
+
+
+def test_the_sweep_runs_in_the_worker_process(tmp_path: Path) -> None:
+    """The user's code runs in the worker, never in the CLI's process; the report crosses as data."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "GRADCHECK_IN_PROCESS"}
+    args = [
+        "scale",
+        f"{MODELS}:mup",
+        "-w",
+        "width=16,32",
+        "-i",
+        "4x16",
+        "--seeds",
+        "1",
+        "-p",
+        "mup",
+        "-f",
+        "json",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "gradcheck_cli", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode in (0, 1), done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["scale"]["widths"] == [16, 32] and len(doc["scale"]["modules"]) == 4

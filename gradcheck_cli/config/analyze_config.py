@@ -105,6 +105,8 @@ class AnalyzeConfig:
     name: str | None = None
     """A configured target's `name:` (for --target NAME)."""
     timeout: float | None = None
+    precision: tuple[str, ...] = ()
+    """--precision: the number formats (bf16, fp16, fp8-e4m3, fp8-e5m2) to measure each layer's headroom in."""
     """Seconds a target's analysis may take before its worker is stopped (exit 2)."""
     scale: ScaleSettings | None = None
     """`gradcheck scale`: the width sweep the worker runs instead of an analysis."""

@@ -71,6 +71,7 @@ SCALE_OPTIONS: tuple[CommandOption, ...] = (
     CommandOption(
         name="parametrization",
         flags=("--parametrization", "-p"),
+        metavar="NAME",
         default="standard",
         show_default=True,
         choices=PARAMETRIZATIONS,
@@ -99,6 +100,7 @@ SCALE_OPTIONS: tuple[CommandOption, ...] = (
     CommandOption(
         name="optimizer",
         flags=("--optimizer",),
+        metavar="NAME",
         default="adam",
         show_default=True,
         choices=("sgd", "adam"),
@@ -123,6 +125,7 @@ SCALE_OPTIONS: tuple[CommandOption, ...] = (
         default="rich",
         show_default=True,
         choices=choices(SCALE_FORMATS),
+        metavar="FORMAT",
         help="rich (a table), markdown, html (log-log charts) or json (gradcheck.scale/1).",
     ),
     CommandOption(name="output", flags=("--output", "-o"), type=Path | None, help="Write the report there."),

@@ -23,6 +23,7 @@ from gradcheck_cli.records.errors import ConfigError
 from gradcheck_cli.records.findings import FailOn
 from gradcheck_cli.records.formats import choices as format_choices
 from gradcheck_cli.records.hints import did_you_mean
+from gradcheck_cli.records.precision import FORMAT_NAMES
 
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 LOSSES = ("auto", "ce", "mse", "sum", "output")
@@ -239,6 +240,19 @@ def _column_check(value: Any) -> None:
             raise ConfigError(f"--columns: unknown column {name!r}", hint)
 
 
+def _number_formats(value: Any) -> tuple[str, ...]:
+    """`bf16,fp16` or a list; `all` is every format; each once, in the order given."""
+    names = _id_list(value)
+    return tuple(dict.fromkeys(n for name in names for n in (FORMAT_NAMES if name == "all" else (name,))))
+
+
+def _format_check(value: Any) -> None:
+    for name in value or ():
+        if name not in FORMAT_NAMES:
+            hint = did_you_mean(str(name), FORMAT_NAMES) or f"choose from {', '.join(FORMAT_NAMES)} or all"
+            raise ConfigError(f"--precision: unknown number format {name!r}", hint)
+
+
 def _threshold_flags(items: Any) -> dict[str, dict[str, float]]:
     """`ID.NAME=VALUE`, repeatable -> {ID: {NAME: VALUE}} (ids and names are checked by the rules)."""
     out: dict[str, dict[str, float]] = {}
@@ -437,6 +451,21 @@ OPTIONS: tuple[Option, ...] = (
         template="dtype: float32      # float32, float64, bfloat16, float16",
     ),
     Option(
+        field="precision",
+        flags=("--precision",),
+        keys=("precision",),
+        cli_type=list[str],
+        file_check=STR_OR_LIST,
+        from_flag=_number_formats,
+        from_file=_number_formats,
+        check=_format_check,
+        metavar="FMT[,FMT]",
+        help="Number-format headroom: for each of bf16, fp16, fp8-e4m3, fp8-e5m2 (or all), every layer's "
+        "share of outputs and gradients that underflow or overflow, the loss-scale range, and a verdict "
+        "(fine, needs-scaling, keep-higher-precision) confirmed by running the layer in the format.",
+        template="# precision: [bf16, fp16]   # number-format headroom per layer (docs/precision.md)",
+    ),
+    Option(
         field="loss",
         flags=("--loss",),
         metavar="LOSS",
@@ -496,7 +525,8 @@ OPTIONS: tuple[Option, ...] = (
         file_check=BOOL,
         help="Measure how far the learning rate can go up: k steps on one batch at the rate times each "
         "--headroom-multipliers, from the same start; reports the smallest multiplier at which the loss "
-        "diverges or an instrument (update ratio, attention logit, output logits) grows super-linearly.",
+        "diverges or stalls or an instrument (update ratio, attention logit, output logits) grows "
+        "super-linearly (docs/lr-headroom.md).",
         template="# lr-headroom: true   # how far the learning rate can go up before training breaks",
     ),
     Option(

@@ -88,6 +88,7 @@ def probe(prepared: Prepared, started: float, records: StageRecords = NO_RECORDS
         has_normalization=has_normalization(model),
         loss_value=sum(loss_values) / len(loss_values) if loss_values else float("nan"),
         fp16_underflow=records.fp16_underflow,
+        precision=records.precision,
         training=records.training,
         lr_headroom=records.lr_headroom,
         checkpoint=records.checkpoint,

@@ -25,6 +25,7 @@ from gradcheck_cli.measure.inputs import InputPlan
 from gradcheck_cli.measure.losses import LossChoice, compute_loss, require_grad
 from gradcheck_cli.records.errors import InputError
 from gradcheck_cli.records.headroom import LrHeadroom
+from gradcheck_cli.records.precision import PrecisionHeadroom
 from gradcheck_cli.records.stats import Fp16Underflow, TrainingHistory
 from gradcheck_cli.records.trained import CheckpointInfo
 
@@ -69,6 +70,8 @@ class StageRecords:
     """--steps: what every step did."""
     fp16_underflow: Fp16Underflow | None = None
     """float16: the gradient elements lost without loss scaling, and the scale to use."""
+    precision: PrecisionHeadroom | None = None
+    """--precision: each layer's headroom in the number formats asked for."""
     lr_headroom: LrHeadroom | None = None
     """--lr-headroom: the runs at each learning-rate multiplier and the limit."""
 

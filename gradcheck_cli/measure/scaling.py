@@ -81,6 +81,7 @@ def _one_run(
         for t in range(1, settings.steps + 1):
             recorder.t = t
             chosen.optimizer.zero_grad(set_to_none=True)
+            torch.manual_seed(seed)  # the same dropout masks at every t: the update is the weights' doing
             output = forward(prepared, batch)
             loss = loss_of(prepared, batch, output, 0).value
             if not torch.isfinite(loss):

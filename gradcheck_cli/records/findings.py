@@ -29,6 +29,7 @@ FixId = Literal[
     "optimizer",
     "zero-grad",
     "scheduler",
+    "precision",
 ]
 
 

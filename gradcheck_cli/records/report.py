@@ -9,6 +9,7 @@ from gradcheck_cli.records.comparison import BaselineComparison
 from gradcheck_cli.records.findings import FailOn, Finding, Ignored, LayerStatus, Severity
 from gradcheck_cli.records.fixes import TriedFix
 from gradcheck_cli.records.headroom import LrHeadroom
+from gradcheck_cli.records.precision import PrecisionHeadroom
 from gradcheck_cli.records.stats import (
     ActivationStats,
     AttentionStats,
@@ -66,6 +67,8 @@ class Report:
     """Attention entropy, collapse and largest logit per site (first batch)."""
     gate_saturation: tuple[CellGateSaturation, ...] = ()
     """Gate saturation of each nn.LSTM/nn.GRU (first batch)."""
+    precision: PrecisionHeadroom | None = None
+    """--precision: each layer's headroom in each number format asked for."""
     lr_headroom: LrHeadroom | None = None
     """--lr-headroom: the runs at each learning-rate multiplier and the smallest that broke."""
     ignored: tuple[Ignored, ...] = ()
@@ -114,6 +117,7 @@ def build_report(
         versus=probe.versus,
         gate_saturation=probe.gate_saturation,
         attention=probe.attention,
+        precision=probe.precision,
         lr_headroom=probe.lr_headroom,
     )
 

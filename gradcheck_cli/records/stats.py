@@ -13,6 +13,7 @@ from gradcheck_cli.records.headroom import LrHeadroom
 from gradcheck_cli.records.measures import Measures
 from gradcheck_cli.records.precision import Fp16Underflow as Fp16Underflow  # re-exported
 from gradcheck_cli.records.precision import LayerUnderflow as LayerUnderflow  # re-exported
+from gradcheck_cli.records.precision import PrecisionHeadroom
 from gradcheck_cli.records.trained import AttentionStats, CellGateSaturation, CheckpointInfo, Versus
 
 if TYPE_CHECKING:
@@ -254,6 +255,8 @@ class ProbeResult:
     loss_value: float = float("nan")
     fp16_underflow: Fp16Underflow | None = None
     """Only under --dtype float16."""
+    precision: PrecisionHeadroom | None = None
+    """--precision: each layer's headroom in each number format asked for."""
     nonfinite_op: str | None = None
     """The forward operation whose backward first turned a gradient non-finite (anomaly re-run)."""
     nonfinite_source: SourceRef | None = None

@@ -148,4 +148,29 @@ def headroom_html(h: LrHeadroom) -> str:
     rows = "".join(
         "<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in headroom_rows(h)
     )
-    return f"<p>{escape(headroom_line(h))}</p><table><tr>{head}</tr>{rows}</table>"
+    table = f"<table><tr>{head}</tr>{rows}</table>"
+    return f"<p>{escape(headroom_line(h))}</p>{table}{headroom_charts(h)}"
+
+
+def headroom_charts(h: LrHeadroom, size: tuple[int, int] = (210, 130)) -> str:
+    """Small multiples, one row per instrument (the loss, the largest attention logit, the
+    output-logit RMS), one chart per multiplier, on log axes: the run that broke stands out."""
+    from gradcheck_cli.render.charts import _small
+
+    rows = []
+    for instrument, title in (
+        ("loss", "loss"),
+        ("attention_max_logit", "max attention logit"),
+        ("logit_rms", "output-logit RMS"),
+    ):
+        charts = []
+        for run in h.runs:
+            values = list(run.loss) if instrument == "loss" else _per_step(run.series, instrument)
+            if values:
+                state = "broke" if run.trips else "ok"
+                charts.append(
+                    _small(f"{title} at {run.multiplier:g}x ({state})", values, size, run.nonfinite_step)
+                )
+        if charts:
+            rows.append(f'<div class="multiples">{"".join(charts)}</div>')
+    return "".join(rows)

@@ -19,6 +19,7 @@ from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.render.charts import flow_chart, history_charts, layer_colors, through_time_chart
 from gradcheck_cli.render.escape import clean_report
 from gradcheck_cli.render.headroom import headroom_html
+from gradcheck_cli.render.precision import html_parts as precision_html
 from gradcheck_cli.render.sections import FIX_HEADERS, baseline_lines, fix_rows, training_line
 from gradcheck_cli.render.trained import html_parts
 
@@ -110,6 +111,7 @@ def report_section(report: Report) -> str:
     ]
     parts += _ignored(report)
     parts += _later_stages(report)
+    parts += precision_html(report.precision)
     parts += ["<h2>Layers</h2>", _layers(report), "</section>"]
     return "\n".join(parts)
 

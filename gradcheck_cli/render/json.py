@@ -13,6 +13,7 @@ from gradcheck_cli.records.fixes import Measured, TriedFix
 from gradcheck_cli.records.report import LayerRow, Report
 from gradcheck_cli.records.stats import ThroughTime, TrainingHistory
 from gradcheck_cli.render.headroom import headroom_section
+from gradcheck_cli.render.precision import precision_section
 from gradcheck_cli.render.trained_json import json_sections, training_extension
 
 
@@ -139,6 +140,8 @@ def _optional_sections(report: Report) -> dict[str, Any]:
     if report.lr_headroom is not None:
         out["lr_headroom"] = _clean(headroom_section(report.lr_headroom))
     out.update(json_sections(report))
+    if report.precision is not None:
+        out["precision"] = _clean(precision_section(report.precision))
     if report.ignored:
         out["ignored"] = [{**_finding(i.finding), "reason": i.reason} for i in report.ignored]
     return out

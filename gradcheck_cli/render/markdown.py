@@ -12,6 +12,7 @@ from gradcheck_cli.records.text import count
 from gradcheck_cli.render.base import fmt_num
 from gradcheck_cli.render.escape import clean_report, md_code, md_text
 from gradcheck_cli.render.headroom import HEADROOM_HEADERS, headroom_line, headroom_rows
+from gradcheck_cli.render.precision import markdown_lines as precision_lines
 from gradcheck_cli.render.sections import FIX_HEADERS, baseline_lines, fix_rows, training_line
 from gradcheck_cli.render.trained import markdown_lines
 
@@ -134,6 +135,7 @@ def report_section(report: Report, level: str = "##") -> str:
     if report.through_time:
         lines += [*through_time_section(report), ""]
     lines += later_stages_section(report)
+    lines += precision_lines(report.precision)
     lines += layers_section(report)
     return "\n".join(lines) + "\n"
 

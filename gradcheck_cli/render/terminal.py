@@ -23,6 +23,7 @@ from gradcheck_cli.render.escape import clean_report
 from gradcheck_cli.render.fit import MIN_NAME, cell_width, middle
 from gradcheck_cli.render.headroom import headroom_block
 from gradcheck_cli.render.pictures import GradBar, Phrases, through_time_block, training_sparks
+from gradcheck_cli.render.precision import terminal_parts as precision_parts
 from gradcheck_cli.render.sections import baseline_lines, training_line
 from gradcheck_cli.render.trained import terminal_parts
 from gradcheck_cli.render.verdict import SEVERITY_STYLE, summary_panel
@@ -242,6 +243,7 @@ def report_renderables(
     parts.append(Text(""))
     if report.through_time:
         parts.append(through_time_block(report.through_time))
+    parts += precision_parts(report.precision, width)
     parts.append(summary_panel(report))
     if report.training is not None:
         parts.append(Text(f"training: {training_line(report.training)}", style="dim"))

@@ -23,6 +23,7 @@ from gradcheck_cli.judge.policy import apply_policy
 from gradcheck_cli.load.target import LoadedModel
 from gradcheck_cli.measure.collect import probe
 from gradcheck_cli.measure.device import seed_everything
+from gradcheck_cli.measure.formats import measure_formats
 from gradcheck_cli.measure.passes import Prepared, StageRecords
 from gradcheck_cli.measure.preparation import prepare
 from gradcheck_cli.measure.underflow import measure_precision
@@ -49,7 +50,10 @@ def confirm(report: Report, session: Prepared, started: float) -> Report:
     seed_everything(config.seed)
     second = prepare(config, session.loaded, progress=session.progress)
     # float16: the underflow is measured there, as in the first pass
-    records = StageRecords(fp16_underflow=measure_precision(second) if config.dtype == "float16" else None)
+    records = StageRecords(
+        fp16_underflow=measure_precision(second) if config.dtype == "float16" else None,
+        precision=measure_formats(second, config.precision) if config.precision else None,
+    )
     result = probe(second, started, records)
     diagnosis = diagnose(result, config.thresholds)
     again = apply_policy(

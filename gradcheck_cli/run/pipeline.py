@@ -27,6 +27,7 @@ from gradcheck_cli.measure.passes import Prepared, StageRecords
 from gradcheck_cli.measure.preparation import GIVEN, prepare
 from gradcheck_cli.measure.versus import State, measure_versus, state_copy
 from gradcheck_cli.records.headroom import LrHeadroom
+from gradcheck_cli.records.precision import PrecisionHeadroom
 from gradcheck_cli.records.report import Report, build_report
 from gradcheck_cli.records.stats import Fp16Underflow, ProbeResult, TrainingHistory
 from gradcheck_cli.records.text import count
@@ -82,6 +83,7 @@ def analyze_loaded(
         checkpoint=checkpoint,
         training=training,
         fp16_underflow=_precision(prepared, progress),
+        precision=_formats(prepared, progress),
         lr_headroom=headroom,
     )
     result = _collect(prepared, records, init_state, started, progress)
@@ -125,6 +127,16 @@ def _precision(prepared: Prepared, progress: Progress) -> Fp16Underflow | None:
 
     progress("measuring float16 underflow with and without loss scaling")
     return measure_precision(prepared)
+
+
+def _formats(prepared: Prepared, progress: Progress) -> PrecisionHeadroom | None:
+    """--precision: each layer's headroom in the number formats asked for; None without it."""
+    if not prepared.config.precision:
+        return None
+    from gradcheck_cli.measure.formats import measure_formats
+
+    progress(f"measuring each layer in {', '.join(prepared.config.precision)}")
+    return measure_formats(prepared, prepared.config.precision)
 
 
 def _collect(
