@@ -54,6 +54,8 @@ CASES = (
     "accum_undivided",
     "heatmap_head",
     "finetune_head",
+    "no_warmup",
+    "attn_logit_growth",
 )
 MODES = ("monitor", "weights", "steps")
 RESUME_STEPS = 20

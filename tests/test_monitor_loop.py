@@ -23,6 +23,8 @@ LOOP_IDS = {
     "frozen-mid-run",
     "grad-scaler-skips",
     "eval-mode-training",
+    "accumulation-undivided",
+    "clip-after-step",
 }
 
 
@@ -328,6 +330,8 @@ def test_loop_record_round_trips_through_the_jsonl_and_report(tmp_path: Path) ->
     read = [s.loop for s in report.history.steps]
     assert [k.layers if k else None for k in kept] == [r.layers if r else None for r in read]
     assert [k.lrs if k else None for k in kept] == [r.lrs if r else None for r in read]
+    assert [k.backwards for k in kept if k] == [r.backwards for r in read if r] == [1] * len(kept)
+    assert [k.loss_divisor for k in kept if k] == pytest.approx([r.loss_divisor for r in read if r])
     found = next(f for f in report.trends if f.id == "not-in-optimizer")
     assert found.layers == ("2",) and found.evidence["step"] == 0
 
@@ -410,3 +414,101 @@ def test_grad_scaler_settling_from_a_large_scale_with_the_monitor_after_the_step
     fine = [i for i in range(16) if i not in skipped]
     measured = [next(p.grad_norm for p in records[i].stats.layers if p.name == "0") for i in fine]
     assert measured == pytest.approx([truths[i] for i in fine], rel=1e-5)
+
+
+def accumulate(divide: bool, k: int = 4, steps: int = 5) -> GradientMonitor:
+    """k micro-batches per SGD step, the loss divided by k or not; the monitor after the step."""
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    monitor = GradientMonitor(model, every=1, callback=None, optimizer=optimizer)
+    data = batches(k)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        for x, y in data:
+            loss = nn.functional.cross_entropy(model(x), y)
+            (loss / k if divide else loss).backward()
+        optimizer.step()
+        monitor.step(loss)
+    monitor.close()
+    return monitor
+
+
+def test_accumulation_without_dividing_the_loss_is_named_with_k() -> None:
+    """Plain PyTorch: the summed gradient of 4 undivided micro-batch means is 4x the gradient of
+    the mean loss over the 4; the monitor reads K = 4 backward passes and a divisor of 1."""
+    model = mlp()
+    data = batches(4)
+    for x, y in data:
+        nn.functional.cross_entropy(model(x), y).backward()
+    summed = torch.cat([p.grad.flatten() for p in model.parameters()])
+    model.zero_grad()
+    x, y = torch.cat([d[0] for d in data]), torch.cat([d[1] for d in data])
+    nn.functional.cross_entropy(model(x), y).backward()
+    mean = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert torch.allclose(summed, 4 * mean, rtol=1e-4, atol=1e-6)
+
+    broken = accumulate(divide=False)
+    assert broken.last is not None and broken.last.stats.loop is not None
+    assert broken.last.stats.loop.backwards == 4
+    assert broken.last.stats.loop.loss_divisor == pytest.approx(1.0, rel=1e-6)
+    found = {f.id: f for f in broken.last.report.findings}
+    assert found["accumulation-undivided"].evidence["applied_over_mean"] == pytest.approx(4.0, rel=1e-3)
+    assert "zero-grad-missing" not in found
+
+    healthy = accumulate(divide=True)
+    assert healthy.last is not None and healthy.last.stats.loop is not None
+    assert healthy.last.stats.loop.loss_divisor == pytest.approx(4.0, rel=1e-6)
+    assert "accumulation-undivided" not in {f.id for f in healthy.last.report.findings}
+
+
+def test_no_accumulation_and_a_non_cross_entropy_loss_are_not_judged() -> None:
+    _, findings = run(mlp(), torch.optim.SGD(mlp().parameters(), lr=1e-2), 6, every=1)
+    assert "accumulation-undivided" not in {f.id for f in findings}
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    monitor = GradientMonitor(model, every=1, callback=None, optimizer=optimizer)
+    for _ in range(4):
+        optimizer.zero_grad()
+        for x, y in batches(4):
+            nn.functional.mse_loss(model(x), nn.functional.one_hot(y, 3).float()).backward()
+        optimizer.step()
+        monitor.step()
+    monitor.close()
+    assert monitor.last is not None and monitor.last.stats.loop is not None
+    assert math.isnan(monitor.last.stats.loop.loss_divisor)
+    assert "accumulation-undivided" not in {f.id for f in monitor.last.report.findings}
+
+
+def clipped(after_step: bool, max_norm: float = 0.1) -> tuple[GradientMonitor, list[float]]:
+    """An SGD loop clipping at max_norm before or after optimizer.step(); the unclipped norms."""
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = GradientMonitor(model, every=1, callback=None, optimizer=optimizer)
+    raw = []
+    for x, y in batches(4):
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        raw.append(float(torch.cat([p.grad.flatten() for p in model.parameters()]).double().norm()))
+        if not after_step:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        optimizer.step()
+        if after_step:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        monitor.step(loss)
+    monitor.close()
+    return monitor, raw
+
+
+def test_clipping_after_the_step_is_reported_with_the_norm_applied() -> None:
+    monitor, raw = clipped(after_step=True)
+    assert min(raw) > 0.1  # plain PyTorch: the clip binds at every step
+    assert monitor.last is not None
+    found = {f.id: f for f in monitor.last.report.findings}
+    assert found["clip-after-step"].evidence["applied_norm"] == pytest.approx(raw[-1], rel=1e-3)
+    assert found["clip-after-step"].evidence["norm_after"] == pytest.approx(0.1, rel=1e-3)
+
+    monitor, _ = clipped(after_step=False)
+    assert monitor.last is not None and monitor.last.stats.loop is not None
+    assert monitor.last.stats.loop.grad_norm_at_step == pytest.approx(0.1, rel=1e-3)
+    assert "clip-after-step" not in {f.id for f in monitor.last.report.findings}

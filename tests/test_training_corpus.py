@@ -227,3 +227,44 @@ def test_small_steps_at_the_end_of_a_schedule_are_not_an_update_ratio_warning(tm
     assert [f["severity"] for f in healthy] == ["info"] and healthy[0]["evidence"]["initial_lr"] == 0.1
     assert [f["id"] for f in docs[False] if f["severity"] in ("warning", "error")] == []
     assert "training-stalled" in {f["id"] for f in docs[True]}
+
+
+def test_no_warmup_divergence_truth_and_monitor_spike():
+    """Adam at 0.3 from step 0: plain PyTorch sees the loss pass 10x step 0's within three steps;
+    the twin warmed up over 20 steps never does. The monitor's history names the spike."""
+    from common import fit
+
+    from gradcheck_cli.monitor.gradient_monitor import GradientMonitor
+
+    mod = _case("no_warmup")
+    monitors = []
+
+    def factory(model):
+        monitors.append(GradientMonitor(model, every=1, callback=None))
+        return monitors[-1]
+
+    trace = fit(mod, True, 12, monitor_factory=factory)
+    truth = mod.truth(trace)
+    assert truth is not None and 1 <= truth.step <= 3, truth
+    assert trace.steps[truth.step].loss > 10 * trace.steps[0].loss
+    assert mod.truth(fit(mod, False, 12)) is None
+    found = {f.id: f for record in monitors[0].history for f in record.report.findings}
+    assert found["warmup-missing"].evidence["step"] == truth.step
+    assert found["warmup-missing"].evidence["lrs_at_first_step"] == [mod.LR]
+
+    monitors.clear()
+    fit(mod, False, 12, monitor_factory=factory)
+    assert not [f for r in monitors[0].history for f in r.report.findings if f.id == "warmup-missing"]
+
+
+@pytest.mark.slow
+def test_attention_logit_growth_truth_in_plain_pytorch():
+    """Without QK norm the attention logits pass 50 after the warm-up; with it they stay near 10."""
+    from common import fit
+
+    mod = _case("attn_logit_growth")
+    truth = mod.truth(fit(mod, True, 70))
+    assert truth is not None and truth.layer.startswith("blocks.") and truth.step < 70
+    healthy = fit(mod, False, 70)
+    assert mod.truth(healthy) is None
+    assert max(mod.max_logit(s)[1] for s in healthy.steps) < 15

@@ -52,6 +52,11 @@ class AnalyzeConfig:
     """Batch size of inferred inputs (None: the tool's default for the input kind)."""
     device: str = "auto"
     dtype: str = "float32"
+    dtype_given: bool = True
+    """False when neither --dtype nor a config file set `dtype`: with --weights, the checkpoint's
+    trained precision is used instead of the default (load/trained_precision.py)."""
+    dtype_reason: str | None = None
+    """Why the analysis runs in `dtype`, when a checkpoint decided it."""
     loss: str = "auto"
     steps: int = 0
     lr: float | None = None
@@ -119,6 +124,7 @@ def build_config(
             "no TARGET given",
             "e.g. `gradcheck analyze model.py` or builtin:sigmoid-mlp, or put `target:` in gradcheck.yaml",
         )
+    values.setdefault("dtype_given", "dtype" in values)
     known = {f.name for f in fields(AnalyzeConfig)}
     config = AnalyzeConfig(**{k: v for k, v in values.items() if k in known})
     return validate(config)

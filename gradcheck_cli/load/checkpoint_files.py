@@ -23,6 +23,16 @@ from gradcheck_cli.records.files import check_regular, real_path
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "network")
 OPTIMIZER_KEYS = ("optimizer_states", "optimizer_state_dict", "optimizer", "optim", "opt")
 STEP_KEYS = ("global_step", "step", "iteration", "iter", "steps")
+SCALER_KEYS = (
+    "scaler",
+    "grad_scaler",
+    "scaler_state_dict",
+    "amp_scaler",
+    "MixedPrecision",
+    "MixedPrecisionPlugin",
+    "native_amp_scaling_state",
+)
+"""Where training loops and Lightning save a torch.amp.GradScaler's state_dict()."""
 FOLDER_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 SAFETENSORS_HINT = "pip install 'gradcheck-cli[safetensors]' (or pip install safetensors)"
 
@@ -41,6 +51,8 @@ class RawCheckpoint:
     optimizer_state: Any = None
     step: int | None = None
     epoch: int | None = None
+    scaler: tuple[str, float] | None = None
+    """(key, scale) of a GradScaler state saved with the weights: trained under float16 autocast."""
 
 
 def read_checkpoint(path: Path, device: str) -> RawCheckpoint:
@@ -193,6 +205,7 @@ def unwrap(obj: Any, path: Path) -> RawCheckpoint:
                 optimizer_state=_optimizer_state(obj),
                 step=_int_of(obj, STEP_KEYS, path),
                 epoch=_int_of(obj, ("epoch",), path),
+                scaler=_scaler_state(obj),
             )
     keys = ", ".join(repr(k) for k in list(obj)[:8])
     raise CheckpointError(
@@ -223,6 +236,17 @@ def _optimizer_state(obj: Mapping[str, Any]) -> Any:
             state = state[0]
         if isinstance(state, Mapping) and "state" in state and "param_groups" in state:
             return state
+    return None
+
+
+def _scaler_state(obj: Mapping[str, Any]) -> tuple[str, float] | None:
+    for key in SCALER_KEYS:
+        state = obj.get(key)
+        scale = state.get("scale") if isinstance(state, Mapping) else None
+        if isinstance(scale, torch.Tensor) and scale.numel() == 1:
+            scale = scale.item()
+        if isinstance(scale, (int, float)) and not isinstance(scale, bool):
+            return key, float(scale)
     return None
 
 

@@ -201,6 +201,7 @@ def _model_info(prepared: Prepared) -> ModelInfo:
         trainable=sum(p.numel() for p in params if p.requires_grad),
         device=prepared.device,
         dtype=prepared.config.dtype,
+        dtype_reason=prepared.config.dtype_reason,
         found_by=loaded.found_by,
         init_args=dict(loaded.init_args),
         source=loaded.source,

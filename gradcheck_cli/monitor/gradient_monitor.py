@@ -116,9 +116,9 @@ class GradientMonitor:
         if jsonl is not None and distributed.is_reporting_rank():
             self.sinks.append(JsonLinesSink(jsonl))
         self._loop: LoopWatch | None = None
-        if optimizer is not None:
-            self.watch(optimizer, scaler=scaler, scheduler=scheduler)
         self._arm()
+        if optimizer is not None:  # after _arm(): the loop is watched from the first step on
+            self.watch(optimizer, scaler=scaler, scheduler=scheduler)
 
     def watch(self, optimizer: torch.optim.Optimizer, *, scaler: Any = None, scheduler: Any = None) -> None:
         """Record the loop around this optimizer from the next measured step on (see the class doc)."""

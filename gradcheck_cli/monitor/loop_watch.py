@@ -11,6 +11,11 @@ How, and what it costs:
   GradScaler is in use (GradScaler.step does not call optimizer.step on an overflow);
 - `.grad` left over: on measured steps only, a hook on each parameter sees this backward's own
   gradient before autograd adds it into `.grad`, and the `.grad` it is added to;
+- accumulation: on measured steps only, the same hooks count the backward passes that reach
+  each parameter before the step, and a hook on the model's output reads what the loss was
+  divided by (measure/loss_divisor.py: exact for a softmax cross-entropy, unknown otherwise);
+- clipping after the update: on measured steps only, a step pre-hook takes the gradient norm
+  the optimizer applies, compared with the norm the monitor reads after the step;
 - weights changed: on measured steps only, a checksum of each layer's parameters' bits (an
   integer sum of the raw bits: any update that changes a single weight changes it, an update
   too small for the dtype to represent does not, which is exactly what a stall is).
@@ -26,6 +31,7 @@ import torch
 from torch import nn
 
 from gradcheck_cli.measure.grads import to_host
+from gradcheck_cli.measure.loss_divisor import divisor_sums, loss_divisor
 from gradcheck_cli.records.loop import LayerLoop, LoopPoint
 
 _BITS = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -83,15 +89,37 @@ class LoopWatch:
         """monitor.step() came after this iteration's optimizer step (a loop that calls it after
         scaler.step()/update(): the scaler has unscaled the gradients in place already)."""
         self._steps_at_arm: int | None = None
-        self._handles: list[Any] = [optimizer.register_step_post_hook(self._on_optimizer_step)]
+        self._handles: list[Any] = [
+            optimizer.register_step_post_hook(self._on_optimizer_step),
+            optimizer.register_step_pre_hook(self._before_optimizer_step),
+        ]
         self._grad_hooks: list[Any] = []
         self._seen: dict[int, tuple[str, torch.Tensor, torch.Tensor]] = {}
+        self._backwards: dict[int, int] = {}
+        self._divisors: list[torch.Tensor] = []
+        self._at_step: torch.Tensor | None = None
         self._checksums: dict[str, int] = {}
         self._layers = layer_params(model)
         self._modal = modal_modules(model)
 
     def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.optimizer_steps += 1
+
+    def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        # measured steps only, once this step's backward ran: the norm the update applies
+        if self._grad_hooks and self._seen and self._at_step is None:
+            self._at_step = _total_norm(self.optimizer)
+
+    def _on_output(self, module: nn.Module, args: Any, out: Any) -> None:
+        out = out[0] if isinstance(out, (tuple, list)) and out else out
+        if not isinstance(out, torch.Tensor) or not out.requires_grad or not out.is_floating_point():
+            return
+        if out.dim() < 1 or out.shape[-1] < 2:
+            return
+        seen, scale = out.detach(), getattr(self.scaler, "_scale", None) if self._scaler_on() else None
+        self._grad_hooks.append(
+            out.register_hook(lambda g: self._divisors.append(divisor_sums(seen, g, scale)))
+        )
 
     # -- every monitor.step() call: integers only ------------------------------------------------
     def call(self, calls: int) -> None:
@@ -111,17 +139,22 @@ class LoopWatch:
             for p in params:
                 if p.requires_grad:
                     self._grad_hooks.append(p.register_hook(self._grad_hook(name, p)))
+        self._grad_hooks.append(self.model.register_forward_hook(self._on_output))
 
     def disarm(self) -> None:
         for handle in self._grad_hooks:
             handle.remove()
         self._grad_hooks.clear()
         self._seen.clear()
+        self._backwards.clear()
+        self._divisors.clear()
+        self._at_step = None
 
     def _grad_hook(self, name: str, param: nn.Parameter) -> Callable[[torch.Tensor], None]:
-        seen = self._seen
+        seen, backwards = self._seen, self._backwards
 
         def hook(grad: torch.Tensor) -> None:
+            backwards[id(param)] = backwards.get(id(param), 0) + 1
             if id(param) in seen or grad is None or grad.is_sparse:
                 return  # the first backward after arm() is the one that follows the zero_grad
             old = param.grad
@@ -147,6 +180,7 @@ class LoopWatch:
         seen = list(self._seen.values())
         sums = [checksum(self._layers[n]) for n in names]
         host = to_host(sums, [t for _, a, b in seen for t in (a, b)]) if names else []
+        at_step, after, divisor = self._step_numbers()
         changed = {}
         for name, value in zip(names, host[: len(names)], strict=True):
             before = self._checksums.get(name)
@@ -181,7 +215,21 @@ class LoopWatch:
             settling_skips=self.settling,
             layers=layers,
             eval_modules=tuple(name for name, module in self._modal if not module.training),
+            backwards=max(self._backwards.values(), default=0),
+            loss_divisor=divisor,
+            grad_norm_at_step=at_step,
+            grad_norm_after_step=after,
         )
+
+    def _step_numbers(self) -> tuple[float, float, float]:
+        """(norm at optimizer.step, norm now, loss divisor) on the host; NaN where unknown."""
+        after = _total_norm(self.optimizer)
+        scalars = [after] + ([self._at_step] if self._at_step is not None else [])
+        host = to_host(scalars, [v for d in self._divisors for v in d.unbind()])
+        at_step = host[1] if self._at_step is not None else math.nan
+        rest = host[len(scalars) :]
+        divisor = loss_divisor([rest[i : i + 3] for i in range(0, len(rest), 3)])
+        return at_step, host[0], divisor
 
     def _scaler_on(self) -> bool:
         return self.scaler is not None and bool(self.scaler.is_enabled())
@@ -197,6 +245,17 @@ def _norm(tensor: torch.Tensor) -> torch.Tensor:
     """An L2 norm that cannot overflow float32 (float64, or float32 on MPS which has no float64)."""
     wide = torch.float32 if tensor.device.type == "mps" else torch.float64
     return torch.linalg.vector_norm(tensor.detach(), dtype=wide)
+
+
+def _total_norm(optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """The L2 norm of every gradient the optimizer holds (0 when none), widened."""
+    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    grads = [g for g in grads if not g.is_sparse]
+    if not grads:
+        first = next((p for g in optimizer.param_groups for p in g["params"]), None)
+        device = first.device if first is not None else torch.device("cpu")
+        return torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
+    return torch.linalg.vector_norm(torch.stack([_norm(g).to(grads[0].device) for g in grads]))
 
 
 def _carries(seen: list[tuple[str, torch.Tensor, torch.Tensor]], host: list[float]) -> dict[str, float]:

@@ -61,6 +61,17 @@ class LoopPoint:
     eval_modules: tuple[str, ...] = ()
     """BatchNorm (with running statistics) and dropout modules in eval mode at this step: they
     behave as at inference (frozen statistics, no dropout) while the loop trains."""
+    backwards: int = 1
+    """Backward passes that reached the parameters since the previous measured step began
+    (2 or more: gradient accumulation over that many micro-batches); 0 when none was seen."""
+    loss_divisor: float = math.nan
+    """The loss's denominator over the rows one backward saw, read off the softmax
+    cross-entropy's gradient at the model's output: 1 for a mean over the micro-batch, K for
+    that mean divided by K; NaN when the output's gradient is not a softmax cross-entropy's."""
+    grad_norm_at_step: float = math.nan
+    """The whole model's gradient norm when optimizer.step() ran (NaN: no step was seen)."""
+    grad_norm_after_step: float = math.nan
+    """The same norm when the monitor read the gradients, after the step."""
 
 
 def _num(value: Any) -> float:
@@ -84,6 +95,10 @@ def loop_document(point: LoopPoint) -> dict[str, Any]:
         "scaler_skipped": point.scaler_skipped,
         "skipped_steps": point.skipped_steps,
         "settling_skips": point.settling_skips,
+        "backwards": point.backwards,
+        "loss_divisor": finite(point.loss_divisor),
+        "grad_norm_at_step": finite(point.grad_norm_at_step),
+        "grad_norm_after_step": finite(point.grad_norm_after_step),
         "layers": {
             name: {
                 "group": layer.group,
@@ -124,4 +139,8 @@ def loop_from_document(doc: Mapping[str, Any] | None) -> LoopPoint | None:
         layers=layers,
         settling_skips=int(doc.get("settling_skips") or 0),
         eval_modules=tuple(str(name) for name in doc.get("eval_modules") or ()),
+        backwards=int(doc.get("backwards", 1) or 0),
+        loss_divisor=_num(doc.get("loss_divisor")),
+        grad_norm_at_step=_num(doc.get("grad_norm_at_step")),
+        grad_norm_after_step=_num(doc.get("grad_norm_after_step")),
     )

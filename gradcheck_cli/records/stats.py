@@ -38,6 +38,8 @@ class ModelInfo:
     trainable: int
     device: str
     dtype: str
+    dtype_reason: str | None = None
+    """Why the analysis ran in `dtype` when a checkpoint's trained precision decided it."""
     found_by: str = "explicit"
     """How the model was found: explicit, build_model, model-instance, single-subclass, builtin."""
     init_args: dict[str, object] = field(default_factory=dict)

@@ -99,6 +99,7 @@ def to_document(report: Report) -> dict[str, Any]:
             "dtype": m.dtype,
             "found_by": m.found_by,
             "init_args": _clean(m.init_args),
+            **({"dtype_reason": m.dtype_reason} if m.dtype_reason else {}),
         },
         "run": {
             "batches": r.batches,

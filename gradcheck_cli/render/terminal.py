@@ -59,6 +59,7 @@ def header(report: Report) -> Phrases:
     second = [
         (f"inputs {inputs}", "dim"),
         (f"loss {r.loss}" + (f" ({r.loss_reason})" if r.loss_reason else ""), "dim"),
+        *([(f"{m.dtype}: {m.dtype_reason}", "dim")] if m.dtype_reason else []),
         (count(r.batches, "batch"), "dim"),
         (f"seed {r.seed}", "dim"),
     ]

@@ -65,6 +65,10 @@ def analyze_loaded(
     `batches`, when given, are used as they are instead of being built from the config."""
     started = time.perf_counter() if started is None else started
     distributed.setup()
+    if config.weights is not None and not config.dtype_given:
+        from gradcheck_cli.load.trained_precision import with_trained_precision
+
+        config = with_trained_precision(config)
     progress("building the inputs")
     prepared = prepare(config, loaded, batches, progress=progress)
     init_state = state_copy(prepared.model) if config.versus == "init" else None

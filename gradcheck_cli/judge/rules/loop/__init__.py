@@ -8,6 +8,8 @@ optimizer=opt)`, the Lightning and Trainer callbacks).
 from __future__ import annotations
 
 from gradcheck_cli.judge.rules.loop import (  # noqa: F401  (imported to register)
+    accumulation_undivided,
+    clip_after_step,
     eval_mode_training,
     frozen_mid_run,
     grad_scaler_skips,

@@ -13,4 +13,5 @@ from gradcheck_cli.judge.rules.trends import (  # noqa: F401  (imported to regis
     loss_spike,
     nonfinite_first_layer,
     ratio_drift,
+    warmup_missing,
 )
