@@ -143,8 +143,8 @@ def test_explain_prints_rule_doc_and_rejects_unknown_ids(cli) -> None:
     listing = cli("explain")
     assert listing.exit_code == 0
     assert [line.split()[0] for line in listing.stdout.splitlines()][:2] == [
+        "accumulation-undivided",
         "attention-collapse",
-        "baseline-regression",
     ]
     bad = cli("explain", "vanishing-gradient")
     assert bad.exit_code == 2 and "did you mean 'vanishing-gradients'" in bad.stderr

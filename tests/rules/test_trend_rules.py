@@ -21,6 +21,7 @@ TREND_IDS = {
     "dead-units-growing",
     "loss-spike",
     "grad-norm-spike",
+    "warmup-missing",
 }
 LOOP_IDS = {
     "not-in-optimizer",
@@ -29,6 +30,8 @@ LOOP_IDS = {
     "frozen-mid-run",
     "grad-scaler-skips",
     "eval-mode-training",
+    "accumulation-undivided",
+    "clip-after-step",
 }
 
 
