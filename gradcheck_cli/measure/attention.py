@@ -191,13 +191,22 @@ class _SdpaWatch(TorchFunctionMode):
         scale: float | None = None,
         **_: Any,
     ) -> torch.Tensor:
-        length, source = query.shape[-2], key.shape[-2]
-        mask = torch.zeros(length, source, device=query.device)
-        if attn_mask is not None:
-            mask = mask + (attn_mask.float().masked_fill(~attn_mask, -math.inf).masked_fill(attn_mask, 0.0)
-                           if attn_mask.dtype == torch.bool else attn_mask.float())  # fmt: skip
-        elif is_causal:
-            mask = mask.masked_fill(
-                torch.ones(length, source, dtype=torch.bool, device=query.device).triu(1), -math.inf
-            )
+        mask = sdpa_mask(query, key, attn_mask, is_causal)
         return _probabilities(query, key, mask, scale)
+
+
+def sdpa_mask(
+    query: torch.Tensor, key: torch.Tensor, attn_mask: torch.Tensor | None, is_causal: bool
+) -> torch.Tensor:
+    """The additive mask F.scaled_dot_product_attention applies: -inf where a bool mask is False
+    (or above the diagonal when causal), a float mask as given."""
+    length, source = query.shape[-2], key.shape[-2]
+    mask = torch.zeros(length, source, device=query.device)
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            return mask.masked_fill(~attn_mask, -math.inf)
+        return mask + attn_mask.detach().float()
+    if is_causal:
+        causal = torch.ones(length, source, dtype=torch.bool, device=query.device).triu(1)
+        mask = mask.masked_fill(causal, -math.inf)
+    return mask

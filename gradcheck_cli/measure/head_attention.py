@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from gradcheck_cli.measure.attention import _mha_mask, _ModuleTracker, _project
+from gradcheck_cli.measure.attention import _mha_mask, _ModuleTracker, _project, sdpa_mask
 
 
 def head_stats(
@@ -141,14 +141,5 @@ def _sdpa_stats(
     scale: float | None = None,
     **_: Any,
 ) -> torch.Tensor:
-    length, source = query.shape[-2], key.shape[-2]
-    mask = torch.zeros(length, source, device=query.device)
-    if attn_mask is not None:
-        if attn_mask.dtype == torch.bool:
-            mask = mask.masked_fill(~attn_mask, -math.inf)
-        else:
-            mask = mask + attn_mask.detach().float()
-    elif is_causal:
-        causal = torch.ones(length, source, dtype=torch.bool, device=query.device).triu(1)
-        mask = mask.masked_fill(causal, -math.inf)
+    mask = sdpa_mask(query, key, attn_mask, is_causal)
     return head_stats(query, key, mask, scale)
